@@ -1,0 +1,1 @@
+"""Every external system behind a small Protocol, with real and offline implementations."""

@@ -1,0 +1,1 @@
+"""Shared, dependency-light pieces: settings, the symbol universe, bar data-quality rules."""

@@ -1,0 +1,113 @@
+"""One typed settings object, read from the environment and an optional .env file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Mode = Literal["replay", "paper", "live"]
+
+
+class Settings(BaseSettings):
+    """Everything configurable about the platform. Secrets are SecretStr and never printed."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        populate_by_name=True,
+        frozen=True,
+        # Validation errors would otherwise echo the raw input, secrets included.
+        hide_input_in_errors=True,
+    )
+
+    warehouse_path: Path = Field(
+        default=Path("data/warehouse.duckdb"),
+        validation_alias=AliasChoices("TRADINGML_WAREHOUSE", "warehouse_path"),
+        description="DuckDB warehouse file.",
+    )
+    data_dir: Path = Field(
+        default=Path("data"),
+        validation_alias=AliasChoices("TRADINGML_DATA_DIR", "data_dir"),
+        description="Folder for model artifacts, reports and the outbox.",
+    )
+    mode: Mode = Field(
+        default="replay",
+        validation_alias=AliasChoices("TRADINGML_MODE", "mode"),
+        description="replay = embedded data + simulated broker; paper = Alpaca paper; live = real money.",
+    )
+    live_trading_opt_in: bool = Field(
+        default=False,
+        validation_alias=AliasChoices("TRADINGML_LIVE_TRADING_OPT_IN", "live_trading_opt_in"),
+        description="Must be true, together with mode=live, before real money is traded.",
+    )
+    synthetic_seed: int = Field(
+        default=7,
+        validation_alias=AliasChoices("TRADINGML_SYNTHETIC_SEED", "synthetic_seed"),
+        description="Seed of the synthetic minute-bar generator.",
+    )
+    lock_timeout_s: float = Field(
+        default=30.0,
+        validation_alias=AliasChoices("TRADINGML_LOCK_TIMEOUT_S", "lock_timeout_s"),
+        description="How long to retry when another process holds the warehouse file.",
+    )
+    alpaca_api_key_id: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("APCA_API_KEY_ID", "alpaca_api_key_id")
+    )
+    alpaca_api_secret_key: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("APCA_API_SECRET_KEY", "alpaca_api_secret_key")
+    )
+    alpaca_stock_feed: Literal["iex", "sip"] = Field(
+        default="iex", validation_alias=AliasChoices("TRADINGML_ALPACA_FEED", "alpaca_stock_feed")
+    )
+    reddit_client_id: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("REDDIT_CLIENT_ID", "reddit_client_id")
+    )
+    reddit_client_secret: SecretStr | None = Field(
+        default=None, validation_alias=AliasChoices("REDDIT_CLIENT_SECRET", "reddit_client_secret")
+    )
+    reddit_user_agent: str = Field(
+        default="tradingml/0.1 (offline)",
+        validation_alias=AliasChoices("REDDIT_USER_AGENT", "reddit_user_agent"),
+    )
+    prefect_home: Path = Field(
+        default=Path(".prefect"),
+        validation_alias=AliasChoices("PREFECT_HOME", "prefect_home"),
+        description="Prefect's state folder; kept inside the project by the Makefile.",
+    )
+
+    @model_validator(mode="after")
+    def _live_needs_opt_in(self) -> Settings:
+        if self.mode == "live" and not self.live_trading_opt_in:
+            raise ValueError(
+                "mode=live trades real money and needs TRADINGML_LIVE_TRADING_OPT_IN=true as well; "
+                "use mode=paper (Alpaca paper account) or mode=replay (offline) otherwise"
+            )
+        return self
+
+    @property
+    def is_paper(self) -> bool:
+        return self.mode != "live"
+
+    def describe(self) -> dict[str, Any]:
+        """A printable view: secrets reported only as set/unset."""
+        out: dict[str, Any] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                out[name] = "set (hidden)"
+            elif value is None and name.startswith(("alpaca_api", "reddit_client")):
+                out[name] = "not set"
+            else:
+                out[name] = str(value)
+        return out
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (read once)."""
+    return Settings()

@@ -1,0 +1,1 @@
+"""Features, forecasters, deep-Q agents, the allocator, architecture search and the model registry."""

@@ -1,0 +1,1 @@
+"""Prefect @task wrappers: retries, caching keys and logging around the logic in other packages."""

@@ -1,0 +1,1 @@
+"""Risk engine, order manager, reconciliation and the backtest engine shared with live trading."""
