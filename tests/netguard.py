@@ -33,7 +33,9 @@ def _check(sock: socket.socket, address: Any) -> None:
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         host = address[0] if isinstance(address, tuple) else address
         if not _is_loopback(host):
-            raise NetworkAccessError(f"test tried to connect to {address!r}: only loopback is allowed")
+            raise NetworkAccessError(
+                f"test tried to connect to {address!r}: only loopback is allowed"
+            )
 
 
 def _guarded_connect(self: socket.socket, address: Any) -> None:

@@ -3,4 +3,4 @@
 from warehouse.db import WarehouseLockedError, connect
 from warehouse.io import UpsertResult, load_frame, upsert
 
-__all__ = ["WarehouseLockedError", "UpsertResult", "connect", "load_frame", "upsert"]
+__all__ = ["UpsertResult", "WarehouseLockedError", "connect", "load_frame", "upsert"]

@@ -61,7 +61,9 @@ class IngestReport:
         )
 
 
-def write_bars(con: duckdb.DuckDBPyConnection, good: pl.DataFrame, now: datetime) -> tuple[int, int, int]:
+def write_bars(
+    con: duckdb.DuckDBPyConnection, good: pl.DataFrame, now: datetime
+) -> tuple[int, int, int]:
     """Upsert validated bars; returns (inserted, updated, unchanged)."""
     frame = good.with_columns(pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"))
     result = upsert(con, "bars", frame, BAR_KEY, bookkeeping=("ingested_at",))

@@ -60,7 +60,9 @@ def open_connection(
     """Open the file, retrying lock conflicts with jittered exponential backoff up to timeout_s."""
     path = Path(path)
     if read_only and not path.exists():
-        raise FileNotFoundError(f"warehouse {path} does not exist yet; run `make demo` or a flow first")
+        raise FileNotFoundError(
+            f"warehouse {path} does not exist yet; run `make demo` or a flow first"
+        )
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -108,7 +110,9 @@ def connect(
             apply_migrations(con)
             _migrated.add(resolved)
         elif read_only and current_version(con) == 0:
-            raise RuntimeError(f"warehouse {resolved} has no schema yet; run `make demo` or a flow first")
+            raise RuntimeError(
+                f"warehouse {resolved} has no schema yet; run `make demo` or a flow first"
+            )
         yield con
     finally:
         con.close()

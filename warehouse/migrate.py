@@ -64,7 +64,8 @@ def apply_migrations(con: duckdb.DuckDBPyConnection) -> list[int]:
     )
     migrations = available_migrations()
     recorded = {
-        int(v): str(c) for v, c in con.execute("SELECT version, checksum FROM schema_version").fetchall()
+        int(v): str(c)
+        for v, c in con.execute("SELECT version, checksum FROM schema_version").fetchall()
     }
     for m in migrations:
         if m.version in recorded and recorded[m.version] != m.checksum:

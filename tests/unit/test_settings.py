@@ -45,7 +45,12 @@ def test_reads_dotenv_file(tmp_path: Path) -> None:
 def test_secrets_never_printed(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    for name in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "REDDIT_CLIENT_ID", "REDDIT_CLIENT_SECRET"):
+    for name in (
+        "APCA_API_KEY_ID",
+        "APCA_API_SECRET_KEY",
+        "REDDIT_CLIENT_ID",
+        "REDDIT_CLIENT_SECRET",
+    ):
         monkeypatch.setenv(name, SECRET)
     s = Settings(_env_file=None)
     logging.getLogger("test").warning("settings: %s %r", s, s)

@@ -1,0 +1,1 @@
+"""Performance figures, run by `make bench`, written to benchmarks/results.json."""

@@ -1,0 +1,46 @@
+"""`make bench [ONLY=name,...]`: run benchmarks, print a table, merge figures into results.json."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks import bench_ingest  # noqa: F401 -- registers its benchmarks
+from benchmarks.harness import REGISTRY, Figure, render_table, write_results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="make bench", description=__doc__)
+    parser.add_argument("--only", help=f"comma-separated subset of: {', '.join(sorted(REGISTRY))}")
+    args = parser.parse_args(argv)
+    wanted = sorted(REGISTRY)
+    if args.only:
+        asked = [w.strip() for w in args.only.split(",") if w.strip()]
+        unknown = [w for w in asked if not any(n.startswith(w) for n in REGISTRY)]
+        if unknown:
+            print(
+                f"unknown benchmark(s) {unknown}; known: {', '.join(sorted(REGISTRY))}",
+                file=sys.stderr,
+            )
+            return 2
+        wanted = [n for n in wanted if any(n.startswith(w) for w in asked)]
+    figures: list[Figure] = []
+    scratch = Path(tempfile.mkdtemp(prefix="tradingml-bench-"))
+    try:
+        for name in wanted:
+            print(f"== {name}", flush=True)
+            figures += REGISTRY[name](scratch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    print()
+    print(render_table(figures))
+    write_results(figures)
+    print("\nwritten to benchmarks/results.json")
+    return 0 if all(f.met() is not False for f in figures) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
