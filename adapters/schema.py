@@ -38,10 +38,10 @@ def empty_bars() -> pl.DataFrame:
 def conform_bars(df: pl.DataFrame) -> pl.DataFrame:
     """Select and cast to the canonical schema, in canonical column order.
 
-    Missing optional columns (trade_count, vwap) become nulls; a missing required
+    Missing optional columns (volume, trade_count, vwap) become nulls; a missing required
     column raises ValueError naming it.
     """
-    optional = {"trade_count", "vwap"}
+    optional = {"volume", "trade_count", "vwap"}
     missing = [c for c in BAR_COLUMNS if c not in df.columns and c not in optional]
     if missing:
         raise ValueError(f"bar frame lacks required column(s): {', '.join(missing)}")

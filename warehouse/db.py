@@ -14,7 +14,6 @@ import duckdb
 from warehouse.migrate import apply_migrations, current_version
 
 _PID = re.compile(r"PID (\d+)")
-_migrated: set[Path] = set()
 
 
 class WarehouseLockedError(RuntimeError):
@@ -106,9 +105,9 @@ def connect(
     resolved = Path(path).resolve()
     con = open_connection(resolved, read_only=read_only, timeout_s=timeout_s)
     try:
-        if migrate and not read_only and resolved not in _migrated:
+        # Checked on every open (a few ms): a cache could miss a file deleted and recreated.
+        if migrate and not read_only:
             apply_migrations(con)
-            _migrated.add(resolved)
         elif read_only and current_version(con) == 0:
             raise RuntimeError(
                 f"warehouse {resolved} has no schema yet; run `make demo` or a flow first"

@@ -169,3 +169,12 @@ def test_read_only_connection_to_missing_file_says_what_to_do(tmp_path: Path) ->
         connect(tmp_path / "nope.duckdb", read_only=True),
     ):
         pass
+
+
+def test_a_deleted_and_recreated_file_is_migrated_again(warehouse_path: Path) -> None:
+    with connect(warehouse_path, timeout_s=5):
+        pass
+    warehouse_path.unlink()
+    Path(f"{warehouse_path}.wal").unlink(missing_ok=True)
+    with connect(warehouse_path, timeout_s=5) as con:
+        assert current_version(con) == len(available_migrations())
