@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
-from adapters.synthetic import SyntheticBarSource, SyntheticConfig
 
+from adapters.synthetic import SyntheticBarSource, SyntheticConfig
 from benchmarks.harness import Figure, benchmark
 from core.bar_quality import validate_bars
 from core.universe import COIN_SYMBOLS, EQUITY_SYMBOLS

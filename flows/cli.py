@@ -1,0 +1,209 @@
+"""The `tradingml` command: run flows, query the warehouse, show settings -- clear errors, no tracebacks."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+
+def _prefect_env() -> None:
+    # Must happen before prefect is imported: the first ephemeral start on a fresh
+    # PREFECT_HOME runs migrations for ~27 s, past Prefect's default 20 s timeout.
+    os.environ.setdefault("PREFECT_HOME", str(Path.cwd() / ".prefect"))
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    console = Console()
+    # Piped output (a log file, CI) gets a readable width instead of rich's 80 columns.
+    return console if console.is_terminal else Console(width=130)
+
+
+def _table(title: str, rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+
+    console = _console()
+    if not rows:
+        console.print(f"[bold]{title}[/bold]: (no rows)")
+        return
+    table = Table(title=title, title_justify="left", title_style="bold")
+    for col in rows[0]:
+        table.add_column(str(col), overflow="fold")
+    for row in rows:
+        table.add_row(*(_fmt(v) for v in row.values()))
+    console.print(table)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.4f}" if abs(value) < 1e6 else f"{value:,.0f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if hasattr(value, "strftime"):
+        if not hasattr(value, "hour"):
+            return str(value)
+        zone = " UTC" if getattr(value, "tzinfo", None) is not None else ""
+        return value.strftime("%Y-%m-%d %H:%M") + zone
+    return str(value)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.config import DemoConfig
+    from flows.demo import demo
+
+    kwargs: dict[str, Any] = {}
+    if args.start:
+        kwargs["start"] = args.start
+    if args.end:
+        kwargs["end"] = args.end
+    result = demo(DemoConfig(**kwargs))
+    console = _console()
+    console.rule("[bold]demo summary")
+    _table(
+        "What this run ingested (a re-run finds everything unchanged)",
+        [
+            {
+                "step": name,
+                "received": rep["received"],
+                "new": rep["inserted"],
+                "updated": rep["updated"],
+                "unchanged": rep["unchanged"],
+                "quarantined": ", ".join(
+                    f"{k}={v}" for k, v in sorted((rep["quarantined"] or {}).items())
+                )
+                or "0",
+            }
+            for name, rep in result["ingest"].items()
+        ],
+    )
+    _table(
+        "Bars in the warehouse (v_bar_coverage; source 'synthetic*' = generated)",
+        result["coverage"],
+    )
+    _table("Quarantined rows (bars_quarantine)", result["quarantine"])
+    console.print('[bold]Example SQL[/bold] (try it: tradingml sql "...")')
+    console.print(result["example_sql"], highlight=False)
+    _table("Result", result["example_rows"])
+    console.print(
+        f'Warehouse: {result["warehouse"]}  --  query it with `tradingml sql "select ..."`'
+    )
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from flows.config import IngestBarsConfig
+    from flows.ingest_bars import ingest_bars
+
+    config = IngestBarsConfig(
+        source=args.source,
+        symbols=args.symbols or None,
+        start=args.start,
+        end=args.end,
+        timeframe=args.timeframe,
+        seed=args.seed,
+        signal=args.signal,
+        path=args.path,
+        column_map=json.loads(args.column_map) if args.column_map else None,
+        source_label=args.source_label,
+        warehouse=args.warehouse,
+    )
+    result = ingest_bars(config)
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from core.settings import get_settings
+    from warehouse.db import connect
+    from warehouse.io import load_frame
+
+    path = args.warehouse or get_settings().warehouse_path
+    with connect(path, read_only=True) as con:
+        df = load_frame(con, args.query)
+    _table(args.query if len(args.query) < 80 else "result", df.head(args.limit).to_dicts())
+    if df.height > args.limit:
+        print(f"... {df.height - args.limit:,} more rows (--limit)")
+    return 0
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from core.settings import get_settings
+
+    for key, value in get_settings().describe().items():
+        print(f"{key:<24} {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tradingml", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demo", help="run the whole pipeline on the embedded offline data")
+    p.add_argument("--start", type=date.fromisoformat, help="first day of synthetic bars")
+    p.add_argument("--end", type=date.fromisoformat, help="last day (exclusive)")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("ingest", help="run the ingest-bars flow")
+    p.add_argument("--source", choices=["synthetic", "arch", "file"], default="synthetic")
+    p.add_argument("--symbols", nargs="*", help="default: the source's universe")
+    p.add_argument("--start", type=date.fromisoformat)
+    p.add_argument("--end", type=date.fromisoformat)
+    p.add_argument("--timeframe")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--signal", choices=["none", "autocorr", "sentiment"], default="none")
+    p.add_argument("--path", help="CSV/Parquet file for --source file")
+    p.add_argument("--column-map", help='JSON, e.g. \'{"close": "Last"}\'')
+    p.add_argument("--source-label")
+    p.add_argument("--warehouse")
+    p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("sql", help="run SQL against the warehouse (read-only)")
+    p.add_argument("query")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--warehouse")
+    p.set_defaults(func=cmd_sql)
+
+    p = sub.add_parser("settings", help="show the effective settings (secrets hidden)")
+    p.set_defaults(func=cmd_settings)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    _prefect_env()
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:
+        from pydantic import ValidationError
+
+        from warehouse.db import WarehouseLockedError
+
+        known: tuple[type[BaseException], ...] = (
+            WarehouseLockedError,
+            ValidationError,
+            ValueError,
+            FileNotFoundError,
+            RuntimeError,
+        )
+        if isinstance(exc, known) or type(exc).__module__.startswith("duckdb"):
+            print(f"error: {exc}", file=sys.stderr)
+            if os.environ.get("TRADINGML_DEBUG"):
+                raise
+            return 2
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""Typed configuration objects for the flows; each flow takes exactly one of these."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.universe import ARCH_DAILY_SYMBOLS, COIN_SYMBOLS, EQUITY_SYMBOLS
+
+BarSourceName = Literal["synthetic", "arch", "file"]
+
+# The embedded demo window: six months of synthetic minute bars.
+DEMO_START = date(2024, 1, 1)
+DEMO_END = date(2024, 7, 1)
+
+
+class IngestBarsConfig(BaseModel):
+    """Parameters of the `ingest-bars` flow."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: BarSourceName = Field(
+        default="synthetic",
+        description="synthetic: generated minute bars (labelled synthetic); arch: real S&P 500 / "
+        "NASDAQ daily bars 1999-2018; file: your own CSV/Parquet (set path).",
+    )
+    symbols: list[str] | None = Field(
+        default=None,
+        description="Symbols to ingest; empty means the source's default universe "
+        "(synthetic: 4 ETFs + 14 coins; arch: ^GSPC, ^IXIC; file: every symbol in it).",
+    )
+    start: date | None = Field(
+        default=None,
+        description="First day (inclusive, UTC); default: the source's own range "
+        "(synthetic: the demo window; arch: 1999; file: everything).",
+    )
+    end: date | None = Field(
+        default=None, description="Last day (exclusive, UTC); default as start."
+    )
+    timeframe: str | None = Field(
+        default=None,
+        description="1Min, 5Min, 15Min, 30Min, 1Hour or 1Day; default: the source's own.",
+    )
+    seed: int | None = Field(
+        default=None, description="Synthetic generator seed (default: settings)."
+    )
+    signal: Literal["none", "autocorr", "sentiment"] = Field(
+        default="none", description="Synthetic only: plant a known exploitable signal."
+    )
+    signal_strength: float = Field(
+        default=0.1, ge=0.0, le=0.9, description="Strength of the planted signal."
+    )
+    path: str | None = Field(default=None, description="file source: path of the CSV/Parquet file.")
+    column_map: dict[str, str] | None = Field(
+        default=None,
+        description="file source: canonical column -> file column, e.g. {'close': 'Last'}.",
+    )
+    file_tz: str = Field(
+        default="America/New_York", description="file source: zone of naive timestamps."
+    )
+    source_label: str | None = Field(
+        default=None, description="file source: provenance label to store."
+    )
+    warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
+
+    @model_validator(mode="after")
+    def _check(self) -> IngestBarsConfig:
+        start, end = self.date_range()
+        if end <= start:
+            raise ValueError(f"end ({end}) must be after start ({start})")
+        if self.source == "file" and not self.path:
+            raise ValueError("source='file' needs path= pointing at a CSV or Parquet file")
+        return self
+
+    def date_range(self) -> tuple[date, date]:
+        """[start, end) with the source's defaults filled in."""
+        defaults = {
+            "synthetic": (DEMO_START, DEMO_END),
+            "arch": (date(1999, 1, 1), date(2019, 1, 1)),
+            "file": (date(1900, 1, 1), date(2200, 1, 1)),
+        }[self.source]
+        return (self.start or defaults[0], self.end or defaults[1])
+
+    def default_symbols(self) -> list[str]:
+        if self.symbols:
+            return list(self.symbols)
+        if self.source == "synthetic":
+            return [*EQUITY_SYMBOLS, *COIN_SYMBOLS]
+        if self.source == "arch":
+            return list(ARCH_DAILY_SYMBOLS)
+        return []
+
+    def default_timeframe(self) -> str | None:
+        if self.timeframe:
+            return self.timeframe
+        return {"synthetic": "1Min", "arch": "1Day"}.get(self.source)
+
+
+class DemoConfig(BaseModel):
+    """Parameters of the `demo` flow."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    start: date = Field(default=DEMO_START, description="First day of synthetic minute bars.")
+    end: date = Field(
+        default=DEMO_END, description="Last day (exclusive) of synthetic minute bars."
+    )
+    seed: int | None = Field(
+        default=None, description="Synthetic generator seed (default: settings)."
+    )
+    warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
+    sample_file: str | None = Field(
+        default=None,
+        description="A small CSV with deliberately faulty rows, to show quarantine (default: the "
+        "one shipped in examples/).",
+    )

@@ -1,0 +1,101 @@
+"""The ingest-bars and demo flows under a real Prefect API (the test harness)."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import pytest
+
+from flows.config import IngestBarsConfig
+from flows.demo import SAMPLE_FILE, demo
+from flows.ingest_bars import ingest_bars
+from warehouse.db import connect
+
+pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_harness")]
+
+
+def test_synthetic_ingest_flow_stores_bars_and_a_rerun_changes_nothing(
+    warehouse_path: Path,
+) -> None:
+    config = IngestBarsConfig(
+        source="synthetic",
+        symbols=["SPY", "BTC/USD"],
+        start=date(2024, 7, 1),
+        end=date(2024, 7, 8),
+        warehouse=str(warehouse_path),
+    )
+    first = ingest_bars(config)
+    # July 1-5 2024: four NYSE sessions (3 July is a half day, 4 July a holiday); 7 days of crypto.
+    assert first["inserted"] == 390 * 3 + 210 + 7 * 1440
+    assert first["quarantined"] == {}
+    second = ingest_bars(config)
+    assert (second["inserted"], second["updated"], second["unchanged"]) == (0, 0, first["inserted"])
+    with connect(warehouse_path) as con:
+        rows = con.execute(
+            "SELECT symbol, count(*), min(source), max(source) FROM bars GROUP BY symbol ORDER BY symbol"
+        ).fetchall()
+    assert rows == [
+        ("BTC/USD", 7 * 1440, "synthetic", "synthetic"),
+        ("SPY", 390 * 3 + 210, "synthetic", "synthetic"),
+    ]
+
+
+def test_arch_ingest_flow_stores_real_daily_bars(warehouse_path: Path) -> None:
+    result = ingest_bars(
+        IngestBarsConfig(
+            source="arch",
+            start=date(2010, 1, 1),
+            end=date(2011, 1, 1),
+            warehouse=str(warehouse_path),
+        )
+    )
+    assert result["inserted"] == 2 * 252  # NYSE sessions in 2010, for both indices
+    with connect(warehouse_path) as con:
+        sources = con.execute("SELECT DISTINCT source FROM bars ORDER BY 1").fetchall()
+    assert sources == [("arch:nasdaq",), ("arch:sp500",)]
+
+
+def test_file_ingest_flow_quarantines_the_faulty_rows(warehouse_path: Path) -> None:
+    result = ingest_bars(
+        IngestBarsConfig(
+            source="file",
+            path=str(SAMPLE_FILE),
+            timeframe="1Min",
+            source_label="synthetic:faulty-sample",
+            warehouse=str(warehouse_path),
+        )
+    )
+    assert result["inserted"] == 4
+    assert result["quarantined"] == {
+        "nan_price": 1,
+        "high_below_low": 1,
+        "non_positive_price": 1,
+        "duplicate_key": 1,
+        "bad_volume": 1,
+        "future_timestamp": 1,
+    }
+    with connect(warehouse_path) as con:
+        raw = con.execute("SELECT raw FROM bars_quarantine WHERE reason = 'nan_price'").fetchall()
+    assert raw[0][0] is not None and "n/a" in raw[0][0]
+
+
+@pytest.mark.slow
+def test_demo_flow_runs_end_to_end_and_summarises(warehouse_path: Path) -> None:
+    result = demo_small(warehouse_path)
+    symbols = {row["symbol"] for row in result["coverage"]}
+    assert {"^GSPC", "^IXIC", "SPY", "VTI", "VXUS", "BND", "BTC/USD", "DEMO"} <= symbols
+    assert len(symbols) == 2 + 18 + 1
+    assert {row["reason"] for row in result["quarantine"]} >= {"nan_price", "future_timestamp"}
+    assert result["example_rows"], "the example query returned nothing"
+    again = demo_small(warehouse_path)
+    for name, report in again["ingest"].items():
+        assert report["inserted"] == 0 and report["updated"] == 0, name
+
+
+def demo_small(warehouse_path: Path) -> dict[str, object]:
+    from flows.config import DemoConfig
+
+    return demo(
+        DemoConfig(start=date(2024, 3, 4), end=date(2024, 3, 6), warehouse=str(warehouse_path))
+    )
