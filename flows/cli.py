@@ -129,7 +129,7 @@ def cmd_sql(args: argparse.Namespace) -> int:
     path = args.warehouse or get_settings().warehouse_path
     with connect(path, read_only=True) as con:
         df = load_frame(con, args.query)
-    _table(args.query if len(args.query) < 80 else "result", df.head(args.limit).to_dicts())
+    _table(f"{df.height:,} row(s)", df.head(args.limit).to_dicts())
     if df.height > args.limit:
         print(f"... {df.height - args.limit:,} more rows (--limit)")
     return 0
@@ -186,23 +186,32 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted", file=sys.stderr)
         return 130
     except Exception as exc:
-        from pydantic import ValidationError
+        message = _user_error(exc)
+        if message is None or os.environ.get("TRADINGML_DEBUG"):
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
 
-        from warehouse.db import WarehouseLockedError
 
-        known: tuple[type[BaseException], ...] = (
-            WarehouseLockedError,
-            ValidationError,
-            ValueError,
-            FileNotFoundError,
-            RuntimeError,
-        )
-        if isinstance(exc, known) or type(exc).__module__.startswith("duckdb"):
-            print(f"error: {exc}", file=sys.stderr)
-            if os.environ.get("TRADINGML_DEBUG"):
-                raise
-            return 2
-        raise
+def _user_error(exc: BaseException) -> str | None:
+    """The one-line message for errors a user can act on; None for bugs (shown in full)."""
+    import duckdb
+    from pydantic import ValidationError
+
+    from warehouse.db import WarehouseLockedError
+
+    if isinstance(exc, ValidationError):
+        parts = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"])
+            text = err["msg"].removeprefix("Value error, ")
+            parts.append(f"{where}: {text}" if where else text)
+        return f"invalid {exc.title}: " + "; ".join(parts)
+    if isinstance(exc, duckdb.Error):
+        return str(exc)
+    if isinstance(exc, WarehouseLockedError | ValueError | FileNotFoundError | RuntimeError):
+        return str(exc)
+    return None
 
 
 if __name__ == "__main__":

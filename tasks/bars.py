@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
 from prefect.logging import get_run_logger
 
 from adapters.protocols import BarSource, Clock
@@ -14,11 +15,24 @@ from warehouse.bars import IngestReport, ingest_bar_frames, write_synthetic_sent
 from warehouse.db import connect
 
 
+def retry_transient(task: object, task_run: object, state: State) -> bool:
+    """Retry I/O trouble (a locked warehouse, a flaky source), not bad input: a missing
+    file or an invalid request fails the same way every time."""
+    try:
+        state.result()
+    except (ValueError, TypeError, FileNotFoundError):
+        return False
+    except Exception:  # noqa: BLE001 -- anything else may be transient
+        return True
+    return True
+
+
 @task(
     name="ingest-symbol-bars",
     task_run_name="ingest-{label}",
     retries=2,
     retry_delay_seconds=[2, 10],
+    retry_condition_fn=retry_transient,
     # Inputs include a source object and the result is cheap to recompute: no caching.
     cache_policy=NO_CACHE,
 )
