@@ -58,7 +58,9 @@ def bench_ingest(scratch: Path) -> list[Figure]:
         if unchanged != checked.good.height:
             raise RuntimeError(f"re-upsert of {symbol} changed rows")
         rerun_rows += unchanged
-    print(f"  {rows:,} rows: generate {gen_s:.1f} s, validate {validate_s:.1f} s, upsert {upsert_s:.1f} s")
+    print(
+        f"  {rows:,} rows: generate {gen_s:.1f} s, validate {validate_s:.1f} s, upsert {upsert_s:.1f} s"
+    )
     print(f"  re-upsert of {rerun_rows:,} unchanged rows: {rerun_s:.1f} s")
     return [
         Figure("synthetic_year_all_symbols_s", round(total_s, 2), "s", "<= 60"),
