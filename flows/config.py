@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import date
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -116,3 +116,71 @@ class DemoConfig(BaseModel):
         description="A small CSV with deliberately faulty rows, to show quarantine (default: the "
         "one shipped in examples/).",
     )
+
+
+class TrainAgentConfig(BaseModel):
+    """Parameters of the `train-agent` flow (SPY agent by default; any symbols/timeframe in the warehouse)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbols: list[str] = Field(
+        default_factory=lambda: list(EQUITY_SYMBOLS),
+        description="Assets whose bars feed the features; the first one is traded.",
+    )
+    timeframe: str = Field(
+        default="1Min", description="Bar timeframe in the warehouse (1Min ... 1Day)."
+    )
+    train_start: date = Field(default=DEMO_START, description="First day of training data (UTC).")
+    train_end: date = Field(
+        default=date(2024, 5, 1), description="End (exclusive) of training data."
+    )
+    test_start: date = Field(default=date(2024, 5, 1), description="First day of held-out data.")
+    test_end: date = Field(default=DEMO_END, description="End (exclusive) of held-out data.")
+    cycles: int = Field(
+        default=1000, ge=1, description="Training cycles (one session played per cycle)."
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [1, 2], min_length=1, description="One model per seed."
+    )
+    fee_bps: float = Field(
+        default=1.0, ge=0, description="Fee per change of position, basis points."
+    )
+    slippage_bps: float = Field(
+        default=1.0, ge=0, description="Slippage per change of position, basis points."
+    )
+    architecture: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of models.qnet.Architecture, e.g. {'fast_hidden': 32}.",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of models.dqn.DQNParams, e.g. {'lr': 0.0005}."
+    )
+    checkpoint_every: int = Field(default=100, ge=1, description="Cycles between checkpoints.")
+    resume: bool = Field(
+        default=True, description="Continue from this run's last checkpoint if there is one."
+    )
+    warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
+    models_dir: str | None = Field(
+        default=None, description="Artifacts folder (default: <data_dir>/models)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainAgentConfig:
+        if self.train_end <= self.train_start or self.test_end <= self.test_start:
+            raise ValueError("each range needs end after start")
+        if self.test_start < self.train_end:
+            raise ValueError(
+                f"test_start ({self.test_start}) is before train_end ({self.train_end}): "
+                "held-out data must come after the training data"
+            )
+        return self
+
+    def run_key(self) -> str:
+        """A short stable hash of everything that shapes training (not the seed)."""
+        import hashlib
+        import json
+
+        payload = self.model_dump(
+            mode="json", exclude={"seeds", "resume", "warehouse", "models_dir"}
+        )
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]

@@ -1,0 +1,407 @@
+"""Double DQN on whole sessions: the LightningModule, the replay memory, acting, and safe checkpoints.
+
+Training never re-encodes sliding windows: a replayed session is unrolled through the
+LSTMs once and every one of its transitions is learned from that single pass.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from safetensors.torch import load_file, save_file
+from torch.utils.data import IterableDataset
+
+from models.env import FLAT, HOLD, LONG, Costs, Sessions, next_position, step_money
+from models.qnet import Architecture, NestedLSTMQNet
+
+
+@dataclass(frozen=True)
+class DQNParams:
+    """Training hyper-parameters."""
+
+    cycles: int = 1000
+    """Training cycles; one cycle = the agent plays one whole training session."""
+    gamma: float = 0.99
+    """Discount per bar."""
+    lr: float = 1e-3
+    """Adam learning rate."""
+    batch_sessions: int = 32
+    """Replayed sessions per gradient update (x ~390 transitions each)."""
+    train_every: int = 8
+    """Cycles played between gradient updates; replay ratio = batch_sessions / train_every."""
+    target_update_every: int = 10
+    """Gradient updates between hard target-network copies (0: soft updates with tau)."""
+    tau: float = 0.05
+    """Soft-update rate when target_update_every is 0."""
+    eps_start: float = 1.0
+    """Initial exploration rate."""
+    eps_end: float = 0.05
+    """Final exploration rate."""
+    exploration_fraction: float = 0.5
+    """Share of the cycles over which epsilon decays linearly."""
+    replay_capacity: int = 2000
+    """Sessions kept in replay memory."""
+    checkpoint_every: int = 100
+    """Cycles between checkpoints (rounded up to a multiple of train_every)."""
+    reward_scale: float = 100.0
+    """Rewards are log growth of money times this."""
+    grad_clip: float = 10.0
+    """Gradient-norm clip."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> DQNParams:
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    def epsilon(self, cycle: int) -> float:
+        span = max(1.0, self.exploration_fraction * self.cycles)
+        return max(self.eps_end, self.eps_start + (self.eps_end - self.eps_start) * cycle / span)
+
+
+class ReplayMemory:
+    """Whole played sessions: which session, the actions, the positions before them, the rewards."""
+
+    def __init__(self, capacity: int, length: int) -> None:
+        self.capacity = capacity
+        self.session = np.zeros(capacity, dtype=np.int64)
+        self.actions = np.zeros((capacity, length), dtype=np.int8)
+        self.positions = np.zeros((capacity, length), dtype=np.float32)
+        self.rewards = np.zeros((capacity, length), dtype=np.float32)
+        self.size = 0
+        self.cursor = 0
+
+    def add(
+        self, session: int, actions: np.ndarray, positions: np.ndarray, rewards: np.ndarray
+    ) -> None:
+        i = self.cursor
+        self.session[i] = session
+        self.actions[i], self.positions[i], self.rewards[i] = actions, positions, rewards
+        self.cursor = (i + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+
+    def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
+        return rng.integers(0, self.size, size=n)
+
+    def state_arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "session": self.session,
+            "actions": self.actions,
+            "positions": self.positions,
+            "rewards": self.rewards,
+            "meta": np.array([self.size, self.cursor], dtype=np.int64),
+        }
+
+    def load_arrays(self, arrays: dict[str, np.ndarray]) -> None:
+        self.session, self.actions = arrays["session"].copy(), arrays["actions"].copy()
+        self.positions, self.rewards = arrays["positions"].copy(), arrays["rewards"].copy()
+        self.size, self.cursor = (int(v) for v in arrays["meta"])
+
+
+@dataclass
+class CycleStats:
+    cycle: int
+    final_money: float
+    max_money: float
+    epsilon: float
+    steps: int
+    loss: float | None = None
+    seconds: float = 0.0
+
+
+class DQNLightning(pl.LightningModule):
+    """Double DQN with a target network and Huber loss over unrolled sessions."""
+
+    def __init__(self, n_features: int, arch: Architecture, params: DQNParams) -> None:
+        super().__init__()
+        self.arch = arch
+        self.params = params
+        self.online = NestedLSTMQNet(n_features, arch)
+        self.target = copy.deepcopy(self.online)
+        self.target.requires_grad_(False)
+        self.updates = 0
+        self.last_loss: float | None = None
+        self.pending_optimizer_state: dict[str, Any] | None = None
+
+    def td_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        x, mask = batch["features"], batch["mask"]
+        actions, pos, rewards = batch["actions"].long(), batch["positions"], batch["rewards"]
+        pos_next = next_position(pos, actions)
+        enc = self.online.encode(x)
+        q_taken = (
+            self.online.q(enc[:, :-1], pos[:, :-1]).gather(-1, actions[:, :-1, None]).squeeze(-1)
+        )
+        with torch.no_grad():
+            enc_target = self.target.encode(x)
+            # Double DQN: the online net picks the next action, the target net values it.
+            best = self.online.q(enc[:, 1:].detach(), pos_next[:, :-1]).argmax(dim=-1, keepdim=True)
+            q_next = self.target.q(enc_target[:, 1:], pos_next[:, :-1]).gather(-1, best).squeeze(-1)
+            # A session close is a time limit: bootstrap from the final bar, never treat it as terminal.
+            target = rewards[:, :-1] + self.params.gamma * q_next
+        valid = mask[:, 1:].to(q_taken.dtype)
+        loss = torch.nn.functional.smooth_l1_loss(q_taken, target, reduction="none")
+        return (loss * valid).sum() / valid.sum().clamp(min=1.0)
+
+    def training_step(self, dataloader_iter: Iterator[Any]) -> torch.Tensor:
+        # Fetching here, not letting Lightning prefetch: the next block of cycles must be
+        # played with the weights this update produces (and checkpoints fall between updates).
+        batch, _, _ = next(dataloader_iter)
+        loss = self.td_loss(batch)
+        self.last_loss = float(loss.detach())
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        torch.nn.utils.clip_grad_norm_(self.online.parameters(), self.params.grad_clip)
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self.updates += 1
+        p = self.params
+        if p.target_update_every > 0:
+            if self.updates % p.target_update_every == 0:
+                self.target.load_state_dict(self.online.state_dict())
+        else:
+            with torch.no_grad():
+                for t, o in zip(self.target.parameters(), self.online.parameters(), strict=True):
+                    t.mul_(1 - p.tau).add_(o, alpha=p.tau)
+
+    def on_train_start(self) -> None:
+        if self.pending_optimizer_state is not None:
+            self.trainer.optimizers[0].load_state_dict(self.pending_optimizer_state)
+            self.pending_optimizer_state = None
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.online.parameters(), lr=self.params.lr)
+
+
+def greedy_q_paths(net: NestedLSTMQNet, features: torch.Tensor) -> np.ndarray:
+    """Q-values for both positions at every bar: [B, T, 2 positions, A]."""
+    with torch.no_grad():
+        enc = net.encode(features)
+        zeros = torch.zeros(enc.shape[:2])
+        q = torch.stack([net.q(enc, zeros), net.q(enc, zeros + 1)], dim=2)
+    return q.numpy()
+
+
+def act_sessions(
+    net: NestedLSTMQNet,
+    sessions: Sessions,
+    costs: Costs,
+    epsilon: float,
+    rng: np.random.Generator,
+    reward_scale: float = 100.0,
+) -> dict[str, np.ndarray]:
+    """Play sessions epsilon-greedily; the policy only changes position, so Q comes from one pass."""
+    q = greedy_q_paths(net, sessions.features)
+    b, t = sessions.returns.shape
+    lengths = sessions.lengths.numpy()
+    actions = np.full((b, t), HOLD, dtype=np.int8)
+    positions = np.zeros((b, t), dtype=np.float32)
+    rewards = np.zeros((b, t), dtype=np.float32)
+    money = torch.ones(b, dtype=torch.float64)
+    max_money = money.clone()
+    pos = np.zeros(b, dtype=np.float32)
+    explore = rng.random((b, t)) < epsilon
+    random_actions = rng.integers(0, 3, size=(b, t))
+    rets = sessions.returns.to(torch.float64)
+    rows = np.arange(b)
+    for step in range(t - 1):
+        active = step < lengths - 1
+        if not active.any():
+            break
+        greedy = q[rows, step, pos.astype(np.int64)].argmax(axis=1)
+        a = np.where(explore[:, step], random_actions[:, step], greedy)
+        new_pos = np.where(a == FLAT, 0.0, np.where(a == LONG, 1.0, pos)).astype(np.float32)
+        stepped = step_money(
+            money,
+            torch.from_numpy(pos).double(),
+            torch.from_numpy(new_pos).double(),
+            rets[:, step],
+            costs,
+        )
+        act = torch.from_numpy(active)
+        new_money = torch.where(act, stepped, money)
+        rewards[:, step] = np.where(active, np.log((new_money / money).numpy()) * reward_scale, 0.0)
+        actions[:, step] = np.where(active, a, HOLD)
+        positions[:, step] = pos
+        pos = np.where(active, new_pos, pos)
+        money = new_money
+        max_money = torch.maximum(max_money, money)
+    return {
+        "actions": actions,
+        "positions": positions,
+        "rewards": rewards,
+        "final_money": money.numpy(),
+        "max_money": max_money.numpy(),
+        "steps": np.maximum(lengths - 1, 0),
+    }
+
+
+@dataclass
+class TrainState:
+    """Everything a resumed run needs besides the network weights and the optimizer."""
+
+    cycle: int = 0
+    history: list[CycleStats] = field(default_factory=list)
+
+
+class ExperienceStream(IterableDataset[dict[str, torch.Tensor]]):
+    """Plays train_every cycles with the current weights, then yields one replay batch to learn from."""
+
+    def __init__(
+        self,
+        module: DQNLightning,
+        sessions: Sessions,
+        costs: Costs,
+        seed: int,
+        memory: ReplayMemory,
+        state: TrainState,
+        on_cycle: Callable[[CycleStats], None],
+        on_checkpoint: Callable[[], None],
+    ) -> None:
+        self.module, self.sessions, self.costs, self.seed = module, sessions, costs, seed
+        self.memory, self.state = memory, state
+        self.on_cycle, self.on_checkpoint = on_cycle, on_checkpoint
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        p = self.module.params
+        every = max(1, p.train_every)
+        ckpt_every = max(every, math.ceil(p.checkpoint_every / every) * every)
+        while self.state.cycle < p.cycles:
+            start = self.state.cycle
+            if start > 0 and start % ckpt_every == 0:
+                self.on_checkpoint()
+            n = min(every, p.cycles - start)
+            # Per-block RNG from (seed, cycle): a resumed run replays the same choices.
+            rng = np.random.default_rng([self.seed, start])
+            chosen = rng.integers(0, len(self.sessions), size=n)
+            eps = p.epsilon(start)
+            played = act_sessions(
+                self.module.online,
+                self.sessions.subset(chosen),
+                self.costs,
+                eps,
+                rng,
+                p.reward_scale,
+            )
+            for j, sess in enumerate(chosen):
+                self.memory.add(
+                    int(sess), played["actions"][j], played["positions"][j], played["rewards"][j]
+                )
+                self.state.cycle += 1
+                self.on_cycle(
+                    CycleStats(
+                        cycle=self.state.cycle,
+                        final_money=float(played["final_money"][j]),
+                        max_money=float(played["max_money"][j]),
+                        epsilon=eps,
+                        steps=int(played["steps"][j]),
+                        loss=self.module.last_loss,
+                    )
+                )
+            idx = self.memory.sample(rng, p.batch_sessions)
+            sess_idx = torch.as_tensor(self.memory.session[idx])
+            yield {
+                "features": self.sessions.features[sess_idx],
+                "mask": self.sessions.mask[sess_idx],
+                "actions": torch.as_tensor(self.memory.actions[idx]),
+                "positions": torch.as_tensor(self.memory.positions[idx]),
+                "rewards": torch.as_tensor(self.memory.rewards[idx]),
+            }
+
+
+def n_updates(params: DQNParams, start_cycle: int) -> int:
+    return math.ceil(max(0, params.cycles - start_cycle) / max(1, params.train_every))
+
+
+# ---- checkpoints: safetensors (weights, optimizer tensors), npz (replay), JSON (the rest) ----
+
+
+def _optimizer_to_safe(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors: dict[str, torch.Tensor] = {}
+    plain: dict[str, Any] = {"param_groups": state["param_groups"], "state": {}}
+    for pid, entry in state["state"].items():
+        plain["state"][str(pid)] = {}
+        for key, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"{pid}.{key}"] = value.contiguous()
+                plain["state"][str(pid)][key] = {"tensor": f"{pid}.{key}"}
+            else:
+                plain["state"][str(pid)][key] = value
+    return tensors, plain
+
+
+def _optimizer_from_safe(tensors: dict[str, torch.Tensor], plain: dict[str, Any]) -> dict[str, Any]:
+    state: dict[int, dict[str, Any]] = {}
+    for pid, entry in plain["state"].items():
+        state[int(pid)] = {
+            k: tensors[v["tensor"]] if isinstance(v, dict) and "tensor" in v else v
+            for k, v in entry.items()
+        }
+    return {"state": state, "param_groups": plain["param_groups"]}
+
+
+def save_checkpoint(
+    directory: Path,
+    module: DQNLightning,
+    memory: ReplayMemory,
+    state: TrainState,
+    extra: dict[str, Any],
+) -> None:
+    """Write a complete, resumable checkpoint; the manifest is written last (atomically)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file(
+        {k: v.contiguous() for k, v in module.online.state_dict().items()},
+        directory / "online.safetensors",
+    )
+    save_file(
+        {k: v.contiguous() for k, v in module.target.state_dict().items()},
+        directory / "target.safetensors",
+    )
+    opt_tensors: dict[str, torch.Tensor] = {}
+    opt_plain: dict[str, Any] = {}
+    if module._trainer is not None and module.trainer.optimizers:
+        opt_tensors, opt_plain = _optimizer_to_safe(module.trainer.optimizers[0].state_dict())
+    save_file(opt_tensors or {"_empty": torch.zeros(1)}, directory / "optimizer.safetensors")
+    arrays: dict[str, Any] = memory.state_arrays()
+    np.savez(directory / "replay.npz", **arrays)
+    manifest = {
+        "cycle": state.cycle,
+        "updates": module.updates,
+        "last_loss": module.last_loss,
+        "optimizer": opt_plain,
+        "history": [asdict(h) for h in state.history],
+        **extra,
+    }
+    tmp = directory / "manifest.json.tmp"
+    tmp.write_text(json.dumps(manifest))
+    tmp.replace(directory / "manifest.json")
+
+
+def load_checkpoint(
+    directory: Path, module: DQNLightning, memory: ReplayMemory, state: TrainState
+) -> dict[str, Any]:
+    """Restore weights, optimizer (applied when training starts), replay memory and history."""
+    manifest: dict[str, Any] = json.loads((directory / "manifest.json").read_text())
+    module.online.load_state_dict(load_file(directory / "online.safetensors"))
+    module.target.load_state_dict(load_file(directory / "target.safetensors"))
+    if manifest["optimizer"]:
+        module.pending_optimizer_state = _optimizer_from_safe(
+            load_file(directory / "optimizer.safetensors"), manifest["optimizer"]
+        )
+    module.updates = int(manifest["updates"])
+    module.last_loss = manifest["last_loss"]
+    with np.load(directory / "replay.npz", allow_pickle=False) as arrays:
+        memory.load_arrays({k: arrays[k] for k in arrays.files})
+    state.cycle = int(manifest["cycle"])
+    state.history = [CycleStats(**h) for h in manifest["history"]]
+    return manifest

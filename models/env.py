@@ -1,0 +1,190 @@
+"""Vectorised market environment: N trading sessions at once as torch tensors, one episode per session.
+
+The replayed market does not react to our orders, so an episode is fully described by
+its feature rows and next-bar returns; the agent's only state is its position. The
+session close is a time limit (truncation), not a terminal state.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import polars as pl
+import torch
+
+FLAT, HOLD, LONG = 0, 1, 2
+ACTIONS = ("flat", "hold", "long")
+
+
+@dataclass(frozen=True)
+class Sessions:
+    """Padded session tensors: features [N, T, F], next-bar log returns [N, T], valid mask [N, T]."""
+
+    features: torch.Tensor
+    returns: torch.Tensor
+    mask: torch.Tensor
+    keys: list[str]
+
+    @property
+    def lengths(self) -> torch.Tensor:
+        return self.mask.sum(dim=1)
+
+    def __len__(self) -> int:
+        return int(self.features.shape[0])
+
+    def subset(self, idx: list[int] | np.ndarray) -> Sessions:
+        index = torch.as_tensor(np.asarray(idx), dtype=torch.long)
+        return Sessions(
+            self.features[index],
+            self.returns[index],
+            self.mask[index],
+            [self.keys[i] for i in index.tolist()],
+        )
+
+
+def build_sessions(frame: pl.DataFrame, x: np.ndarray, min_len: int = 2) -> Sessions:
+    """Group (already scaled) feature rows `x` of `frame` into padded session tensors."""
+    sess = frame.get_column("session").to_numpy()
+    step = frame.get_column("step").to_numpy()
+    ret = frame.get_column("ret_next").to_numpy()
+    uniq, inverse, counts = np.unique(sess, return_inverse=True, return_counts=True)
+    keep = counts >= min_len
+    remap = -np.ones(len(uniq), dtype=np.int64)
+    remap[keep] = np.arange(keep.sum())
+    n, t, f = int(keep.sum()), int(counts[keep].max()) if keep.any() else 0, x.shape[1]
+    feats = np.zeros((n, t, f), dtype=np.float32)
+    rets = np.zeros((n, t), dtype=np.float32)
+    mask = np.zeros((n, t), dtype=bool)
+    rows = remap[inverse]
+    ok = rows >= 0
+    feats[rows[ok], step[ok]] = x[ok]
+    rets[rows[ok], step[ok]] = ret[ok]
+    mask[rows[ok], step[ok]] = True
+    # The last bar of a session has no next bar inside it: nothing to earn there.
+    last = mask.sum(axis=1) - 1
+    rets[np.arange(n), last] = 0.0
+    return Sessions(
+        torch.from_numpy(feats),
+        torch.from_numpy(rets),
+        torch.from_numpy(mask),
+        [str(k) for k in uniq[keep]],
+    )
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Trading costs charged on every change of position, in basis points of the traded value."""
+
+    fee_bps: float = 1.0
+    slippage_bps: float = 1.0
+
+    @property
+    def rate(self) -> float:
+        return (self.fee_bps + self.slippage_bps) / 1e4
+
+
+def next_position(position: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+    """flat -> 0, hold -> unchanged, long -> 1."""
+    return torch.where(action == FLAT, 0.0, torch.where(action == LONG, 1.0, position))
+
+
+def step_money(
+    money: torch.Tensor,
+    position: torch.Tensor,
+    new_position: torch.Tensor,
+    ret: torch.Tensor,
+    costs: Costs,
+) -> torch.Tensor:
+    """Money after re-positioning at a bar's close and holding to the next bar's close."""
+    after_costs = money * (1.0 - costs.rate * (new_position - position).abs())
+    return after_costs * (1.0 + new_position * torch.expm1(ret))
+
+
+class VecMarketEnv:
+    """Step-by-step interface over N sessions (used by tests, evaluation and live-like loops).
+
+    obs = (features of the current bar [N, F], position [N]); reward = log growth of money
+    times `reward_scale`; truncated is True on each session's last decision.
+    """
+
+    n_actions = 3
+
+    def __init__(
+        self,
+        sessions: Sessions,
+        costs: Costs | None = None,
+        initial_money: float = 10_000.0,
+        reward_scale: float = 100.0,
+    ) -> None:
+        self.sessions = sessions
+        self.costs = costs or Costs()
+        self.initial_money = initial_money
+        self.reward_scale = reward_scale
+        self.n = len(sessions)
+        self.t = 0
+        self.position = torch.zeros(self.n)
+        self.money = torch.full((self.n,), initial_money)
+        self.max_money = self.money.clone()
+        self.done = torch.zeros(self.n, dtype=torch.bool)
+
+    @property
+    def n_features(self) -> int:
+        return int(self.sessions.features.shape[2])
+
+    def reset(self) -> tuple[torch.Tensor, torch.Tensor]:
+        self.t = 0
+        self.position = torch.zeros(self.n)
+        self.money = torch.full((self.n,), self.initial_money)
+        self.max_money = self.money.clone()
+        self.done = self.sessions.lengths < 2
+        return self.sessions.features[:, 0], self.position.clone()
+
+    def step(
+        self, action: torch.Tensor
+    ) -> tuple[tuple[torch.Tensor, torch.Tensor], torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Apply actions at bar t's close; returns (obs at t+1, reward, terminated, truncated)."""
+        if bool(self.done.all()):
+            raise RuntimeError("every session has ended; call reset()")
+        action = action.to(torch.long)
+        if action.shape != (self.n,) or bool(((action < 0) | (action >= self.n_actions)).any()):
+            raise ValueError(
+                f"actions must be a length-{self.n} tensor of values in 0..{self.n_actions - 1}"
+            )
+        active = ~self.done
+        new_pos = torch.where(active, next_position(self.position, action), self.position)
+        ret = torch.where(active, self.sessions.returns[:, self.t], torch.zeros(self.n))
+        money = step_money(self.money, self.position, new_pos, ret, self.costs)
+        money = torch.where(active, money, self.money)
+        reward = torch.log(money / self.money) * self.reward_scale
+        self.money, self.position = money, new_pos
+        self.max_money = torch.maximum(self.max_money, money)
+        self.t += 1
+        last_decision = self.sessions.lengths - 2
+        truncated = active & (self.t - 1 >= last_decision)
+        self.done = self.done | truncated
+        terminated = torch.zeros(self.n, dtype=torch.bool)  # a session close is never terminal
+        t_obs = min(self.t, self.sessions.features.shape[1] - 1)
+        return (
+            (self.sessions.features[:, t_obs], self.position.clone()),
+            reward,
+            terminated,
+            truncated,
+        )
+
+
+def play_positions(
+    returns: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, costs: Costs
+) -> torch.Tensor:
+    """Final money (per 1.0 start) of a fixed position path [N, T] over sessions, same cost model as the env."""
+    money = torch.ones(returns.shape[0], dtype=torch.float64)
+    prev = torch.zeros(returns.shape[0], dtype=torch.float64)
+    r = returns.to(torch.float64)
+    for t in range(returns.shape[1] - 1):
+        active = mask[:, t + 1]
+        pos = torch.where(active, positions[:, t].to(torch.float64), prev)
+        stepped = step_money(money, prev, pos, r[:, t], costs)
+        money = torch.where(active, stepped, money)
+        prev = pos
+    # Positions left open at the close are valued at the close; no forced exit cost.
+    return money

@@ -1,0 +1,223 @@
+"""Features for the agents: pure polars functions shared by training, backtest and live, with a schema hash.
+
+Point in time: the feature row of bar t uses bars up to and including t (known once
+bar t has closed); the outcome column `ret_next` (bar t's close to bar t+1's close) is
+for rewards only and is never a feature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from core.universe import EQUITY_SYMBOLS, is_coin
+
+FEATURE_VERSION = "1"
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """Which features an agent sees; its hash is stored with every model trained on it."""
+
+    symbols: tuple[str, ...] = EQUITY_SYMBOLS
+    """Assets whose bars feed the features; the first is the one traded."""
+    timeframe: str = "1Min"
+    """Bar timeframe of every asset."""
+    return_windows: tuple[int, ...] = (1, 5, 15, 60)
+    """Log-return horizons, in bars."""
+    vol_windows: tuple[int, ...] = (15, 60)
+    """Realised-volatility windows, in bars."""
+    volume_window: int = 60
+    """Window of the volume z-score, in bars."""
+    sentiment: bool = False
+    """Include the traded symbol's point-in-time sentiment."""
+    version: str = FEATURE_VERSION
+    """Bumped whenever a feature's definition changes."""
+
+    @property
+    def traded(self) -> str:
+        return self.symbols[0]
+
+    @property
+    def intraday(self) -> bool:
+        return self.timeframe != "1Day"
+
+    def names(self) -> list[str]:
+        cols: list[str] = []
+        for i in range(len(self.symbols)):
+            cols += [f"a{i}_ret_{w}" for w in self.return_windows]
+            cols += [f"a{i}_vol_{w}" for w in self.vol_windows]
+            cols += [f"a{i}_volz", f"a{i}_vwap_dev", f"a{i}_range"]
+        cols += ["time_of_session", "time_to_close"]
+        if self.sentiment:
+            cols.append("sentiment")
+        return cols
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
+        return cls(
+            **{
+                k: tuple(v) if isinstance(v, list) else v
+                for k, v in d.items()
+                if k in cls.__dataclass_fields__
+            }
+        )
+
+    def schema_hash(self) -> str:
+        """sha256 of the spec and its feature names: models trained on another spec refuse to load."""
+        payload = json.dumps({"spec": self.to_dict(), "names": self.names()}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+@lru_cache(maxsize=1)
+def _nyse_sessions() -> pl.DataFrame:
+    import warnings
+
+    import exchange_calendars as xcals
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+        sched = xcals.get_calendar("XNYS", start="1990-01-02", end="2035-12-31").schedule
+    return pl.DataFrame(
+        {
+            "session": [d.date() for d in sched.index],
+            "session_open": sched["open"].dt.tz_localize(None).to_numpy().astype("datetime64[us]"),
+            "session_close": sched["close"]
+            .dt.tz_localize(None)
+            .to_numpy()
+            .astype("datetime64[us]"),
+        }
+    ).with_columns(pl.col("session_open", "session_close").dt.replace_time_zone("UTC"))
+
+
+def _asset_features(bars: pl.DataFrame, i: int, spec: FeatureSpec) -> pl.DataFrame:
+    """One asset's features on its own bars (sorted by ts); past and present bars only."""
+    lr = pl.col("close").log().diff()
+    exprs = [pl.col("ts")]
+    for w in spec.return_windows:
+        exprs.append(
+            (pl.col("close").log() - pl.col("close").log().shift(w)).alias(f"a{i}_ret_{w}")
+        )
+    for w in spec.vol_windows:
+        exprs.append(lr.rolling_std(w, min_samples=2).alias(f"a{i}_vol_{w}"))
+    vol = pl.col("volume").fill_null(0.0)
+    mean = vol.rolling_mean(spec.volume_window, min_samples=2)
+    std = vol.rolling_std(spec.volume_window, min_samples=2)
+    exprs += [
+        ((vol - mean) / pl.when(std > 0).then(std).otherwise(None))
+        .clip(-10, 10)
+        .alias(f"a{i}_volz"),
+        (pl.col("close") / pl.col("vwap")).log().alias(f"a{i}_vwap_dev"),
+        (pl.col("high") / pl.col("low")).log().alias(f"a{i}_range"),
+    ]
+    return bars.sort("ts").select(exprs)
+
+
+def compute_features(
+    bars: pl.DataFrame, spec: FeatureSpec, sentiment: pl.DataFrame | None = None
+) -> pl.DataFrame:
+    """Feature rows on the traded symbol's bar grid.
+
+    Columns: ts (bar start), session (episode key), step (bar index in the session),
+    ret_next (outcome, not a feature), then spec.names().
+    """
+    traded = bars.filter(pl.col("symbol") == spec.traded).sort("ts")
+    if traded.height == 0:
+        raise ValueError(f"no {spec.timeframe} bars for {spec.traded} in the requested range")
+    frame = _asset_features(traded, 0, spec).join(traded.select("ts", "close"), on="ts")
+    for i, sym in enumerate(spec.symbols[1:], start=1):
+        other = bars.filter(pl.col("symbol") == sym)
+        if other.height == 0:
+            raise ValueError(f"no {spec.timeframe} bars for {sym} in the requested range")
+        # Left join on the traded grid: a missing bar of another asset reads as "no news" (0).
+        frame = frame.join(_asset_features(other, i, spec), on="ts", how="left")
+
+    # Episodes: one trading session intraday (New York date; UTC date for coins), a month for daily bars.
+    if spec.intraday and not is_coin(spec.traded):
+        local_day = pl.col("ts").dt.convert_time_zone("America/New_York").dt.date()
+        frame = frame.with_columns(local_day.alias("session")).join(
+            _nyse_sessions(), on="session", how="left"
+        )
+        frame = frame.with_columns(
+            ((pl.col("ts") - pl.col("session_open")).dt.total_minutes() / 390.0).alias(
+                "time_of_session"
+            ),
+            ((pl.col("session_close") - pl.col("ts")).dt.total_minutes() / 390.0).alias(
+                "time_to_close"
+            ),
+        ).drop("session_open", "session_close")
+    elif spec.intraday:
+        frame = frame.with_columns(
+            pl.col("ts").dt.date().alias("session"),
+            ((pl.col("ts").dt.hour() * 60 + pl.col("ts").dt.minute()) / 1440.0).alias(
+                "time_of_session"
+            ),
+        ).with_columns((1.0 - pl.col("time_of_session")).alias("time_to_close"))
+    else:
+        frame = frame.with_columns(
+            pl.col("ts")
+            .dt.convert_time_zone("America/New_York")
+            .dt.truncate("1mo")
+            .dt.date()
+            .alias("session"),
+            (pl.col("ts").dt.weekday() / 7.0).alias("time_of_session"),
+            pl.lit(0.0).alias("time_to_close"),
+        )
+    if spec.sentiment:
+        if sentiment is None:
+            frame = frame.with_columns(pl.lit(0.0).alias("sentiment"))
+        else:
+            s = (
+                sentiment.filter(pl.col("symbol") == spec.traded)
+                .select("ts", "sentiment")
+                .sort("ts")
+            )
+            frame = frame.sort("ts").join_asof(s, on="ts", strategy="backward")
+    frame = frame.sort("ts").with_columns(
+        pl.int_range(pl.len()).over("session").alias("step"),
+        # The outcome of holding from this bar's close to the next bar's close, within the session.
+        (pl.col("close").shift(-1).log() - pl.col("close").log()).over("session").alias("ret_next"),
+    )
+    names = spec.names()
+    return frame.select(
+        "ts",
+        "session",
+        "step",
+        pl.col("ret_next").fill_null(0.0),
+        *(pl.col(n).fill_nan(None).fill_null(0.0).cast(pl.Float32) for n in names),
+    )
+
+
+@dataclass
+class FeatureScaler:
+    """Per-feature mean and std, fitted on training rows only, saved as JSON with the model."""
+
+    names: list[str]
+    mean: list[float] = field(default_factory=list)
+    std: list[float] = field(default_factory=list)
+
+    @classmethod
+    def fit(cls, frame: pl.DataFrame, names: list[str]) -> FeatureScaler:
+        x = frame.select(names).to_numpy().astype(np.float64)
+        std = x.std(axis=0)
+        return cls(names, x.mean(axis=0).tolist(), np.where(std > 1e-12, std, 1.0).tolist())
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        z = (x - np.asarray(self.mean)) / np.asarray(self.std)
+        return np.clip(z, -8.0, 8.0).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"names": self.names, "mean": self.mean, "std": self.std}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> FeatureScaler:
+        return cls(list(d["names"]), list(d["mean"]), list(d["std"]))

@@ -1,0 +1,116 @@
+"""Model artifacts and the one inference entry point: save (safetensors + JSON, sha256), load (checked), predict."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from models.features import FeatureScaler, FeatureSpec
+from models.qnet import Architecture, NestedLSTMQNet, RecurrentState
+
+WEIGHTS = "weights.safetensors"
+META = "meta.json"
+
+
+class ModelLoadError(RuntimeError):
+    """A model artifact is missing, altered, or was trained on other features."""
+
+
+def artifact_sha256(directory: Path) -> str:
+    """sha256 over the weights and the metadata, in a fixed order."""
+    digest = hashlib.sha256()
+    for name in (WEIGHTS, META):
+        path = directory / name
+        if not path.exists():
+            raise ModelLoadError(f"model artifact {directory} lacks {name}")
+        digest.update(name.encode())
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def save_agent(
+    directory: Path,
+    net: NestedLSTMQNet,
+    spec: FeatureSpec,
+    scaler: FeatureScaler,
+    extra: dict[str, Any],
+) -> str:
+    """Write weights and metadata; returns the artifact's sha256."""
+    directory.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, directory / WEIGHTS)
+    meta = {
+        "feature_spec": spec.to_dict(),
+        "feature_schema_hash": spec.schema_hash(),
+        "scaler": scaler.to_dict(),
+        "architecture": net.arch.to_dict(),
+        "n_features": net.n_features,
+        "n_actions": net.n_actions,
+        **extra,
+    }
+    (directory / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+    return artifact_sha256(directory)
+
+
+@dataclass
+class AgentPolicy:
+    """A loaded agent. predict() is the only way backtest and live ask it for a decision."""
+
+    net: NestedLSTMQNet
+    spec: FeatureSpec
+    scaler: FeatureScaler
+    meta: dict[str, Any]
+
+    def predict(
+        self, obs: tuple[np.ndarray, float], state: RecurrentState | None, episode_start: bool
+    ) -> tuple[int, np.ndarray, RecurrentState]:
+        """obs = (raw feature row in spec.names() order, current position 0/1).
+
+        Returns (action 0=flat 1=hold 2=long, Q-values, state to pass with the next bar).
+        episode_start resets the recurrent state (a new session).
+        """
+        features, position = obs
+        if state is None or episode_start:
+            state = self.net.initial_state(1)
+        x = torch.from_numpy(self.scaler.transform(np.asarray(features, dtype=np.float64)[None, :]))
+        if not bool(torch.isfinite(x).all()):
+            raise ValueError("feature row contains NaN or infinite values")
+        with torch.no_grad():
+            enc, state = self.net.encode_step(x, state)
+            q = self.net.q(enc, torch.tensor([position]))[0].numpy()
+        return int(q.argmax()), q, state
+
+
+def load_agent(
+    directory: Path, expected_sha256: str, running_spec: FeatureSpec | None = None
+) -> AgentPolicy:
+    """Load after checking the sha256 and, when given, that the features match the running pipeline."""
+    if not directory.exists():
+        raise ModelLoadError(f"model artifact {directory} does not exist")
+    actual = artifact_sha256(directory)
+    if actual != expected_sha256:
+        raise ModelLoadError(
+            f"model artifact {directory} does not match its registered sha256 "
+            f"(expected {expected_sha256[:12]}..., found {actual[:12]}...); refusing to load it"
+        )
+    meta = json.loads((directory / META).read_text())
+    spec = FeatureSpec.from_dict(meta["feature_spec"])
+    if running_spec is not None and spec.schema_hash() != running_spec.schema_hash():
+        raise ModelLoadError(
+            f"model in {directory} was trained on features {spec.schema_hash()} but this pipeline "
+            f"computes {running_spec.schema_hash()}; retrain it (train-agent) or run the matching version"
+        )
+    net = NestedLSTMQNet(
+        int(meta["n_features"]),
+        Architecture.from_dict(meta["architecture"]),
+        int(meta["n_actions"]),
+    )
+    net.load_state_dict(load_file(directory / WEIGHTS))
+    net.eval()
+    return AgentPolicy(net, spec, FeatureScaler.from_dict(meta["scaler"]), meta)

@@ -1,0 +1,318 @@
+"""The DQN agent: env contract, causal network, learning on a planted signal, no edge on noise, resume."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from adapters.synthetic import SyntheticBarSource, SyntheticConfig
+from models.dqn import DQNParams, act_sessions
+from models.env import (
+    FLAT,
+    HOLD,
+    LONG,
+    Costs,
+    Sessions,
+    VecMarketEnv,
+    build_sessions,
+    play_positions,
+)
+from models.features import FeatureSpec, compute_features
+from models.qnet import Architecture, NestedLSTMQNet
+from models.registry import ModelLoadError, artifact_sha256, load_agent, save_agent
+from models.train import (
+    evaluate,
+    greedy_positions,
+    prepare_data,
+    session_log_returns,
+    train_dqn,
+)
+
+SMALL = Architecture(fast_hidden=16, slow_hidden=8, head_hidden=16, slow_stride=5)
+
+
+def random_sessions(
+    n: int = 6, t: int = 40, f: int = 3, seed: int = 0, short: bool = True
+) -> Sessions:
+    g = torch.Generator().manual_seed(seed)
+    mask = torch.ones(n, t, dtype=torch.bool)
+    returns = torch.randn(n, t, generator=g) * 1e-3
+    if short:  # session 0 ends 10 bars early
+        mask[0, t - 10 :] = False
+        returns[~mask] = 0
+        returns[0, t - 11] = 0
+    returns[:, -1] = 0
+    return Sessions(torch.randn(n, t, f, generator=g), returns, mask, [f"s{i}" for i in range(n)])
+
+
+# ---- the environment's contract (in the spirit of SB3's check_env) ----
+
+
+def test_env_contract() -> None:
+    sessions = random_sessions()
+    env = VecMarketEnv(sessions, Costs(1.0, 1.0))
+    features, position = env.reset()
+    assert features.shape == (6, 3) and features.dtype == torch.float32
+    assert position.tolist() == [0.0] * 6
+    rng = np.random.default_rng(0)
+    total = torch.zeros(6)
+    steps = 0
+    truncated_at: dict[int, int] = {}
+    while not bool(env.done.all()):
+        action = torch.as_tensor(rng.integers(0, 3, size=6))
+        (obs, pos), reward, terminated, truncated = env.step(action)
+        steps += 1
+        assert obs.shape == (6, 3) and reward.shape == (6,) and pos.shape == (6,)
+        assert not bool(terminated.any()), "a session close is a truncation, never terminal"
+        assert torch.isfinite(reward).all()
+        total += reward
+        for i in torch.nonzero(truncated).flatten().tolist():
+            truncated_at[i] = steps
+    assert truncated_at == {0: 29, 1: 39, 2: 39, 3: 39, 4: 39, 5: 39}
+    # Rewards add up to the log growth of money.
+    assert torch.allclose(total / 100, torch.log(env.money / 10_000.0), atol=1e-5)
+    assert bool((env.max_money >= env.money).all())
+    with pytest.raises(RuntimeError, match="reset"):
+        env.step(torch.zeros(6, dtype=torch.long))
+    env.reset()
+    with pytest.raises(ValueError, match="actions"):
+        env.step(torch.full((6,), 7))
+
+
+def test_actions_and_costs() -> None:
+    sessions = random_sessions(n=1, t=4, short=False)
+    sessions.returns[0, :3] = torch.tensor([0.01, -0.02, 0.03])
+    env = VecMarketEnv(sessions, Costs(5.0, 5.0), initial_money=1.0)
+    env.reset()
+    env.step(torch.tensor([LONG]))  # buy: pay 10 bps, earn +1%
+    assert env.money.item() == pytest.approx((1 - 0.001) * np.exp(0.01), rel=1e-6)
+    env.step(torch.tensor([HOLD]))  # stay long through -2%
+    env.step(torch.tensor([FLAT]))  # sell: pay 10 bps, miss +3%
+    assert env.money.item() == pytest.approx((1 - 0.001) ** 2 * np.exp(0.01 - 0.02), rel=1e-6)
+    # The fast evaluation path uses the same money model.
+    positions = torch.tensor([[1.0, 1.0, 0.0, 0.0]])
+    assert play_positions(
+        sessions.returns, sessions.mask, positions, Costs(5.0, 5.0)
+    ).item() == pytest.approx(env.money.item(), rel=1e-6)
+
+
+# ---- the network is causal, and step-by-step inference equals the unrolled pass ----
+
+
+def test_step_by_step_equals_unrolled() -> None:
+    torch.manual_seed(0)
+    net = NestedLSTMQNet(3, SMALL)
+    x = torch.randn(1, 23, 3)
+    unrolled = net.encode(x)[0]
+    state = net.initial_state(1)
+    for t in range(23):
+        enc, state = net.encode_step(x[:, t], state)
+        assert torch.allclose(enc[0], unrolled[t], atol=1e-5), t
+
+
+def test_changing_the_future_leaves_past_encodings_unchanged() -> None:
+    torch.manual_seed(0)
+    net = NestedLSTMQNet(3, SMALL)
+    x = torch.randn(2, 30, 3)
+    y = x.clone()
+    y[:, 12:] = torch.randn(2, 18, 3) * 5
+    assert torch.equal(net.encode(x)[:, :12], net.encode(y)[:, :12])
+
+
+def utc(*a: int) -> datetime:
+    return datetime(*a, tzinfo=UTC)  # type: ignore[misc]
+
+
+def test_features_at_or_before_t_ignore_bars_after_t() -> None:
+    source = SyntheticBarSource()
+    spec = FeatureSpec()
+    bars = pl.concat(
+        list(source.fetch_bars(list(spec.symbols), "1Min", utc(2024, 3, 4), utc(2024, 3, 7)))
+    )
+    cut = utc(2024, 3, 5, 16, 0)
+    altered = bars.with_columns(
+        pl.when(pl.col("ts") > cut).then(pl.col(c) * 1.5).otherwise(pl.col(c)).alias(c)
+        for c in ("open", "high", "low", "close", "volume")
+    )
+    names = spec.names()
+    before = compute_features(bars, spec).filter(pl.col("ts") <= cut).select("ts", *names)
+    after = compute_features(altered, spec).filter(pl.col("ts") <= cut).select("ts", *names)
+    assert before.height == 390 + 91  # a full session, then 14:30-16:00 UTC
+    assert before.equals(after)
+    # ret_next is the outcome, not a feature: it is the only column allowed to see t+1.
+    assert "ret_next" not in names
+
+
+def test_decisions_at_or_before_t_ignore_the_future() -> None:
+    torch.manual_seed(0)
+    net = NestedLSTMQNet(3, SMALL)
+    sessions = random_sessions(n=3, t=40)
+    future = Sessions(
+        sessions.features.clone(), sessions.returns.clone(), sessions.mask, sessions.keys
+    )
+    future.features[:, 20:] += 3.0
+    future.returns[:, 20:] *= -1
+    a = act_sessions(net, sessions, Costs(), 0.0, np.random.default_rng(0))["actions"]
+    b = act_sessions(net, future, Costs(), 0.0, np.random.default_rng(0))["actions"]
+    assert np.array_equal(a[:, :20], b[:, :20])
+
+
+# ---- learning works, and finds nothing where there is nothing ----
+
+
+def planted_market(seed: int) -> tuple[object, np.ndarray, Costs]:
+    start, mid, end = utc(2024, 1, 1), utc(2024, 4, 1), utc(2024, 5, 1)
+    source = SyntheticBarSource(
+        SyntheticConfig(signal="sentiment", signal_strength=0.3, sentiment_lag_minutes=5, seed=seed)
+    )
+    bars = next(source.fetch_bars(["SPY"], "1Min", start, end))
+    sentiment = source.fetch_sentiment(["SPY"], start, end)
+    spec = FeatureSpec(symbols=("SPY",), sentiment=True)
+    data = prepare_data(bars, spec, (start, mid), (mid, end), sentiment=sentiment)
+    # The oracle knows how the signal was planted: the next bar's return follows the
+    # sentiment of (lag - 1) bars ago, which is public at decision time.
+    test_rows = compute_features(bars, spec, sentiment).filter(pl.col("ts") >= mid)
+    test_rows = test_rows.with_columns(pl.col("sentiment").shift(4).over("session").fill_null(0.0))
+    raw = build_sessions(test_rows, test_rows.select("sentiment").to_numpy())
+    oracle = (raw.features[:, :, 0] > 0).to(torch.float32).numpy()
+    return data, oracle, Costs(0.5, 0.5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [1, 2])
+def test_agent_earns_at_least_half_the_oracle_excess_on_unseen_sessions(seed: int) -> None:
+    data, oracle, costs = planted_market(seed=10 + seed)
+    module, history = train_dqn(
+        data.train,  # type: ignore[attr-defined]
+        Architecture(),
+        DQNParams(cycles=400, exploration_fraction=0.3),
+        costs,
+        seed=seed,
+    )
+    assert len(history) == 400
+    test = data.test  # type: ignore[attr-defined]
+    agent = session_log_returns(test, greedy_positions(module, test, costs), costs).mean()
+    oracle_mean = session_log_returns(test, oracle, costs).mean()
+    flat = 0.0
+    assert oracle_mean > 0.005, "the planted signal should be worth trading"
+    share = (agent - flat) / (oracle_mean - flat)
+    assert share >= 0.5, f"agent earned {share:.0%} of the oracle's excess return"
+
+
+@pytest.mark.slow
+def test_no_edge_on_a_pure_random_walk() -> None:
+    g = np.random.default_rng(123)
+    n_train, n_test, t, f = 60, 40, 390, 8
+    returns = g.normal(0, 1e-3, size=(n_train + n_test, t)).astype(np.float32)
+    returns[:, -1] = 0
+    features = g.normal(0, 1, size=(n_train + n_test, t, f)).astype(np.float32)
+    mask = np.ones((n_train + n_test, t), dtype=bool)
+    all_sessions = Sessions(
+        torch.from_numpy(features),
+        torch.from_numpy(returns),
+        torch.from_numpy(mask),
+        [str(i) for i in range(100)],
+    )
+    train, test = (
+        all_sessions.subset(range(n_train)),
+        all_sessions.subset(range(n_train, n_train + n_test)),
+    )
+    costs = Costs(0.5, 0.5)
+    for seed in (1, 2):
+        module, _ = train_dqn(train, SMALL, DQNParams(cycles=200), costs, seed=seed)
+        per_session = session_log_returns(test, greedy_positions(module, test, costs), costs)
+        std = per_session.std(ddof=1)
+        t_stat = 0.0 if std == 0 else per_session.mean() / (std / np.sqrt(len(per_session)))
+        assert abs(t_stat) < 2, f"seed {seed}: an edge on pure noise (t={t_stat:.2f}) means leakage"
+
+
+# ---- checkpoints: safe formats, and a resumed run equals an uninterrupted one ----
+
+
+def test_resume_after_a_stop_gives_identical_results(tmp_path: Path) -> None:
+    sessions = random_sessions(n=8, t=40, seed=3)
+    params = DQNParams(
+        cycles=48, train_every=4, batch_sessions=4, checkpoint_every=16, target_update_every=3
+    )
+    straight, hist_a = train_dqn(sessions, SMALL, params, Costs(), seed=5)
+    ckpt = tmp_path / "ckpt"
+    _, partial = train_dqn(
+        sessions, SMALL, params, Costs(), seed=5, checkpoint_dir=ckpt, stop_after_cycles=16
+    )
+    assert len(partial) == 16
+    files = sorted(p.name for p in ckpt.iterdir())
+    assert files == [
+        "manifest.json",
+        "online.safetensors",
+        "optimizer.safetensors",
+        "replay.npz",
+        "target.safetensors",
+    ]
+    with np.load(ckpt / "replay.npz", allow_pickle=False) as replay:
+        assert int(replay["meta"][0]) == 16
+    resumed, hist_b = train_dqn(
+        sessions, SMALL, params, Costs(), seed=5, checkpoint_dir=ckpt, resume=True
+    )
+    assert len(hist_b) == 48
+    assert [h.final_money for h in hist_a] == [h.final_money for h in hist_b]
+    for (name, a), (_, b) in zip(
+        straight.online.state_dict().items(), resumed.online.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+
+
+# ---- registry artifacts: checked before loading; predict() is the one inference path ----
+
+
+def test_saved_agent_loads_checked_and_predicts_like_training(tmp_path: Path) -> None:
+    start, mid, end = utc(2024, 3, 1), utc(2024, 3, 20), utc(2024, 4, 1)
+    spec = FeatureSpec(symbols=("SPY", "BND"))
+    bars = pl.concat(list(SyntheticBarSource().fetch_bars(list(spec.symbols), "1Min", start, end)))
+    data = prepare_data(bars, spec, (start, mid), (mid, end))
+    module, _ = train_dqn(
+        data.train, SMALL, DQNParams(cycles=16, train_every=4, batch_sessions=4), Costs(), seed=1
+    )
+    sha = save_agent(tmp_path / "m", module.online, spec, data.scaler, {"seed": 1})
+    assert sha == artifact_sha256(tmp_path / "m")
+    policy = load_agent(tmp_path / "m", sha, running_spec=spec)
+
+    # Replay one held-out session bar by bar through predict(): same actions as the batch path.
+    frame = compute_features(bars, spec).filter(pl.col("ts") >= mid)
+    first = frame.filter(pl.col("session") == frame["session"][0])
+    expected = act_sessions(
+        module.online, data.test.subset([0]), Costs(), 0.0, np.random.default_rng(0)
+    )["actions"][0]
+    state, position = None, 0.0
+    for t, row in enumerate(first.select(spec.names()).iter_rows()):
+        if t == first.height - 1:
+            break
+        action, q, state = policy.predict((np.array(row), position), state, episode_start=(t == 0))
+        assert q.shape == (3,)
+        assert action == expected[t], t
+        position = 0.0 if action == FLAT else 1.0 if action == LONG else position
+
+    with pytest.raises(ModelLoadError, match="features"):
+        load_agent(tmp_path / "m", sha, running_spec=FeatureSpec(symbols=("SPY",)))
+    weights = tmp_path / "m" / "weights.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
+    with pytest.raises(ModelLoadError, match="sha256"):
+        load_agent(tmp_path / "m", sha)
+
+
+def test_evaluation_reports_the_agent_beside_baselines() -> None:
+    sessions = random_sessions(n=6, t=40)
+    module, _ = train_dqn(
+        sessions, SMALL, DQNParams(cycles=8, train_every=4, batch_sessions=2), Costs(), seed=0
+    )
+    ev = evaluate(module, sessions, Costs())
+    assert set(ev) == {"agent", "buy_and_hold", "flat", "momentum_rule"}
+    assert ev["flat"]["total_return"] == 0.0
+    expected_bh = np.expm1(
+        session_log_returns(sessions, np.ones((6, 40), np.float32), Costs()).sum()
+    )
+    assert ev["buy_and_hold"]["total_return"] == pytest.approx(expected_bh)

@@ -1,0 +1,58 @@
+"""The `models` and `training_runs` tables: registry rows and per-cycle training history."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import polars as pl
+
+from warehouse.io import load_frame, upsert
+
+
+def write_model(con: duckdb.DuckDBPyConnection, row: dict[str, Any]) -> None:
+    """Insert or update one registry row (keyed by model_id); JSON fields given as dicts."""
+    data = dict(row)
+    for key in ("architecture", "params", "metrics"):
+        data[key] = json.dumps(data.get(key) or {}, sort_keys=True)
+    frame = pl.DataFrame([data]).with_columns(
+        pl.col("created_at").cast(pl.Datetime("us", "UTC")),
+        pl.col("promoted_at").cast(pl.Datetime("us", "UTC")),
+    )
+    upsert(con, "models", frame, ("model_id",))
+
+
+def load_model_row(con: duckdb.DuckDBPyConnection, model_id: str) -> dict[str, Any] | None:
+    rows = load_frame(con, "SELECT * FROM models WHERE model_id = ?", [model_id]).to_dicts()
+    if not rows:
+        return None
+    row = rows[0]
+    for key in ("architecture", "params", "metrics"):
+        row[key] = json.loads(row[key]) if row[key] else {}
+    return row
+
+
+def production_model_id(con: duckdb.DuckDBPyConnection, kind: str, symbol: str) -> str | None:
+    rows = con.execute(
+        "SELECT model_id FROM models WHERE kind = ? AND symbol = ? AND stage = 'production'"
+        " ORDER BY promoted_at DESC NULLS LAST LIMIT 1",
+        [kind, symbol],
+    ).fetchall()
+    return str(rows[0][0]) if rows else None
+
+
+def set_stage(con: duckdb.DuckDBPyConnection, model_id: str, stage: str, when: datetime) -> None:
+    con.execute(
+        "UPDATE models SET stage = ?, promoted_at = CASE WHEN ? = 'production' THEN ? ELSE promoted_at END"
+        " WHERE model_id = ?",
+        [stage, stage, when, model_id],
+    )
+
+
+def write_training_runs(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> int:
+    """Per-cycle rows keyed (run_id, cycle); a resumed run rewrites nothing it already stored."""
+    return upsert(
+        con, "training_runs", frame, ("run_id", "cycle"), bookkeeping=("recorded_at",)
+    ).inserted
