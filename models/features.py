@@ -64,13 +64,11 @@ class FeatureSpec:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
-        return cls(
-            **{
-                k: tuple(v) if isinstance(v, list) else v
-                for k, v in d.items()
-                if k in cls.__dataclass_fields__
-            }
-        )
+        fields: dict[str, Any] = {}
+        for key, value in d.items():
+            if key in cls.__dataclass_fields__:
+                fields[key] = tuple(value) if isinstance(value, list) else value
+        return cls(**fields)
 
     def schema_hash(self) -> str:
         """sha256 of the spec and its feature names: models trained on another spec refuse to load."""
