@@ -93,6 +93,24 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print('[bold]Example SQL[/bold] (try it: tradingml sql "...")')
     console.print(result["example_sql"], highlight=False)
     _table("Result", result["example_rows"])
+    for name, agent in result["agents"].items():
+        _table(
+            f"Deep-Q agent, {name}: {agent['test_sessions']} held-out sessions, mean ± std over "
+            f"{len(agent['models'])} seeds; every policy on the same bars with the same costs",
+            [
+                {
+                    "policy": row["policy"],
+                    "total return": f"{100 * row['total_return']:+.2f}% ± {100 * row['total_return_std']:.2f}",
+                    "t-stat (per session)": f"{row['t_stat']:+.2f}",
+                    "hit rate": f"{row['hit_rate']:.2f}",
+                    "max drawdown": f"{100 * row['max_drawdown']:.2f}%",
+                }
+                for row in agent["evaluation"]
+            ],
+        )
+    console.print(
+        'Models are registered as candidates: tradingml sql "select * from v_model_leaderboard"'
+    )
     console.print(
         f'Warehouse: {result["warehouse"]}  --  query it with `tradingml sql "select ..."`'
     )
@@ -118,6 +136,29 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     )
     result = ingest_bars(config)
     print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from flows.config import TrainAgentConfig
+    from flows.train_agent import train_agent
+
+    fields = {
+        "symbols": args.symbols,
+        "timeframe": args.timeframe,
+        "train_start": args.train_start,
+        "train_end": args.train_end,
+        "test_start": args.test_start,
+        "test_end": args.test_end,
+        "cycles": args.cycles,
+        "seeds": args.seeds,
+        "warehouse": args.warehouse,
+    }
+    config = TrainAgentConfig(
+        **{k: v for k, v in fields.items() if v is not None}, resume=not args.no_resume
+    )
+    result = train_agent(config)
+    _table(f"held-out evaluation of {', '.join(result['models'])}", result["evaluation"])
     return 0
 
 
@@ -165,6 +206,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-label")
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("train", help="run the train-agent flow (Double DQN, nested LSTMs)")
+    p.add_argument("--symbols", nargs="+", help="assets for the features; the first is traded")
+    p.add_argument("--timeframe")
+    p.add_argument("--train-start", type=date.fromisoformat)
+    p.add_argument("--train-end", type=date.fromisoformat)
+    p.add_argument("--test-start", type=date.fromisoformat)
+    p.add_argument("--test-end", type=date.fromisoformat)
+    p.add_argument("--cycles", type=int)
+    p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
+    p.add_argument("--warehouse")
+    p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("sql", help="run SQL against the warehouse (read-only)")
     p.add_argument("query")

@@ -107,15 +107,33 @@ class DemoConfig(BaseModel):
     end: date = Field(
         default=DEMO_END, description="Last day (exclusive) of synthetic minute bars."
     )
+    train_end: date = Field(
+        default=date(2024, 5, 1),
+        description="The demo's SPY agent trains before this day and is tested from it on.",
+    )
     seed: int | None = Field(
         default=None, description="Synthetic generator seed (default: settings)."
     )
     warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
+    agent_cycles: int = Field(
+        default=300,
+        ge=1,
+        description="Training cycles of each demo agent (1000 is the full default).",
+    )
     sample_file: str | None = Field(
         default=None,
         description="A small CSV with deliberately faulty rows, to show quarantine (default: the "
         "one shipped in examples/).",
     )
+
+    @model_validator(mode="after")
+    def _check(self) -> DemoConfig:
+        if not self.start < self.train_end < self.end:
+            raise ValueError(
+                f"train_end ({self.train_end}) must fall strictly between start ({self.start}) "
+                f"and end ({self.end}): the demo agent trains before it and is tested after it"
+            )
+        return self
 
 
 class TrainAgentConfig(BaseModel):

@@ -11,8 +11,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from core.settings import get_settings
-from flows.config import DemoConfig, IngestBarsConfig
+from flows.config import DemoConfig, IngestBarsConfig, TrainAgentConfig
 from flows.ingest_bars import ingest_bars
+from flows.train_agent import train_agent
 from warehouse.db import connect
 from warehouse.io import load_frame
 from warehouse.summary import EXAMPLE_SQL, load_coverage, load_quarantine_counts
@@ -36,9 +37,9 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
     logger = get_run_logger()
     warehouse = config.warehouse or str(get_settings().warehouse_path)
 
-    logger.info("1/3 real daily bars of the S&P 500 and NASDAQ indices (from the arch package)")
+    logger.info("1/5 real daily bars of the S&P 500 and NASDAQ indices (from the arch package)")
     real = ingest_bars(IngestBarsConfig(source="arch", warehouse=warehouse))
-    logger.info("2/3 SYNTHETIC minute bars, %s to %s, 4 ETFs + 14 coins", config.start, config.end)
+    logger.info("2/5 SYNTHETIC minute bars, %s to %s, 4 ETFs + 14 coins", config.start, config.end)
     synthetic = ingest_bars(
         IngestBarsConfig(
             source="synthetic",
@@ -48,7 +49,7 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
             warehouse=warehouse,
         )
     )
-    logger.info("3/3 a small SYNTHETIC CSV with deliberately faulty rows (quarantine demo)")
+    logger.info("3/5 a small SYNTHETIC CSV with deliberately faulty rows (quarantine demo)")
     sample = ingest_bars(
         IngestBarsConfig(
             source="file",
@@ -57,6 +58,33 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
             source_label="synthetic:faulty-sample",
             start=date(2000, 1, 1),
             end=date(2200, 1, 1),
+            warehouse=warehouse,
+        )
+    )
+
+    logger.info(
+        "4/5 a deep-Q agent for SPY on the SYNTHETIC minute bars (held-out: the last two months)"
+    )
+    minute_agent = train_agent(
+        TrainAgentConfig(
+            train_start=config.start,
+            train_end=config.train_end,
+            test_start=config.train_end,
+            test_end=config.end,
+            cycles=config.agent_cycles,
+            warehouse=warehouse,
+        )
+    )
+    logger.info("5/5 a deep-Q agent on the REAL daily S&P 500: train 1999-2014, held-out 2015-2018")
+    daily_agent = train_agent(
+        TrainAgentConfig(
+            symbols=["^GSPC", "^IXIC"],
+            timeframe="1Day",
+            train_start=date(1999, 1, 1),
+            train_end=date(2015, 1, 1),
+            test_start=date(2015, 1, 1),
+            test_end=date(2019, 1, 1),
+            cycles=config.agent_cycles,
             warehouse=warehouse,
         )
     )
@@ -90,6 +118,7 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
         "quarantine": quarantine.to_dicts(),
         "example_sql": EXAMPLE_SQL,
         "example_rows": example.to_dicts(),
+        "agents": {"SPY minute (synthetic)": minute_agent, "^GSPC daily (real)": daily_agent},
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
@@ -78,7 +79,11 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
         len(data.test),
         spec.traded,
     )
-    key = config.run_key()
+    # The run id names the config AND the data: changed bars never resume an old run's checkpoint.
+    fingerprint = hashlib.sha256()
+    for tensor in (data.train.features, data.train.returns, data.test.returns):
+        fingerprint.update(tensor.numpy().tobytes())
+    key = f"{config.run_key()}-{fingerprint.hexdigest()[:8]}"
     description = {
         "train_range": [str(config.train_start), str(config.train_end)],
         "test_range": [str(config.test_start), str(config.test_end)],

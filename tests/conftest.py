@@ -17,6 +17,9 @@ os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
 os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] = "180"
 os.environ.pop("PREFECT_API_URL", None)
 os.environ["TRADINGML_WAREHOUSE"] = str(_SESSION_DIR / "default-warehouse.duckdb")
+os.environ["TRADINGML_DATA_DIR"] = str(
+    _SESSION_DIR / "data"
+)  # model artifacts stay out of the repo
 # Credentials of the developer's shell must never reach a test.
 for _name in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY", "REDDIT_CLIENT_ID", "REDDIT_CLIENT_SECRET"):
     os.environ.pop(_name, None)

@@ -88,14 +88,39 @@ def test_demo_flow_runs_end_to_end_and_summarises(warehouse_path: Path) -> None:
     assert len(symbols) == 2 + 18 + 1
     assert {row["reason"] for row in result["quarantine"]} >= {"nan_price", "future_timestamp"}
     assert result["example_rows"], "the example query returned nothing"
+    agents = result["agents"]
+    assert set(agents) == {"SPY minute (synthetic)", "^GSPC daily (real)"}
+    for agent in agents.values():
+        assert [row["policy"] for row in agent["evaluation"]] == [
+            "agent",
+            "buy_and_hold",
+            "flat",
+            "momentum_rule",
+        ]
+        assert len(agent["models"]) == 2
+    with connect(warehouse_path) as con:
+        models = con.execute(
+            "SELECT count(*), count(DISTINCT artifact_sha256) FROM models"
+        ).fetchall()[0]
+        cycles = con.execute("SELECT count(*) FROM training_runs").fetchall()[0][0]
+    assert models == (4, 4)
+    assert cycles == 4 * 8
     again = demo_small(warehouse_path)
     for name, report in again["ingest"].items():
         assert report["inserted"] == 0 and report["updated"] == 0, name
+    # Training resumed from its finished checkpoints: same models, same evaluation.
+    assert again["agents"] == result["agents"]
 
 
 def demo_small(warehouse_path: Path) -> dict[str, object]:
     from flows.config import DemoConfig
 
     return demo(
-        DemoConfig(start=date(2024, 3, 4), end=date(2024, 3, 6), warehouse=str(warehouse_path))
+        DemoConfig(
+            start=date(2024, 3, 4),
+            end=date(2024, 3, 7),
+            train_end=date(2024, 3, 6),
+            agent_cycles=8,
+            warehouse=str(warehouse_path),
+        )
     )
