@@ -28,7 +28,7 @@ class Figure:
             t = float(target)
         except ValueError:
             return None
-        return {"<=": self.value <= t, ">=": self.value >= t}.get(op)
+        return {"<=": self.value <= t, ">=": self.value >= t, "<": self.value < t}.get(op)
 
 
 Benchmark = Callable[[Path], list[Figure]]
@@ -97,3 +97,36 @@ def render_table(figures: list[Figure]) -> str:
     lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+START, END = "<!-- bench:start -->", "<!-- bench:end -->"
+
+
+def markdown_table(doc: dict[str, object]) -> str:
+    rows = [
+        f"Machine: {doc['machine']}; last run {doc['date']}.",
+        "",
+        "| figure | value | unit | goal | met |",
+        "|---|---:|---|---|---|",
+    ]
+    figures = doc["figures"]
+    assert isinstance(figures, list)
+    for f in figures:
+        fig = Figure(str(f["name"]), float(f["value"]), str(f["unit"]), str(f["goal"]))
+        met = fig.met()
+        value = f"{fig.value:,.0f}" if abs(fig.value) >= 1000 else f"{fig.value:g}"
+        flag = "-" if met is None else ("yes" if met else "**no**")
+        rows.append(f"| `{fig.name}` | {value} | {fig.unit} | {fig.goal} | {flag} |")
+    return "\n".join(rows)
+
+
+def update_readme(doc: dict[str, object], path: Path = README) -> bool:
+    """Rewrite the table between the README's bench markers; False if the markers are missing."""
+    text = path.read_text()
+    if START not in text or END not in text:
+        return False
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    path.write_text(f"{head}{START}\n{markdown_table(doc)}\n{END}{tail}")
+    return True

@@ -8,8 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks import bench_ingest  # noqa: F401 -- registers its benchmarks
-from benchmarks.harness import REGISTRY, Figure, render_table, write_results
+from benchmarks import bench_agent, bench_ingest  # noqa: F401 -- registers their benchmarks
+from benchmarks.harness import REGISTRY, Figure, render_table, update_readme, write_results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     print()
     print(render_table(figures))
-    write_results(figures)
-    print("\nwritten to benchmarks/results.json")
+    doc = write_results(figures)
+    print("\nwritten to benchmarks/results.json" + (" and README.md" if update_readme(doc) else ""))
     return 0 if all(f.met() is not False for f in figures) else 1
 
 

@@ -152,6 +152,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         "test_end": args.test_end,
         "cycles": args.cycles,
         "seeds": args.seeds,
+        "budget_s": args.budget_s,
         "warehouse": args.warehouse,
     }
     config = TrainAgentConfig(
@@ -159,6 +160,29 @@ def cmd_train(args: argparse.Namespace) -> int:
     )
     result = train_agent(config)
     _table(f"held-out evaluation of {', '.join(result['models'])}", result["evaluation"])
+    return 0
+
+
+def cmd_promote(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from core.settings import get_settings
+    from models.registry import load_registered_agent
+    from warehouse.db import connect
+    from warehouse.registry import load_model_row, promote
+
+    with connect(args.warehouse or get_settings().warehouse_path) as con:
+        row = load_model_row(con, args.model_id)
+        if row is None:
+            raise ValueError(
+                f'no model {args.model_id!r}; see tradingml sql "select * from v_model_leaderboard"'
+            )
+        load_registered_agent(row)  # refuse to promote an artifact that is missing or altered
+        previous = promote(con, args.model_id, datetime.now(UTC))
+    print(
+        f"{args.model_id} is now production"
+        + (f" (replacing {previous}, archived)" if previous else "")
+    )
     return 0
 
 
@@ -216,9 +240,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-end", type=date.fromisoformat)
     p.add_argument("--cycles", type=int)
     p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument("--budget-s", type=float, help="stop each seed after this many seconds")
     p.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser(
+        "promote", help="make a registered model the production one of its kind/symbol"
+    )
+    p.add_argument("model_id")
+    p.add_argument("--warehouse")
+    p.set_defaults(func=cmd_promote)
 
     p = sub.add_parser("sql", help="run SQL against the warehouse (read-only)")
     p.add_argument("query")

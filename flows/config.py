@@ -174,6 +174,11 @@ class TrainAgentConfig(BaseModel):
         default_factory=dict, description="Overrides of models.dqn.DQNParams, e.g. {'lr': 0.0005}."
     )
     checkpoint_every: int = Field(default=100, ge=1, description="Cycles between checkpoints.")
+    budget_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Stop each seed's training after this many seconds (checkpointed; resumable).",
+    )
     resume: bool = Field(
         default=True, description="Continue from this run's last checkpoint if there is one."
     )

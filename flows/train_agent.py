@@ -102,6 +102,7 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
             warehouse,
             config.resume,
             description,
+            config.budget_s,
         )
         for seed in config.seeds
     ]

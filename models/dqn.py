@@ -246,6 +246,10 @@ def act_sessions(
     }
 
 
+class OutOfBudget(Exception):
+    """The experience stream ends a run whose time budget is spent (at a block boundary)."""
+
+
 @dataclass
 class TrainState:
     """Everything a resumed run needs besides the network weights and the optimizer."""
@@ -267,10 +271,12 @@ class ExperienceStream(IterableDataset[dict[str, torch.Tensor]]):
         state: TrainState,
         on_cycle: Callable[[CycleStats], None],
         on_checkpoint: Callable[[], None],
+        out_of_budget: Callable[[], bool] = lambda: False,
     ) -> None:
         self.module, self.sessions, self.costs, self.seed = module, sessions, costs, seed
         self.memory, self.state = memory, state
         self.on_cycle, self.on_checkpoint = on_cycle, on_checkpoint
+        self.out_of_budget = out_of_budget
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         p = self.module.params
@@ -280,6 +286,8 @@ class ExperienceStream(IterableDataset[dict[str, torch.Tensor]]):
             start = self.state.cycle
             if start > 0 and start % ckpt_every == 0:
                 self.on_checkpoint()
+            if start > 0 and self.out_of_budget():
+                raise OutOfBudget
             n = min(every, p.cycles - start)
             # Per-block RNG from (seed, cycle): a resumed run replays the same choices.
             rng = np.random.default_rng([self.seed, start])

@@ -114,3 +114,10 @@ def load_agent(
     net.load_state_dict(load_file(directory / WEIGHTS))
     net.eval()
     return AgentPolicy(net, spec, FeatureScaler.from_dict(meta["scaler"]), meta)
+
+
+def load_registered_agent(
+    row: dict[str, Any], running_spec: FeatureSpec | None = None
+) -> AgentPolicy:
+    """Load the artifact a `models` row points at, checked against the row's sha256."""
+    return load_agent(Path(str(row["artifact_path"])), str(row["artifact_sha256"]), running_spec)

@@ -22,6 +22,7 @@ from models.dqn import (
     DQNLightning,
     DQNParams,
     ExperienceStream,
+    OutOfBudget,
     ReplayMemory,
     TrainState,
     act_sessions,
@@ -88,10 +89,13 @@ def train_dqn(
     resume: bool = False,
     on_cycle: Callable[[CycleStats], None] | None = None,
     stop_after_cycles: int | None = None,
+    budget_s: float | None = None,
 ) -> tuple[DQNLightning, list[CycleStats]]:
     """Train from scratch, or resume from checkpoint_dir; the same seed gives the same weights either way.
 
     stop_after_cycles ends the run early at a checkpoint boundary (used to simulate a kill).
+    budget_s ends it after that many seconds, at the next block of cycles; what was learned
+    so far is checkpointed and returned (a later run with resume continues from there).
     """
     _quiet_lightning()
     torch.manual_seed(seed)
@@ -111,13 +115,18 @@ def train_dqn(
         if on_cycle is not None:
             on_cycle(stats)
 
+    def over_budget() -> bool:
+        return budget_s is not None and time.perf_counter() - started > budget_s
+
     def checkpoint() -> None:
         if checkpoint_dir is not None:
             save_checkpoint(checkpoint_dir, module, memory, state, {"seed": seed})
         if stop_after_cycles is not None and state.cycle >= stop_after_cycles:
             raise _Stop
 
-    stream = ExperienceStream(module, sessions, costs, seed, memory, state, record, checkpoint)
+    stream = ExperienceStream(
+        module, sessions, costs, seed, memory, state, record, checkpoint, over_budget
+    )
     steps = n_updates(params, state.cycle)
     if steps > 0:
         trainer = pl_lightning.Trainer(
@@ -135,6 +144,8 @@ def train_dqn(
             trainer.fit(module, DataLoader(stream, batch_size=None, num_workers=0))
         except _Stop:
             return module, state.history
+        except OutOfBudget:
+            pass
     if checkpoint_dir is not None:
         save_checkpoint(checkpoint_dir, module, memory, state, {"seed": seed})
     return module, state.history

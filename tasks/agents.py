@@ -35,6 +35,7 @@ def train_agent_seed(
     warehouse: Path,
     resume: bool,
     description: dict[str, Any],
+    budget_s: float | None = None,
 ) -> dict[str, Any]:
     """Train one seed (resuming from its checkpoint), evaluate on held-out sessions, register it."""
     logger = get_run_logger()

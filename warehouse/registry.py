@@ -43,12 +43,32 @@ def production_model_id(con: duckdb.DuckDBPyConnection, kind: str, symbol: str) 
     return str(rows[0][0]) if rows else None
 
 
-def set_stage(con: duckdb.DuckDBPyConnection, model_id: str, stage: str, when: datetime) -> None:
-    con.execute(
-        "UPDATE models SET stage = ?, promoted_at = CASE WHEN ? = 'production' THEN ? ELSE promoted_at END"
-        " WHERE model_id = ?",
-        [stage, stage, when, model_id],
-    )
+def promote(con: duckdb.DuckDBPyConnection, model_id: str, when: datetime) -> str | None:
+    """Make model_id the production model of its kind and symbol; the previous one is archived.
+
+    Returns the model it replaced (None if there was none). One transaction: there is never
+    a moment with two production models, or none.
+    """
+    row = load_model_row(con, model_id)
+    if row is None:
+        raise KeyError(f"no model {model_id!r} in the registry")
+    previous = production_model_id(con, str(row["kind"]), str(row["symbol"]))
+    con.execute("BEGIN TRANSACTION")
+    try:
+        con.execute(
+            "UPDATE models SET stage = 'archived' WHERE kind = ? AND symbol = ? AND stage = 'production'"
+            " AND model_id <> ?",
+            [row["kind"], row["symbol"], model_id],
+        )
+        con.execute(
+            "UPDATE models SET stage = 'production', promoted_at = ? WHERE model_id = ?",
+            [when, model_id],
+        )
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
+    return previous if previous != model_id else None
 
 
 def write_training_runs(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> int:

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 import torch
 
-from adapters.synthetic import SyntheticBarSource, SyntheticConfig
+from adapters.synthetic import SyntheticBarSource
 from models.dqn import DQNParams, act_sessions
 from models.env import (
     FLAT,
@@ -19,10 +19,10 @@ from models.env import (
     Costs,
     Sessions,
     VecMarketEnv,
-    build_sessions,
     play_positions,
 )
 from models.features import FeatureSpec, compute_features
+from models.proofs import planted_sentiment_market, random_walk_sessions, t_stat
 from models.qnet import Architecture, NestedLSTMQNet
 from models.registry import ModelLoadError, artifact_sha256, load_agent, save_agent
 from models.train import (
@@ -165,70 +165,32 @@ def test_decisions_at_or_before_t_ignore_the_future() -> None:
 # ---- learning works, and finds nothing where there is nothing ----
 
 
-def planted_market(seed: int) -> tuple[object, np.ndarray, Costs]:
-    start, mid, end = utc(2024, 1, 1), utc(2024, 4, 1), utc(2024, 5, 1)
-    source = SyntheticBarSource(
-        SyntheticConfig(signal="sentiment", signal_strength=0.3, sentiment_lag_minutes=5, seed=seed)
-    )
-    bars = next(source.fetch_bars(["SPY"], "1Min", start, end))
-    sentiment = source.fetch_sentiment(["SPY"], start, end)
-    spec = FeatureSpec(symbols=("SPY",), sentiment=True)
-    data = prepare_data(bars, spec, (start, mid), (mid, end), sentiment=sentiment)
-    # The oracle knows how the signal was planted: the next bar's return follows the
-    # sentiment of (lag - 1) bars ago, which is public at decision time.
-    test_rows = compute_features(bars, spec, sentiment).filter(pl.col("ts") >= mid)
-    test_rows = test_rows.with_columns(pl.col("sentiment").shift(4).over("session").fill_null(0.0))
-    raw = build_sessions(test_rows, test_rows.select("sentiment").to_numpy())
-    oracle = (raw.features[:, :, 0] > 0).to(torch.float32).numpy()
-    return data, oracle, Costs(0.5, 0.5)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", [1, 2])
 def test_agent_earns_at_least_half_the_oracle_excess_on_unseen_sessions(seed: int) -> None:
-    data, oracle, costs = planted_market(seed=10 + seed)
+    market = planted_sentiment_market(seed=10 + seed)
     module, history = train_dqn(
-        data.train,  # type: ignore[attr-defined]
+        market.data.train,
         Architecture(),
         DQNParams(cycles=400, exploration_fraction=0.3),
-        costs,
+        market.costs,
         seed=seed,
     )
     assert len(history) == 400
-    test = data.test  # type: ignore[attr-defined]
-    agent = session_log_returns(test, greedy_positions(module, test, costs), costs).mean()
-    oracle_mean = session_log_returns(test, oracle, costs).mean()
-    flat = 0.0
-    assert oracle_mean > 0.005, "the planted signal should be worth trading"
-    share = (agent - flat) / (oracle_mean - flat)
+    oracle = session_log_returns(market.data.test, market.oracle, market.costs).mean()
+    assert oracle > 0.005, "the planted signal should be worth trading"
+    share = market.oracle_share(module)
     assert share >= 0.5, f"agent earned {share:.0%} of the oracle's excess return"
 
 
 @pytest.mark.slow
 def test_no_edge_on_a_pure_random_walk() -> None:
-    g = np.random.default_rng(123)
-    n_train, n_test, t, f = 60, 40, 390, 8
-    returns = g.normal(0, 1e-3, size=(n_train + n_test, t)).astype(np.float32)
-    returns[:, -1] = 0
-    features = g.normal(0, 1, size=(n_train + n_test, t, f)).astype(np.float32)
-    mask = np.ones((n_train + n_test, t), dtype=bool)
-    all_sessions = Sessions(
-        torch.from_numpy(features),
-        torch.from_numpy(returns),
-        torch.from_numpy(mask),
-        [str(i) for i in range(100)],
-    )
-    train, test = (
-        all_sessions.subset(range(n_train)),
-        all_sessions.subset(range(n_train, n_train + n_test)),
-    )
+    train, test = random_walk_sessions(seed=123)
     costs = Costs(0.5, 0.5)
     for seed in (1, 2):
         module, _ = train_dqn(train, SMALL, DQNParams(cycles=200), costs, seed=seed)
-        per_session = session_log_returns(test, greedy_positions(module, test, costs), costs)
-        std = per_session.std(ddof=1)
-        t_stat = 0.0 if std == 0 else per_session.mean() / (std / np.sqrt(len(per_session)))
-        assert abs(t_stat) < 2, f"seed {seed}: an edge on pure noise (t={t_stat:.2f}) means leakage"
+        t = t_stat(session_log_returns(test, greedy_positions(module, test, costs), costs))
+        assert abs(t) < 2, f"seed {seed}: an edge on pure noise (t={t:.2f}) means leakage"
 
 
 # ---- checkpoints: safe formats, and a resumed run equals an uninterrupted one ----
@@ -316,3 +278,16 @@ def test_evaluation_reports_the_agent_beside_baselines() -> None:
         session_log_returns(sessions, np.ones((6, 40), np.float32), Costs()).sum()
     )
     assert ev["buy_and_hold"]["total_return"] == pytest.approx(expected_bh)
+
+
+def test_a_time_budget_stops_early_and_a_rerun_continues(tmp_path: Path) -> None:
+    sessions = random_sessions(n=8, t=40, seed=3)
+    params = DQNParams(cycles=400, train_every=4, batch_sessions=4, checkpoint_every=400)
+    _, first = train_dqn(
+        sessions, SMALL, params, Costs(), seed=5, checkpoint_dir=tmp_path, budget_s=0.0
+    )
+    assert 0 < len(first) < 400
+    _, rest = train_dqn(
+        sessions, SMALL, params, Costs(), seed=5, checkpoint_dir=tmp_path, resume=True
+    )
+    assert len(rest) == 400
