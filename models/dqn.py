@@ -18,7 +18,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 from safetensors.torch import load_file, save_file
-from torch.utils.data import IterableDataset
+from torch.utils.data import DataLoader, IterableDataset
 
 from models.env import FLAT, HOLD, LONG, Costs, Sessions, next_position, step_money
 from models.qnet import Architecture, NestedLSTMQNet
@@ -325,6 +325,19 @@ class ExperienceStream(IterableDataset[dict[str, torch.Tensor]]):
                 "positions": torch.as_tensor(self.memory.positions[idx]),
                 "rewards": torch.as_tensor(self.memory.rewards[idx]),
             }
+
+
+class ExperienceDataModule(pl.LightningDataModule):
+    """The training data: batches of replayed sessions produced by playing with the current weights."""
+
+    def __init__(self, stream: ExperienceStream) -> None:
+        super().__init__()
+        self.stream = stream
+
+    def train_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
+        # batch_size=None: the stream yields ready batches; one process, because the stream
+        # acts with the very module being trained.
+        return DataLoader(self.stream, batch_size=None, num_workers=0)
 
 
 def n_updates(params: DQNParams, start_cycle: int) -> int:

@@ -15,12 +15,12 @@ import numpy as np
 import polars as pl
 import pytorch_lightning as pl_lightning
 import torch
-from torch.utils.data import DataLoader
 
 from models.dqn import (
     CycleStats,
     DQNLightning,
     DQNParams,
+    ExperienceDataModule,
     ExperienceStream,
     OutOfBudget,
     ReplayMemory,
@@ -141,7 +141,7 @@ def train_dqn(
             deterministic=True,
         )
         try:
-            trainer.fit(module, DataLoader(stream, batch_size=None, num_workers=0))
+            trainer.fit(module, datamodule=ExperienceDataModule(stream))
         except _Stop:
             return module, state.history
         except OutOfBudget:
