@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -371,30 +373,50 @@ def _optimizer_from_safe(tensors: dict[str, torch.Tensor], plain: dict[str, Any]
     return {"state": state, "param_groups": plain["param_groups"]}
 
 
+LATEST = "LATEST"
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The newest complete checkpoint under directory, or None."""
+    pointer = directory / LATEST
+    if not pointer.exists():
+        return None
+    target = directory / pointer.read_text().strip()
+    return target if (target / "manifest.json").exists() else None
+
+
 def save_checkpoint(
     directory: Path,
     module: DQNLightning,
     memory: ReplayMemory,
     state: TrainState,
     extra: dict[str, Any],
-) -> None:
-    """Write a complete, resumable checkpoint; the manifest is written last (atomically)."""
-    directory.mkdir(parents=True, exist_ok=True)
+) -> Path:
+    """Write a complete checkpoint into its own folder, then point LATEST at it.
+
+    A kill at any moment leaves LATEST on the previous complete checkpoint: the new
+    folder only counts once every file in it is written, and the pointer is replaced
+    atomically.
+    """
+    target = directory / f"cycle-{state.cycle:07d}"
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
     save_file(
         {k: v.contiguous() for k, v in module.online.state_dict().items()},
-        directory / "online.safetensors",
+        target / "online.safetensors",
     )
     save_file(
         {k: v.contiguous() for k, v in module.target.state_dict().items()},
-        directory / "target.safetensors",
+        target / "target.safetensors",
     )
     opt_tensors: dict[str, torch.Tensor] = {}
     opt_plain: dict[str, Any] = {}
     if module._trainer is not None and module.trainer.optimizers:
         opt_tensors, opt_plain = _optimizer_to_safe(module.trainer.optimizers[0].state_dict())
-    save_file(opt_tensors or {"_empty": torch.zeros(1)}, directory / "optimizer.safetensors")
+    save_file(opt_tensors or {"_empty": torch.zeros(1)}, target / "optimizer.safetensors")
     arrays: dict[str, Any] = memory.state_arrays()
-    np.savez(directory / "replay.npz", **arrays)
+    np.savez(target / "replay.npz", **arrays)
     manifest = {
         "cycle": state.cycle,
         "updates": module.updates,
@@ -403,15 +425,32 @@ def save_checkpoint(
         "history": [asdict(h) for h in state.history],
         **extra,
     }
-    tmp = directory / "manifest.json.tmp"
-    tmp.write_text(json.dumps(manifest))
-    tmp.replace(directory / "manifest.json")
+    (target / "manifest.json").write_text(json.dumps(manifest))
+    _fsync_dir(target)
+    tmp = directory / (LATEST + ".tmp")
+    tmp.write_text(target.name)
+    os.replace(tmp, directory / LATEST)
+    for old in directory.glob("cycle-*"):
+        if old != target:
+            shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def _fsync_dir(path: Path) -> None:
+    for f in path.iterdir():
+        with f.open("rb") as fh:
+            os.fsync(fh.fileno())
 
 
 def load_checkpoint(
     directory: Path, module: DQNLightning, memory: ReplayMemory, state: TrainState
 ) -> dict[str, Any]:
-    """Restore weights, optimizer (applied when training starts), replay memory and history."""
+    """Restore weights, optimizer (applied when training starts), replay memory and history
+    from the newest complete checkpoint under directory."""
+    found = latest_checkpoint(directory)
+    if found is None:
+        raise FileNotFoundError(f"no complete checkpoint under {directory}")
+    directory = found
     manifest: dict[str, Any] = json.loads((directory / "manifest.json").read_text())
     module.online.load_state_dict(load_file(directory / "online.safetensors"))
     module.target.load_state_dict(load_file(directory / "target.safetensors"))

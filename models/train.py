@@ -26,6 +26,7 @@ from models.dqn import (
     ReplayMemory,
     TrainState,
     act_sessions,
+    latest_checkpoint,
     load_checkpoint,
     n_updates,
     save_checkpoint,
@@ -102,7 +103,7 @@ def train_dqn(
     module = DQNLightning(int(sessions.features.shape[2]), arch, params)
     memory = ReplayMemory(params.replay_capacity, int(sessions.features.shape[1]))
     state = TrainState()
-    if resume and checkpoint_dir is not None and (checkpoint_dir / "manifest.json").exists():
+    if resume and checkpoint_dir is not None and latest_checkpoint(checkpoint_dir) is not None:
         load_checkpoint(checkpoint_dir, module, memory, state)
     started = time.perf_counter()
     last = [started]

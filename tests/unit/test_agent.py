@@ -207,7 +207,8 @@ def test_resume_after_a_stop_gives_identical_results(tmp_path: Path) -> None:
         sessions, SMALL, params, Costs(), seed=5, checkpoint_dir=ckpt, stop_after_cycles=16
     )
     assert len(partial) == 16
-    files = sorted(p.name for p in ckpt.iterdir())
+    assert (ckpt / "LATEST").read_text() == "cycle-0000016"
+    files = sorted(p.name for p in (ckpt / "cycle-0000016").iterdir())
     assert files == [
         "manifest.json",
         "online.safetensors",
@@ -215,7 +216,7 @@ def test_resume_after_a_stop_gives_identical_results(tmp_path: Path) -> None:
         "replay.npz",
         "target.safetensors",
     ]
-    with np.load(ckpt / "replay.npz", allow_pickle=False) as replay:
+    with np.load(ckpt / "cycle-0000016" / "replay.npz", allow_pickle=False) as replay:
         assert int(replay["meta"][0]) == 16
     resumed, hist_b = train_dqn(
         sessions, SMALL, params, Costs(), seed=5, checkpoint_dir=ckpt, resume=True
