@@ -167,7 +167,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
     from core.settings import get_settings
-    from models.registry import load_registered_agent
+    from models.registry import verify_artifact
     from warehouse.db import connect
     from warehouse.registry import load_model_row, promote
 
@@ -177,7 +177,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
             raise ValueError(
                 f'no model {args.model_id!r}; see tradingml sql "select * from v_model_leaderboard"'
             )
-        load_registered_agent(row)  # refuse to promote an artifact that is missing or altered
+        verify_artifact(row)  # refuse to promote an artifact that is missing or altered
         previous = promote(con, args.model_id, datetime.now(UTC))
     print(
         f"{args.model_id} is now production"

@@ -174,6 +174,11 @@ class TrainAgentConfig(BaseModel):
         default_factory=dict, description="Overrides of models.dqn.DQNParams, e.g. {'lr': 0.0005}."
     )
     checkpoint_every: int = Field(default=100, ge=1, description="Cycles between checkpoints.")
+    genome_id: str = Field(
+        default="production",
+        description="Architecture to train: 'production' = the promoted genome of the traded symbol if "
+        "there is one (else the built-in defaults), 'builtin', or a registered genome id.",
+    )
     budget_s: float | None = Field(
         default=None,
         gt=0,
@@ -207,3 +212,77 @@ class TrainAgentConfig(BaseModel):
             mode="json", exclude={"seeds", "resume", "warehouse", "models_dir"}
         )
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+
+class EvolveConfig(BaseModel):
+    """Parameters of the `evolve-architecture` flow."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbols: list[str] = Field(
+        default_factory=lambda: list(EQUITY_SYMBOLS), description="Assets; first is traded."
+    )
+    timeframe: str = Field(default="1Min", description="Bar timeframe in the warehouse.")
+    train_start: date = Field(default=DEMO_START, description="First day of training data.")
+    train_end: date = Field(
+        default=date(2024, 5, 1), description="End (exclusive) of training data."
+    )
+    valid_start: date = Field(default=date(2024, 5, 1), description="First day of validation data.")
+    valid_end: date = Field(default=DEMO_END, description="End (exclusive) of validation data.")
+    population: int = Field(default=16, ge=2, description="Individuals per generation.")
+    generations: int = Field(default=4, ge=1, description="Generations.")
+    elite: int = Field(default=2, ge=0, description="Best individuals kept unchanged.")
+    tournament: int = Field(default=3, ge=1, description="Tournament size for parent selection.")
+    mutation_rate: float = Field(
+        default=0.25, ge=0.0, le=1.0, description="Per-gene redraw probability."
+    )
+    cycles: int = Field(
+        default=60, ge=1, description="Training cycles per individual and seed (the budget)."
+    )
+    seeds: list[int] = Field(
+        default_factory=lambda: [1, 2], min_length=2, description="Fitness = mean over these."
+    )
+    search_seed: int = Field(default=0, description="Seed of populations and selection.")
+    fee_bps: float = Field(default=1.0, ge=0)
+    slippage_bps: float = Field(default=1.0, ge=0)
+    individual_timeout_s: float | None = Field(
+        default=600.0,
+        gt=0,
+        description="An individual over this many seconds scores the worst fitness.",
+    )
+    runner: Literal["process", "dask", "serial"] = Field(
+        default="process",
+        description="process: a local process pool; dask: a Dask cluster; serial: one at a time.",
+    )
+    workers: int = Field(
+        default=2, ge=1, description="Parallel evaluations (process pool or local Dask cluster)."
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="Scheduler of an existing Dask cluster; empty: a LocalCluster here.",
+    )
+    register_best: bool = Field(
+        default=True,
+        description="Register the best genome as a candidate (tradingml promote makes it the default).",
+    )
+    warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
+
+    @model_validator(mode="after")
+    def _check(self) -> EvolveConfig:
+        if self.valid_start < self.train_end:
+            raise ValueError("validation data must come after the training data")
+        if self.elite >= self.population:
+            raise ValueError("elite must be smaller than the population")
+        return self
+
+    def search_id(self) -> str:
+        """Names the search by everything that shapes its results: re-running it resumes it."""
+        import hashlib
+        import json
+
+        payload = self.model_dump(
+            mode="json", exclude={"runner", "workers", "dask_address", "warehouse", "register_best"}
+        )
+        return (
+            "nas-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+        )

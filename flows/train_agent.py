@@ -18,10 +18,12 @@ from models.dqn import DQNParams
 from models.env import Costs
 from models.features import FeatureSpec
 from models.qnet import Architecture
+from models.registry import load_registered_genome
 from models.train import prepare_data
 from tasks.agents import train_agent_seed
 from warehouse.bars import load_bars
 from warehouse.db import connect
+from warehouse.registry import resolve_genome
 
 METRIC_KEYS = ("total_return", "mean_session_log_return", "t_stat", "hit_rate", "max_drawdown")
 
@@ -52,10 +54,20 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
     warehouse = Path(config.warehouse) if config.warehouse else settings.warehouse_path
     models_dir = Path(config.models_dir) if config.models_dir else settings.data_dir / "models"
     spec = FeatureSpec(symbols=tuple(config.symbols), timeframe=config.timeframe)
-    arch = Architecture.from_dict(config.architecture)
     params = DQNParams.from_dict(
         {**config.params, "cycles": config.cycles, "checkpoint_every": config.checkpoint_every}
     )
+    arch = Architecture.from_dict(config.architecture)
+    genome_used = "builtin"
+    with connect(warehouse) as con:
+        genome_row = resolve_genome(con, config.genome_id, spec.traded)
+    if genome_row is not None:
+        genome = load_registered_genome(genome_row)
+        genome_used = str(genome_row["model_id"])
+        spec = genome.feature_spec(spec)
+        arch = Architecture.from_dict({**genome.architecture().to_dict(), **config.architecture})
+        params = DQNParams.from_dict({**genome.params(params).to_dict(), **config.params})
+        logger.info("architecture from %s", genome_used)
     costs = Costs(config.fee_bps, config.slippage_bps)
     with connect(warehouse) as con:
         bars = load_bars(
@@ -83,12 +95,14 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
     fingerprint = hashlib.sha256()
     for tensor in (data.train.features, data.train.returns, data.test.returns):
         fingerprint.update(tensor.numpy().tobytes())
+    fingerprint.update(genome_used.encode())
     key = f"{config.run_key()}-{fingerprint.hexdigest()[:8]}"
     description = {
         "train_range": [str(config.train_start), str(config.train_end)],
         "test_range": [str(config.test_start), str(config.test_end)],
         "symbols": config.symbols,
         "timeframe": config.timeframe,
+        "genome": genome_used,
     }
     results = [
         train_agent_seed(

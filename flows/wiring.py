@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from adapters.arch_daily import ArchDailyBarSource
 from adapters.clock import SystemClock
@@ -59,3 +62,42 @@ def build_adapters(settings: Settings) -> Adapters:
         f"mode={settings.mode} needs the Alpaca adapters, which are not built yet; "
         "use TRADINGML_MODE=replay (the offline default)"
     )
+
+
+def build_task_runner(
+    kind: str, workers: int, dask_address: str | None, scratch: Path
+) -> TaskRunner[Any]:
+    """The Prefect task runner for parallel evaluations; the same task code runs on each."""
+    if kind == "serial":
+        return ThreadPoolTaskRunner(max_workers=1)
+    if kind == "process":
+        return ProcessPoolTaskRunner(max_workers=workers)
+    from prefect_dask.task_runners import DaskTaskRunner
+
+    if dask_address:
+        return DaskTaskRunner(address=dask_address)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": workers,
+            "threads_per_worker": 1,
+            "processes": True,
+            "dashboard_address": None,
+            "local_directory": str(scratch),
+        }
+    )
+
+
+def share_api_with_workers() -> None:
+    """Point worker processes at this flow's Prefect API.
+
+    Without it, each worker of an ephemeral (no server) run starts a temporary API of its
+    own: seconds of start-up per worker and SQLite lock contention.
+    """
+    import os
+
+    from prefect.client.orchestration import get_client
+
+    if os.environ.get("PREFECT_API_URL"):
+        return
+    with get_client(sync_client=True) as client:
+        os.environ["PREFECT_API_URL"] = str(client.api_url).rstrip("/")

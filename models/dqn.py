@@ -288,7 +288,7 @@ class ExperienceStream(IterableDataset[dict[str, torch.Tensor]]):
             start = self.state.cycle
             if start > 0 and start % ckpt_every == 0:
                 self.on_checkpoint()
-            if start > 0 and self.out_of_budget():
+            if self.out_of_budget():
                 raise OutOfBudget
             n = min(every, p.cycles - start)
             # Per-block RNG from (seed, cycle): a resumed run replays the same choices.

@@ -13,6 +13,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from models.features import FeatureScaler, FeatureSpec
+from models.genome import Genome
 from models.qnet import Architecture, NestedLSTMQNet, RecurrentState
 
 WEIGHTS = "weights.safetensors"
@@ -121,3 +122,24 @@ def load_registered_agent(
 ) -> AgentPolicy:
     """Load the artifact a `models` row points at, checked against the row's sha256."""
     return load_agent(Path(str(row["artifact_path"])), str(row["artifact_sha256"]), running_spec)
+
+
+def verify_artifact(row: dict[str, Any]) -> None:
+    """Check a registry row's artifact (a model folder or a single file) against its sha256."""
+    path = Path(str(row["artifact_path"]))
+    if path.is_dir():
+        actual = artifact_sha256(path)
+    elif path.is_file():
+        actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    else:
+        raise ModelLoadError(f"artifact {path} of {row['model_id']} does not exist")
+    if actual != row["artifact_sha256"]:
+        raise ModelLoadError(
+            f"artifact {path} of {row['model_id']} does not match its registered sha256"
+        )
+
+
+def load_registered_genome(row: dict[str, Any]) -> Genome:
+    """A genome registered by the architecture search, checked against its sha256."""
+    verify_artifact(row)
+    return Genome.from_dict(json.loads(Path(str(row["artifact_path"])).read_text()))

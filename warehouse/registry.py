@@ -43,6 +43,23 @@ def production_model_id(con: duckdb.DuckDBPyConnection, kind: str, symbol: str) 
     return str(rows[0][0]) if rows else None
 
 
+def resolve_genome(
+    con: duckdb.DuckDBPyConnection, genome_id: str, symbol: str
+) -> dict[str, Any] | None:
+    """The registry row a train-agent genome_id names: None means the built-in defaults."""
+    if genome_id == "builtin":
+        return None
+    if genome_id == "production":
+        chosen = production_model_id(con, "genome", symbol)
+        return load_model_row(con, chosen) if chosen else None
+    row = load_model_row(con, genome_id)
+    if row is None or row["kind"] != "genome":
+        raise ValueError(
+            f"no registered genome {genome_id!r}; see select * from models where kind = 'genome'"
+        )
+    return row
+
+
 def promote(con: duckdb.DuckDBPyConnection, model_id: str, when: datetime) -> str | None:
     """Make model_id the production model of its kind and symbol; the previous one is archived.
 

@@ -1,0 +1,48 @@
+"""Prefect task that evaluates one genome; runs in whichever task runner the search flow was given."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from datetime import datetime
+from typing import Any
+
+import polars as pl
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from models.dqn import DQNParams
+from models.env import Costs
+from models.features import FeatureSpec
+from models.genome import Genome
+from models.search import evaluate_genome
+
+
+@task(
+    name="evaluate-genome", task_run_name="gen{generation}-ind{individual}", cache_policy=NO_CACHE
+)
+def evaluate_individual(
+    generation: int,
+    individual: int,
+    genome: dict[str, Any],
+    bars: pl.DataFrame,
+    spec: dict[str, Any],
+    train_range: tuple[datetime, datetime],
+    valid_range: tuple[datetime, datetime],
+    params: dict[str, Any],
+    costs: dict[str, float],
+    seeds: list[int],
+    timeout_s: float | None,
+) -> dict[str, Any]:
+    """Plain dicts in and out: the task may run in another process or on a Dask worker."""
+    result = evaluate_genome(
+        Genome.from_dict(genome),
+        bars,
+        FeatureSpec.from_dict(spec),
+        train_range,
+        valid_range,
+        DQNParams.from_dict(params),
+        Costs(**costs),
+        seeds,
+        timeout_s,
+    )
+    return asdict(result)

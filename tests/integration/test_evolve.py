@@ -1,0 +1,108 @@
+"""The architecture search under Prefect: failures scored worst, resumable, same results on every runner."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from adapters.synthetic import SyntheticBarSource
+from core.universe import EQUITY_SYMBOLS
+from flows.config import EvolveConfig
+from flows.evolve import evolve_architecture
+from models.search import WORST_FITNESS
+from warehouse.bars import ingest_bar_frames
+from warehouse.db import connect
+
+pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_harness")]
+
+
+@pytest.fixture
+def small_warehouse(tmp_path: Path) -> Path:
+    path = tmp_path / "w.duckdb"
+    frames = SyntheticBarSource().fetch_bars(
+        list(EQUITY_SYMBOLS),
+        "1Min",
+        datetime(2024, 3, 1, tzinfo=UTC),
+        datetime(2024, 3, 29, tzinfo=UTC),
+    )
+    ingest_bar_frames(frames, path, datetime(2025, 1, 1, tzinfo=UTC))
+    return path
+
+
+def config(warehouse: Path, **over: Any) -> EvolveConfig:
+    base: dict[str, Any] = dict(
+        train_start=date(2024, 3, 1),
+        train_end=date(2024, 3, 22),
+        valid_start=date(2024, 3, 22),
+        valid_end=date(2024, 3, 29),
+        population=3,
+        generations=2,
+        elite=1,
+        cycles=4,
+        seeds=[1, 2],
+        runner="serial",
+        register_best=False,
+        warehouse=str(warehouse),
+    )
+    return EvolveConfig(**{**base, **over})
+
+
+def rows(warehouse: Path, search_id: str) -> list[tuple[Any, ...]]:
+    with connect(warehouse) as con:
+        return con.execute(
+            "SELECT generation, individual, genome_hash, fitness, status, created_at FROM nas_individuals"
+            " WHERE search_id = ? ORDER BY 1, 2",
+            [search_id],
+        ).fetchall()
+
+
+def test_crashing_and_timed_out_individuals_get_the_worst_fitness(small_warehouse: Path) -> None:
+    crashed = evolve_architecture(config(small_warehouse, symbols=["SPY", "QQQ"], generations=1))
+    stored = rows(small_warehouse, crashed["search_id"])
+    assert [(r[3], r[4]) for r in stored] == [(WORST_FITNESS, "failed")] * 3
+    with connect(small_warehouse) as con:
+        errors = {r[0] for r in con.execute("SELECT error FROM nas_individuals").fetchall()}
+    assert any("QQQ" in e for e in errors)
+    slow = evolve_architecture(config(small_warehouse, generations=1, individual_timeout_s=1e-6))
+    assert {r[4] for r in rows(small_warehouse, slow["search_id"])} == {"timeout"}
+
+
+def test_search_resumes_after_a_kill_and_reproduces_itself(small_warehouse: Path) -> None:
+    cfg = config(small_warehouse, register_best=True)
+    first = evolve_architecture(cfg)
+    full = rows(small_warehouse, first["search_id"])
+    assert [(r[0], r[1]) for r in full] == [(g, i) for g in range(2) for i in range(3)]
+    assert all(r[4] == "ok" for r in full)
+    # A kill during generation 1: only generation 0 and one individual of 1 were stored.
+    with connect(small_warehouse) as con:
+        con.execute(
+            "DELETE FROM nas_individuals WHERE search_id = ? AND generation = 1 AND individual > 0",
+            [first["search_id"]],
+        )
+    again = evolve_architecture(cfg)
+    resumed = rows(small_warehouse, first["search_id"])
+    assert [r[:5] for r in resumed] == [r[:5] for r in full]  # same genomes and fitness
+    assert [r[5] for r in resumed[:4]] == [r[5] for r in full[:4]]  # stored ones not redone
+    assert again["best"] == first["best"]
+    assert again["registered"] == first["registered"] and str(first["registered"]).startswith(
+        "genome-"
+    )
+    assert Path(first["plot"]).exists()
+
+
+@pytest.mark.slow
+def test_process_and_dask_runners_give_the_same_fitness(
+    small_warehouse: Path, tmp_path: Path
+) -> None:
+    results = {}
+    for runner in ("process", "dask"):
+        # A separate warehouse per runner, so the second search does not just resume the first.
+        path = tmp_path / f"{runner}.duckdb"
+        path.write_bytes(small_warehouse.read_bytes())
+        out = evolve_architecture(config(path, runner=runner, generations=1, population=2, elite=0))
+        results[runner] = [(r[2], r[3]) for r in rows(path, out["search_id"])]
+    assert results["process"] == results["dask"]
+    assert all(f > WORST_FITNESS for _, f in results["process"])
