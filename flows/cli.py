@@ -163,6 +163,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evolve(args: argparse.Namespace) -> int:
+    from flows.config import EvolveConfig
+    from flows.evolve import evolve_architecture
+
+    fields = {
+        "population": args.population,
+        "generations": args.generations,
+        "cycles": args.cycles,
+        "seeds": args.seeds,
+        "runner": args.runner,
+        "workers": args.workers,
+        "dask_address": args.dask_address,
+        "warehouse": args.warehouse,
+    }
+    result = evolve_architecture(EvolveConfig(**{k: v for k, v in fields.items() if v is not None}))
+    _table(f"{result['search_id']}: fitness by generation", result["generations"])
+    best = result["best"]
+    print(
+        f"best: generation {best['generation']} individual {best['individual']} fitness {best['fitness']:.4f}"
+    )
+    print(f"genome: {best['genome']}")
+    print(f"plot: {result['plot']}")
+    if result["registered"]:
+        print(
+            f"registered as {result['registered']}; make it train-agent's default: tradingml promote {result['registered']}"
+        )
+    return 0
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
@@ -244,6 +273,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evolve", help="run the evolve-architecture flow (evolutionary search)")
+    p.add_argument("--population", type=int)
+    p.add_argument("--generations", type=int)
+    p.add_argument("--cycles", type=int, help="training cycles per individual and seed")
+    p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument("--runner", choices=["process", "dask", "serial"])
+    p.add_argument("--workers", type=int)
+    p.add_argument("--dask-address", help="scheduler of an existing Dask cluster")
+    p.add_argument("--warehouse")
+    p.set_defaults(func=cmd_evolve)
 
     p = sub.add_parser(
         "promote", help="make a registered model the production one of its kind/symbol"

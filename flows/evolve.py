@@ -131,7 +131,11 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
     best = max(everyone, key=lambda r: r["fitness"])
     with connect(warehouse) as con:
         summary = generation_summary(con, search_id)
-    plot = _plot_fitness(summary, search_id, get_settings().data_dir / "reports")
+    sources = sorted(set(bars.get_column("source").unique().to_list()))
+    label = f"{spec.traded} {spec.timeframe}, data: {', '.join(sources)}"
+    if any(str(src).startswith("synthetic") for src in sources):
+        label += " (SYNTHETIC)"
+    plot = _plot_fitness(summary, search_id, label, get_settings().data_dir / "reports")
     registered = (
         _register_genome(best, spec, warehouse, search_id) if config.register_best else None
     )
@@ -147,7 +151,7 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
     }
 
 
-def _plot_fitness(summary: pl.DataFrame, search_id: str, folder: Path) -> Path:
+def _plot_fitness(summary: pl.DataFrame, search_id: str, label: str, folder: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -160,7 +164,7 @@ def _plot_fitness(summary: pl.DataFrame, search_id: str, folder: Path) -> Path:
     ax.plot(gens, summary["median"].to_list(), marker="s", label="median")
     ax.set_xlabel("generation")
     ax.set_ylabel("fitness (validation return - max drawdown)")
-    ax.set_title(f"{search_id}: fitness by generation", fontsize=10)
+    ax.set_title(f"{search_id}: fitness by generation\n{label}", fontsize=9)
     ax.set_xticks(gens)
     ax.grid(alpha=0.3)
     ax.legend()
