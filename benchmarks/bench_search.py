@@ -8,12 +8,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+from prefect import flow
+
 from adapters.synthetic import SyntheticBarSource
 from benchmarks.harness import Figure, benchmark
 from core.universe import EQUITY_SYMBOLS
 from flows.config import EvolveConfig
 from flows.evolve import evolve_architecture
 from warehouse.bars import ingest_bar_frames
+
+
+@flow(name="bench-warm-up")
+def _warm_up() -> None:
+    """A no-op flow run."""
 
 
 @benchmark("search")
@@ -26,6 +33,7 @@ def bench_search(scratch: Path) -> list[Figure]:
         datetime(2024, 7, 1, tzinfo=UTC),
     )
     ingest_bar_frames(frames, base, datetime.now(UTC))
+    _warm_up()  # start Prefect's temporary API outside the timings: both runs then share it
     seconds: dict[str, float] = {}
     runs: tuple[tuple[Literal["process", "serial"], int], ...] = (("process", 2), ("serial", 1))
     for runner, workers in runs:

@@ -89,6 +89,15 @@ class Genome:
             choices.append(options.index(value))
         return cls(tuple(choices))
 
+    def cost(self) -> float:
+        """A rough relative training cost, for scheduling the largest evaluations first."""
+        v = self.values
+        per_step = (
+            v["fast_hidden"] ** 2 * v["fast_layers"]
+            + v["slow_hidden"] ** 2 * v["slow_layers"] / v["slow_stride"]
+        )
+        return float(per_step * v["batch_sessions"])
+
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
 
