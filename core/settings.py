@@ -23,6 +23,8 @@ class Settings(BaseSettings):
         frozen=True,
         # Validation errors would otherwise echo the raw input, secrets included.
         hide_input_in_errors=True,
+        # An empty KEY= line (as in .env.example) means "not set", not "set to an empty secret".
+        env_ignore_empty=True,
     )
 
     warehouse_path: Path = Field(

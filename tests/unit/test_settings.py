@@ -79,3 +79,11 @@ def test_live_mode_needs_explicit_opt_in(monkeypatch: pytest.MonkeyPatch) -> Non
     s = Settings(_env_file=None)
     assert s.mode == "live"
     assert not s.is_paper
+
+
+def test_empty_placeholders_mean_unset() -> None:
+    example = Path(__file__).resolve().parents[2] / ".env.example"
+    s = Settings(_env_file=example)
+    assert s.alpaca_api_key_id is None and s.reddit_client_secret is None
+    assert s.describe()["alpaca_api_key_id"] == "not set"
+    assert s.mode == "replay"
