@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime, time
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -10,6 +10,12 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from core.universe import ARCH_DAILY_SYMBOLS, COIN_SYMBOLS, EQUITY_SYMBOLS
 
 BarSourceName = Literal["synthetic", "arch", "file"]
+
+
+def utc_midnight(day: date) -> datetime:
+    """Config dates are UTC days: ranges start at 00:00 UTC of the given day."""
+    return datetime.combine(day, time(0), tzinfo=UTC)
+
 
 # The embedded demo window: six months of synthetic minute bars.
 DEMO_START = date(2024, 1, 1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import tempfile
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from core.settings import get_settings
-from flows.config import EvolveConfig
+from flows.config import EvolveConfig, utc_midnight
 from flows.wiring import build_task_runner, share_api_with_workers
 from models.dqn import DQNParams
 from models.features import FeatureSpec
@@ -26,10 +26,6 @@ from warehouse.bars import load_bars
 from warehouse.db import connect
 from warehouse.registry import write_model
 from warehouse.search import generation_summary, load_individuals, write_individual
-
-
-def _utc(day: date) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=UTC)
 
 
 @flow(name="evolve-architecture-generations")
@@ -48,8 +44,8 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
     spec = FeatureSpec(symbols=tuple(config.symbols), timeframe=config.timeframe)
     base = DQNParams(cycles=config.cycles, checkpoint_every=config.cycles).to_dict()
     costs = {"fee_bps": config.fee_bps, "slippage_bps": config.slippage_bps}
-    train_range = (_utc(config.train_start), _utc(config.train_end))
-    valid_range = (_utc(config.valid_start), _utc(config.valid_end))
+    train_range = (utc_midnight(config.train_start), utc_midnight(config.train_end))
+    valid_range = (utc_midnight(config.valid_start), utc_midnight(config.valid_end))
     with connect(warehouse) as con:
         stored = load_individuals(con, search_id)
     if stored:
@@ -213,7 +209,11 @@ def evolve_architecture(config: EvolveConfig | None = None) -> dict[str, Any]:
     warehouse = config.warehouse or str(get_settings().warehouse_path)
     with connect(warehouse) as con:
         bars = load_bars(
-            con, config.symbols, config.timeframe, _utc(config.train_start), _utc(config.valid_end)
+            con,
+            config.symbols,
+            config.timeframe,
+            utc_midnight(config.train_start),
+            utc_midnight(config.valid_end),
         )
     if bars.height == 0:
         raise ValueError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -12,14 +11,10 @@ from prefect.logging import get_run_logger
 
 from adapters.clock import SystemClock
 from core.settings import get_settings
-from flows.config import IngestBarsConfig
+from flows.config import IngestBarsConfig, utc_midnight
 from flows.wiring import build_bar_source
 from tasks.bars import ingest_symbol_bars, ingest_synthetic_sentiment
 from warehouse.bars import IngestReport
-
-
-def _utc(day: date) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=UTC)
 
 
 def report_markdown(title: str, reports: dict[str, IngestReport]) -> str:
@@ -48,7 +43,7 @@ def ingest_bars(config: IngestBarsConfig | None = None) -> dict[str, Any]:
     source = build_bar_source(config, settings)
     clock = SystemClock()
     first_day, end_day = config.date_range()
-    start, end = _utc(first_day), _utc(end_day)
+    start, end = utc_midnight(first_day), utc_midnight(end_day)
     symbols: list[str | None] = list(config.default_symbols()) or [None]
     timeframe = config.default_timeframe()
     logger.info(

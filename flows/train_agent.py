@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, date, datetime, time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from core.settings import get_settings
-from flows.config import TrainAgentConfig
+from flows.config import TrainAgentConfig, utc_midnight
 from models.dqn import DQNParams
 from models.env import Costs
 from models.features import FeatureSpec
@@ -26,10 +25,6 @@ from warehouse.db import connect
 from warehouse.registry import resolve_genome
 
 METRIC_KEYS = ("total_return", "mean_session_log_return", "t_stat", "hit_rate", "max_drawdown")
-
-
-def _utc(day: date) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=UTC)
 
 
 def summarise_seeds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -71,7 +66,11 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
     costs = Costs(config.fee_bps, config.slippage_bps)
     with connect(warehouse) as con:
         bars = load_bars(
-            con, config.symbols, config.timeframe, _utc(config.train_start), _utc(config.test_end)
+            con,
+            config.symbols,
+            config.timeframe,
+            utc_midnight(config.train_start),
+            utc_midnight(config.test_end),
         )
     if bars.height == 0:
         raise ValueError(
@@ -81,8 +80,8 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
     data = prepare_data(
         bars,
         spec,
-        (_utc(config.train_start), _utc(config.train_end)),
-        (_utc(config.test_start), _utc(config.test_end)),
+        (utc_midnight(config.train_start), utc_midnight(config.train_end)),
+        (utc_midnight(config.test_start), utc_midnight(config.test_end)),
     )
     logger.info(
         "features %s: %d training and %d held-out sessions of %s",
