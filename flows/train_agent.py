@@ -102,6 +102,8 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
         "symbols": config.symbols,
         "timeframe": config.timeframe,
         "genome": genome_used,
+        # Provenance of the training bars; 'synthetic...' marks a model trained on generated data.
+        "data_sources": sorted(str(x) for x in bars.get_column("source").unique().to_list()),
     }
     results = [
         train_agent_seed(

@@ -104,6 +104,13 @@ def test_demo_flow_runs_end_to_end_and_summarises(warehouse_path: Path) -> None:
         ).fetchall()[0]
         cycles = con.execute("SELECT count(*) FROM training_runs").fetchall()[0][0]
     assert models == (4, 4)
+    with connect(warehouse_path) as con:
+        sources = dict(
+            con.execute(
+                "SELECT symbol, any_value(json_extract_string(params, '$.data_sources')) FROM models GROUP BY 1"
+            ).fetchall()
+        )
+    assert sources == {"SPY": '["synthetic"]', "^GSPC": '["arch:nasdaq","arch:sp500"]'}
     assert cycles == 4 * 8
     again = demo_small(warehouse_path)
     for name, report in again["ingest"].items():
