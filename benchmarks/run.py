@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -27,6 +28,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 2
         wanted = [n for n in wanted if any(n.startswith(w) for w in asked)]
+    if len(wanted) > 1:
+        # One fresh process per group: torch's thread pools or a Prefect server left by one
+        # group must not slow the next one down.
+        failed = 0
+        for name in wanted:
+            failed |= subprocess.run(
+                [sys.executable, "-m", "benchmarks.run", "--only", name]
+            ).returncode
+        return failed
     figures: list[Figure] = []
     scratch = Path(tempfile.mkdtemp(prefix="tradingml-bench-"))
     try:
