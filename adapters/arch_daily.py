@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterator, Sequence
 from datetime import datetime
-from functools import cache
+from functools import lru_cache
 
 import numpy as np
 import polars as pl
@@ -27,12 +28,10 @@ def _check_symbol(symbol: str) -> tuple[str, str]:
         ) from None
 
 
-@cache
+@lru_cache(maxsize=8)
 def load_daily(symbol: str) -> pl.DataFrame:
     """The whole daily series in the canonical bar schema, sorted by ts."""
     module, label = _check_symbol(symbol)
-    import importlib
-
     pdf = importlib.import_module(f"arch.data.{module}").load()
     # Unadjusted OHLC; 'Adj Close' is not used. Daily bars start at 00:00 New York.
     df = pl.DataFrame(
@@ -72,6 +71,7 @@ class ArchDailyBarSource:
     def fetch_bars(
         self, symbols: Sequence[str], timeframe: str, start: datetime, end: datetime
     ) -> Iterator[pl.DataFrame]:
+        # "" asks for the source's native timeframe (the ingest task passes it for file-like sources).
         if timeframe not in ("1Day", ""):
             raise ValueError(f"the arch source only has daily bars (1Day), not {timeframe!r}")
         for symbol in symbols or list(_DATASETS):

@@ -107,13 +107,28 @@ def _rng(seed: int, name: str, day: int = -1) -> np.random.Generator:
     )
 
 
+# The S&P 500 fit is near-integrated (alpha + beta ~ 0.9996). Simulated over two decades,
+# such a variance wanders off to crash-level or vanishing volatility for long stretches, so
+# the simulation caps persistence at a typical equity level and targets the real variance.
+MAX_PERSISTENCE = 0.99
+
+
 @dataclass(frozen=True)
 class GarchParams:
+    """GARCH(1,1)-t as fitted on real S&P 500 daily log returns (log-return units, not %)."""
+
     mu: float  # daily mean log return
     omega: float  # in squared log-return units
     alpha: float
     beta: float
     nu: float
+    sample_var: float  # variance of the real daily log returns
+    max_var: float  # highest conditional variance the fit saw in the real series (late 2008)
+
+    def simulated(self) -> tuple[float, float, float]:
+        """(omega, alpha, beta) the simulation uses: persistence capped, long-run var = sample."""
+        beta = min(self.beta, MAX_PERSISTENCE - self.alpha)
+        return (1.0 - self.alpha - beta) * self.sample_var, self.alpha, beta
 
 
 @lru_cache(maxsize=1)
@@ -123,9 +138,8 @@ def calibrated_garch() -> GarchParams:
 
     from adapters.arch_daily import daily_log_returns
 
-    res = arch_model(100 * daily_log_returns("^GSPC"), vol="GARCH", p=1, q=1, dist="t").fit(
-        disp="off"
-    )
+    returns = daily_log_returns("^GSPC")
+    res = arch_model(100 * returns, vol="GARCH", p=1, q=1, dist="t").fit(disp="off")
     p = res.params
     return GarchParams(
         mu=float(p["mu"]) / 100,
@@ -133,6 +147,8 @@ def calibrated_garch() -> GarchParams:
         alpha=float(p["alpha[1]"]),
         beta=float(p["beta[1]"]),
         nu=float(p["nu"]),
+        sample_var=float(np.var(returns)),
+        max_var=float(np.max(res.conditional_volatility)) ** 2 / 100**2,
     )
 
 
@@ -142,22 +158,24 @@ def _std_t(rng: np.random.Generator, nu: float, size: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class _FactorPath:
-    sd: np.ndarray  # conditional daily sd per day since anchor
+    sd: np.ndarray  # conditional daily sd per step (NYSE session or calendar day)
     z_intraday: np.ndarray  # standardised innovations, open->close part
     z_gap: np.ndarray  # standardised innovations, overnight part
 
 
 @lru_cache(maxsize=8)
-def _factor_path(seed: int, name: str, anchor: date) -> _FactorPath:
+def _factor_path(seed: int, name: str, n: int) -> _FactorPath:
+    """A common factor's daily GARCH path over n steps, simulated in numpy from a seeded RNG."""
     g = calibrated_garch()
-    n = (HORIZON_END - anchor).days
-    rng = _rng(seed, name)
-    z = _std_t(rng, g.nu, n)
-    z_gap = _std_t(rng, g.nu, n)
+    omega, alpha, beta = g.simulated()
+    z = _std_t(_rng(seed, f"{name}:z"), g.nu, n)
+    z_gap = _std_t(_rng(seed, f"{name}:gap"), g.nu, n)
     h = np.empty(n)
-    h[0] = g.omega / max(1e-6, 1 - g.alpha - g.beta)
+    h[0] = g.sample_var
+    # Heavy-tailed shocks can compound into variance far beyond anything observed; the
+    # ceiling keeps every simulated crisis within the worst the real series went through.
     for d in range(1, n):
-        h[d] = g.omega + g.alpha * h[d - 1] * z[d - 1] ** 2 + g.beta * h[d - 1]
+        h[d] = min(omega + (alpha * z[d - 1] ** 2 + beta) * h[d - 1], g.max_var)
     return _FactorPath(sd=np.sqrt(h), z_intraday=z, z_gap=z_gap)
 
 
@@ -189,19 +207,15 @@ class _DailyPath:
     sd: np.ndarray  # the asset's daily sd on that day
     log_open: np.ndarray  # log price at the day's first open
     intraday: np.ndarray  # log return from the day's open to its close
+    log_close: np.ndarray  # log price at the day's last close
 
 
 @lru_cache(maxsize=64)
 def _daily_path(seed: int, symbol: str, anchor: date) -> _DailyPath:
     coin = is_coin(symbol)
     prof = COIN_PROFILES[symbol] if coin else EQUITY_PROFILES[symbol]
-    factor = _factor_path(seed, "factor:crypto" if coin else "factor:equity", anchor)
-    g = calibrated_garch()
-    n_all = len(factor.sd)
-    rng = _rng(seed, f"daily:{symbol}")
-    e_intra = _std_t(rng, g.nu, n_all)
-    e_gap = _std_t(rng, g.nu, n_all)
     if coin:
+        n_all = (HORIZON_END - anchor).days
         days = np.arange(n_all, dtype=np.int64)
         epoch_day = (anchor - date(1970, 1, 1)).days
         open_us = (epoch_day + days) * 86_400 * _US
@@ -209,12 +223,19 @@ def _daily_path(seed: int, symbol: str, anchor: date) -> _DailyPath:
         gap_share = 0.0
     else:
         days, open_us, close_us = _nyse_schedule(anchor)
+        n_all = len(days)
         minutes = (close_us - open_us) // (60 * _US)
         gap_share = _GAP_SHARE
-    sd = prof.vol_mult * factor.sd[days]
+    # The GARCH clock ticks once per trading day: sessions for equities (as in the real
+    # series it was fitted on), calendar days for coins.
+    factor = _factor_path(seed, "factor:crypto" if coin else "factor:equity", n_all)
+    g = calibrated_garch()
+    e_intra = _std_t(_rng(seed, f"daily:{symbol}:z"), g.nu, n_all)
+    e_gap = _std_t(_rng(seed, f"daily:{symbol}:gap"), g.nu, n_all)
+    sd = prof.vol_mult * factor.sd
     mix = np.sqrt(1 - prof.rho**2)
-    shock_i = prof.rho * factor.z_intraday[days] + mix * e_intra[days]
-    shock_g = prof.rho * factor.z_gap[days] + mix * e_gap[days]
+    shock_i = prof.rho * factor.z_intraday + mix * e_intra
+    shock_g = prof.rho * factor.z_gap + mix * e_gap
     # A session's share of the day's drift scales with its length (half days get less).
     frac = minutes / minutes.max()
     intraday = prof.drift * frac + np.sqrt(1 - gap_share) * sd * shock_i
@@ -224,7 +245,11 @@ def _daily_path(seed: int, symbol: str, anchor: date) -> _DailyPath:
     ref = int(np.searchsorted(days, (REFERENCE_DAY - anchor).days))
     ref = min(ref, len(days) - 1)
     log_open += np.log(prof.price) - log_open[ref]
-    return _DailyPath(days, open_us, minutes, sd, log_open, intraday)
+    log_close = log_open + intraday
+    if coin:
+        # No gap between UTC days: a day's last close is bit-for-bit the next day's open.
+        log_close[:-1] = log_open[1:]
+    return _DailyPath(days, open_us, minutes, sd, log_open, intraday, log_close)
 
 
 def _vol_profile(n: int, coin: bool, open_us: np.ndarray) -> np.ndarray:
@@ -391,6 +416,7 @@ class SyntheticBarSource:
         w2 = w**2
         x += w2 * (path.intraday[idx] - x.sum(axis=1))[:, None]
         log_close = path.log_open[idx][:, None] + np.cumsum(x, axis=1)
+        log_close[:, -1] = path.log_close[idx]
         close = np.exp(log_close)
         open_ = np.exp(np.concatenate([path.log_open[idx][:, None], log_close[:, :-1]], axis=1))
         high = np.maximum(open_, close) * np.exp(0.5 * minute_sd * wick[:, :, 0])
@@ -419,6 +445,7 @@ class SyntheticBarSource:
             "close": close.ravel(),
             "volume": volume.ravel(),
             "trade_count": trade_count.ravel(),
-            "vwap": ((high + low + close) / 3).ravel(),
+            # The clip guards flat bars, where (3 * p) / 3 can round to just above p.
+            "vwap": np.clip((high + low + close) / 3, low, high).ravel(),
         }
         return cols, sentiment

@@ -8,8 +8,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-from adapters.synthetic import SyntheticBarSource, SyntheticConfig
+from adapters.schema import BAR_SCHEMA, PRICE_COLUMNS
+from adapters.synthetic import SyntheticBarSource, SyntheticConfig, calibrated_garch
 from core.bar_quality import validate_bars
+from core.universe import EQUITY_SYMBOLS
 
 
 def utc(y: int, m: int, d: int, h: int = 0, mi: int = 0) -> datetime:
@@ -51,19 +53,47 @@ def test_a_symbol_alone_equals_the_same_symbol_in_a_batch() -> None:
     assert batch["VTI"].equals(bars("VTI", *WEEK))
 
 
-def test_every_row_is_labelled_synthetic_and_passes_validation() -> None:
+def test_every_row_is_labelled_synthetic_and_ohlc_is_consistent() -> None:
     source = SyntheticBarSource()
-    frames = list(source.fetch_bars(["SPY", "BND", "BTC/USD", "SHIB/USD"], "1Min", *WEEK))
+    symbols = ["SPY", "VXUS", "BND", "BTC/USD", "SHIB/USD"]
+    frames = list(source.fetch_bars(symbols, "1Min", *MONTH))
+    assert [f["symbol"][0] for f in frames] == symbols
     df = pl.concat(frames)
+    assert dict(df.schema) == BAR_SCHEMA
     assert df.get_column("source").unique().to_list() == ["synthetic"]
+    consistent = (
+        (pl.col("high") >= pl.max_horizontal("open", "close"))
+        & (pl.col("low") <= pl.min_horizontal("open", "close"))
+        & (pl.col("low") > 0)
+        & pl.col("vwap").is_between(pl.col("low"), pl.col("high"))
+        & (pl.col("volume") > 0)
+        & (pl.col("trade_count") >= 1)
+    )
+    assert df.select(consistent.all()).item()
     checked = validate_bars(df, utc(2030, 1, 1))
-    assert checked.quarantine.height == 0
-    assert checked.good.height == df.height
-    assert (df["high"] >= df["vwap"]).all() and (df["vwap"] >= df["low"]).all()
-    assert (df["volume"] > 0).all() and (df["trade_count"] >= 1).all()
-    for f in frames:  # open = previous close within a session
-        same_day = f["ts"].dt.date() == f["ts"].dt.date().shift(1)
-        assert (f.filter(same_day)["open"] == f["close"].shift(1).filter(same_day)).all()
+    assert checked.quarantine.height == 0 and checked.good.height == df.height
+    for f in frames:
+        assert f["ts"].is_sorted() and f["ts"].n_unique() == f.height
+        # open = previous close within a session; coins have one endless session.
+        prev_close = f["close"].shift(1)
+        same = f["ts"].dt.date() == f["ts"].dt.date().shift(1)
+        continuous = same if f["symbol"][0] in EQUITY_SYMBOLS else prev_close.is_not_null()
+        assert (f["open"] == prev_close).filter(continuous).all()
+    spy = frames[0].select(PRICE_COLUMNS).to_numpy()
+    assert np.array_equal(spy, np.round(spy, 2))  # equities trade in cents
+
+
+def test_daily_dynamics_are_calibrated_on_the_real_sp500() -> None:
+    g = calibrated_garch()
+    assert 0 < g.alpha < 1 and 0 < g.beta < 1 and 2 < g.nu < 30
+    omega, alpha, beta = g.simulated()
+    assert alpha + beta <= 0.99 + 1e-12
+    assert omega / (1 - alpha - beta) == pytest.approx(g.sample_var)
+    spy = bars("SPY", utc(2024, 1, 1), utc(2025, 1, 1))
+    daily = spy.group_by(spy["ts"].dt.date()).agg(pl.col("open").first(), pl.col("close").last())
+    assert daily.height == 252
+    assert spy["open"][0] == pytest.approx(470, rel=0.02)  # pinned on 2024-01-02
+    assert 0.004 < log_returns(daily).std() < 0.025
 
 
 def per_day(df: pl.DataFrame) -> dict[date, int]:
@@ -145,9 +175,9 @@ def test_planted_sentiment_leads_returns() -> None:
     assert s["sentiment"].min() >= -1 and s["sentiment"].max() <= 1  # type: ignore[operator]
     b = b.with_columns(pl.Series("r", log_returns(b)))
     lagged = b.join(s.with_columns(pl.col("ts") + pl.duration(minutes=5)), on="ts")
-    same_time = b.join(s.with_columns(pl.col("ts") + pl.duration(minutes=60)), on="ts")
+    stale = b.join(s.with_columns(pl.col("ts") + pl.duration(minutes=60)), on="ts")
     assert np.corrcoef(lagged["r"], lagged["sentiment"])[0, 1] > 0.15
-    assert abs(np.corrcoef(same_time["r"], same_time["sentiment"])[0, 1]) < 0.1
+    assert abs(np.corrcoef(stale["r"], stale["sentiment"])[0, 1]) < 0.1
 
 
 def test_sentiment_only_with_the_sentiment_signal() -> None:
@@ -163,3 +193,5 @@ def test_clear_errors_for_bad_requests() -> None:
         list(source.fetch_bars(["QQQ"], "1Min", *WEEK))
     with pytest.raises(ValueError, match="from 2015-01-01"):
         list(source.fetch_bars(["SPY"], "1Min", utc(2010, 1, 1), utc(2010, 2, 1)))
+    with pytest.raises(ValueError, match="timezone-aware"):
+        list(source.fetch_bars(["SPY"], "1Min", datetime(2024, 3, 4), datetime(2024, 3, 5)))
