@@ -4,12 +4,24 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from core.universe import COIN_SYMBOLS, EQUITY_SYMBOLS
 
 Mode = Literal["replay", "paper", "live"]
+
+DEFAULT_SUBREDDITS: tuple[str, ...] = (
+    "wallstreetbets",
+    "stocks",
+    "investing",
+    "StockMarket",
+    "CryptoCurrency",
+    "Bitcoin",
+    "ethereum",
+)
 
 
 class Settings(BaseSettings):
@@ -76,11 +88,47 @@ class Settings(BaseSettings):
         default="tradingml/0.1 (offline)",
         validation_alias=AliasChoices("REDDIT_USER_AGENT", "reddit_user_agent"),
     )
+    subreddits: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=DEFAULT_SUBREDDITS,
+        validation_alias=AliasChoices("TRADINGML_SUBREDDITS", "subreddits"),
+        description="Subreddits scrape-reddit reads (comma-separated in the environment).",
+    )
+    equity_symbols: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=EQUITY_SYMBOLS,
+        validation_alias=AliasChoices("TRADINGML_EQUITIES", "equity_symbols"),
+        description="Stocks/ETFs ingest-bars fetches from Alpaca (comma-separated).",
+    )
+    coin_symbols: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=COIN_SYMBOLS,
+        validation_alias=AliasChoices("TRADINGML_COINS", "coin_symbols"),
+        description="Crypto pairs ingest-bars fetches from Alpaca, written BASE/USD (comma-separated).",
+    )
+    sentiment_lag_minutes: int = Field(
+        default=5,
+        ge=0,
+        validation_alias=AliasChoices("TRADINGML_SENTIMENT_LAG_MINUTES", "sentiment_lag_minutes"),
+        description="A post counts in sentiment features only this long after it was made.",
+    )
     prefect_home: Path = Field(
         default=Path(".prefect"),
         validation_alias=AliasChoices("PREFECT_HOME", "prefect_home"),
         description="Prefect's state folder; kept inside the project by the Makefile.",
     )
+
+    @field_validator("subreddits", "equity_symbols", "coin_symbols", mode="before")
+    @classmethod
+    def _split_commas(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("coin_symbols")
+    @classmethod
+    def _coins_are_pairs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [c for c in value if "/" not in c]
+        if bad:
+            raise ValueError(f"coins are written as pairs like BTC/USD, not {bad}")
+        return value
 
     @model_validator(mode="after")
     def _live_needs_opt_in(self) -> Settings:

@@ -90,6 +90,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
         result["coverage"],
     )
     _table("Quarantined rows (bars_quarantine)", result["quarantine"])
+    posts = result["posts"]
+    console.print(
+        f"[bold]SYNTHETIC Reddit posts[/bold] (source 'synthetic', ids 'syn-...'): "
+        f"{posts['inserted']:,} new, {posts['unchanged']:,} unchanged, {posts['scored']:,} scored "
+        f"with VADER + finance lexicon"
+    )
+    _table(
+        "Hourly mean post sentiment vs the same and the next hour's return (coins: planted lead; "
+        "ETFs: tone follows the market)",
+        result["sentiment"],
+    )
     console.print('[bold]Example SQL[/bold] (try it: tradingml sql "...")')
     console.print(result["example_sql"], highlight=False)
     _table("Result", result["example_rows"])

@@ -292,3 +292,63 @@ class EvolveConfig(BaseModel):
         return (
             "nas-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         )
+
+
+PostSourceName = Literal["auto", "reddit", "synthetic"]
+
+
+class ScrapeRedditConfig(BaseModel):
+    """Parameters of the `scrape-reddit` flow."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    source: PostSourceName = Field(
+        default="auto",
+        description="auto: Reddit when REDDIT_CLIENT_ID and REDDIT_CLIENT_SECRET are set, else "
+        "SYNTHETIC posts; reddit: insist on Reddit; synthetic: generated posts (labelled).",
+    )
+    subreddits: list[str] | None = Field(
+        default=None, description="Subreddits to read; default: settings (TRADINGML_SUBREDDITS)."
+    )
+    limit: int = Field(
+        default=1000,
+        ge=1,
+        description="At most this many new posts per subreddit per run (Reddit lists ~1000).",
+    )
+    since: datetime | None = Field(
+        default=None,
+        description="Fetch posts made after this UTC time; default: the newest stored post of "
+        "the same source (an incremental scrape).",
+    )
+    until: datetime | None = Field(
+        default=None,
+        description="synthetic only: the generator's 'now' (default: the wall clock), e.g. the "
+        "end of a replayed period.",
+    )
+    seed: int | None = Field(default=None, description="synthetic: seed (default: settings).")
+    tone: Literal["follow", "lead", "lead-coins"] = Field(
+        default="follow",
+        description="synthetic: follow = tone reflects the past hour's return; lead = tone "
+        "follows the bars' planted sentiment (ingest those bars with signal='sentiment'); "
+        "lead-coins = coins lead, ETFs follow.",
+    )
+    signal_strength: float = Field(
+        default=0.1, ge=0.0, le=0.9, description="synthetic lead: the bars' planted strength."
+    )
+    posts_per_hour: float = Field(
+        default=4.0, gt=0, description="synthetic: mean posts per hour per subreddit."
+    )
+    batch_size: int = Field(
+        default=5000, ge=1, description="Posts validated, stored and scored per transaction."
+    )
+    warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
+
+    @model_validator(mode="after")
+    def _check(self) -> ScrapeRedditConfig:
+        for name in ("since", "until"):
+            value = getattr(self, name)
+            if value is not None and value.tzinfo is None:
+                raise ValueError(f"{name} must carry a timezone, e.g. 2024-01-01T00:00:00Z")
+        if self.since and self.until and self.since >= self.until:
+            raise ValueError(f"since ({self.since}) must be before until ({self.until})")
+        return self

@@ -11,12 +11,26 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from core.settings import get_settings
-from flows.config import DemoConfig, IngestBarsConfig, TrainAgentConfig
+from core.universe import COIN_SYMBOLS, EQUITY_SYMBOLS
+from flows.config import (
+    DemoConfig,
+    IngestBarsConfig,
+    ScrapeRedditConfig,
+    TrainAgentConfig,
+    utc_midnight,
+)
 from flows.ingest_bars import ingest_bars
+from flows.scrape_reddit import scrape_reddit
 from flows.train_agent import train_agent
 from warehouse.db import connect
 from warehouse.io import load_frame
-from warehouse.summary import EXAMPLE_SQL, load_coverage, load_quarantine_counts
+from warehouse.summary import (
+    EXAMPLE_SQL,
+    SENTIMENT_SQL,
+    load_coverage,
+    load_quarantine_counts,
+    load_sentiment_summary,
+)
 
 SAMPLE_FILE = Path(__file__).resolve().parents[1] / "examples" / "faulty_bars.csv"
 
@@ -32,24 +46,38 @@ def _markdown_table(rows: list[dict[str, Any]]) -> str:
 
 @flow(name="demo", log_prints=True)
 def demo(config: DemoConfig | None = None) -> dict[str, Any]:
-    """Ingest real daily index bars, synthetic minute bars and a faulty sample file; summarise."""
+    """Ingest real daily bars, synthetic minute bars and posts, a faulty file; train two agents; summarise."""
     config = config or DemoConfig()
     logger = get_run_logger()
     warehouse = config.warehouse or str(get_settings().warehouse_path)
 
-    logger.info("1/5 real daily bars of the S&P 500 and NASDAQ indices (from the arch package)")
+    logger.info("1/6 real daily bars of the S&P 500 and NASDAQ indices (from the arch package)")
     real = ingest_bars(IngestBarsConfig(source="arch", warehouse=warehouse))
-    logger.info("2/5 SYNTHETIC minute bars, %s to %s, 4 ETFs + 14 coins", config.start, config.end)
+    logger.info("2/6 SYNTHETIC minute bars, %s to %s, 4 ETFs + 14 coins", config.start, config.end)
     synthetic = ingest_bars(
         IngestBarsConfig(
             source="synthetic",
+            symbols=list(EQUITY_SYMBOLS),
             start=config.start,
             end=config.end,
             seed=config.seed,
             warehouse=warehouse,
         )
     )
-    logger.info("3/5 a small SYNTHETIC CSV with deliberately faulty rows (quarantine demo)")
+    # The coins carry a planted signal: returns partly led by a sentiment series, which the
+    # synthetic posts below express -- so the demo's sentiment can matter.
+    synthetic_coins = ingest_bars(
+        IngestBarsConfig(
+            source="synthetic",
+            symbols=list(COIN_SYMBOLS),
+            start=config.start,
+            end=config.end,
+            seed=config.seed,
+            signal="sentiment",
+            warehouse=warehouse,
+        )
+    )
+    logger.info("3/6 a small SYNTHETIC CSV with deliberately faulty rows (quarantine demo)")
     sample = ingest_bars(
         IngestBarsConfig(
             source="file",
@@ -63,7 +91,23 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
     )
 
     logger.info(
-        "4/5 a deep-Q agent for SPY on the SYNTHETIC minute bars (held-out: the last two months)"
+        "4/6 SYNTHETIC Reddit posts, %s to %s: tone follows the ETFs and leads the coins",
+        config.start,
+        config.end,
+    )
+    posts = scrape_reddit(
+        ScrapeRedditConfig(
+            source="synthetic",
+            since=utc_midnight(config.start),
+            until=utc_midnight(config.end),
+            limit=10_000_000,
+            seed=config.seed,
+            tone="lead-coins",
+            warehouse=warehouse,
+        )
+    )
+    logger.info(
+        "5/6 a deep-Q agent for SPY on the SYNTHETIC minute bars (held-out: the last two months)"
     )
     minute_agent = train_agent(
         TrainAgentConfig(
@@ -75,7 +119,7 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
             warehouse=warehouse,
         )
     )
-    logger.info("5/5 a deep-Q agent on the REAL daily S&P 500: train 1999-2014, held-out 2015-2018")
+    logger.info("6/6 a deep-Q agent on the REAL daily S&P 500: train 1999-2014, held-out 2015-2018")
     daily_agent = train_agent(
         TrainAgentConfig(
             symbols=["^GSPC", "^IXIC"],
@@ -93,6 +137,7 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
         coverage = load_coverage(con)
         quarantine = load_quarantine_counts(con)
         example = load_frame(con, EXAMPLE_SQL)
+        sentiment = load_sentiment_summary(con)
 
     create_markdown_artifact(
         key="demo-summary",
@@ -104,6 +149,9 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
                 _markdown_table(coverage.to_dicts()),
                 "## Quarantined rows",
                 _markdown_table(quarantine.to_dicts()),
+                "## Sentiment of the SYNTHETIC posts against returns",
+                f"```sql\n{SENTIMENT_SQL}\n```",
+                _markdown_table(sentiment.to_dicts()),
                 "## Example query",
                 f"```sql\n{EXAMPLE_SQL}\n```",
                 _markdown_table(example.to_dicts()),
@@ -113,7 +161,15 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
     )
     return {
         "warehouse": warehouse,
-        "ingest": {"arch": real, "synthetic": synthetic, "sample_file": sample},
+        "ingest": {
+            "arch": real,
+            "synthetic ETFs": synthetic,
+            "synthetic coins": synthetic_coins,
+            "sample_file": sample,
+        },
+        "posts": {k: v for k, v in posts.items() if k != "sentiment_now"},
+        "sentiment": sentiment.to_dicts(),
+        "sentiment_sql": SENTIMENT_SQL,
         "coverage": coverage.to_dicts(),
         "quarantine": quarantine.to_dicts(),
         "example_sql": EXAMPLE_SQL,

@@ -11,10 +11,11 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from adapters.arch_daily import ArchDailyBarSource
 from adapters.clock import SystemClock
 from adapters.files import FileBarSource
-from adapters.protocols import BarSource, Clock
+from adapters.protocols import BarSource, Clock, PostSource
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
+from adapters.synthetic_posts import SyntheticPostConfig, SyntheticPostSource
 from core.settings import Mode, Settings
-from flows.config import IngestBarsConfig
+from flows.config import IngestBarsConfig, ScrapeRedditConfig
 
 
 def build_bar_source(config: IngestBarsConfig, settings: Settings) -> BarSource:
@@ -33,6 +34,50 @@ def build_bar_source(config: IngestBarsConfig, settings: Settings) -> BarSource:
         column_map=config.column_map,
         tz=config.file_tz,
         source_label=config.source_label,
+    )
+
+
+class MissingCredentialsError(RuntimeError):
+    """A real service was asked for but its credentials are not in the environment."""
+
+
+def reddit_credentials_set(settings: Settings) -> bool:
+    return settings.reddit_client_id is not None and settings.reddit_client_secret is not None
+
+
+def build_post_source(
+    config: ScrapeRedditConfig, settings: Settings, clock: Clock | None = None
+) -> PostSource:
+    """Reddit (praw) when asked for or when credentials are set under 'auto'; else SYNTHETIC posts."""
+    use_reddit = config.source == "reddit" or (
+        config.source == "auto" and reddit_credentials_set(settings)
+    )
+    if use_reddit:
+        if settings.reddit_client_id is None or settings.reddit_client_secret is None:
+            raise MissingCredentialsError(
+                "source='reddit' needs REDDIT_CLIENT_ID and REDDIT_CLIENT_SECRET (and a "
+                "descriptive REDDIT_USER_AGENT) in the environment or .env; create a 'script' "
+                "app at https://www.reddit.com/prefs/apps, or use source='synthetic'"
+            )
+        from adapters.reddit import RedditPostSource
+
+        return RedditPostSource(
+            client_id=settings.reddit_client_id.get_secret_value(),
+            client_secret=settings.reddit_client_secret.get_secret_value(),
+            user_agent=settings.reddit_user_agent,
+        )
+    if config.until is not None:
+        from adapters.clock import ManualClock
+
+        clock = ManualClock(config.until)
+    return SyntheticPostSource(
+        SyntheticPostConfig(
+            seed=settings.synthetic_seed if config.seed is None else config.seed,
+            posts_per_hour=config.posts_per_hour,
+            tone=config.tone,
+            signal_strength=config.signal_strength,
+        ),
+        clock=clock or SystemClock(),
     )
 
 

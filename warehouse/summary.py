@@ -40,3 +40,30 @@ def load_quarantine_counts(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
         "SELECT source, reason, count(*) AS rows, any_value(detail) AS detail"
         " FROM bars_quarantine GROUP BY ALL ORDER BY source, rows DESC",
     )
+
+
+SENTIMENT_SQL = """\
+-- Does an hour's mean post sentiment line up with the next hour's return? (SYNTHETIC posts)
+WITH s AS (
+    SELECT symbol, hour, posts, mean_compound
+    FROM v_sentiment_hourly WHERE source = 'synthetic' AND symbol <> '*'
+), b AS (
+    SELECT symbol, date_trunc('hour', ts) AS hour, ln(arg_max(close, ts) / arg_min(open, ts)) AS ret
+    FROM bars WHERE timeframe = '1Min' AND source = 'synthetic'
+    GROUP BY ALL
+)
+SELECT s.symbol,
+       sum(s.posts)                                      AS posts,
+       round(avg(s.mean_compound), 3)                    AS mean_compound,
+       round(corr(s.mean_compound, same.ret), 3)         AS corr_same_hour,
+       round(corr(s.mean_compound, next.ret), 3)         AS corr_next_hour
+FROM s
+JOIN b same ON same.symbol = s.symbol AND same.hour = s.hour
+JOIN b next ON next.symbol = s.symbol AND next.hour = s.hour + INTERVAL 1 HOUR
+GROUP BY s.symbol
+ORDER BY corr_next_hour DESC"""
+
+
+def load_sentiment_summary(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """Per symbol: posts, mean sentiment and its correlation with this and the next hour's return."""
+    return load_frame(con, SENTIMENT_SQL)

@@ -88,6 +88,11 @@ def test_demo_flow_runs_end_to_end_and_summarises(warehouse_path: Path) -> None:
     assert len(symbols) == 2 + 18 + 1
     assert {row["reason"] for row in result["quarantine"]} >= {"nan_price", "future_timestamp"}
     assert result["example_rows"], "the example query returned nothing"
+    posts = result["posts"]
+    assert posts["source"] == "synthetic" and posts["inserted"] == posts["scored"] > 500
+    by_symbol = {row["symbol"]: row for row in result["sentiment"]}
+    assert {"SPY", "BTC/USD"} <= set(by_symbol)
+    assert all(row["posts"] > 0 for row in by_symbol.values())
     agents = result["agents"]
     assert set(agents) == {"SPY minute (synthetic)", "^GSPC daily (real)"}
     for agent in agents.values():
@@ -115,6 +120,7 @@ def test_demo_flow_runs_end_to_end_and_summarises(warehouse_path: Path) -> None:
     again = demo_small(warehouse_path)
     for name, report in again["ingest"].items():
         assert report["inserted"] == 0 and report["updated"] == 0, name
+    assert again["posts"]["inserted"] == again["posts"]["updated"] == 0
     # Training resumed from its finished checkpoints: same models, same evaluation.
     assert again["agents"] == result["agents"]
 
