@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,8 @@ def _table(title: str, rows: list[dict[str, Any]]) -> None:
 
 
 def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
     if isinstance(value, float):
         return f"{value:,.4f}" if abs(value) < 1e6 else f"{value:,.0f}"
     if isinstance(value, int):
@@ -143,10 +145,36 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         path=args.path,
         column_map=json.loads(args.column_map) if args.column_map else None,
         source_label=args.source_label,
+        lookback_days=args.lookback_days,
+        incremental=args.incremental,
         warehouse=args.warehouse,
     )
     result = ingest_bars(config)
     print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+def cmd_scrape(args: argparse.Namespace) -> int:
+    from flows.config import ScrapeRedditConfig
+    from flows.scrape_reddit import scrape_reddit
+
+    fields = {
+        "source": args.source,
+        "subreddits": args.subreddits,
+        "limit": args.limit,
+        "since": args.since,
+        "until": args.until,
+        "tone": args.tone,
+        "warehouse": args.warehouse,
+    }
+    result = scrape_reddit(ScrapeRedditConfig(**{k: v for k, v in fields.items() if v is not None}))
+    label = "SYNTHETIC posts" if result["source"] == "synthetic" else "Reddit"
+    print(
+        f"{label}: {result['received']:,} received, {result['inserted']:,} new, "
+        f"{result['updated']:,} updated, {result['scored']:,} scored, "
+        f"quarantined {result['quarantined'] or 0}"
+    )
+    _table("Sentiment a decision now would see ('*' = all posts)", result["sentiment_now"])
     return 0
 
 
@@ -258,8 +286,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("ingest", help="run the ingest-bars flow")
-    p.add_argument("--source", choices=["synthetic", "arch", "file"], default="synthetic")
+    p.add_argument(
+        "--source",
+        choices=["synthetic", "arch", "file", "alpaca", "auto"],
+        default="synthetic",
+        help="auto: alpaca when APCA_API_KEY_ID/APCA_API_SECRET_KEY are set, else synthetic",
+    )
     p.add_argument("--symbols", nargs="*", help="default: the source's universe")
+    p.add_argument("--lookback-days", type=int, help="fetch from N days ago up to now")
+    p.add_argument(
+        "--incremental", action="store_true", help="start after the newest stored bar per symbol"
+    )
     p.add_argument("--start", type=date.fromisoformat)
     p.add_argument("--end", type=date.fromisoformat)
     p.add_argument("--timeframe")
@@ -270,6 +307,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source-label")
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_ingest)
+
+    p = sub.add_parser("scrape", help="run the scrape-reddit flow (posts -> VADER sentiment)")
+    p.add_argument(
+        "--source",
+        choices=["auto", "reddit", "synthetic"],
+        default="auto",
+        help="auto: Reddit when REDDIT_CLIENT_ID/REDDIT_CLIENT_SECRET are set, else synthetic",
+    )
+    p.add_argument("--subreddits", nargs="+", help="default: TRADINGML_SUBREDDITS")
+    p.add_argument("--limit", type=int, help="new posts per subreddit (default 1000)")
+    p.add_argument("--since", type=datetime.fromisoformat, help="e.g. 2024-01-01T00:00Z")
+    p.add_argument("--until", type=datetime.fromisoformat, help="synthetic: the generator's now")
+    p.add_argument("--tone", choices=["follow", "lead", "lead-coins"], help="synthetic tone")
+    p.add_argument("--warehouse")
+    p.set_defaults(func=cmd_scrape)
 
     p = sub.add_parser("train", help="run the train-agent flow (Double DQN, nested LSTMs)")
     p.add_argument("--symbols", nargs="+", help="assets for the features; the first is traded")

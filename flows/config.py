@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.universe import ARCH_DAILY_SYMBOLS, COIN_SYMBOLS, EQUITY_SYMBOLS
 
-BarSourceName = Literal["synthetic", "arch", "file"]
+BarSourceName = Literal["auto", "alpaca", "synthetic", "arch", "file"]
 
 
 def utc_midnight(day: date) -> datetime:
@@ -30,7 +30,9 @@ class IngestBarsConfig(BaseModel):
     source: BarSourceName = Field(
         default="synthetic",
         description="synthetic: generated minute bars (labelled synthetic); arch: real S&P 500 / "
-        "NASDAQ daily bars 1999-2018; file: your own CSV/Parquet (set path).",
+        "NASDAQ daily bars 1999-2018; file: your own CSV/Parquet (set path); alpaca: Alpaca's "
+        "market-data API (needs APCA_API_KEY_ID and APCA_API_SECRET_KEY); auto: alpaca when those "
+        "are set, synthetic otherwise.",
     )
     symbols: list[str] | None = Field(
         default=None,
@@ -58,6 +60,16 @@ class IngestBarsConfig(BaseModel):
     signal_strength: float = Field(
         default=0.1, ge=0.0, le=0.9, description="Strength of the planted signal."
     )
+    lookback_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="Fetch from midnight UTC this many days ago up to now instead of start/end "
+        "(the scheduled deployments use it); alpaca defaults to 7 when no start is given.",
+    )
+    incremental: bool = Field(
+        default=False,
+        description="Start each symbol just after its newest stored bar (never before start).",
+    )
     path: str | None = Field(default=None, description="file source: path of the CSV/Parquet file.")
     column_map: dict[str, str] | None = Field(
         default=None,
@@ -82,7 +94,13 @@ class IngestBarsConfig(BaseModel):
 
     def date_range(self) -> tuple[date, date]:
         """[start, end) with the source's defaults filled in."""
+        today = datetime.now(UTC).date()
+        recent = (today - timedelta(days=self.lookback_days or 7), today + timedelta(days=1))
+        if self.lookback_days is not None:
+            return recent
         defaults = {
+            "auto": recent,
+            "alpaca": recent,
             "synthetic": (DEMO_START, DEMO_END),
             "arch": (date(1999, 1, 1), date(2019, 1, 1)),
             "file": (date(1900, 1, 1), date(2200, 1, 1)),
@@ -92,7 +110,7 @@ class IngestBarsConfig(BaseModel):
     def default_symbols(self) -> list[str]:
         if self.symbols:
             return list(self.symbols)
-        if self.source == "synthetic":
+        if self.source in ("synthetic", "alpaca", "auto"):
             return [*EQUITY_SYMBOLS, *COIN_SYMBOLS]
         if self.source == "arch":
             return list(ARCH_DAILY_SYMBOLS)
@@ -101,7 +119,9 @@ class IngestBarsConfig(BaseModel):
     def default_timeframe(self) -> str | None:
         if self.timeframe:
             return self.timeframe
-        return {"synthetic": "1Min", "arch": "1Day"}.get(self.source)
+        return {"synthetic": "1Min", "alpaca": "1Min", "auto": "1Min", "arch": "1Day"}.get(
+            self.source
+        )
 
 
 class DemoConfig(BaseModel):

@@ -18,8 +18,40 @@ from core.settings import Mode, Settings
 from flows.config import IngestBarsConfig, ScrapeRedditConfig
 
 
+def alpaca_credentials_set(settings: Settings) -> bool:
+    return settings.alpaca_api_key_id is not None and settings.alpaca_api_secret_key is not None
+
+
+def resolve_bar_source(config: IngestBarsConfig, settings: Settings) -> IngestBarsConfig:
+    """The config with source='auto' decided: alpaca when its keys are set, synthetic otherwise."""
+    if config.source != "auto":
+        return config
+    return config.model_copy(
+        update={"source": "alpaca" if alpaca_credentials_set(settings) else "synthetic"}
+    )
+
+
+def _alpaca_keys(settings: Settings) -> tuple[str, str]:
+    if settings.alpaca_api_key_id is None or settings.alpaca_api_secret_key is None:
+        raise MissingCredentialsError(
+            "Alpaca needs APCA_API_KEY_ID and APCA_API_SECRET_KEY in the environment or .env "
+            "(paper-account keys from https://app.alpaca.markets); or use source='synthetic' "
+            "/ TRADINGML_MODE=replay to stay offline"
+        )
+    return (
+        settings.alpaca_api_key_id.get_secret_value(),
+        settings.alpaca_api_secret_key.get_secret_value(),
+    )
+
+
 def build_bar_source(config: IngestBarsConfig, settings: Settings) -> BarSource:
-    """The historical BarSource an ingest config names."""
+    """The historical BarSource an ingest config names (source 'auto' resolved first)."""
+    config = resolve_bar_source(config, settings)
+    if config.source == "alpaca":
+        from adapters.alpaca import AlpacaBarSource
+
+        key, secret = _alpaca_keys(settings)
+        return AlpacaBarSource(api_key=key, secret_key=secret, feed=settings.alpaca_stock_feed)
     if config.source == "synthetic":
         seed = settings.synthetic_seed if config.seed is None else config.seed
         return SyntheticBarSource(

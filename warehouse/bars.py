@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -142,3 +142,34 @@ def last_bar_ts(con: duckdb.DuckDBPyConnection, symbol: str, timeframe: str) -> 
     ).fetchall()
     value = rows[0][0]
     return value if isinstance(value, datetime) else None
+
+
+_STEPS = {
+    "1Min": timedelta(minutes=1),
+    "5Min": timedelta(minutes=5),
+    "15Min": timedelta(minutes=15),
+    "30Min": timedelta(minutes=30),
+    "1Hour": timedelta(hours=1),
+    "1Day": timedelta(days=1),
+}
+
+
+def timeframe_step(timeframe: str) -> timedelta:
+    """The length of one bar of a timeframe (bars are stamped with their start time)."""
+    try:
+        return _STEPS[timeframe]
+    except KeyError:
+        raise ValueError(f"unknown timeframe {timeframe!r}; one of {', '.join(_STEPS)}") from None
+
+
+def newest_bars(warehouse: Path | str, symbols: list[str], timeframe: str) -> dict[str, datetime]:
+    """Start time of the newest stored bar per symbol (absent when none is stored)."""
+    if not symbols:
+        return {}
+    with connect(warehouse) as con:
+        rows = con.execute(
+            "SELECT symbol, max(ts) FROM bars WHERE timeframe = ? AND list_contains(?, symbol)"
+            " GROUP BY symbol",
+            [timeframe, symbols],
+        ).fetchall()
+    return {str(sym): ts for sym, ts in rows if isinstance(ts, datetime)}

@@ -81,7 +81,14 @@ def test_deploy_all_and_run_ingest_on_a_process_worker(
     env = prefect_server
     _prefect(env, "work-pool", "create", "local", "--type", "process")
     out = _prefect(env, "--no-prompt", "deploy", "--all")
-    assert "ingest-bars/ingest-bars" in out and "demo/demo" in out
+    for name in (
+        "ingest-bars/ingest-bars",
+        "ingest-bars/hourly",
+        "ingest-bars/nightly-backfill",
+        "scrape-reddit/every-15-minutes",
+        "demo/demo",
+    ):
+        assert name in out, name
 
     warehouse = tmp_path / "deployed.duckdb"
     params = {"config": {"source": "arch", "start": "2018-01-01", "warehouse": str(warehouse)}}
@@ -106,7 +113,19 @@ def test_deploy_all_and_run_ingest_on_a_process_worker(
     assert rows == [("^GSPC", 251), ("^IXIC", 251)]  # NYSE sessions in 2018
 
 
-def test_the_ingest_schedule_is_defined_but_off(prefect_server: dict[str, str]) -> None:
-    out = _prefect(prefect_server, "deployment", "inspect", "ingest-bars/ingest-bars")
-    assert "15 17 * * 1-5" in out
-    assert "America/New_York" in out
+@pytest.mark.parametrize(
+    ("deployment", "cron", "zone"),
+    [
+        ("ingest-bars/ingest-bars", "15 17 * * 1-5", "America/New_York"),
+        ("ingest-bars/hourly", "5 * * * *", "UTC"),
+        ("ingest-bars/nightly-backfill", "30 1 * * *", "America/New_York"),
+        ("scrape-reddit/every-15-minutes", "*/15 * * * *", "UTC"),
+    ],
+)
+def test_the_schedules_are_defined_but_off(
+    prefect_server: dict[str, str], deployment: str, cron: str, zone: str
+) -> None:
+    out = _prefect(prefect_server, "deployment", "inspect", deployment)
+    assert cron in out
+    assert zone in out
+    assert "'active': False" in out or '"active": false' in out

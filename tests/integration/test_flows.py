@@ -137,3 +137,33 @@ def demo_small(warehouse_path: Path) -> dict[str, object]:
             warehouse=str(warehouse_path),
         )
     )
+
+
+def test_incremental_ingest_fetches_only_after_the_newest_stored_bar(
+    warehouse_path: Path,
+) -> None:
+    base = {"source": "synthetic", "symbols": ["BTC/USD"], "warehouse": str(warehouse_path)}
+    first = ingest_bars(IngestBarsConfig(**base, start=date(2024, 7, 1), end=date(2024, 7, 3)))
+    assert first["inserted"] == 2 * 1440
+    later = ingest_bars(
+        IngestBarsConfig(**base, start=date(2024, 7, 1), end=date(2024, 7, 4), incremental=True)
+    )
+    # Only the third day was fetched at all: nothing re-read, nothing re-compared.
+    assert (later["received"], later["inserted"], later["unchanged"]) == (1440, 1440, 0)
+    again = ingest_bars(
+        IngestBarsConfig(**base, start=date(2024, 7, 1), end=date(2024, 7, 4), incremental=True)
+    )
+    assert again["received"] == 0
+
+
+def test_auto_source_without_keys_is_the_labelled_synthetic_one(warehouse_path: Path) -> None:
+    result = ingest_bars(
+        IngestBarsConfig(
+            source="auto",
+            symbols=["ETH/USD"],
+            start=date(2024, 7, 1),
+            end=date(2024, 7, 2),
+            warehouse=str(warehouse_path),
+        )
+    )
+    assert result["source"] == "synthetic" and result["inserted"] == 1440
