@@ -73,7 +73,11 @@ def test_emoji_rtl_and_long_text_score_without_error() -> None:
         ("Bitcoin cash is underrated", "CryptoCurrency", ["BCH/USD"]),
         ("BTC and bitcoin cash both up", "CryptoCurrency", ["BCH/USD", "BTC/USD"]),
         ("I'll link my analysis, dot the i's", "CryptoCurrency", []),
-        ("LINK and DOT look strong, $uni too", "CryptoCurrency", ["DOT/USD", "LINK/USD", "UNI/USD"]),
+        (
+            "LINK and DOT look strong, $uni too",
+            "CryptoCurrency",
+            ["DOT/USD", "LINK/USD", "UNI/USD"],
+        ),
         ("Ethereum gas fees again", "CryptoCurrency", ["ETH/USD"]),
         ("no names here", "Bitcoin", ["BTC/USD"]),
         ("Shiba Inu and DOGE", "CryptoCurrency", ["DOGE/USD", "SHIB/USD"]),
