@@ -9,7 +9,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks import bench_agent, bench_ingest, bench_search  # noqa: F401 -- registers their benchmarks
+from benchmarks import (  # noqa: F401 -- registers their benchmarks
+    bench_agent,
+    bench_ingest,
+    bench_search,
+    bench_sentiment,
+)
 from benchmarks.harness import REGISTRY, Figure, render_table, update_readme, write_results
 
 
