@@ -1,0 +1,1 @@
+"""In-process fakes of external services (loopback only), for tests."""
