@@ -88,6 +88,21 @@ class Settings(BaseSettings):
         default="tradingml/0.1 (offline)",
         validation_alias=AliasChoices("REDDIT_USER_AGENT", "reddit_user_agent"),
     )
+    reddit_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TRADINGML_REDDIT_BASE_URL", "reddit_base_url"),
+        description="Send every Reddit call here instead of reddit.com (a proxy or test server).",
+    )
+    alpaca_base_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TRADINGML_ALPACA_BASE_URL", "alpaca_base_url"),
+        description="Send every Alpaca REST call (data and trading) here (a proxy or test server).",
+    )
+    alpaca_stream_url: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TRADINGML_ALPACA_STREAM_URL", "alpaca_stream_url"),
+        description="Base websocket URL for Alpaca streams, without the path (ws://host:port).",
+    )
     subreddits: Annotated[tuple[str, ...], NoDecode] = Field(
         default=DEFAULT_SUBREDDITS,
         validation_alias=AliasChoices("TRADINGML_SUBREDDITS", "subreddits"),

@@ -97,6 +97,8 @@ def build_post_source(
             client_id=settings.reddit_client_id.get_secret_value(),
             client_secret=settings.reddit_client_secret.get_secret_value(),
             user_agent=settings.reddit_user_agent,
+            base_url=settings.reddit_base_url,
+            clock=clock,
         )
     if config.until is not None:
         from adapters.clock import ManualClock
