@@ -11,7 +11,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from adapters.arch_daily import ArchDailyBarSource
 from adapters.clock import SystemClock
 from adapters.files import FileBarSource
-from adapters.protocols import BarSource, Clock, PostSource
+from adapters.protocols import BarSource, BarStream, Broker, Clock, PostSource
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
 from adapters.synthetic_posts import SyntheticPostConfig, SyntheticPostSource
 from core.settings import Mode, Settings
@@ -51,7 +51,12 @@ def build_bar_source(config: IngestBarsConfig, settings: Settings) -> BarSource:
         from adapters.alpaca import AlpacaBarSource
 
         key, secret = _alpaca_keys(settings)
-        return AlpacaBarSource(api_key=key, secret_key=secret, feed=settings.alpaca_stock_feed)
+        return AlpacaBarSource(
+            api_key=key,
+            secret_key=secret,
+            base_url=settings.alpaca_base_url,
+            feed=settings.alpaca_stock_feed,
+        )
     if config.source == "synthetic":
         seed = settings.synthetic_seed if config.seed is None else config.seed
         return SyntheticBarSource(
@@ -115,10 +120,6 @@ def build_post_source(
     )
 
 
-class AdapterUnavailableError(RuntimeError):
-    """The chosen mode needs an adapter this installation does not provide yet."""
-
-
 @dataclass(frozen=True)
 class Adapters:
     """The set of external systems a run talks to."""
@@ -126,20 +127,58 @@ class Adapters:
     mode: Mode
     clock: Clock
     bars: BarSource
+    posts: PostSource
+    stream: BarStream | None = None
+    """Live bars (paper/live); replay gets its replay stream with the backtest engine."""
+    broker: Broker | None = None
+    """Alpaca trading (paper/live); replay gets the simulated broker with the backtest engine."""
 
 
 def build_adapters(settings: Settings) -> Adapters:
-    """All adapters for settings.mode; nothing else in the code branches on the mode."""
+    """All adapters for settings.mode; nothing else in the code branches on the mode.
+
+    replay: offline (synthetic bars and posts). paper: Alpaca paper trading and market data.
+    live: the same on the real-money endpoint -- Settings refuses mode=live without
+    TRADINGML_LIVE_TRADING_OPT_IN=true, and AlpacaBroker refuses it again without the opt-in.
+    """
+    clock = SystemClock()
+    posts = build_post_source(ScrapeRedditConfig(), settings, clock)
     if settings.mode == "replay":
         return Adapters(
             mode="replay",
-            clock=SystemClock(),
+            clock=clock,
             bars=SyntheticBarSource(SyntheticConfig(seed=settings.synthetic_seed)),
+            posts=posts,
         )
-    # Alpaca-backed adapters (paper and live) are not part of this installation yet.
-    raise AdapterUnavailableError(
-        f"mode={settings.mode} needs the Alpaca adapters, which are not built yet; "
-        "use TRADINGML_MODE=replay (the offline default)"
+    from adapters.alpaca import AlpacaBarSource, AlpacaBroker
+    from adapters.alpaca_stream import AlpacaBarStream
+
+    key, secret = _alpaca_keys(settings)
+    bars = AlpacaBarSource(
+        api_key=key,
+        secret_key=secret,
+        base_url=settings.alpaca_base_url,
+        feed=settings.alpaca_stock_feed,
+    )
+    ws = settings.alpaca_stream_url.rstrip("/") if settings.alpaca_stream_url else None
+    stream = AlpacaBarStream(
+        key,
+        secret,
+        feed=settings.alpaca_stock_feed,
+        stock_url=f"{ws}/v2/{settings.alpaca_stock_feed}" if ws else None,
+        crypto_url=f"{ws}/v1beta3/crypto/us" if ws else None,
+        gap_fill=bars,
+        clock=clock,
+    )
+    broker = AlpacaBroker(
+        api_key=key,
+        secret_key=secret,
+        paper=settings.mode != "live",
+        live_opt_in=settings.mode == "live" and settings.live_trading_opt_in,
+        base_url=settings.alpaca_base_url,
+    )
+    return Adapters(
+        mode=settings.mode, clock=clock, bars=bars, posts=posts, stream=stream, broker=broker
     )
 
 

@@ -1,4 +1,4 @@
-"""The one wiring function: offline adapters in replay mode, a clear refusal where adapters are missing."""
+"""The one wiring function: offline adapters in replay mode, Alpaca in paper/live, clear refusals."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from adapters.protocols import BarSource, Clock
 from adapters.synthetic import SyntheticBarSource
 from core.settings import Settings
 from flows.config import IngestBarsConfig
-from flows.wiring import AdapterUnavailableError, build_adapters, build_bar_source
+from flows.wiring import MissingCredentialsError, build_adapters, build_bar_source
 
 
 def test_replay_mode_is_fully_offline() -> None:
@@ -21,10 +21,43 @@ def test_replay_mode_is_fully_offline() -> None:
 
 
 @pytest.mark.parametrize("mode", ["paper", "live"])
-def test_modes_without_their_adapters_refuse_clearly(mode: str) -> None:
+def test_alpaca_modes_without_keys_name_the_env_vars(mode: str) -> None:
     settings = Settings(_env_file=None, mode=mode, live_trading_opt_in=True)
-    with pytest.raises(AdapterUnavailableError, match="TRADINGML_MODE=replay"):
+    with pytest.raises(MissingCredentialsError, match="APCA_API_KEY_ID and APCA_API_SECRET_KEY"):
         build_adapters(settings)
+
+
+def test_paper_mode_builds_alpaca_adapters_on_the_paper_account() -> None:
+    from adapters.alpaca import AlpacaBarSource, AlpacaBroker
+    from adapters.alpaca_stream import AlpacaBarStream
+
+    settings = Settings(
+        _env_file=None,
+        mode="paper",
+        alpaca_api_key_id="k",
+        alpaca_api_secret_key="s",
+        alpaca_stream_url="ws://127.0.0.1:1",
+    )
+    adapters = build_adapters(settings)
+    assert isinstance(adapters.bars, AlpacaBarSource)
+    assert isinstance(adapters.stream, AlpacaBarStream)
+    assert isinstance(adapters.broker, AlpacaBroker) and adapters.broker.paper
+    # No Reddit keys: the posts stay the labelled offline ones.
+    assert adapters.posts.name == "synthetic"  # type: ignore[attr-defined]
+
+
+def test_live_mode_trades_real_money_only_with_the_opt_in() -> None:
+    with pytest.raises(ValueError, match="TRADINGML_LIVE_TRADING_OPT_IN"):
+        Settings(_env_file=None, mode="live", alpaca_api_key_id="k", alpaca_api_secret_key="s")
+    live = Settings(
+        _env_file=None,
+        mode="live",
+        live_trading_opt_in=True,
+        alpaca_api_key_id="k",
+        alpaca_api_secret_key="s",
+    )
+    broker = build_adapters(live).broker
+    assert broker is not None and not broker.paper  # type: ignore[attr-defined]
 
 
 def test_bar_sources_by_name() -> None:
