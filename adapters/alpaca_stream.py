@@ -646,7 +646,9 @@ class AlpacaBarStream:
         self, ep: _Endpoint, frame: pl.DataFrame, symbols: list[str], end: datetime
     ) -> pl.DataFrame | None:
         try:
-            df = conform_bars(frame)
+            # Canonical columns only: a REST source may add a `raw` column for flagged rows,
+            # and a handler must get the same frame shape from both paths.
+            df = conform_bars(frame).select(list(BAR_SCHEMA))
         except ValueError as exc:
             self._malformed(ep, f"gap-fill frame: {exc}")
             return None

@@ -1,0 +1,142 @@
+"""The Alpaca adapters together: stream gap-fill over the real REST client, and ingest-bars on Alpaca."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from adapters.alpaca import AlpacaBarSource
+from adapters.alpaca_stream import AlpacaBarStream
+from adapters.clock import ManualClock
+from flows.config import IngestBarsConfig
+from flows.ingest_bars import ingest_bars
+from tests.fakes.alpaca import FakeAlpacaRest, fake_alpaca_rest  # noqa: F401
+from tests.fakes.alpaca_stream import (
+    FakeAlpacaStreamServer,
+    fake_alpaca_stream,  # noqa: F401
+)
+from warehouse.db import connect
+
+KEY, SECRET = "fake-key-id", "fake-secret-key"  # what the REST fake accepts
+T0 = datetime(2024, 3, 4, 15, 0, tzinfo=UTC)
+MIN = timedelta(minutes=1)
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.01)
+
+
+def test_stream_reconnect_gap_fills_through_the_real_rest_client(
+    fake_alpaca_rest: FakeAlpacaRest,  # noqa: F811
+    fake_alpaca_stream: FakeAlpacaStreamServer,  # noqa: F811
+) -> None:
+    rest = fake_alpaca_rest
+    ws = fake_alpaca_stream
+    walk = rest.add_random_walk("SPY", T0, 10, price=500.0, seed=3)
+    closes = walk["close"].to_list()
+    clock = ManualClock(T0 + timedelta(seconds=30))
+    gap_source = AlpacaBarSource(KEY, SECRET, base_url=rest.base_url)
+    frames: list[pl.DataFrame] = []
+
+    async def handler(frame: pl.DataFrame) -> None:
+        frames.append(frame)
+
+    stream = AlpacaBarStream(
+        ws.key,
+        ws.secret,
+        stock_url=ws.stock_url,
+        crypto_url=ws.crypto_url,
+        gap_fill=gap_source,
+        clock=clock,
+        backoff_base_s=0.01,
+        backoff_cap_s=0.05,
+    )
+    stream.subscribe(["SPY"], handler)
+    runner = threading.Thread(target=stream.run, daemon=True)
+    runner.start()
+    try:
+        ws.wait_subscribed("SPY")
+        for m in range(3):
+            row = walk.row(m, named=True)
+            ws.push_bar("SPY", row["ts"], row["open"], row["high"], row["low"], row["close"], 100)
+        _wait(lambda: sum(f.height for f in frames) == 3, "three live bars")
+        # Down for minutes 3-5; back at 15:06:20: those three come from GET /v2/stocks/bars.
+        clock.set(T0 + 6 * MIN + timedelta(seconds=20))
+        ws.drop_connections()
+        _wait(lambda: sum(f.height for f in frames) == 6, "the gap-filled bars")
+        row = walk.row(6, named=True)
+        ws.push_bar("SPY", row["ts"], row["open"], row["high"], row["low"], row["close"], 100)
+        _wait(lambda: sum(f.height for f in frames) == 7, "the next live bar")
+    finally:
+        stream.stop()
+        runner.join(10)
+    got = pl.concat(frames)
+    assert got["ts"].to_list() == [T0 + m * MIN for m in range(7)]
+    assert got["close"].to_list() == pytest.approx(closes[:7])
+    bar_requests = rest.requests_to("/v2/stocks/bars")
+    assert len(bar_requests) == 1
+    query = bar_requests[0].query
+    assert query["symbols"] == "SPY"
+    assert datetime.fromisoformat(query["start"].replace("Z", "+00:00")) == T0 + 3 * MIN
+    assert stream.counters.gap_filled == 3 and stream.counters.reconnects == 1
+
+
+def test_ingest_bars_on_alpaca_quarantines_bad_bars_and_resumes(
+    fake_alpaca_rest: FakeAlpacaRest,  # noqa: F811
+    warehouse_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prefect_harness: None,
+) -> None:
+    from core.settings import get_settings
+
+    rest = fake_alpaca_rest
+    start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
+    rest.add_random_walk("SPY", start, 120, price=500.0, seed=1)
+    rest.add_random_walk("BTC/USD", start, 120, price=60_000.0, seed=2)
+    rest.malformed_bars_next("/v2/stocks/bars", ["string_ts", "missing_price"])
+    monkeypatch.setenv("APCA_API_KEY_ID", KEY)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
+    monkeypatch.setenv("TRADINGML_ALPACA_BASE_URL", rest.base_url)
+    get_settings.cache_clear()
+    try:
+        config = IngestBarsConfig(
+            source="auto",
+            symbols=["SPY", "BTC/USD"],
+            lookback_days=1,
+            incremental=True,
+            warehouse=str(warehouse_path),
+        )
+        first = ingest_bars(config)
+        assert first["source"] == "alpaca"
+        assert first["received"] == 240
+        # The two broken SPY bars are quarantined with reasons; the other 238 are stored.
+        assert first["inserted"] == 238
+        assert sum(first["quarantined"].values()) == 2
+        # New bars arrive; the next run asks only for what follows the newest stored bar.
+        rest.add_random_walk("BTC/USD", start + 120 * MIN, 30, price=61_000.0, seed=4)
+        before = len(rest.requests_to("/v1beta3/crypto/us/bars"))
+        second = ingest_bars(config)
+        crypto = rest.requests_to("/v1beta3/crypto/us/bars")[before:]
+        assert second["inserted"] == 30
+        assert len(crypto) == 1
+        asked = datetime.fromisoformat(crypto[0].query["start"].replace("Z", "+00:00"))
+        assert asked == start + 120 * MIN
+    finally:
+        get_settings.cache_clear()
+    with connect(warehouse_path) as con:
+        rows = con.execute(
+            "SELECT symbol, count(*), min(source) FROM bars GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        reasons = con.execute("SELECT reason FROM bars_quarantine ORDER BY 1").fetchall()
+    assert rows == [("BTC/USD", 150, "alpaca"), ("SPY", 118, "alpaca")]
+    assert len(reasons) == 2
