@@ -11,6 +11,7 @@ from pathlib import Path
 
 from benchmarks import (  # noqa: F401 -- registers their benchmarks
     bench_agent,
+    bench_alpaca,
     bench_ingest,
     bench_search,
     bench_sentiment,
