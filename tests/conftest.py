@@ -42,3 +42,17 @@ def prefect_harness() -> Iterator[None]:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield
+
+
+@pytest.fixture(autouse=True)
+def _fresh_settings() -> Iterator[None]:
+    """Each test reads settings from its own environment.
+
+    Set up before (so torn down after) monkeypatch: settings cached while a test had
+    patched variables (keys, a fake server's URL) must not reach the next test.
+    """
+    from core.settings import get_settings
+
+    get_settings.cache_clear()
+    yield
+    get_settings.cache_clear()
