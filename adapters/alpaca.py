@@ -30,7 +30,14 @@ from alpaca.trading.requests import (
     MarketOrderRequest,
 )
 
-from adapters.protocols import Account, MarketClock, Order, OrderRequest, Position
+from adapters.protocols import (
+    Account,
+    DuplicateOrderError,
+    MarketClock,
+    Order,
+    OrderRequest,
+    Position,
+)
 from adapters.schema import BAR_SCHEMA, TIMEFRAMES, conform_bars
 from core.universe import is_coin
 
@@ -94,7 +101,7 @@ class AlpacaAuthError(AlpacaError):
     """Alpaca refused the credentials (401/403)."""
 
 
-class DuplicateClientOrderIdError(AlpacaError):
+class DuplicateClientOrderIdError(AlpacaError, DuplicateOrderError):
     """An order with this client_order_id exists already: look it up instead of resubmitting."""
 
     def __init__(self, client_order_id: str, *, status: int | None = 422) -> None:

@@ -144,6 +144,12 @@ class Fill:
     extra: dict[str, str] = field(default_factory=dict)
 
 
+class DuplicateOrderError(RuntimeError):
+    """The broker already has an order with this client_order_id: look it up, never resubmit."""
+
+    client_order_id: str
+
+
 @runtime_checkable
 class Broker(Protocol):
     """Trading account access (Alpaca trading or the simulated broker)."""

@@ -372,3 +372,94 @@ class ScrapeRedditConfig(BaseModel):
         if self.since and self.until and self.since >= self.until:
             raise ValueError(f"since ({self.since}) must be before until ({self.until})")
         return self
+
+
+class RiskConfig(BaseModel):
+    """Risk limits of a trading run (see trading.risk.RiskLimits)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_position_notional: float = Field(default=100_000.0, gt=0)
+    max_orders_per_minute: int = Field(default=10, ge=1)
+    daily_loss_limit: float = Field(default=0.03, gt=0, lt=1)
+    kill_action: Literal["reduce-only", "flatten"] = "reduce-only"
+    stale_after_s: float = Field(default=150.0, gt=0)
+
+
+class BacktestConfig(BaseModel):
+    """Parameters of the `backtest` flow."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbol: str = Field(default="SPY", description="Traded symbol (its production model is used).")
+    model_id: str | None = Field(
+        default=None,
+        description="A registered dqn model; empty means the production model of `symbol`, "
+        "else its best candidate by objective.",
+    )
+    start: date = Field(default=date(2024, 5, 1), description="First day (UTC) of the backtest.")
+    end: date = Field(default=DEMO_END, description="Day (UTC, exclusive) the backtest ends.")
+    cash: float = Field(
+        default=100_000.0, gt=0, description="Starting cash of the simulated account."
+    )
+    fee_bps: float = Field(default=1.0, ge=0, description="Fee per trade, basis points of value.")
+    slippage_bps: float = Field(default=1.0, ge=0, description="Fill price moved against us, bps.")
+    flatten_before_close_min: float = Field(
+        default=1.0, ge=0, description="Go flat this many minutes before each close (0: never)."
+    )
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
+    reports_dir: str | None = Field(
+        default=None, description="Where HTML reports go (default: <data_dir>/reports)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> BacktestConfig:
+        if self.start >= self.end:
+            raise ValueError(f"start {self.start} must be before end {self.end}")
+        return self
+
+
+class LiveTradingConfig(BaseModel):
+    """Parameters of the `live-trading` flow."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbol: str = Field(default="SPY", description="Traded symbol.")
+    mode: Literal["replay", "paper", "live"] | None = Field(
+        default=None,
+        description="replay: a stored session replayed into the simulated broker; paper: Alpaca "
+        "paper account; live: real money (also needs TRADINGML_LIVE_TRADING_OPT_IN=true). "
+        "Empty: TRADINGML_MODE (default replay).",
+    )
+    model_id: str | None = Field(
+        default=None, description="Model to trade; empty means the production dqn model of symbol."
+    )
+    replay_date: date | None = Field(
+        default=None,
+        description="replay: the New York session to replay; empty means the newest stored one.",
+    )
+    replay_speed: float = Field(
+        default=0.0,
+        ge=0,
+        description="replay: times real time (60 = a minute per second); 0 = as fast as possible.",
+    )
+    start_minute: int = Field(
+        default=0,
+        ge=0,
+        description="replay: start this many minutes after the open (the run warms up on the "
+        "minutes before it, as a live run started late does).",
+    )
+    max_minutes: int | None = Field(
+        default=None, ge=1, description="Stop after this many decisions (default: the close)."
+    )
+    cash: float = Field(default=100_000.0, gt=0, description="replay: simulated starting cash.")
+    fee_bps: float = Field(default=1.0, ge=0)
+    slippage_bps: float = Field(default=1.0, ge=0)
+    flatten_before_close_min: float = Field(default=1.0, ge=0)
+    reconcile_every_min: int = Field(
+        default=5, ge=1, description="Reconcile with the broker this often."
+    )
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
+    reports_dir: str | None = Field(default=None, description="Where the session report goes.")

@@ -93,3 +93,43 @@ def write_training_runs(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> 
     return upsert(
         con, "training_runs", frame, ("run_id", "cycle"), bookkeeping=("recorded_at",)
     ).inserted
+
+
+def choose_model(
+    con: duckdb.DuckDBPyConnection,
+    symbol: str,
+    model_id: str | None,
+    *,
+    kind: str = "dqn",
+    production_only: bool = False,
+) -> dict[str, Any]:
+    """The registry row to trade: `model_id` when given, else the production model of the symbol.
+
+    Backtests (production_only=False) fall back to the best candidate by objective.
+    """
+    if model_id:
+        row = load_model_row(con, model_id)
+        if row is None or row["kind"] != kind:
+            raise ValueError(
+                f"no registered {kind} model {model_id!r}; see tradingml sql "
+                '"select model_id, symbol, stage from v_model_leaderboard"'
+            )
+        return row
+    chosen = production_model_id(con, kind, symbol)
+    if chosen is None and not production_only:
+        rows = con.execute(
+            "SELECT model_id FROM models WHERE kind = ? AND symbol = ? ORDER BY"
+            " TRY_CAST(json_extract_string(metrics, '$.objective') AS DOUBLE) DESC NULLS LAST,"
+            " created_at DESC LIMIT 1",
+            [kind, symbol],
+        ).fetchall()
+        chosen = str(rows[0][0]) if rows else None
+    if chosen is None:
+        what = "production " if production_only else ""
+        raise ValueError(
+            f"no {what}{kind} model for {symbol}: train one (tradingml train) and promote it "
+            "(tradingml promote MODEL_ID)"
+        )
+    row = load_model_row(con, chosen)
+    assert row is not None
+    return row

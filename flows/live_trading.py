@@ -1,0 +1,419 @@
+"""`live-trading` flow: one market session of the production agent, replayed, on paper, or live.
+
+Modes (settings.mode, or the config's `mode`): replay -- a stored session replayed from the
+warehouse into the simulated broker (the offline default); paper -- Alpaca's paper
+account; live -- real money, refused unless TRADINGML_LIVE_TRADING_OPT_IN=true.
+Outside a session it logs when the next one opens and exits. Every bar, decision,
+order, fill, equity point and reconciliation difference lands in the warehouse.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact
+from prefect.logging import get_run_logger
+
+from adapters.clock import ManualClock
+from adapters.protocols import BarStream, Broker, Clock
+from adapters.sim_broker import SimulatedBroker
+from core.settings import Settings, get_settings
+from flows.config import LiveTradingConfig
+from models.registry import AgentPolicy, load_registered_agent
+from trading.calendar import CryptoCalendar, NYSECalendar, Session, calendar_for
+from trading.engine import MINUTE, Book, EngineConfig, StepwiseQ, TradingEngine
+from trading.ledger import Ledger
+from trading.live import LiveRunner, run_lock, store_bars
+from trading.orders import OrderManager
+from trading.reconcile import OrderFillPoller, reconcile, warehouse_positions
+from trading.risk import RiskEngine, RiskLimits
+from warehouse.bars import load_bars
+from warehouse.db import connect
+from warehouse.registry import choose_model
+
+
+class LiveTradingRefused(RuntimeError):
+    """The run will not trade: wrong mode settings, no compatible model, or another run active."""
+
+
+def load_compatible_model(
+    con: Any, symbol: str, model_id: str | None
+) -> tuple[dict[str, Any], AgentPolicy]:
+    """The production model (or the one named), checked to be computed by today's feature code."""
+    try:
+        row = choose_model(con, symbol, model_id, production_only=True)
+    except ValueError as err:
+        raise LiveTradingRefused(str(err)) from None
+    policy = load_registered_agent(row)
+    running = policy.spec.schema_hash()
+    if row["feature_schema_hash"] != running:
+        raise LiveTradingRefused(
+            f"model {row['model_id']} was trained on features {row['feature_schema_hash']}, but "
+            f"this pipeline computes {running} for that spec; refusing to trade it -- retrain "
+            "(tradingml train) and promote the new model"
+        )
+    return row, policy
+
+
+def newest_session(con: Any, symbol: str, timeframe: str) -> date | None:
+    rows = con.execute(
+        "SELECT max(ts) FROM bars WHERE symbol = ? AND timeframe = ?", [symbol, timeframe]
+    ).fetchall()
+    newest = rows[0][0] if rows else None
+    if newest is None:
+        return None
+    if "/" in symbol:
+        return (newest.astimezone(UTC) - timedelta(minutes=1)).date()
+    from zoneinfo import ZoneInfo
+
+    return newest.astimezone(ZoneInfo("America/New_York")).date()
+
+
+def _session_of_day(symbol: str, day: date) -> Session | None:
+    cal = calendar_for(symbol)
+    if isinstance(cal, NYSECalendar):
+        return cal.session_on(day)
+    return CryptoCalendar().session_at(datetime(day.year, day.month, day.day, tzinfo=UTC))
+
+
+def check_mode(mode: str, settings: Settings) -> None:
+    if mode == "live" and not settings.live_trading_opt_in:
+        raise LiveTradingRefused(
+            "mode=live trades real money and needs TRADINGML_LIVE_TRADING_OPT_IN=true as well; "
+            "use mode=paper (Alpaca paper account) or mode=replay (offline) otherwise"
+        )
+
+
+@flow(name="live-trading", log_prints=True)
+def live_trading(config: LiveTradingConfig | None = None) -> dict[str, Any]:
+    """Trade one session of the production agent; exits at once while the market is closed."""
+    config = config or LiveTradingConfig()
+    settings = get_settings()
+    logger = get_run_logger()
+    mode = config.mode or settings.mode
+    check_mode(mode, settings)
+    warehouse = Path(config.warehouse) if config.warehouse else settings.warehouse_path
+    with connect(warehouse) as con:
+        row, policy = load_compatible_model(con, config.symbol, config.model_id)
+        replay_day = config.replay_date or newest_session(con, config.symbol, policy.spec.timeframe)
+    spec = policy.spec
+
+    clock: Clock
+    sim: SimulatedBroker | None = None
+    stream: BarStream | None = None
+    broker: Broker
+    if mode == "replay":
+        if replay_day is None:
+            raise LiveTradingRefused(
+                f"no {config.symbol} bars in {warehouse} to replay; run ingest-bars or make demo"
+            )
+        session = _session_of_day(config.symbol, replay_day)
+        start_at = (
+            session.open + timedelta(minutes=config.start_minute)
+            if session
+            else datetime(replay_day.year, replay_day.month, replay_day.day, 15, tzinfo=UTC)
+        )
+        clock = ManualClock(start_at)
+        sim = SimulatedBroker(
+            clock,
+            cash=config.cash,
+            fee_bps=config.fee_bps,
+            slippage_bps=config.slippage_bps,
+            id_prefix=f"sim:replay:{replay_day}",
+        )
+        broker = sim
+    else:
+        from flows.wiring import build_adapters
+
+        adapters = build_adapters(settings.model_copy(update={"mode": mode}))
+        assert adapters.broker is not None
+        clock, broker, stream = adapters.clock, adapters.broker, adapters.stream
+
+    now = clock.now()
+    session_now = calendar_for(config.symbol).session_at(now)
+    if session_now is None:
+        nxt = calendar_for(config.symbol).next_session(now)
+        logger.info(
+            "market closed at %s (%s); next session opens %s -- nothing to do",
+            now.isoformat(),
+            config.symbol,
+            nxt.open.isoformat(),
+        )
+        return {"status": "closed", "now": now.isoformat(), "next_open": nxt.open.isoformat()}
+
+    day = session_now.day
+    run_id = "-".join([mode, config.symbol.replace("/", "-"), str(day), str(row["model_id"])[-24:]])
+    if mode == "replay":
+        digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:6]
+        run_id = f"{run_id}-{digest}"
+    account = f"replay:{run_id}" if mode == "replay" else mode
+    with run_lock(settings.data_dir / f"live-trading-{config.symbol.replace('/', '-')}.lock"):
+        return _run_session(
+            config,
+            mode,
+            run_id,
+            account,
+            row,
+            policy,
+            spec,
+            warehouse,
+            clock,
+            broker,
+            sim,
+            stream,
+            session_now,
+            settings.data_dir / "outbox",
+        )
+
+
+def _run_session(
+    config: LiveTradingConfig,
+    mode: str,
+    run_id: str,
+    account: str,
+    row: dict[str, Any],
+    policy: AgentPolicy,
+    spec: Any,
+    warehouse: Path,
+    clock: Clock,
+    broker: Broker,
+    sim: SimulatedBroker | None,
+    stream: BarStream | None,
+    session: Session,
+    outbox: Path,
+) -> dict[str, Any]:
+    logger = get_run_logger()
+    ledger = Ledger(warehouse, mode=mode, outbox=outbox)
+    with connect(warehouse) as con:
+        ours = warehouse_positions(con, run_id=run_id if mode == "replay" else None, mode=mode)
+    book = Book(cash=broker.get_account().cash, qty=ours)
+    engine_ref: list[TradingEngine] = []
+    fills: Any
+    if sim is not None:
+        fills = sim.new_fills
+    else:
+        fills = OrderFillPoller(
+            broker, lambda: engine_ref[0].open_orders.keys() if engine_ref else ()
+        )
+    engine = TradingEngine(
+        EngineConfig(
+            run_id=run_id,
+            mode=mode,
+            account=account,
+            symbol=spec.traded,
+            model_id=str(row["model_id"]),
+            feature_names=tuple(spec.names()),
+            fractional="/" in spec.traded,
+            flatten_before_close_min=config.flatten_before_close_min,
+        ),
+        StepwiseQ(policy),
+        broker,
+        RiskEngine(RiskLimits(**config.risk.model_dump())),
+        OrderManager(broker, sleep=clock.sleep),
+        ledger,
+        book,
+        fills,
+        seen_via="sim" if sim is not None else "rest",
+    )
+    engine_ref.append(engine)
+    found = reconcile(book, broker, ledger, account=account, run_id=run_id, now=clock.now())
+    if found:
+        logger.warning(
+            "reconciliation at start: %d difference(s); the broker's view adopted", found
+        )
+    runner = LiveRunner(engine, spec, session, warehouse, broker, ledger)
+    warmed = runner.start(clock.now())
+    logger.info(
+        "%s %s session %s with %s: warmed up on %d bar(s) of the session so far",
+        mode,
+        spec.traded,
+        session.day,
+        row["model_id"],
+        warmed,
+    )
+    if mode == "replay":
+        assert sim is not None and isinstance(clock, ManualClock)
+        _replay(
+            config, runner, sim, clock, warehouse, spec, session, ledger, broker, run_id, account
+        )
+    else:
+        assert stream is not None, "paper/live trading needs the Alpaca bar stream"
+        _live_loop(
+            config, runner, stream, clock, warehouse, spec, session, ledger, broker, run_id, account
+        )
+    with connect(warehouse) as con:
+        ledger.flush(con)
+        counts = con.execute(
+            "SELECT count(*), count(*) FILTER (WHERE action <> 'hold') FROM decisions WHERE run_id = ?",
+            [run_id],
+        ).fetchall()[0]
+        n_orders = con.execute(
+            "SELECT count(*) FROM orders o JOIN decisions d USING (decision_id) WHERE d.run_id = ?",
+            [run_id],
+        ).fetchall()[0][0]
+    lat = sorted(runner.latencies_ms)
+    summary = {
+        "status": "traded",
+        "mode": mode,
+        "run_id": run_id,
+        "account": account,
+        "model_id": row["model_id"],
+        "session": str(session.day),
+        "decisions": int(counts[0]),
+        "orders": int(n_orders),
+        "equity": engine.book.equity(),
+        "latency_p50_ms": lat[len(lat) // 2] if lat else None,
+        "latency_p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None,
+        "outboxed_rows": ledger.outboxed,
+    }
+    create_markdown_artifact(
+        key="live-trading-session",
+        markdown="\n".join(
+            [
+                f"# {mode} session {session.day} of {spec.traded}",
+                f"model `{row['model_id']}`, run `{run_id}`",
+                "",
+                "| decisions | orders | final equity | p50 latency (ms) |",
+                "|---:|---:|---:|---:|",
+                f"| {summary['decisions']} | {summary['orders']} | {summary['equity']:,.2f} "
+                f"| {summary['latency_p50_ms'] or 0:.2f} |",
+                "",
+                f'Ledger: `tradingml sql "select * from v_decision_ledger where decision_id like '
+                f"'{run_id}%' order by ts\"`",
+            ]
+        ),
+    )
+    logger.info(
+        "%s session %s done: %d decisions, %d orders, equity %.2f",
+        mode,
+        session.day,
+        summary["decisions"],
+        summary["orders"],
+        summary["equity"],
+    )
+    return summary
+
+
+def _replay(
+    config: LiveTradingConfig,
+    runner: LiveRunner,
+    sim: SimulatedBroker,
+    clock: ManualClock,
+    warehouse: Path,
+    spec: Any,
+    session: Session,
+    ledger: Ledger,
+    broker: Broker,
+    run_id: str,
+    account: str,
+) -> None:
+    """Push the stored session's bars minute by minute through the stream handler and the runner."""
+    start = max(clock.now(), session.open)
+    with connect(warehouse) as con:
+        bars = load_bars(con, list(spec.symbols), spec.timeframe, start - MINUTE, session.close)
+        # A fast replay holds one connection; a paced one (speed > 0) waits, so it does not.
+        runner.con = con if config.replay_speed == 0 else None
+        try:
+            _replay_minutes(
+                config, runner, sim, clock, warehouse, spec, bars, ledger, broker, run_id, account
+            )
+        finally:
+            runner.con = None
+
+
+def _replay_minutes(
+    config: LiveTradingConfig,
+    runner: LiveRunner,
+    sim: SimulatedBroker,
+    clock: ManualClock,
+    warehouse: Path,
+    spec: Any,
+    bars: pl.DataFrame,
+    ledger: Ledger,
+    broker: Broker,
+    run_id: str,
+    account: str,
+) -> None:
+    start = clock.now()
+    bars = bars.filter(pl.col("ts") >= start - MINUTE)
+    decided = 0
+    for (minute,), frame in bars.group_by(["ts"], maintain_order=True):
+        assert isinstance(minute, datetime)
+        arrived = time.perf_counter()
+        clock.set(minute + MINUTE)
+        store_bars(warehouse, frame, clock.now(), runner.con)
+        traded = frame.filter(pl.col("symbol") == spec.traded)
+        if traded.height:
+            sim.on_bar(spec.traded, minute, float(traded["open"][0]), float(traded["close"][0]))
+        if runner.on_bar_stored(clock.now(), arrived=arrived) is not None:
+            decided += 1
+        if decided and decided % config.reconcile_every_min == 0:
+            runner.engine.sync_fills()
+            reconcile(
+                runner.engine.book, broker, ledger, account=account, run_id=run_id, now=clock.now()
+            )
+        if config.max_minutes is not None and decided >= config.max_minutes:
+            break
+        if config.replay_speed > 0:
+            time.sleep(60.0 / config.replay_speed)
+    runner.engine.sync_fills()
+
+
+def _live_loop(
+    config: LiveTradingConfig,
+    runner: LiveRunner,
+    stream: BarStream,
+    clock: Clock,
+    warehouse: Path,
+    spec: Any,
+    session: Session,
+    ledger: Ledger,
+    broker: Broker,
+    run_id: str,
+    account: str,
+) -> None:
+    """Paper/live: the stream thread stores bars; this thread decides on minute boundaries."""
+
+    async def handler(frame: pl.DataFrame) -> None:
+        store_bars(warehouse, frame, clock.now())
+
+    stream.subscribe(list(spec.symbols), handler)
+    thread = threading.Thread(target=stream.run, name="bar-stream", daemon=True)
+    thread.start()
+    decided = 0
+    try:
+        while clock.now() < session.close:
+            now = clock.now()
+            boundary = now.replace(second=0, microsecond=0) + MINUTE
+            # Alpaca sends minute m's bar just after m+1:00; decide a few seconds later.
+            clock.sleep(max(0.0, (boundary - now).total_seconds()) + 3.0)
+            for _ in range(10):
+                if runner.on_bar_stored(clock.now()) is not None:
+                    decided += 1
+                    break
+                clock.sleep(2.0)
+            if decided and decided % config.reconcile_every_min == 0:
+                reconcile(
+                    runner.engine.book,
+                    broker,
+                    ledger,
+                    account=account,
+                    run_id=run_id,
+                    now=clock.now(),
+                )
+            if config.max_minutes is not None and decided >= config.max_minutes:
+                break
+    finally:
+        stream.stop()
+        thread.join(timeout=10)
+
+
+if __name__ == "__main__":
+    live_trading()

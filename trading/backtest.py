@@ -1,0 +1,261 @@
+"""Backtests: a registered agent over warehouse bars through the live path (engine + simulated broker).
+
+Features are computed once for the whole range (the feature functions are causal, so
+row t is what live computes at t) and Q-values once per session; the per-bar loop is the
+same `TradingEngine.decide` that live trading calls. Buy-and-hold and a simple momentum
+rule run on the same bars and costs beside it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from adapters.clock import ManualClock
+from adapters.sim_broker import SimulatedBroker
+from models.dqn import greedy_q_paths
+from models.env import build_sessions
+from models.features import compute_features
+from models.registry import AgentPolicy
+from trading.calendar import NYSECalendar, calendar_for
+from trading.engine import MINUTE, Book, EngineConfig, PrecomputedQ, TradingEngine
+from trading.ledger import SCHEMAS, Ledger
+from trading.metrics import summarize
+from trading.orders import OrderManager
+from trading.risk import RiskEngine, RiskLimits
+
+
+@dataclass
+class BacktestResult:
+    run_id: str
+    symbol: str
+    fills: pl.DataFrame
+    equity: pl.DataFrame  # ts, strategy, buy_and_hold, baseline, position_value
+    actions: pl.DataFrame  # ts, symbol, action, position
+    prices: pl.DataFrame  # ts, symbol, close
+    metrics: dict[str, dict[str, float]]
+    decisions: int
+    orders: int
+
+
+def session_q_paths(policy: AgentPolicy, frame: pl.DataFrame) -> dict[str, np.ndarray]:
+    """Q-values [T, 2, A] of every session in a feature frame, each session in one batched pass."""
+    names = policy.spec.names()
+    x = policy.scaler.transform(frame.select(names).to_numpy().astype(np.float64))
+    sessions = build_sessions(frame, x, min_len=1)
+    q = greedy_q_paths(policy.net, sessions.features)
+    lengths = sessions.lengths.numpy()
+    return {key: q[i, : int(lengths[i])] for i, key in enumerate(sessions.keys)}
+
+
+def session_closes(symbol: str, days: list[date]) -> dict[date, datetime]:
+    """When each session of `days` closes (UTC): NYSE hours for stocks, UTC midnight for coins."""
+    cal = calendar_for(symbol)
+    out: dict[date, datetime] = {}
+    for day in days:
+        session = cal.session_at(datetime(day.year, day.month, day.day, 12, tzinfo=UTC))
+        if session is None and isinstance(cal, NYSECalendar):
+            session = cal.session_on(day)
+        if session is not None:
+            out[day] = session.close
+    return out
+
+
+def momentum_positions(frame: pl.DataFrame, window: int = 30) -> np.ndarray:
+    """Long while the last `window` bars of the session rose (past bars only): the simple baseline."""
+    close = frame.select(
+        (pl.col("close").log() - pl.col("close").log().shift(window).over("session"))
+        .fill_null(0.0)
+        .alias("m")
+    )
+    return (close.get_column("m").to_numpy() > 0).astype(np.float64)
+
+
+def position_equity(
+    close: np.ndarray, positions: np.ndarray, cash: float, cost: float
+) -> np.ndarray:
+    """Equity of a 0/1 position path: position p[t] is taken at close t and held to close t+1."""
+    ret = np.zeros_like(close)
+    ret[1:] = close[1:] / close[:-1] - 1
+    held = np.concatenate([[0.0], positions[:-1]])
+    turns = np.abs(np.diff(np.concatenate([[0.0], positions])))
+    growth = (1 + held * ret) * (1 - cost * turns)
+    return cash * np.cumprod(growth)
+
+
+def run_backtest(
+    policy: AgentPolicy,
+    bars: pl.DataFrame,
+    *,
+    model_id: str,
+    run_id: str,
+    start: datetime,
+    end: datetime,
+    ledger: Ledger,
+    cash: float = 100_000.0,
+    fee_bps: float = 1.0,
+    slippage_bps: float = 1.0,
+    limits: RiskLimits | None = None,
+    flatten_before_close_min: float = 1.0,
+    progress: Callable[[int, int], None] | None = None,
+) -> BacktestResult:
+    """Run the agent over bars in [start, end) (bars before `start` only warm the features up)."""
+    spec = policy.spec
+    symbol = spec.traded
+    features = compute_features(bars, spec)
+    traded = bars.filter(pl.col("symbol") == symbol).select("ts", "open", "close")
+    frame = (
+        features.join(traded, on="ts", how="left")
+        .filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+        .sort("ts")
+    )
+    if frame.height == 0:
+        raise ValueError(f"no {symbol} bars between {start} and {end}")
+    # Steps restart at each session inside the range (the policy's episode).
+    frame = frame.with_columns(pl.int_range(pl.len()).over("session").alias("step"))
+    q_paths = session_q_paths(policy, frame)
+    names = spec.names()
+    x = frame.select(names).to_numpy()
+    ts_list = frame.get_column("ts").to_list()
+    opens = frame.get_column("open").to_numpy()
+    closes = frame.get_column("close").to_numpy()
+    steps = frame.get_column("step").to_numpy()
+    sessions = frame.get_column("session").to_list()
+    closes_by_day = session_closes(symbol, sorted(set(sessions)))
+
+    clock = ManualClock(ts_list[0])
+    sim = SimulatedBroker(
+        clock, cash=cash, fee_bps=fee_bps, slippage_bps=slippage_bps, id_prefix=f"sim:{run_id}"
+    )
+    engine = TradingEngine(
+        EngineConfig(
+            run_id=run_id,
+            mode="backtest",
+            account=f"backtest:{run_id}",
+            symbol=symbol,
+            model_id=model_id,
+            feature_names=tuple(names),
+            fractional="/" in symbol,
+            flatten_before_close_min=flatten_before_close_min,
+            store_inputs=False,
+        ),
+        PrecomputedQ(q_paths),
+        sim,
+        RiskEngine(limits or RiskLimits()),
+        OrderManager(sim),
+        ledger,
+        Book(cash=cash),
+        sim.new_fills,
+    )
+    n = frame.height
+    actions: list[str] = []
+    positions = np.zeros(n)
+    equity = np.zeros(n)
+    position_value = np.zeros(n)
+    current = None
+    for i in range(n):
+        ts = ts_list[i]
+        if sessions[i] != current:
+            current = sessions[i]
+            engine.begin_session(str(current), current)
+        clock.set(ts + MINUTE)
+        sim.on_bar(symbol, ts, float(opens[i]), float(closes[i]))
+        engine.sync_fills()
+        engine.mark(symbol, float(closes[i]))
+        actions.append(
+            engine.decide(
+                now=ts + MINUTE,
+                bar_ts=ts,
+                price=float(closes[i]),
+                row=x[i],
+                step=int(steps[i]),
+                session_close=closes_by_day.get(current) if current is not None else None,
+            )
+        )
+        engine.record_equity(ts + MINUTE)
+        positions[i] = engine.book.qty.get(symbol, 0.0)
+        position_value[i] = engine.book.positions_value()
+        equity[i] = engine.book.equity()
+        if progress is not None and i % 5000 == 0:
+            progress(i, n)
+    if progress is not None:
+        progress(n, n)
+
+    cost = (fee_bps + slippage_bps) / 1e4
+    bh = position_equity(closes, np.ones(n), cash, cost)
+    momentum = momentum_positions(frame)
+    baseline = position_equity(closes, momentum, cash, cost)
+    ts_col = pl.Series("ts", ts_list, dtype=pl.Datetime("us", "UTC"))
+    eq = pl.DataFrame(
+        {
+            "ts": ts_col,
+            "strategy": equity,
+            "buy_and_hold": bh,
+            "baseline": baseline,
+            "position_value": position_value,
+        }
+    )
+    fills = pl.DataFrame(ledger.rows["fills"], schema=SCHEMAS["fills"], orient="row").select(
+        "ts", "symbol", "side", "qty", "price", "fee"
+    )
+    no_fills = fills.clear()
+    ppy = 365.0 if "/" in symbol else 252.0
+    metrics = {
+        "strategy": summarize(
+            eq.select("ts", pl.col("strategy").alias("equity"), "position_value"),
+            fills,
+            periods_per_year=ppy,
+        ),
+        "buy_and_hold": summarize(
+            eq.select(
+                "ts",
+                pl.col("buy_and_hold").alias("equity"),
+                pl.col("buy_and_hold").alias("position_value"),
+            ),
+            no_fills,
+            periods_per_year=ppy,
+        ),
+        "baseline": summarize(
+            eq.select(
+                "ts",
+                pl.col("baseline").alias("equity"),
+                (pl.col("baseline") * pl.Series(momentum)).alias("position_value"),
+            ),
+            no_fills,
+            periods_per_year=ppy,
+        ),
+    }
+    return BacktestResult(
+        run_id=run_id,
+        symbol=symbol,
+        fills=fills,
+        equity=eq,
+        actions=pl.DataFrame(
+            {
+                "ts": ts_col,
+                "symbol": [symbol] * n,
+                "action": actions,
+                "position": (positions > 0).astype(np.int8),
+            }
+        ),
+        prices=pl.DataFrame({"ts": ts_col, "symbol": [symbol] * n, "close": closes}),
+        metrics=metrics,
+        decisions=engine.decisions,
+        orders=engine.orders_sent,
+    )
+
+
+def describe(result: BacktestResult) -> dict[str, Any]:
+    return {
+        "run_id": result.run_id,
+        "symbol": result.symbol,
+        "decisions": result.decisions,
+        "orders": result.orders,
+        "fills": result.fills.height,
+        "metrics": result.metrics,
+    }

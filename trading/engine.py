@@ -1,0 +1,273 @@
+"""The one execution path: policy -> risk engine -> order manager -> broker -> ledger.
+
+Backtests, replayed sessions, paper and live trading all call `TradingEngine.decide` once
+per closed bar. Only two things differ between them, both injected: where Q-values come
+from (`StepwiseQ` walks the agent's LSTMs bar by bar as live must; `PrecomputedQ` reads
+the same Q-values computed for a whole session in one pass, which is what makes a year
+of minutes fast) and which Broker fills the orders.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from adapters.protocols import Broker, Fill, Side
+from models.env import ACTIONS, FLAT, LONG
+from models.qnet import RecurrentState
+from models.registry import AgentPolicy
+from trading.ledger import Ledger
+from trading.orders import OrderManager
+from trading.risk import RiskEngine
+
+MINUTE = timedelta(minutes=1)
+FINAL = ("filled", "canceled", "rejected", "expired")
+
+
+class QSource(Protocol):
+    def begin_session(self, key: str) -> None: ...
+
+    def q(self, row: np.ndarray, step: int) -> np.ndarray:
+        """Q-values [2 positions (flat, long), actions] at this bar of the session."""
+        ...
+
+
+class StepwiseQ:
+    """Live inference: one LSTM step per bar, the recurrent state carried through the session."""
+
+    def __init__(self, policy: AgentPolicy) -> None:
+        self.policy = policy
+        self.state: RecurrentState | None = None
+        self._positions = torch.tensor([0.0, 1.0])
+
+    def begin_session(self, key: str) -> None:
+        self.state = self.policy.net.initial_state(1)
+
+    def q(self, row: np.ndarray, step: int) -> np.ndarray:
+        if self.state is None:
+            self.begin_session("")
+        assert self.state is not None
+        raw = np.asarray(row, dtype=np.float64)[None, :]
+        finite = bool(np.isfinite(raw).all())
+        x = torch.from_numpy(self.policy.scaler.transform(np.where(np.isfinite(raw), raw, 0.0)))
+        with torch.no_grad():
+            enc, self.state = self.policy.net.encode_step(x, self.state)
+            q = self.policy.net.q(enc.expand(2, -1), self._positions).numpy()
+        # The state still advances (the LSTM must see every bar); the risk engine rejects NaN.
+        return q if finite else np.full_like(q, np.nan)
+
+
+class PrecomputedQ:
+    """Backtests: Q-values of whole sessions from one batched pass (models.dqn.greedy_q_paths)."""
+
+    def __init__(self, q_by_session: dict[str, np.ndarray]) -> None:
+        self.q_by_session = q_by_session
+        self.current: np.ndarray | None = None
+
+    def begin_session(self, key: str) -> None:
+        self.current = self.q_by_session[key]
+
+    def q(self, row: np.ndarray, step: int) -> np.ndarray:
+        assert self.current is not None, "begin_session first"
+        return self.current[step]
+
+
+@dataclass
+class Book:
+    """Our own view of the account, moved by fills and marked by bars; reconciled against the broker."""
+
+    cash: float
+    qty: dict[str, float] = field(default_factory=dict)
+    marks: dict[str, float] = field(default_factory=dict)
+
+    def apply(self, fill: Fill) -> None:
+        sign = 1.0 if fill.side == "buy" else -1.0
+        self.cash -= sign * fill.qty * fill.price + fill.fee
+        self.qty[fill.symbol] = self.qty.get(fill.symbol, 0.0) + sign * fill.qty
+        if abs(self.qty[fill.symbol]) < 1e-12:
+            self.qty[fill.symbol] = 0.0
+
+    def positions_value(self) -> float:
+        return sum(q * self.marks.get(s, 0.0) for s, q in self.qty.items() if q)
+
+    def equity(self) -> float:
+        return self.cash + self.positions_value()
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    run_id: str
+    mode: str
+    account: str
+    symbol: str
+    model_id: str
+    feature_names: tuple[str, ...]
+    allocation: float = 1.0
+    """Fraction of equity held when long (the allocator's weight, when there is one)."""
+    fractional: bool = False
+    """Coins trade in fractions (6 decimals); stocks in whole shares."""
+    flatten_before_close_min: float = 1.0
+    """Decisions this close to the session's end go flat (0 keeps positions overnight)."""
+    store_inputs: bool = True
+    """Write each decision's feature values to the ledger (backtests skip it for speed)."""
+
+
+def decision_id(run_id: str, symbol: str, when: datetime) -> str:
+    return f"{run_id}|{symbol}|{when.isoformat()}"
+
+
+class TradingEngine:
+    """Decides once per closed bar and sends what the risk engine allows; writes everything to the ledger."""
+
+    def __init__(
+        self,
+        config: EngineConfig,
+        q_source: QSource,
+        broker: Broker,
+        risk: RiskEngine,
+        orders: OrderManager,
+        ledger: Ledger,
+        book: Book,
+        fills: Callable[[], list[Fill]],
+        seen_via: str = "sim",
+    ) -> None:
+        self.config = config
+        self.q_source = q_source
+        self.broker = broker
+        self.risk = risk
+        self.orders = orders
+        self.ledger = ledger
+        self.book = book
+        self._fills = fills
+        self.seen_via = seen_via
+        self.session_key: str | None = None
+        self.seen_fills: set[str] = set()
+        self.open_orders: dict[str, str] = {}  # client_order_id -> decision_id
+        self.decisions = 0
+        self.orders_sent = 0
+        self._now: datetime | None = None
+
+    def sync_fills(self) -> list[Fill]:
+        """Apply and record fills not seen before (each fill is booked once, whatever repeats it)."""
+        new = []
+        for fill in self._fills():
+            if fill.fill_id in self.seen_fills:
+                continue
+            self.seen_fills.add(fill.fill_id)
+            self.book.apply(fill)
+            self.ledger.fill(fill, self.seen_via)
+            new.append(fill)
+        for cid in list(self.open_orders):
+            order = self.broker.get_order_by_client_id(cid)
+            if order is not None and order.status in FINAL:
+                self.ledger.order(order, self.open_orders.pop(cid), self._now or datetime.now(UTC))
+        return new
+
+    def mark(self, symbol: str, price: float) -> None:
+        self.book.marks[symbol] = price
+
+    def begin_session(self, key: str, day: Any) -> None:
+        self.session_key = key
+        self.q_source.begin_session(key)
+        self.risk.start_day(day, self.book.equity())
+
+    def warm_up(self, row: np.ndarray, step: int) -> None:
+        """Feed a past bar of the session to the policy without deciding (restart mid-session)."""
+        self.q_source.q(row, step)
+
+    def _target_qty(self, flag: float, current: float, equity: float, price: float) -> float:
+        if (flag > 0) == (current > 0):
+            return current  # no re-sizing churn while the position is unchanged
+        if flag <= 0:
+            return 0.0
+        budget = max(equity, 0.0) * self.config.allocation / price
+        return (
+            math.floor(budget * 1e6) / 1e6 if self.config.fractional else float(math.floor(budget))
+        )
+
+    def decide(
+        self,
+        *,
+        now: datetime,
+        bar_ts: datetime,
+        price: float,
+        row: np.ndarray,
+        step: int,
+        session_close: datetime | None,
+        allocation: float | None = None,
+    ) -> str:
+        """One decision on the bar that started at bar_ts (closed at bar_ts + 1 min)."""
+        cfg = self.config
+        symbol = cfg.symbol
+        when = bar_ts + MINUTE
+        self._now = now
+        current = self.book.qty.get(symbol, 0.0)
+        q_both = self.q_source.q(row, step)
+        position = 1 if current > 0 else 0
+        q = q_both[position]
+        action = int(np.argmax(q)) if np.all(np.isfinite(q)) else 1
+        flag = 0.0 if action == FLAT else 1.0 if action == LONG else float(position)
+        reason_prefix = None
+        if (
+            cfg.flatten_before_close_min > 0
+            and session_close is not None
+            and (session_close - when).total_seconds() <= cfg.flatten_before_close_min * 60
+        ):
+            flag, reason_prefix = 0.0, "flatten before the close"
+        equity = self.book.equity()
+        target = self._target_qty(flag, current, equity, price)
+        verdict = self.risk.check(
+            now=now,
+            bar_close=when,
+            q_values=q,
+            current_qty=current,
+            target_qty=target,
+            price=price,
+            equity=equity,
+        )
+        did = decision_id(cfg.run_id, symbol, when)
+        reason = verdict.reason
+        if reason_prefix and target != current:
+            reason = reason_prefix if reason is None else f"{reason_prefix}; {reason}"
+        self.ledger.decision(
+            {
+                "decision_id": did,
+                "run_id": cfg.run_id,
+                "mode": cfg.mode,
+                "symbol": symbol,
+                "ts": when,
+                "model_id": cfg.model_id,
+                "inputs": json.dumps(
+                    {n: round(float(v), 6) for n, v in zip(cfg.feature_names, row, strict=True)}
+                )
+                if cfg.store_inputs
+                else None,
+                "q_values": [float(v) for v in q],
+                "action": ACTIONS[action],
+                "allocation": cfg.allocation if allocation is None else allocation,
+                "risk_verdict": verdict.verdict,
+                "risk_reason": reason,
+                "created_at": now,
+            }
+        )
+        self.decisions += 1
+        delta = verdict.target_qty - current
+        if abs(delta) > 1e-9 and not self.open_orders:
+            side: Side = "buy" if delta > 0 else "sell"
+            outcome = self.orders.place(did, symbol, side, abs(delta))
+            self.risk.record_order(now)
+            self.ledger.order(outcome.order, did, now)
+            if outcome.order.status not in FINAL:
+                self.open_orders[outcome.order.client_order_id] = did
+            self.orders_sent += 1
+        return ACTIONS[action]
+
+    def record_equity(self, when: datetime) -> None:
+        self.ledger.equity(self.config.account, when, self.book.cash, self.book.positions_value())
