@@ -15,6 +15,7 @@ from benchmarks import (  # noqa: F401 -- registers their benchmarks
     bench_ingest,
     bench_search,
     bench_sentiment,
+    bench_trading,
 )
 from benchmarks.harness import REGISTRY, Figure, render_table, update_readme, write_results
 

@@ -58,6 +58,63 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def _metric(key: str, value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "n/a"
+    if key in ("total_return", "cagr", "max_drawdown", "hit_rate", "exposure"):
+        return f"{100 * value:+.2f}%" if key in ("total_return", "cagr") else f"{100 * value:.2f}%"
+    if key == "fees":
+        return f"{value:,.2f}"
+    return f"{value:.2f}"
+
+
+def cmd_backtest(args: argparse.Namespace) -> int:
+    from flows.backtest import backtest
+    from flows.config import BacktestConfig
+
+    kwargs: dict[str, Any] = {"symbol": args.symbol}
+    for key in ("model_id", "start", "end", "warehouse"):
+        if getattr(args, key):
+            kwargs[key] = getattr(args, key)
+    result = backtest(BacktestConfig(**kwargs))
+    _table(
+        f"backtest {result['run_id']}: {result['decisions']:,} decisions, {result['orders']} orders",
+        [
+            {"metric": key, **{n: _metric(key, m.get(key)) for n, m in result["metrics"].items()}}
+            for key in (
+                "total_return",
+                "cagr",
+                "sharpe",
+                "sortino",
+                "max_drawdown",
+                "calmar",
+                "hit_rate",
+                "turnover",
+                "exposure",
+                "fees",
+            )
+        ],
+    )
+    print(f"report: {result['report']}")
+    return 0
+
+
+def cmd_trade(args: argparse.Namespace) -> int:
+    from flows.config import LiveTradingConfig
+    from flows.live_trading import live_trading
+
+    kwargs: dict[str, Any] = {"symbol": args.symbol}
+    for key in ("mode", "model_id", "replay_date", "max_minutes", "warehouse"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    if args.speed is not None:
+        kwargs["replay_speed"] = args.speed
+    result = live_trading(LiveTradingConfig(**kwargs))
+    for key, value in result.items():
+        print(f"{key:<16} {value}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.config import DemoConfig
     from flows.demo import demo
@@ -121,8 +178,39 @@ def cmd_demo(args: argparse.Namespace) -> int:
                 for row in agent["evaluation"]
             ],
         )
+    bt = result["backtest"]
+    _table(
+        f"Backtest of the promoted agent {result['promoted']} over the held-out months "
+        f"({bt['decisions']:,} decisions, {bt['orders']} orders; "
+        f"{'SYNTHETIC bars' if bt['synthetic'] else 'market bars'})",
+        [
+            {"metric": key, **{name: _metric(key, m.get(key)) for name, m in bt["metrics"].items()}}
+            for key in (
+                "total_return",
+                "cagr",
+                "sharpe",
+                "sortino",
+                "max_drawdown",
+                "calmar",
+                "hit_rate",
+                "turnover",
+                "exposure",
+                "fees",
+            )
+        ],
+    )
+    console.print(f"Backtest report (open in a browser): {bt['report']}")
+    s = result["session"]
+    if s.get("status") == "traded":
+        console.print(
+            f"[bold]Replayed live session[/bold] {s['session']} ({s['mode']}): "
+            f"{s['decisions']} decisions, {s['orders']} orders, final equity {s['equity']:,.2f}; "
+            f'ledger: tradingml sql "select * from v_decision_ledger where decision_id like '
+            f"'{s['run_id']}%' order by ts\""
+        )
     console.print(
-        'Models are registered as candidates: tradingml sql "select * from v_model_leaderboard"'
+        'Models: tradingml sql "select * from v_model_leaderboard"; the promoted one is stage '
+        "'production'"
     )
     console.print(
         f'Warehouse: {result["warehouse"]}  --  query it with `tradingml sql "select ..."`'
@@ -354,6 +442,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model_id")
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser(
+        "backtest", help="run the backtest flow (a registered agent, simulated broker)"
+    )
+    p.add_argument("--symbol", default="SPY")
+    p.add_argument("--model-id", dest="model_id", help="default: production, else best candidate")
+    p.add_argument("--start", type=date.fromisoformat)
+    p.add_argument("--end", type=date.fromisoformat)
+    p.add_argument("--warehouse")
+    p.set_defaults(func=cmd_backtest)
+
+    p = sub.add_parser("trade", help="run the live-trading flow (replay by default; paper/live)")
+    p.add_argument("--symbol", default="SPY")
+    p.add_argument("--mode", choices=["replay", "paper", "live"], help="default: TRADINGML_MODE")
+    p.add_argument("--model-id", dest="model_id", help="default: the production model")
+    p.add_argument("--replay-date", dest="replay_date", type=date.fromisoformat)
+    p.add_argument("--speed", type=float, help="replay speed, times real time (0 = unthrottled)")
+    p.add_argument("--max-minutes", dest="max_minutes", type=int)
+    p.add_argument("--warehouse")
+    p.set_defaults(func=cmd_trade)
 
     p = sub.add_parser("sql", help="run SQL against the warehouse (read-only)")
     p.add_argument("query")

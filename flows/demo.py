@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,18 +12,23 @@ from prefect.logging import get_run_logger
 
 from core.settings import get_settings
 from core.universe import COIN_SYMBOLS, EQUITY_SYMBOLS
+from flows.backtest import backtest
 from flows.config import (
+    BacktestConfig,
     DemoConfig,
     IngestBarsConfig,
+    LiveTradingConfig,
     ScrapeRedditConfig,
     TrainAgentConfig,
     utc_midnight,
 )
 from flows.ingest_bars import ingest_bars
+from flows.live_trading import live_trading
 from flows.scrape_reddit import scrape_reddit
 from flows.train_agent import train_agent
 from warehouse.db import connect
 from warehouse.io import load_frame
+from warehouse.registry import choose_model, promote
 from warehouse.summary import (
     EXAMPLE_SQL,
     SENTIMENT_SQL,
@@ -46,14 +51,14 @@ def _markdown_table(rows: list[dict[str, Any]]) -> str:
 
 @flow(name="demo", log_prints=True)
 def demo(config: DemoConfig | None = None) -> dict[str, Any]:
-    """Ingest real daily bars, synthetic minute bars and posts, a faulty file; train two agents; summarise."""
+    """Ingest bars and posts, train two agents, promote one, backtest it, replay a live session; summarise."""
     config = config or DemoConfig()
     logger = get_run_logger()
     warehouse = config.warehouse or str(get_settings().warehouse_path)
 
-    logger.info("1/6 real daily bars of the S&P 500 and NASDAQ indices (from the arch package)")
+    logger.info("1/8 real daily bars of the S&P 500 and NASDAQ indices (from the arch package)")
     real = ingest_bars(IngestBarsConfig(source="arch", warehouse=warehouse))
-    logger.info("2/6 SYNTHETIC minute bars, %s to %s, 4 ETFs + 14 coins", config.start, config.end)
+    logger.info("2/8 SYNTHETIC minute bars, %s to %s, 4 ETFs + 14 coins", config.start, config.end)
     synthetic = ingest_bars(
         IngestBarsConfig(
             source="synthetic",
@@ -77,7 +82,7 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
             warehouse=warehouse,
         )
     )
-    logger.info("3/6 a small SYNTHETIC CSV with deliberately faulty rows (quarantine demo)")
+    logger.info("3/8 a small SYNTHETIC CSV with deliberately faulty rows (quarantine demo)")
     sample = ingest_bars(
         IngestBarsConfig(
             source="file",
@@ -91,7 +96,7 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
     )
 
     logger.info(
-        "4/6 SYNTHETIC Reddit posts, %s to %s: tone follows the ETFs and leads the coins",
+        "4/8 SYNTHETIC Reddit posts, %s to %s: tone follows the ETFs and leads the coins",
         config.start,
         config.end,
     )
@@ -107,7 +112,7 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
         )
     )
     logger.info(
-        "5/6 a deep-Q agent for SPY on the SYNTHETIC minute bars (held-out: the last two months)"
+        "5/8 a deep-Q agent for SPY on the SYNTHETIC minute bars (held-out: the last two months)"
     )
     minute_agent = train_agent(
         TrainAgentConfig(
@@ -119,7 +124,7 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
             warehouse=warehouse,
         )
     )
-    logger.info("6/6 a deep-Q agent on the REAL daily S&P 500: train 1999-2014, held-out 2015-2018")
+    logger.info("6/8 a deep-Q agent on the REAL daily S&P 500: train 1999-2014, held-out 2015-2018")
     daily_agent = train_agent(
         TrainAgentConfig(
             symbols=["^GSPC", "^IXIC"],
@@ -132,6 +137,19 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
             warehouse=warehouse,
         )
     )
+
+    logger.info(
+        "7/8 promote the SPY minute agent with the best held-out objective, then backtest it "
+        "over the held-out months through the live execution path (simulated broker)"
+    )
+    with connect(warehouse) as con:
+        best = choose_model(con, "SPY", None)
+        promote(con, str(best["model_id"]), datetime.now(UTC))
+    backtest_result = backtest(
+        BacktestConfig(symbol="SPY", start=config.train_end, end=config.end, warehouse=warehouse)
+    )
+    logger.info("8/8 replay the newest stored SPY session as a live session (replay mode)")
+    session = live_trading(LiveTradingConfig(symbol="SPY", mode="replay", warehouse=warehouse))
 
     with connect(warehouse) as con:
         coverage = load_coverage(con)
@@ -175,6 +193,9 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
         "example_sql": EXAMPLE_SQL,
         "example_rows": example.to_dicts(),
         "agents": {"SPY minute (synthetic)": minute_agent, "^GSPC daily (real)": daily_agent},
+        "promoted": str(best["model_id"]),
+        "backtest": backtest_result,
+        "session": session,
     }
 
 
