@@ -149,7 +149,7 @@ def live_trading(config: LiveTradingConfig | None = None) -> dict[str, Any]:
         return {"status": "closed", "now": now.isoformat(), "next_open": nxt.open.isoformat()}
 
     day = session_now.day
-    run_id = "-".join([mode, config.symbol.replace("/", "-"), str(day), str(row["model_id"])[-24:]])
+    run_id = "-".join([mode, config.symbol.replace("/", "-"), str(day), str(row["model_id"])])
     if mode == "replay":
         digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:6]
         run_id = f"{run_id}-{digest}"
