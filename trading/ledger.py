@@ -187,13 +187,15 @@ class Ledger:
         """Upsert everything buffered (and anything in the outbox) in one transaction."""
         frames = self.frames()
         outbox_files = self._outbox_files()
+        # Oldest first: outbox files in name (time) order, then the buffer, so that
+        # keep="last" keeps the newest version of a repeated key.
+        parts: dict[str, list[pl.DataFrame]] = {}
         for path in outbox_files:
-            name = path.name.split("--", 1)[0]
-            frames[name] = (
-                pl.concat([pl.read_parquet(path), frames[name]])
-                if name in frames
-                else pl.read_parquet(path)
-            ).unique(subset=list(KEYS[name]), keep="last", maintain_order=True)
+            parts.setdefault(path.name.split("--", 1)[0], []).append(pl.read_parquet(path))
+        for name, older in parts.items():
+            frames[name] = pl.concat([*older, *([frames[name]] if name in frames else [])]).unique(
+                subset=list(KEYS[name]), keep="last", maintain_order=True
+            )
         counts: dict[str, int] = {}
         con.execute("BEGIN TRANSACTION")
         try:

@@ -75,6 +75,9 @@ class Fault:
     delay: float = 0.0
     malformed_json: bool = False
     malformed_bars: tuple[str, ...] = ()
+    after: bool = False
+    """With `status`: run the real handler first (an order is created), then answer
+    `status` instead of its response -- a request that landed but whose answer was lost."""
 
     def matches(self, method: str, path: str) -> bool:
         return (
@@ -228,6 +231,20 @@ class _Reject(Exception):
 def _error(status: int, message: str | None = None) -> web.Response:
     code, default = _ERRORS.get(status, (status * 100000, "error"))
     return web.json_response({"code": code, "message": message or default}, status=status)
+
+
+def _fault_response(status: int, body: str | None) -> web.Response:
+    """What an injected fault answers with `status` (and `body`, when given)."""
+    if body is not None:
+        return web.Response(status=status, text=body)
+    if status == 504:
+        # A gateway timeout comes from the proxy in front, as HTML, not Alpaca's JSON.
+        return web.Response(
+            status=504,
+            text="<html><body><h1>504 Gateway Time-out</h1></body></html>",
+            content_type="text/html",
+        )
+    return _error(status)
 
 
 def _parse_time(text: str | None, name: str) -> datetime | None:
@@ -469,6 +486,7 @@ class FakeAlpacaRest:
         delay: float = 0.0,
         malformed_json: bool = False,
         malformed_bars: Sequence[str] = (),
+        after: bool = False,
     ) -> Fault:
         """A fault for the next `times` requests to paths starting with `path_prefix`.
 
@@ -476,7 +494,9 @@ class FakeAlpacaRest:
         one that matches and still has uses left. `delay` sleeps before answering;
         `status` answers with Alpaca's JSON error (or `body`) instead; `malformed_json`
         answers 200 with truncated JSON; `malformed_bars` corrupts the first bars of each
-        symbol in a bars page, one kind per bar (see MALFORMED_BAR_KINDS).
+        symbol in a bars page, one kind per bar (see MALFORMED_BAR_KINDS). With
+        `after=True` the real handler runs first (its effects, e.g. a new order, stay)
+        and `status` replaces its response: a 504 after the order was accepted.
         """
         for kind in malformed_bars:
             if kind not in MALFORMED_BAR_KINDS:
@@ -490,6 +510,7 @@ class FakeAlpacaRest:
             delay,
             malformed_json,
             tuple(malformed_bars),
+            after,
         )
         with self._lock:
             self._faults.append(fault)
@@ -564,17 +585,8 @@ class FakeAlpacaRest:
                 fault.times -= 1
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
-        if fault is not None and fault.status is not None:
-            if fault.body is not None:
-                return web.Response(status=fault.status, text=fault.body)
-            if fault.status == 504:
-                # A gateway timeout comes from the proxy in front, as HTML, not Alpaca's JSON.
-                return web.Response(
-                    status=504,
-                    text="<html><body><h1>504 Gateway Time-out</h1></body></html>",
-                    content_type="text/html",
-                )
-            return _error(fault.status)
+        if fault is not None and fault.status is not None and not fault.after:
+            return _fault_response(fault.status, fault.body)
         if fault is not None and fault.malformed_json:
             return web.Response(
                 status=200, text='{"bars": {"SPY": [{"t": ', content_type="application/json"
@@ -583,11 +595,15 @@ class FakeAlpacaRest:
             return _error(401)
         request[_MALFORMED] = fault.malformed_bars if fault is not None else ()
         try:
-            return await handler(request)
+            response: web.StreamResponse = await handler(request)
         except _Reject as rej:
-            return _error(rej.status, rej.message)
+            response = _error(rej.status, rej.message)
         except web.HTTPNotFound:
-            return _error(404, "endpoint not found")
+            response = _error(404, "endpoint not found")
+        if fault is not None and fault.status is not None and fault.after:
+            # The handler's work is done (and kept); only its answer is lost.
+            return _fault_response(fault.status, fault.body)
+        return response
 
     # ---- market data -----------------------------------------------------------------
 
