@@ -460,6 +460,12 @@ class LiveTradingConfig(BaseModel):
     reconcile_every_min: int = Field(
         default=5, ge=1, description="Reconcile with the broker this often."
     )
+    wait_for_open_min: float = Field(
+        default=15.0,
+        ge=0,
+        description="paper/live: started this close before the open, wait for it (the 09:25 "
+        "schedule); further away, log the next open and exit.",
+    )
     risk: RiskConfig = Field(default_factory=RiskConfig)
     warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
     reports_dir: str | None = Field(default=None, description="Where the session report goes.")

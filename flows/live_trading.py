@@ -121,14 +121,6 @@ def live_trading(config: LiveTradingConfig | None = None) -> dict[str, Any]:
             else datetime(replay_day.year, replay_day.month, replay_day.day, 15, tzinfo=UTC)
         )
         clock = ManualClock(start_at)
-        sim = SimulatedBroker(
-            clock,
-            cash=config.cash,
-            fee_bps=config.fee_bps,
-            slippage_bps=config.slippage_bps,
-            id_prefix=f"sim:replay:{replay_day}",
-        )
-        broker = sim
     else:
         from flows.wiring import build_adapters
 
@@ -138,6 +130,15 @@ def live_trading(config: LiveTradingConfig | None = None) -> dict[str, Any]:
 
     now = clock.now()
     session_now = calendar_for(config.symbol).session_at(now)
+    if session_now is None and mode != "replay":
+        # The 09:25 schedule starts a few minutes early: wait for the open, not for tomorrow.
+        upcoming = calendar_for(config.symbol).next_session(now)
+        wait_s = (upcoming.open - now).total_seconds()
+        if 0 < wait_s <= config.wait_for_open_min * 60:
+            logger.info("market opens in %.0f s (%s); waiting", wait_s, upcoming.open.isoformat())
+            clock.sleep(wait_s)
+            now = clock.now()
+            session_now = calendar_for(config.symbol).session_at(now)
     if session_now is None:
         nxt = calendar_for(config.symbol).next_session(now)
         logger.info(
@@ -154,6 +155,17 @@ def live_trading(config: LiveTradingConfig | None = None) -> dict[str, Any]:
         digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:6]
         run_id = f"{run_id}-{digest}"
     account = f"replay:{run_id}" if mode == "replay" else mode
+    if mode == "replay":
+        # Order and fill ids carry the run id: fills are keyed by fill_id, so ids shared by
+        # two replays of one session would let the later run overwrite the earlier's fills.
+        sim = SimulatedBroker(
+            clock,
+            cash=config.cash,
+            fee_bps=config.fee_bps,
+            slippage_bps=config.slippage_bps,
+            id_prefix=f"sim:{run_id}",
+        )
+        broker = sim
     with run_lock(settings.data_dir / f"live-trading-{config.symbol.replace('/', '-')}.lock"):
         return _run_session(
             config,
