@@ -37,6 +37,8 @@ class FeatureSpec:
     """Window of the volume z-score, in bars."""
     sentiment: bool = False
     """Include the traded symbol's point-in-time sentiment."""
+    forecast: bool = False
+    """Include the traded coin's point-in-time forecast (models/forecaster.py)."""
     version: str = FEATURE_VERSION
     """Bumped whenever a feature's definition changes."""
 
@@ -57,10 +59,20 @@ class FeatureSpec:
         cols += ["time_of_session", "time_to_close"]
         if self.sentiment:
             cols.append("sentiment")
+        if self.forecast:
+            cols.append("forecast")
         return cols
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The spec as plain JSON-able values; `forecast` appears only when True.
+
+        Leaving the default out keeps the dict, and so schema_hash(), of every spec made
+        before the field existed exactly as it was: registered models store that hash.
+        """
+        d = asdict(self)
+        if not self.forecast:
+            del d["forecast"]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> FeatureSpec:
@@ -121,12 +133,19 @@ def _asset_features(bars: pl.DataFrame, i: int, spec: FeatureSpec) -> pl.DataFra
 
 
 def compute_features(
-    bars: pl.DataFrame, spec: FeatureSpec, sentiment: pl.DataFrame | None = None
+    bars: pl.DataFrame,
+    spec: FeatureSpec,
+    sentiment: pl.DataFrame | None = None,
+    forecasts: pl.DataFrame | None = None,
 ) -> pl.DataFrame:
     """Feature rows on the traded symbol's bar grid.
 
     Columns: ts (bar start), session (episode key), step (bar index in the session),
     ret_next (outcome, not a feature), then spec.names().
+
+    `sentiment` (ts, symbol, sentiment) and `forecasts` (ts, symbol, forecast) are joined
+    as of each bar (the newest row at or before its ts, for the traded symbol); 0.0 where
+    there is none yet, or when the frame is not given.
     """
     traded = bars.filter(pl.col("symbol") == spec.traded).sort("ts")
     if traded.height == 0:
@@ -156,9 +175,14 @@ def compute_features(
     elif spec.intraday:
         frame = frame.with_columns(
             pl.col("ts").dt.date().alias("session"),
-            ((pl.col("ts").dt.hour() * 60 + pl.col("ts").dt.minute()) / 1440.0).alias(
-                "time_of_session"
-            ),
+            (
+                # dt.hour()/minute() are Int8: widen before multiplying (02:08 would wrap to -128).
+                (
+                    pl.col("ts").dt.hour().cast(pl.Int32) * 60
+                    + pl.col("ts").dt.minute().cast(pl.Int32)
+                )
+                / 1440.0
+            ).alias("time_of_session"),
         ).with_columns((1.0 - pl.col("time_of_session")).alias("time_to_close"))
     else:
         frame = frame.with_columns(
@@ -180,6 +204,16 @@ def compute_features(
                 .sort("ts")
             )
             frame = frame.sort("ts").join_asof(s, on="ts", strategy="backward")
+    if spec.forecast:
+        if forecasts is None:
+            frame = frame.with_columns(pl.lit(0.0).alias("forecast"))
+        else:
+            f = (
+                forecasts.filter(pl.col("symbol") == spec.traded)
+                .select("ts", "forecast")
+                .sort("ts")
+            )
+            frame = frame.sort("ts").join_asof(f, on="ts", strategy="backward")
     frame = frame.sort("ts").with_columns(
         pl.int_range(pl.len()).over("session").alias("step"),
         # The outcome of holding from this bar's close to the next bar's close, within the session.

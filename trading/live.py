@@ -20,16 +20,16 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
 from adapters.protocols import Broker
 from adapters.schema import BAR_SCHEMA
 from core.bar_quality import validate_bars
-from models.features import FeatureSpec, compute_features
+from models.features import FeatureSpec
 from trading.calendar import Session
 from trading.engine import MINUTE, TradingEngine
 from trading.ledger import Ledger
+from trading.live_features import LiveFeatures
 from warehouse.bars import ingest_bar_frames, write_bars, write_quarantine
 from warehouse.db import connect
 from warehouse.io import load_frame
@@ -96,39 +96,52 @@ class LiveRunner:
     decided: set[datetime] = field(default_factory=set)
     warmed: bool = False
     con: Any = None
+    features: LiveFeatures = field(init=False)
     """A connection held for a whole fast replay; None opens one per minute (live: never hold one)."""
 
     def _connect(self) -> Any:
         return nullcontext(self.con) if self.con is not None else connect(self.warehouse)
 
-    def _features(self, con: Any, start: datetime, end: datetime) -> pl.DataFrame:
-        """Feature rows of the traded symbol's bars in [start, end), with enough history before."""
-        tail = load_tail(con, self.spec.symbols, self.spec.timeframe, start)
+    def __post_init__(self) -> None:
+        self.features = LiveFeatures(self.spec, self._session_times)
+
+    def _session_times(self, ts: datetime) -> tuple[float, float]:
+        """time_of_session and time_to_close exactly as models.features.compute_features has them."""
+        if "/" in self.spec.traded:
+            frac = (ts.hour * 60 + ts.minute) / 1440.0
+            return frac, 1.0 - frac
+        return (
+            int((ts - self.session.open).total_seconds() // 60) / 390.0,
+            int((self.session.close - ts).total_seconds() // 60) / 390.0,
+        )
+
+    def _bars(self, con: Any, start: datetime, end: datetime) -> pl.DataFrame:
         cols = ", ".join(BAR_SCHEMA)
-        recent = load_frame(
+        return load_frame(
             con,
             f"SELECT {cols} FROM bars WHERE timeframe = ? AND list_contains(?, symbol)"
-            " AND ts >= ? AND ts < ? ORDER BY symbol, ts",
+            " AND ts >= ? AND ts < ? ORDER BY ts, symbol",
             [self.spec.timeframe, list(self.spec.symbols), start, end],
         )
-        bars = pl.concat([tail, recent]) if tail.height else recent
-        if bars.filter(pl.col("symbol") == self.spec.traded).height == 0:
-            return pl.DataFrame()
-        frame = compute_features(bars, self.spec)
-        return frame.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
 
     def start(self, now: datetime) -> int:
-        """Reconcile-free warm-up: feed the session's closed bars before the current minute to the policy."""
+        """Load the history the features need, then feed the session's closed bars so far to the policy."""
         self.engine.begin_session(str(self.session.day), self.session.day)
         last_closed = _floor_minute(now) - MINUTE
         with self._connect() as con:
-            frame = self._features(con, self.session.open, last_closed)
-        names = self.spec.names()
-        x = frame.select(names).to_numpy() if frame.height else np.zeros((0, len(names)))
-        for i in range(x.shape[0]):
-            self.engine.warm_up(x[i], i)
+            history = load_tail(con, self.spec.symbols, self.spec.timeframe, self.session.open)
+            so_far = self._bars(con, self.session.open, last_closed)
+        self.features.push_frame(history)
+        warmed = 0
+        for (minute,), frame in so_far.group_by(["ts"], maintain_order=True):
+            assert isinstance(minute, datetime)
+            self.features.push_frame(frame)
+            row = self.features.row(minute)
+            if row is not None:
+                self.engine.warm_up(row, warmed)
+                warmed += 1
         self.warmed = True
-        return int(x.shape[0])
+        return warmed
 
     def on_bar_stored(self, now: datetime, arrived: float | None = None) -> str | None:
         """Decide on the bar that closed at the last minute boundary; None when it is missing or done."""
@@ -138,17 +151,16 @@ class LiveRunner:
         started = arrived if arrived is not None else time.perf_counter()
         self.engine.sync_fills()
         with self._connect() as con:
-            frame = self._features(con, bar_ts, bar_ts + MINUTE)
-            if frame.height == 0:
+            # The fresh bars come back from the warehouse (what the stream handler stored).
+            fresh = self._bars(con, bar_ts, bar_ts + MINUTE)
+            self.features.push_frame(fresh)
+            row = self.features.row(bar_ts)
+            if row is None:
                 log.warning("no %s bar for %s yet; no decision", self.spec.traded, bar_ts)
                 return None
             price = float(
-                con.execute(
-                    "SELECT close FROM bars WHERE symbol = ? AND timeframe = ? AND ts = ?",
-                    [self.spec.traded, self.spec.timeframe, bar_ts],
-                ).fetchall()[0][0]
+                fresh.filter(pl.col("symbol") == self.spec.traded).get_column("close")[0]
             )
-            row = frame.select(self.spec.names()).to_numpy()[0]
             step = int((bar_ts - self.session.open).total_seconds() // 60)
             self.engine.mark(self.spec.traded, price)
             action = self.engine.decide(
