@@ -30,7 +30,7 @@ from trading.calendar import Session
 from trading.engine import MINUTE, TradingEngine
 from trading.ledger import Ledger
 from trading.live_features import LiveFeatures
-from warehouse.bars import ingest_bar_frames, write_bars, write_quarantine
+from warehouse.bars import ingest_bar_frames, write_quarantine, write_stream_bars
 from warehouse.db import connect
 from warehouse.io import load_frame
 
@@ -158,9 +158,7 @@ class LiveRunner:
             if row is None:
                 log.warning("no %s bar for %s yet; no decision", self.spec.traded, bar_ts)
                 return None
-            price = float(
-                fresh.filter(pl.col("symbol") == self.spec.traded).get_column("close")[0]
-            )
+            price = float(fresh.filter(pl.col("symbol") == self.spec.traded).get_column("close")[0])
             step = int((bar_ts - self.session.open).total_seconds() // 60)
             self.engine.mark(self.spec.traded, price)
             action = self.engine.decide(
@@ -188,5 +186,5 @@ def store_bars(warehouse: Path, frame: pl.DataFrame, now: datetime, con: Any = N
         return ingest_bar_frames([frame], warehouse, now).received
     checked = validate_bars(frame, now)
     write_quarantine(con, checked.quarantine, now)
-    write_bars(con, checked.good, now)
+    write_stream_bars(con, checked.good, now)
     return frame.height

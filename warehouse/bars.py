@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -68,6 +69,33 @@ def write_bars(
     frame = good.with_columns(pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"))
     result = upsert(con, "bars", frame, BAR_KEY, bookkeeping=("ingested_at",))
     return result.inserted, result.updated, result.unchanged
+
+
+def write_stream_bars(con: duckdb.DuckDBPyConnection, good: pl.DataFrame, now: datetime) -> None:
+    """Upsert a handful of validated bars in ONE statement (the live stream's per-minute write).
+
+    Same result as write_bars -- new keys inserted, changed bars updated, identical ones
+    untouched (ingested_at included) -- but a single INSERT ... ON CONFLICT: for a few rows
+    that is about twice as fast as write_bars' check-then-write, while for bulk loads
+    write_bars is the faster one.
+    """
+    if good.height == 0:
+        return
+    frame = good.with_columns(pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"))
+    cols = frame.columns
+    values = [c for c in cols if c not in (*BAR_KEY, "ingested_at")]
+    view = f"_stream_{uuid.uuid4().hex}"
+    con.register(view, frame.to_arrow())
+    try:
+        con.execute(
+            f"INSERT INTO bars ({', '.join(cols)}) SELECT {', '.join(cols)} FROM {view}"
+            f" ON CONFLICT ({', '.join(BAR_KEY)}) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in [*values, "ingested_at"])
+            + " WHERE "
+            + " OR ".join(f"bars.{c} IS DISTINCT FROM excluded.{c}" for c in values)
+        )
+    finally:
+        con.unregister(view)
 
 
 def write_quarantine(con: duckdb.DuckDBPyConnection, bad: pl.DataFrame, now: datetime) -> int:
