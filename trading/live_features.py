@@ -48,7 +48,16 @@ class _Asset:
         self.vol: deque[float] = deque(maxlen=keep)
         self.last: dict[str, float] = {}
 
-    def push(self, ts: datetime, o: float, h: float, lo: float, c: float, v: float | None, vwap: float | None) -> None:
+    def push(
+        self,
+        ts: datetime,
+        o: float,
+        h: float,
+        lo: float,
+        c: float,
+        v: float | None,
+        vwap: float | None,
+    ) -> None:
         if self.ts and ts <= self.ts[-1]:
             if ts == self.ts[-1]:  # a revised bar replaces the newest one
                 self.ts.pop()
