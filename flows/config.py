@@ -469,3 +469,33 @@ class LiveTradingConfig(BaseModel):
     risk: RiskConfig = Field(default_factory=RiskConfig)
     warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
     reports_dir: str | None = Field(default=None, description="Where the session report goes.")
+
+
+class CryptoTradingConfig(BaseModel):
+    """Parameters of the `crypto-trading` flow."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    coins: list[str] | None = Field(
+        default=None,
+        description="Coins to trade (those with a production agent); empty: TRADINGML_COINS.",
+    )
+    mode: Literal["replay", "paper", "live"] | None = Field(
+        default=None, description="replay (built); paper/live are refused for now."
+    )
+    replay_date: date | None = Field(
+        default=None, description="The UTC day to replay; empty means the newest stored one."
+    )
+    start_minute: int = Field(
+        default=0, ge=0, le=1439, description="Start this many minutes into the day."
+    )
+    max_minutes: int | None = Field(default=None, ge=1, description="Stop after this many minutes.")
+    cash: float = Field(default=100_000.0, gt=0)
+    fee_bps: float = Field(default=1.0, ge=0)
+    slippage_bps: float = Field(default=1.0, ge=0)
+    flatten_before_close_min: float = Field(
+        default=1.0, ge=0, description="Go flat this close to 00:00 UTC (the agents' episode end)."
+    )
+    reconcile_every_min: int = Field(default=5, ge=1)
+    risk: RiskConfig = Field(default_factory=RiskConfig)
+    warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")

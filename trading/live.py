@@ -143,8 +143,20 @@ class LiveRunner:
         self.warmed = True
         return warmed
 
-    def on_bar_stored(self, now: datetime, arrived: float | None = None) -> str | None:
-        """Decide on the bar that closed at the last minute boundary; None when it is missing or done."""
+    def on_bar_stored(
+        self,
+        now: datetime,
+        arrived: float | None = None,
+        *,
+        fresh: pl.DataFrame | None = None,
+        flush: bool = True,
+    ) -> str | None:
+        """Decide on the bar that closed at the last minute boundary; None when it is missing or done.
+
+        `fresh`: that minute's bars, already read back from the warehouse by a caller that
+        decides several symbols at once (one read for all); `flush=False` leaves the ledger
+        write to that caller, after every symbol has decided.
+        """
         bar_ts = _floor_minute(now) - MINUTE
         if bar_ts in self.decided or not self.session.contains(bar_ts):
             return None
@@ -152,7 +164,8 @@ class LiveRunner:
         self.engine.sync_fills()
         with self._connect() as con:
             # The fresh bars come back from the warehouse (what the stream handler stored).
-            fresh = self._bars(con, bar_ts, bar_ts + MINUTE)
+            if fresh is None:
+                fresh = self._bars(con, bar_ts, bar_ts + MINUTE)
             self.features.push_frame(fresh)
             row = self.features.row(bar_ts)
             if row is None:
@@ -171,7 +184,8 @@ class LiveRunner:
             )
             self.latencies_ms.append((time.perf_counter() - started) * 1000)
             self.engine.record_equity(bar_ts + MINUTE)
-            self.ledger.flush(con)
+            if flush:
+                self.ledger.flush(con)
         self.decided.add(bar_ts)
         return action
 
