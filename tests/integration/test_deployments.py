@@ -118,6 +118,7 @@ def test_deploy_all_and_run_ingest_on_a_process_worker(
         "train-agent/train-agent",
         "evolve-architecture/evolve-architecture",
         "live-trading/live-trading",
+        "crypto-trading/crypto-trading",
         "backtest/backtest",
         "demo/demo",
     ):
@@ -142,6 +143,7 @@ def test_deploy_all_and_run_ingest_on_a_process_worker(
         ("ingest-bars/nightly-backfill", "30 1 * * *", "America/New_York"),
         ("scrape-reddit/every-15-minutes", "*/15 * * * *", "UTC"),
         ("live-trading/live-trading", "25 9 * * 1-5", "America/New_York"),
+        ("crypto-trading/crypto-trading", "0 0 * * *", "UTC"),
     ],
 )
 def test_the_schedules_are_defined_but_off(
