@@ -115,6 +115,20 @@ def cmd_trade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_crypto(args: argparse.Namespace) -> int:
+    from flows.config import CryptoTradingConfig
+    from flows.crypto_trading import crypto_trading
+
+    kwargs: dict[str, Any] = {}
+    for key in ("coins", "mode", "replay_date", "max_minutes", "warehouse"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    result = crypto_trading(CryptoTradingConfig(**kwargs))
+    for key, value in result.items():
+        print(f"{key:<26} {value}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.config import DemoConfig
     from flows.demo import demo
@@ -462,6 +476,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", dest="max_minutes", type=int)
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_trade)
+
+    p = sub.add_parser("crypto", help="run the crypto-trading flow (coin agents, replay)")
+    p.add_argument("--coins", nargs="*", help="default: TRADINGML_COINS")
+    p.add_argument("--mode", choices=["replay", "paper", "live"])
+    p.add_argument("--replay-date", dest="replay_date", type=date.fromisoformat)
+    p.add_argument("--max-minutes", dest="max_minutes", type=int)
+    p.add_argument("--warehouse")
+    p.set_defaults(func=cmd_crypto)
 
     p = sub.add_parser("sql", help="run SQL against the warehouse (read-only)")
     p.add_argument("query")
