@@ -178,9 +178,11 @@ def run_backtest(
             )
         )
         engine.record_equity(ts + MINUTE)
-        positions[i] = engine.book.qty.get(symbol, 0.0)
-        position_value[i] = engine.book.positions_value()
-        equity[i] = engine.book.equity()
+        book = engine.book
+        pv = book.positions_value()
+        positions[i] = book.qty.get(symbol, 0.0)
+        position_value[i] = pv
+        equity[i] = book.cash + pv
         if progress is not None and i % 5000 == 0:
             progress(i, n)
     if progress is not None:

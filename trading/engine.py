@@ -95,7 +95,11 @@ class Book:
             self.qty[fill.symbol] = 0.0
 
     def positions_value(self) -> float:
-        return sum(q * self.marks.get(s, 0.0) for s, q in self.qty.items() if q)
+        total = 0.0
+        for symbol, qty in self.qty.items():
+            if qty:
+                total += qty * self.marks.get(symbol, 0.0)
+        return total
 
     def equity(self) -> float:
         return self.cash + self.positions_value()
@@ -212,7 +216,9 @@ class TradingEngine:
         q_both = self.q_source.q(row, step)
         position = 1 if current > 0 else 0
         q = q_both[position]
-        action = int(np.argmax(q)) if np.all(np.isfinite(q)) else 1
+        qs = q.tolist()
+        finite = all(math.isfinite(v) for v in qs)
+        action = qs.index(max(qs)) if finite else 1
         flag = 0.0 if action == FLAT else 1.0 if action == LONG else float(position)
         reason_prefix = None
         if (
@@ -249,7 +255,7 @@ class TradingEngine:
                 )
                 if cfg.store_inputs
                 else None,
-                "q_values": [float(v) for v in q],
+                "q_values": qs,
                 "action": ACTIONS[action],
                 "allocation": cfg.allocation if allocation is None else allocation,
                 "risk_verdict": verdict.verdict,

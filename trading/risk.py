@@ -88,13 +88,15 @@ class RiskEngine:
         equity: float,
     ) -> RiskDecision:
         """The allowed target for a decision; the first rule that objects decides the reason."""
-        if not np.all(np.isfinite(q_values)):
+        qs = q_values.tolist() if isinstance(q_values, np.ndarray) else list(q_values)
+        if not all(math.isfinite(v) for v in qs):
             return RiskDecision("rejected", current_qty, "model output contains NaN or inf")
-        if float(np.max(np.abs(q_values))) > self.limits.max_abs_q:
+        biggest = max(abs(v) for v in qs)
+        if biggest > self.limits.max_abs_q:
             return RiskDecision(
                 "rejected",
                 current_qty,
-                f"model output {float(np.max(np.abs(q_values))):.3g} beyond +-{self.limits.max_abs_q:g}",
+                f"model output {biggest:.3g} beyond +-{self.limits.max_abs_q:g}",
             )
         if not math.isfinite(price) or price <= 0:
             return RiskDecision("rejected", current_qty, f"no valid price ({price})")
