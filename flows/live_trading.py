@@ -32,7 +32,12 @@ from trading.engine import MINUTE, Book, EngineConfig, StepwiseQ, TradingEngine
 from trading.ledger import Ledger
 from trading.live import LiveRunner, run_lock, store_bars
 from trading.orders import OrderManager
-from trading.reconcile import OrderFillPoller, reconcile, warehouse_positions
+from trading.reconcile import (
+    OrderFillPoller,
+    TrackedOrderManager,
+    reconcile,
+    warehouse_positions,
+)
 from trading.risk import RiskEngine, RiskLimits
 from warehouse.bars import load_bars
 from warehouse.db import connect
@@ -208,12 +213,15 @@ def _run_session(
     book = Book(cash=broker.get_account().cash, qty=ours)
     engine_ref: list[TradingEngine] = []
     fills: Any
+    orders: OrderManager
     if sim is not None:
         fills = sim.new_fills
+        orders = OrderManager(broker, sleep=clock.sleep)
     else:
         fills = OrderFillPoller(
             broker, lambda: engine_ref[0].open_orders.keys() if engine_ref else ()
         )
+        orders = TrackedOrderManager(broker, fills, sleep=clock.sleep)
     engine = TradingEngine(
         EngineConfig(
             run_id=run_id,
@@ -228,7 +236,7 @@ def _run_session(
         StepwiseQ(policy),
         broker,
         RiskEngine(RiskLimits(**config.risk.model_dump())),
-        OrderManager(broker, sleep=clock.sleep),
+        orders,
         ledger,
         book,
         fills,
@@ -378,6 +386,39 @@ def _replay_minutes(
     runner.engine.sync_fills()
 
 
+class _Arrivals:
+    """The newest bar the stream handler has stored, per symbol; the decision loop waits on it.
+
+    Bars come over a real socket into the stream's thread whatever the clock says, so the
+    decision loop waits for them in real time (a condition the handler signals after its
+    write is committed), not on the run's clock: with a ManualClock a clock.sleep() is
+    instant and would race the stream thread; with the wall clock it is the same wait,
+    cut short when the bar comes.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._newest: dict[str, datetime] = {}
+
+    def stored(self, frame: pl.DataFrame) -> None:
+        newest = frame.group_by("symbol").agg(pl.col("ts").max())
+        with self._cond:
+            for symbol, ts in newest.iter_rows():
+                if symbol not in self._newest or ts > self._newest[symbol]:
+                    self._newest[symbol] = ts
+            self._cond.notify_all()
+
+    def wait_for(self, symbol: str, ts: datetime, timeout_s: float) -> bool:
+        """True once a bar of `symbol` at or after `ts` is stored; False after timeout_s."""
+
+        def there() -> bool:
+            got = self._newest.get(symbol)
+            return got is not None and got >= ts
+
+        with self._cond:
+            return self._cond.wait_for(there, timeout_s)
+
+
 def _live_loop(
     config: LiveTradingConfig,
     runner: LiveRunner,
@@ -392,36 +433,59 @@ def _live_loop(
     account: str,
 ) -> None:
     """Paper/live: the stream thread stores bars; this thread decides on minute boundaries."""
+    arrivals = _Arrivals()
+    # DuckDB (2.0) breaks when two threads of one process open and close connections to
+    # one file at the same moment ("python_arrow_scan does not exist", "unique file handle
+    # conflict"): the stream thread's writes and this thread's decisions take turns.
+    warehouse_turn = threading.Lock()
 
     async def handler(frame: pl.DataFrame) -> None:
-        store_bars(warehouse, frame, clock.now())
+        with warehouse_turn:
+            store_bars(warehouse, frame, clock.now())
+        arrivals.stored(frame)
+
+    def decide() -> bool:
+        with warehouse_turn:
+            return runner.on_bar_stored(clock.now()) is not None
+
+    def done() -> bool:
+        return config.max_minutes is not None and decided >= config.max_minutes
 
     stream.subscribe(list(spec.symbols), handler)
     thread = threading.Thread(target=stream.run, name="bar-stream", daemon=True)
     thread.start()
     decided = 0
     try:
-        while clock.now() < session.close:
+        # Started mid-session, the warm-up stopped before the bar that closed at the last
+        # boundary: decide it now (when stored), as a replay started there does, so the
+        # policy sees every bar of the session once. At the open there is none.
+        if decide():
+            decided += 1
+        while clock.now() < session.close and not done():
             now = clock.now()
             boundary = now.replace(second=0, microsecond=0) + MINUTE
             # Alpaca sends minute m's bar just after m+1:00; decide a few seconds later.
             clock.sleep(max(0.0, (boundary - now).total_seconds()) + 3.0)
             for _ in range(10):
-                if runner.on_bar_stored(clock.now()) is not None:
+                if decide():
                     decided += 1
                     break
-                clock.sleep(2.0)
+                arrivals.wait_for(spec.traded, boundary - MINUTE, 2.0)
             if decided and decided % config.reconcile_every_min == 0:
-                reconcile(
-                    runner.engine.book,
-                    broker,
-                    ledger,
-                    account=account,
-                    run_id=run_id,
-                    now=clock.now(),
-                )
-            if config.max_minutes is not None and decided >= config.max_minutes:
-                break
+                # Fills first: one not booked yet would look like a position difference, be
+                # adopted, then be booked again when polled. While an order is still open
+                # the broker's positions can move between the two reads: reconcile later.
+                runner.engine.sync_fills()
+                if not runner.engine.open_orders:
+                    reconcile(
+                        runner.engine.book,
+                        broker,
+                        ledger,
+                        account=account,
+                        run_id=run_id,
+                        now=clock.now(),
+                    )
+        runner.engine.sync_fills()  # the last decision's order
     finally:
         stream.stop()
         thread.join(timeout=10)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,11 @@ def build_post_source(
     )
 
 
+clock_factory: Callable[[], Clock] = SystemClock
+"""Where build_adapters gets its clock: the wall clock. The one seam for time in paper/live
+runs -- a test puts a ManualClock here to run a session in simulated minutes."""
+
+
 @dataclass(frozen=True)
 class Adapters:
     """The set of external systems a run talks to."""
@@ -141,7 +147,7 @@ def build_adapters(settings: Settings) -> Adapters:
     live: the same on the real-money endpoint -- Settings refuses mode=live without
     TRADINGML_LIVE_TRADING_OPT_IN=true, and AlpacaBroker refuses it again without the opt-in.
     """
-    clock = SystemClock()
+    clock = clock_factory()
     posts = build_post_source(ScrapeRedditConfig(), settings, clock)
     if settings.mode == "replay":
         return Adapters(

@@ -6,9 +6,10 @@ from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any
 
-from adapters.protocols import Broker, Fill, Order
+from adapters.protocols import Broker, Fill, Order, Side
 from trading.engine import Book
 from trading.ledger import Ledger
+from trading.orders import OrderManager, OrderOutcome
 
 
 def warehouse_positions(con: Any, *, run_id: str | None, mode: str) -> dict[str, float]:
@@ -117,3 +118,29 @@ class OrderFillPoller:
             if order.status in ("filled", "canceled", "rejected", "expired"):
                 self.watch.discard(cid)
         return out
+
+
+class TrackedOrderManager(OrderManager):
+    """An OrderManager that hands every order it places to the fill poller.
+
+    The engine keeps an order among its open orders -- all the poller would otherwise
+    watch -- only when the broker's answer is not final yet. An order that comes back
+    already filled (Alpaca answering a submit with the order filled, or the lookup after a
+    timed-out submit finding it filled) would never be polled: its fill never booked, the
+    book left flat while the broker holds the position.
+    """
+
+    def __init__(
+        self,
+        broker: Broker,
+        poller: OrderFillPoller,
+        *,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        super().__init__(broker, sleep=sleep)
+        self.poller = poller
+
+    def place(self, decision_id: str, symbol: str, side: Side, qty: float) -> OrderOutcome:
+        outcome = super().place(decision_id, symbol, side, qty)
+        self.poller.track(outcome.order)
+        return outcome
