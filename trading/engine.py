@@ -10,6 +10,7 @@ of minutes fast) and which Broker fills the orders.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,13 +20,15 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from adapters.protocols import Broker, Fill, Side
+from adapters.protocols import Broker, Fill, Order, Side
 from models.env import ACTIONS, FLAT, LONG
 from models.qnet import RecurrentState
 from models.registry import AgentPolicy
 from trading.ledger import Ledger
-from trading.orders import OrderManager
+from trading.orders import OrderInDoubtError, OrderManager, client_order_id
 from trading.risk import RiskEngine
+
+log = logging.getLogger(__name__)
 
 MINUTE = timedelta(minutes=1)
 FINAL = ("filled", "canceled", "rejected", "expired")
@@ -267,13 +270,36 @@ class TradingEngine:
         delta = verdict.target_qty - current
         if abs(delta) > 1e-9 and not self.open_orders:
             side: Side = "buy" if delta > 0 else "sell"
-            outcome = self.orders.place(did, symbol, side, abs(delta))
             self.risk.record_order(now)
-            self.ledger.order(outcome.order, did, now)
-            if outcome.order.status not in FINAL:
-                self.open_orders[outcome.order.client_order_id] = did
+            try:
+                order = self.orders.place(did, symbol, side, abs(delta)).order
+            except OrderInDoubtError as err:
+                # Unknown whether it exists: keep it open so every sync looks it up again.
+                log.error("order for %s in doubt: %s", did, err)
+                order = self._unsent(did, symbol, side, abs(delta), "in_doubt", now)
+            except Exception as err:  # noqa: BLE001 -- a broker rejection ends this order, not the session
+                log.warning("order for %s rejected by the broker: %s", did, err)
+                order = self._unsent(did, symbol, side, abs(delta), "rejected", now)
+            self.ledger.order(order, did, now)
+            if order.status not in FINAL:
+                self.open_orders[order.client_order_id] = did
             self.orders_sent += 1
         return ACTIONS[action]
+
+    def _unsent(
+        self, did: str, symbol: str, side: Side, qty: float, status: str, now: datetime
+    ) -> Order:
+        return Order(
+            id="",
+            client_order_id=client_order_id(did),
+            symbol=symbol,
+            side=side,
+            qty=qty,
+            filled_qty=0.0,
+            filled_avg_price=None,
+            status=status,
+            submitted_at=now,
+        )
 
     def record_equity(self, when: datetime) -> None:
         self.ledger.equity(self.config.account, when, self.book.cash, self.book.positions_value())

@@ -124,7 +124,7 @@ class Ledger:
         self.rows["orders"].append(
             {
                 "client_order_id": order.client_order_id,
-                "broker_order_id": order.id,
+                "broker_order_id": order.id or None,
                 "decision_id": decision_id,
                 "mode": self.mode,
                 "symbol": order.symbol,

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from adapters.clock import ManualClock
-from adapters.protocols import Fill, Order
+from adapters.protocols import Fill, Order, OrderRequest
 from adapters.sim_broker import SimulatedBroker
 from models.env import FLAT, LONG
 from trading.engine import Book, EngineConfig, PrecomputedQ, TradingEngine
@@ -266,3 +266,33 @@ def test_an_open_order_blocks_a_second_one(tmp_path: Path) -> None:
     assert rig.engine.orders_sent == 1
     pending: list[Order] = [o for o in rig.sim.orders() if o.status == "accepted"]
     assert len(pending) == 1
+
+
+class _RefusingBroker(SimulatedBroker):
+    """Refuses the first order like Alpaca's 403 'insufficient buying power', then behaves."""
+
+    refused = 0
+
+    def submit_order(self, request: OrderRequest) -> Order:
+        if self.refused == 0:
+            self.refused += 1
+            raise RuntimeError("Alpaca answered 403 to POST /v2/orders: insufficient buying power")
+        return super().submit_order(request)
+
+
+def test_a_broker_rejection_is_recorded_and_the_session_goes_on(tmp_path: Path) -> None:
+    rig = _rig(tmp_path, _q(LONG, LONG, LONG))
+    broker = _RefusingBroker(rig.clock, cash=CASH, fee_bps=FEE_BPS, slippage_bps=SLIP_BPS)
+    rig.engine.broker = broker
+    rig.engine.orders = OrderManager(broker)
+    rig.engine._fills = broker.new_fills
+    rig.sim = broker
+
+    actions = rig.run([(100.0, 100.0), (100.0, 100.0), (100.0, 100.0)])
+
+    assert actions == ["long"] * 3
+    orders = rig.ledger.frames()["orders"].sort("submitted_at")
+    # The refused order is in the ledger as rejected (no broker id); the next minute's went through.
+    assert orders.get_column("status").to_list() == ["rejected", "filled"]
+    assert orders.get_column("broker_order_id").to_list()[0] is None
+    assert rig.engine.book.qty[SYMBOL] > 0
