@@ -452,7 +452,15 @@ def _live_loop(
         return config.max_minutes is not None and decided >= config.max_minutes
 
     stream.subscribe(list(spec.symbols), handler)
-    thread = threading.Thread(target=stream.run, name="bar-stream", daemon=True)
+    stream_error: list[BaseException] = []
+
+    def run_stream() -> None:
+        try:
+            stream.run()
+        except BaseException as err:  # noqa: BLE001 -- reported by the decision loop below
+            stream_error.append(err)
+
+    thread = threading.Thread(target=run_stream, name="bar-stream", daemon=True)
     thread.start()
     decided = 0
     try:
@@ -462,6 +470,11 @@ def _live_loop(
         if decide():
             decided += 1
         while clock.now() < session.close and not done():
+            if stream_error:
+                # Without bars there is nothing to decide on: stop with the stream's reason.
+                raise RuntimeError(
+                    f"the bar stream stopped: {stream_error[0]}; no further decisions"
+                ) from stream_error[0]
             now = clock.now()
             boundary = now.replace(second=0, microsecond=0) + MINUTE
             # Alpaca sends minute m's bar just after m+1:00; decide a few seconds later.

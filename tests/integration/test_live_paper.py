@@ -276,3 +276,19 @@ def test_paper_mode_on_a_saturday_is_closed_and_orders_nothing(market: Market) -
     assert market.rest.requests_to("/v2/orders", "POST") == []
     assert market.ws.connection_count == 0
     assert ledger_counts(market.warehouse) == before
+
+
+def test_a_stream_that_refuses_the_keys_stops_the_session_with_its_reason(
+    market: Market,
+) -> None:
+    market.ws.reject_auth = True
+    market.clock(START)
+
+    with pytest.raises(RuntimeError, match="the bar stream stopped: Alpaca rejected the API keys"):
+        live_trading(paper(market, max_minutes=MINUTES))
+    # Only the bar already stored before the start was decided (at most one order); nothing
+    # after the stream failed.
+    with connect(market.warehouse) as con:
+        decided = con.execute("SELECT count(*) FROM decisions WHERE mode = 'paper'").fetchall()
+    assert decided == [(1,)]
+    assert len(market.rest.requests_to("/v2/orders", "POST")) <= 1
