@@ -21,6 +21,7 @@ from trading.report import report_markdown, write_report
 from trading.risk import RiskLimits
 from warehouse.bars import load_bars
 from warehouse.db import connect
+from warehouse.io import load_frame
 from warehouse.registry import choose_model
 
 # Calendar days of bars loaded before `start` so the first decisions see full feature windows.
@@ -87,6 +88,13 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
     notes = [f"Bars from: {', '.join(sources)}; model {row['model_id']} (stage {row['stage']})."]
     if any(s.startswith("synthetic") for s in sources):
         notes.insert(0, "SYNTHETIC data: these are generated minute bars, not market prices.")
+    with connect(warehouse) as con:
+        sentiment = load_frame(
+            con,
+            "SELECT hour AS ts, symbol, avg(mean_compound) AS sentiment FROM v_sentiment_hourly"
+            " WHERE symbol = ? AND hour >= ? AND hour < ? GROUP BY ALL ORDER BY ts",
+            [config.symbol, start, end],
+        )
     path = write_report(
         reports / f"{run_id}.html",
         title=f"Backtest {config.symbol} {config.start} to {config.end}",
@@ -95,6 +103,7 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
         fills=result.fills,
         metrics=result.metrics,
         actions=result.actions,
+        sentiment=sentiment if sentiment.height else None,
         notes=notes,
     )
     create_markdown_artifact(

@@ -39,6 +39,7 @@ from trading.reconcile import (
     warehouse_positions,
 )
 from trading.risk import RiskEngine, RiskLimits
+from trading.session_report import session_report
 from warehouse.bars import load_bars
 from warehouse.db import connect
 from warehouse.registry import choose_model
@@ -278,6 +279,36 @@ def _run_session(
             "SELECT count(*) FROM orders o JOIN decisions d USING (decision_id) WHERE d.run_id = ?",
             [run_id],
         ).fetchall()[0][0]
+        reports = (
+            Path(config.reports_dir) if config.reports_dir else get_settings().data_dir / "reports"
+        )
+        notes = [
+            f"{mode} session of {spec.traded} with model {row['model_id']}; run {run_id}.",
+            "CAGR, Sharpe, Sortino and Calmar of one session are annualised from minute "
+            "returns: read them as scale, not as a forecast.",
+        ]
+        sources = [
+            str(r[0])
+            for r in con.execute(
+                "SELECT DISTINCT source FROM bars WHERE symbol = ? AND ts >= ? AND ts < ?",
+                [spec.traded, session.open, session.close],
+            ).fetchall()
+        ]
+        if any(s.startswith("synthetic") for s in sources):
+            notes.insert(0, "SYNTHETIC data: these are generated minute bars, not market prices.")
+        made = session_report(
+            con,
+            run_id=run_id,
+            account=account,
+            symbols=list(spec.symbols[:1]),
+            start=session.open,
+            end=session.close + MINUTE,
+            path=reports / f"{run_id}.html",
+            title=f"{mode} session {session.day} of {spec.traded}",
+            notes=notes,
+            fee_bps=config.fee_bps,
+            slippage_bps=config.slippage_bps,
+        )
     lat = sorted(runner.latencies_ms)
     summary = {
         "status": "traded",
@@ -292,6 +323,7 @@ def _run_session(
         "latency_p50_ms": lat[len(lat) // 2] if lat else None,
         "latency_p99_ms": lat[min(len(lat) - 1, int(0.99 * len(lat)))] if lat else None,
         "outboxed_rows": ledger.outboxed,
+        "report": str(made[0]) if made else None,
     }
     create_markdown_artifact(
         key="live-trading-session",
@@ -307,6 +339,8 @@ def _run_session(
                 "",
                 f'Ledger: `tradingml sql "select * from v_decision_ledger where decision_id like '
                 f"'{run_id}%' order by ts\"`",
+                "",
+                f"Report: {made[0].resolve().as_uri()}" if made else "(no report: nothing decided)",
             ]
         ),
     )

@@ -387,8 +387,18 @@ def test_reconcile_adopts_the_brokers_position_and_records_the_difference(
 
 
 def test_the_ledger_views_show_a_replayed_session(shared: Shared) -> None:
-    result = live_trading(shared.replay(max_minutes=90, **{**COMMON, "cash": 30_000.0}))
+    result = live_trading(
+        shared.replay(
+            max_minutes=90, reports_dir=str(shared.tmp / "reports"), **{**COMMON, "cash": 30_000.0}
+        )
+    )
     run_id, account = result["run_id"], result["account"]
+    # The session's HTML report, built from this ledger, labelled synthetic, plots embedded.
+    report = Path(result["report"])
+    assert report.parent == shared.tmp / "reports"
+    text = report.read_text()
+    assert "SYNTHETIC data" in text and run_id in text
+    assert text.count('<img src="data:image/png;base64,') >= 3
     ledger = query(
         shared.warehouse,
         "SELECT decision_id, model_id, mode, client_order_id, order_qty, filled_qty, fills"

@@ -1,0 +1,141 @@
+"""The HTML report of a traded (or replayed) session, built from the ledger the session wrote."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from trading.backtest import momentum_positions, position_equity
+from trading.metrics import summarize
+from trading.report import write_report
+from warehouse.io import load_frame
+
+MINUTE = timedelta(minutes=1)
+
+
+def session_report(
+    con: Any,
+    *,
+    run_id: str,
+    account: str,
+    symbols: list[str],
+    start: datetime,
+    end: datetime,
+    path: Path,
+    title: str,
+    notes: list[str],
+    fee_bps: float = 1.0,
+    slippage_bps: float = 1.0,
+) -> tuple[Path, dict[str, dict[str, float]]] | None:
+    """Equity vs buy-and-hold and a momentum rule, drawdown, trades over price, sentiment.
+
+    Everything comes from the warehouse: `equity` of the account, the run's fills and
+    decisions, the session's bars and the hourly post sentiment. None when the run wrote
+    no equity (nothing was decided).
+    """
+    equity = load_frame(
+        con,
+        "SELECT ts, equity, positions_value FROM equity WHERE account = ? AND ts > ? AND ts <= ?"
+        " ORDER BY ts",
+        [account, start, end],
+    )
+    if equity.height < 2:
+        return None
+    bars = load_frame(
+        con,
+        "SELECT symbol, ts, close FROM bars WHERE timeframe = '1Min' AND list_contains(?, symbol)"
+        " AND ts >= ? AND ts < ? ORDER BY symbol, ts",
+        [symbols, start - MINUTE, end],
+    )
+    fills = load_frame(
+        con,
+        "SELECT f.ts, f.symbol, f.side, f.qty, f.price, f.fee FROM fills f"
+        " JOIN orders o USING (client_order_id) JOIN decisions d ON d.decision_id = o.decision_id"
+        " WHERE d.run_id = ? ORDER BY f.ts",
+        [run_id],
+    )
+    actions = load_frame(
+        con,
+        "SELECT ts - INTERVAL 1 MINUTE AS ts, symbol, action FROM decisions WHERE run_id = ?"
+        " ORDER BY ts",
+        [run_id],
+    )
+    # Benchmarks on the first symbol's bars, aligned to the equity points (a bar's close).
+    main = (
+        bars.filter(pl.col("symbol") == symbols[0])
+        .with_columns((pl.col("ts") + MINUTE).alias("ts"))
+        .join(equity.select("ts"), on="ts", how="inner")
+        .with_columns(pl.col("ts").dt.date().alias("session"))
+    )
+    curve = equity.join(main.select("ts", "close", "session"), on="ts", how="inner")
+    if curve.height < 2:
+        return None
+    cash0 = float(curve["equity"][0])
+    closes = curve["close"].to_numpy()
+    cost = (fee_bps + slippage_bps) / 1e4
+    momentum = momentum_positions(curve)
+    frame = curve.select(
+        "ts",
+        pl.col("equity").alias("strategy"),
+        pl.Series("buy_and_hold", position_equity(closes, np.ones(len(closes)), cash0, cost)),
+        pl.Series("baseline", position_equity(closes, momentum, cash0, cost)),
+    )
+    held = curve.select("ts", (pl.col("positions_value") > 0).cast(pl.Int8).alias("position"))
+    acts = (
+        actions.with_columns((pl.col("ts") + MINUTE).alias("at"))
+        .join(held.rename({"ts": "at"}), on="at", how="left")
+        .select("ts", "symbol", "action", pl.col("position").fill_null(0))
+    )
+    sentiment = load_frame(
+        con,
+        "SELECT hour AS ts, symbol, avg(mean_compound) AS sentiment FROM v_sentiment_hourly"
+        " WHERE list_contains(?, symbol) AND hour >= ? AND hour < ? GROUP BY ALL ORDER BY ts",
+        [symbols, start - timedelta(hours=1), end],
+    )
+    none = fills.clear()
+    # One session is too short for daily returns: per-bar ratios, annualised by bars per year.
+    bars_per_year = 525_600.0 if "/" in symbols[0] else 252.0 * 390
+    metrics = {
+        "strategy": summarize(
+            curve.select("ts", "equity", pl.col("positions_value").alias("position_value")),
+            fills,
+            daily=False,
+            periods_per_year=bars_per_year,
+        ),
+        "buy_and_hold": summarize(
+            frame.select(
+                "ts",
+                pl.col("buy_and_hold").alias("equity"),
+                pl.col("buy_and_hold").alias("position_value"),
+            ),
+            none,
+            daily=False,
+            periods_per_year=bars_per_year,
+        ),
+        "baseline": summarize(
+            frame.select(
+                "ts",
+                pl.col("baseline").alias("equity"),
+                (pl.col("baseline") * pl.Series(momentum)).alias("position_value"),
+            ),
+            none,
+            daily=False,
+            periods_per_year=bars_per_year,
+        ),
+    }
+    out = write_report(
+        path,
+        title=title,
+        equity=frame,
+        prices=bars,
+        fills=fills,
+        metrics=metrics,
+        sentiment=sentiment if sentiment.height else None,
+        actions=acts,
+        notes=notes,
+    )
+    return out, metrics
