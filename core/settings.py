@@ -124,6 +124,12 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("TRADINGML_SENTIMENT_LAG_MINUTES", "sentiment_lag_minutes"),
         description="A post counts in sentiment features only this long after it was made.",
     )
+    dask_address: str | None = Field(
+        default=None,
+        validation_alias=AliasChoices("TRADINGML_DASK_ADDRESS", "dask_address"),
+        description="Scheduler of a Dask cluster (tcp://host:8786) for flows run with runner=dask; "
+        "unset: a LocalCluster on this machine.",
+    )
     prefect_home: Path = Field(
         default=Path(".prefect"),
         validation_alias=AliasChoices("PREFECT_HOME", "prefect_home"),

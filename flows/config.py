@@ -499,3 +499,183 @@ class CryptoTradingConfig(BaseModel):
     reconcile_every_min: int = Field(default=5, ge=1)
     risk: RiskConfig = Field(default_factory=RiskConfig)
     warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
+
+
+class GateConfig(BaseModel):
+    """Margins of the nightly promotion gate (models/gate.py): better than the reference, and not riskier."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    agent_objective_margin: float = Field(
+        default=0.0,
+        description="An agent must beat the reference's held-out objective (total return - "
+        "drawdown_penalty x max drawdown) by more than this.",
+    )
+    forecaster_ic_margin: float = Field(
+        default=0.0,
+        description="A forecaster must beat the reference's out-of-fold rank IC by more than this.",
+    )
+    allocator_calmar_margin: float = Field(
+        default=0.0,
+        description="The allocator must beat the reference's held-out Calmar by more than this.",
+    )
+    drawdown_margin: float = Field(
+        default=0.02,
+        ge=0.0,
+        description="A candidate's max drawdown may exceed the reference's by at most this "
+        "(absolute: 0.02 = 2 percentage points); agents and the allocator.",
+    )
+    drawdown_penalty: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="The agents' objective: total return - this x max drawdown.",
+    )
+    promote: bool = Field(
+        default=True,
+        description="Promote the candidates that pass; false records the verdicts only (a dry run).",
+    )
+
+
+class NightlyRetrainConfig(BaseModel):
+    """Parameters of the `nightly-retrain` flow (coins' forecasters and agents, the SPY agent, the allocator, the gate)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    coins: list[str] | None = Field(
+        default=None, description="Coins to retrain; empty: TRADINGML_COINS (the 14 pairs)."
+    )
+    include_spy: bool = Field(default=True, description="Retrain the SPY agent as well.")
+    spy_symbols: list[str] = Field(
+        default_factory=lambda: list(EQUITY_SYMBOLS),
+        description="The SPY agent's assets (the first is traded), as train-agent uses them.",
+    )
+    end: date | None = Field(
+        default=None,
+        description="Last UTC day of data (inclusive); empty: the day of the newest stored bar.",
+    )
+    start: date | None = Field(
+        default=None, description="First UTC day of data; empty: 365 days before end."
+    )
+    agent_test_days: int = Field(
+        default=30,
+        ge=1,
+        description="The newest days of the window are held out: agents and the allocator are "
+        "trained before them and judged on them.",
+    )
+    horizon_minutes: int = Field(
+        default=40_320, ge=1, description="Forecast horizon (4 weeks = 40,320 minutes)."
+    )
+    forecast_every_minutes: int = Field(
+        default=60, ge=1, description="Forecaster row grid: one row (and forecast) this often."
+    )
+    refit_every_days: float = Field(
+        default=7.0,
+        gt=0.0,
+        description="Point-in-time forecasts: a new walk-forward model every this many days.",
+    )
+    forecaster_return_windows: list[int] = Field(
+        default_factory=lambda: [60, 240, 1440, 10_080, 40_320],
+        min_length=1,
+        description="The forecaster's log-return windows in bars (1 hour to 4 weeks).",
+    )
+    forecaster_vol_windows: list[int] = Field(
+        default_factory=lambda: [60, 1440],
+        min_length=1,
+        description="The forecaster's volatility windows in bars.",
+    )
+    forecaster: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of models.forecaster.ForecasterConfig, e.g. {'n_estimators': 100}.",
+    )
+    forecaster_threads: int = Field(
+        default=1, ge=1, description="XGBoost threads per forecaster (coins run in parallel)."
+    )
+    sentiment_window_minutes: int = Field(
+        default=60,
+        ge=1,
+        description="The sentiment input: the mean VADER compound of the posts mentioning the "
+        "coin over this many minutes (point in time; 0 without posts).",
+    )
+    cycles: int = Field(default=300, ge=1, description="Training cycles of each agent.")
+    seeds: list[int] = Field(
+        default_factory=lambda: [1], min_length=1, description="One agent per seed and symbol."
+    )
+    architecture: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of models.qnet.Architecture, e.g. {'fast_hidden': 32}.",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of models.dqn.DQNParams."
+    )
+    fee_bps: float = Field(default=1.0, ge=0)
+    slippage_bps: float = Field(default=1.0, ge=0)
+    budget_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="Stop each agent's training after this many seconds (results then depend "
+        "on the machine's speed).",
+    )
+    allocator: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of models.allocator.AllocatorConfig (periods are days: "
+        "periods_per_year defaults to 365).",
+    )
+    drawdown_days: int = Field(
+        default=30,
+        ge=1,
+        description="The allocator's drawdown input: fall from the high of this many days.",
+    )
+    gate: GateConfig = Field(default_factory=GateConfig)
+    runner: Literal["thread", "process", "dask"] = Field(
+        default="thread",
+        description="How coins train in parallel: thread pool, process pool, or Dask (a "
+        "LocalCluster, or dask_address / TRADINGML_DASK_ADDRESS). Same models either way.",
+    )
+    workers: int = Field(
+        default=2, ge=1, description="Parallel tasks (threads, processes, Dask workers)."
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="Scheduler of an existing Dask cluster; empty: TRADINGML_DASK_ADDRESS, else a LocalCluster.",
+    )
+    warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
+    models_dir: str | None = Field(
+        default=None, description="Artifacts folder (default: <data_dir>/models)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> NightlyRetrainConfig:
+        if self.start is not None and self.end is not None and self.start > self.end:
+            raise ValueError(f"start ({self.start}) must not be after end ({self.end})")
+        if "horizon_minutes" in self.forecaster or "refit_every_days" in self.forecaster:
+            raise ValueError("set horizon_minutes / refit_every_days as fields, not in forecaster")
+        return self
+
+    def window(self, newest: date) -> tuple[datetime, datetime]:
+        """[first, end) in UTC of the data: end is 00:00 after the last day (default: `newest`)."""
+        last = self.end or newest
+        first = self.start or (last - timedelta(days=365))
+        return utc_midnight(first), utc_midnight(last + timedelta(days=1))
+
+    def test_start(self, window_end: datetime) -> datetime:
+        """Where the held-out days begin."""
+        return window_end - timedelta(days=self.agent_test_days)
+
+    def recipe_key(self) -> str:
+        """A short hash of everything that shapes the models (not the runner, paths or gate)."""
+        import hashlib
+        import json
+
+        payload = self.model_dump(
+            mode="json",
+            exclude={
+                "runner",
+                "workers",
+                "dask_address",
+                "warehouse",
+                "models_dir",
+                "gate",
+                "coins",
+            },
+        )
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]

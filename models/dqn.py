@@ -338,8 +338,11 @@ class ExperienceDataModule(pl.LightningDataModule):
 
     def train_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
         # batch_size=None: the stream yields ready batches; one process, because the stream
-        # acts with the very module being trained.
-        return DataLoader(self.stream, batch_size=None, num_workers=0)
+        # acts with the very module being trained. Its own generator: the loader's seed draw
+        # must not move torch's global one while another thread seeds and builds a network.
+        return DataLoader(
+            self.stream, batch_size=None, num_workers=0, generator=torch.Generator().manual_seed(0)
+        )
 
 
 def n_updates(params: DQNParams, start_cycle: int) -> int:

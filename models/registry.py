@@ -124,11 +124,33 @@ def load_registered_agent(
     return load_agent(Path(str(row["artifact_path"])), str(row["artifact_sha256"]), running_spec)
 
 
+def folder_sha256(directory: Path) -> str:
+    """The sha256 of a model folder, by its layout: an agent (weights.safetensors + meta.json),
+    an XGBoost forecaster (model.json + meta.json) or an SVM allocator (arrays.npz + meta.json).
+
+    Each layout is hashed by its own module's function, so the digests are the ones
+    registered when the artifact was saved.
+    """
+    if (directory / WEIGHTS).exists():
+        return artifact_sha256(directory)
+    # Imported here: both modules import ModelLoadError from this one.
+    from models.allocator import ARRAYS, allocator_sha256
+    from models.forecaster import MODEL_FILE, forecaster_sha256
+
+    if (directory / MODEL_FILE).exists():
+        return forecaster_sha256(directory)
+    if (directory / ARRAYS).exists():
+        return allocator_sha256(directory)
+    raise ModelLoadError(
+        f"model artifact {directory} holds none of {WEIGHTS}, {MODEL_FILE} or {ARRAYS}"
+    )
+
+
 def verify_artifact(row: dict[str, Any]) -> None:
-    """Check a registry row's artifact (a model folder or a single file) against its sha256."""
+    """Check a registry row's artifact (a model folder of any kind, or a single file) against its sha256."""
     path = Path(str(row["artifact_path"]))
     if path.is_dir():
-        actual = artifact_sha256(path)
+        actual = folder_sha256(path)
     elif path.is_file():
         actual = hashlib.sha256(path.read_bytes()).hexdigest()
     else:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import time
 import warnings
 from collections.abc import Callable
@@ -33,7 +34,7 @@ from models.dqn import (
 )
 from models.env import Costs, Sessions, build_sessions, play_positions
 from models.features import FeatureScaler, FeatureSpec, compute_features
-from models.qnet import Architecture
+from models.qnet import Architecture, NestedLSTMQNet
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,14 @@ def prepare_data(
     train_range: tuple[datetime, datetime],
     test_range: tuple[datetime, datetime],
     sentiment: pl.DataFrame | None = None,
+    forecasts: pl.DataFrame | None = None,
 ) -> PreparedData:
-    """Features for both ranges; the scaler is fitted on the training range only."""
-    frame = compute_features(bars, spec, sentiment)
+    """Features for both ranges; the scaler is fitted on the training range only.
+
+    `sentiment` (ts, symbol, sentiment) and `forecasts` (ts, symbol, forecast) feed the
+    spec's sentiment and forecast columns (see compute_features); without them they read 0.
+    """
+    frame = compute_features(bars, spec, sentiment, forecasts)
     train_f, test_f = split_frame(frame, *train_range), split_frame(frame, *test_range)
     if train_f.height == 0:
         raise ValueError(
@@ -71,6 +77,9 @@ def prepare_data(
     train = build_sessions(train_f, scaler.transform(train_f.select(names).to_numpy()))
     test = build_sessions(test_f, scaler.transform(test_f.select(names).to_numpy()))
     return PreparedData(spec, scaler, train, test)
+
+
+_INIT_LOCK = threading.Lock()
 
 
 def _quiet_lightning() -> None:
@@ -99,8 +108,11 @@ def train_dqn(
     so far is checkpointed and returned (a later run with resume continues from there).
     """
     _quiet_lightning()
-    torch.manual_seed(seed)
-    module = DQNLightning(int(sessions.features.shape[2]), arch, params)
+    # Initial weights come from torch's process-wide generator: seeding and drawing under one
+    # lock gives a seed the same weights when several agents train in threads of one process.
+    with _INIT_LOCK:
+        torch.manual_seed(seed)
+        module = DQNLightning(int(sessions.features.shape[2]), arch, params)
     memory = ReplayMemory(params.replay_capacity, int(sessions.features.shape[1]))
     state = TrainState()
     if resume and checkpoint_dir is not None and latest_checkpoint(checkpoint_dir) is not None:
@@ -156,8 +168,34 @@ class _Stop(Exception):
     """Raised inside the data stream to end a run at a checkpoint (simulated kill)."""
 
 
+def held_out_sessions(
+    bars: pl.DataFrame,
+    spec: FeatureSpec,
+    scaler: FeatureScaler,
+    test_range: tuple[datetime, datetime],
+    sentiment: pl.DataFrame | None = None,
+    forecasts: pl.DataFrame | None = None,
+) -> Sessions:
+    """A trained model's sessions over test_range: its own features and scaler, as prepare_data builds them.
+
+    `bars` should reach back before test_range, so the feature windows are filled as they
+    were for a model trained just before it.
+    """
+    test_f = split_frame(compute_features(bars, spec, sentiment, forecasts), *test_range)
+    if test_f.height == 0:
+        raise ValueError(
+            f"no bars of {spec.traded} in the test range {test_range[0]} to {test_range[1]}"
+        )
+    return build_sessions(test_f, scaler.transform(test_f.select(spec.names()).to_numpy()))
+
+
 def greedy_positions(module: DQNLightning, sessions: Sessions, costs: Costs) -> np.ndarray:
-    played = act_sessions(module.online, sessions, costs, 0.0, np.random.default_rng(0))
+    return greedy_net_positions(module.online, sessions, costs)
+
+
+def greedy_net_positions(net: NestedLSTMQNet, sessions: Sessions, costs: Costs) -> np.ndarray:
+    """The positions a network holds acting greedily over the sessions (no exploration)."""
+    played = act_sessions(net, sessions, costs, 0.0, np.random.default_rng(0))
     pos = played["positions"].copy()
     # positions[t] is the position before action t; the held position after it is next_position.
     a = played["actions"]
@@ -207,9 +245,16 @@ def summarise(per_session: np.ndarray) -> dict[str, float]:
 
 def evaluate(module: DQNLightning, sessions: Sessions, costs: Costs) -> dict[str, dict[str, float]]:
     """The agent beside the baselines on the same held-out sessions and costs."""
+    return evaluate_network(module.online, sessions, costs)
+
+
+def evaluate_network(
+    net: NestedLSTMQNet, sessions: Sessions, costs: Costs
+) -> dict[str, dict[str, float]]:
+    """A Q-network (trained now or loaded from the registry) beside the baselines on the same sessions."""
     out = {
         "agent": summarise(
-            session_log_returns(sessions, greedy_positions(module, sessions, costs), costs)
+            session_log_returns(sessions, greedy_net_positions(net, sessions, costs), costs)
         )
     }
     for name, pos in baseline_positions(sessions).items():

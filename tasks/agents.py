@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import torch
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
@@ -16,9 +17,10 @@ from tqdm import tqdm
 
 from models.dqn import CycleStats, DQNParams
 from models.env import Costs
+from models.features import FeatureSpec
 from models.qnet import Architecture
 from models.registry import save_agent
-from models.train import PreparedData, evaluate, objective, train_dqn
+from models.train import PreparedData, evaluate, objective, prepare_data, train_dqn
 from warehouse.db import connect
 from warehouse.registry import write_model, write_training_runs
 
@@ -126,3 +128,46 @@ def train_agent_seed(
         len(history),
     )
     return {"model_id": model_id, "seed": seed, "metrics": metrics}
+
+
+@task(name="train-agent-on-bars", task_run_name="train-{run_id}", cache_policy=NO_CACHE)
+def train_agent_on_bars(
+    bars: pl.DataFrame,
+    spec: dict[str, Any],
+    train_range: tuple[datetime, datetime],
+    test_range: tuple[datetime, datetime],
+    sentiment: pl.DataFrame | None,
+    forecasts: pl.DataFrame | None,
+    run_id: str,
+    seed: int,
+    arch: dict[str, Any],
+    params: dict[str, Any],
+    costs: dict[str, float],
+    models_dir: str,
+    warehouse: str,
+    description: dict[str, Any],
+    budget_s: float | None = None,
+) -> dict[str, Any]:
+    """train_agent_seed with the features computed where the task runs (a thread, a process, a Dask worker).
+
+    Plain values in and out. One torch thread, whatever the runner: a seed's weights then do
+    not depend on how many threads a worker process was given.
+    """
+    torch.set_num_threads(1)
+    data = prepare_data(
+        bars, FeatureSpec.from_dict(spec), train_range, test_range, sentiment, forecasts
+    )
+    result: dict[str, Any] = train_agent_seed.fn(
+        data,
+        run_id,
+        seed,
+        Architecture.from_dict(arch),
+        DQNParams.from_dict(params),
+        Costs(**costs),
+        Path(models_dir),
+        Path(warehouse),
+        True,
+        description,
+        budget_s,
+    )
+    return {**result, "train_sessions": len(data.train), "test_sessions": len(data.test)}

@@ -1,0 +1,1100 @@
+"""`nightly-retrain` flow: coin forecasters -> SPY and coin agents in parallel -> SVM allocator -> promotion gate.
+
+Steps, over one window of minute bars (default: the year up to the newest stored bar):
+
+a. data: bars per symbol from the warehouse; each coin's point-in-time sentiment (the mean
+   VADER compound of the posts mentioning it, counted from created_utc + lag); no posts:
+   sentiment reads 0, and a log line says so;
+b. forecasters: per coin, purged walk-forward CV, a final model and point-in-time
+   walk-forward forecasts (one task per coin) -> `xgb_forecaster` candidates + artifacts,
+   forecasts into `forecasts`;
+c. agents: the SPY agent (as train-agent trains it) and one agent per coin whose inputs
+   stack the coin's forecast and sentiment, trained in parallel through the Prefect task
+   runner (thread pool by default, a process pool, or Dask) with the same weights for a
+   seed on each; newest `agent_test_days` days held out;
+d. the SVM allocator on a daily per-coin panel of the coin agents' outputs (models/portfolio.py);
+e. the gate (models/gate.py): each candidate against the champion on the same
+   out-of-sample data (else a naive baseline); every decision into `promotion_decisions`
+   and a Prefect artifact; the best passing candidate per kind and symbol is promoted;
+f. a summary per coin (forecaster, agents, verdicts) and the failures.
+
+A symbol that fails (no bars, too few labeled rows, an exception in its task) is recorded
+in the summary and the others go on. Re-running the flow on the same data trains nothing
+twice: forecasters and the allocator are refitted identically and not re-registered,
+agents already registered are reused, and a model already in production is not re-judged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import tempfile
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+from prefect import flow
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import PrefectFuture
+from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
+
+from core.settings import get_settings
+from flows.config import GateConfig, NightlyRetrainConfig
+from flows.wiring import build_task_runner, share_api_with_workers
+from models.allocator import (
+    FEATURES as ALLOCATOR_FEATURES,
+)
+from models.allocator import (
+    AllocatorConfig,
+    evaluate_allocator,
+    load_allocator,
+    save_allocator,
+    train_allocator,
+)
+from models.dqn import DQNParams
+from models.env import Costs
+from models.features import FeatureSpec
+from models.forecaster import ForecasterConfig, forecaster_spec, load_forecaster
+from models.gate import (
+    ALLOCATOR_SYMBOL,
+    GateDecision,
+    GateRule,
+    Score,
+    agent_score,
+    allocator_score,
+    choose_promotions,
+    forecaster_score,
+    judge,
+)
+from models.portfolio import compute_allocator_panel, compute_q_advantage
+from models.qnet import Architecture
+from models.registry import load_registered_agent, verify_artifact
+from models.sentiment import MODEL_NAME, aggregate_columns, compute_sentiment_aggregates
+from models.train import evaluate_network, held_out_sessions
+from tasks.agents import train_agent_on_bars
+from tasks.forecasters import fit_forecaster
+from warehouse.bars import load_bars, newest_bars
+from warehouse.db import connect
+from warehouse.forecasts import FORECASTER_KIND, register_forecaster, write_forecasts
+from warehouse.gate import write_promotion_decisions
+from warehouse.posts import load_scored_posts
+from warehouse.registry import load_model_row, production_model_id, promote, write_model
+
+TIMEFRAME = "1Min"
+AGENT_KIND = "dqn"
+ALLOCATOR_KIND = "svm_allocator"
+
+
+def _slug(symbol: str) -> str:
+    return symbol.replace("/", "-")
+
+
+def _fingerprint(*parts: Any) -> str:
+    """A short hash of frames (their numeric and time columns) and JSON-able values: names data in ids."""
+    digest = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, pl.DataFrame):
+            for name in part.columns:
+                col = part.get_column(name)
+                if col.dtype.is_numeric() or col.dtype.is_temporal():
+                    digest.update(name.encode())
+                    digest.update(col.to_physical().fill_null(0).to_numpy().tobytes())
+        else:
+            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
+    return digest.hexdigest()[:10]
+
+
+def _failure(symbol: str, stage: str, exc: BaseException | str) -> dict[str, str]:
+    if isinstance(exc, BaseException):
+        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    else:
+        text = exc
+    return {"symbol": symbol, "stage": stage, "error": text}
+
+
+def _task_runner(config: NightlyRetrainConfig, dask_address: str | None) -> TaskRunner[Any]:
+    if config.runner == "thread":
+        # wiring.build_task_runner knows 'serial' (one thread), 'process' and 'dask'.
+        return ThreadPoolTaskRunner(max_workers=config.workers)
+    share_api_with_workers()
+    scratch = Path(tempfile.mkdtemp(prefix="tradingml-dask-"))
+    return build_task_runner(config.runner, config.workers, dask_address, scratch)
+
+
+@flow(name="nightly-retrain", log_prints=True)
+def nightly_retrain(config: NightlyRetrainConfig | None = None) -> dict[str, Any]:
+    """Retrain forecasters, agents and the allocator on the newest data; promote what beats production."""
+    config = config or NightlyRetrainConfig()
+    settings = get_settings()
+    dask_address = config.dask_address or settings.dask_address
+    runner = _task_runner(config, dask_address)
+    return retrain_and_gate.with_options(task_runner=runner)(config, datetime.now(UTC))
+
+
+# ---------------------------------------------------------------------------- state
+
+
+@dataclass
+class _Window:
+    start: datetime
+    end: datetime
+    test_start: datetime
+
+    @property
+    def train_range(self) -> tuple[datetime, datetime]:
+        return (self.start, self.test_start)
+
+    @property
+    def test_range(self) -> tuple[datetime, datetime]:
+        return (self.test_start, self.end)
+
+    @property
+    def last_day(self) -> date:
+        return (self.end - timedelta(days=1)).date()
+
+
+@dataclass
+class _Symbol:
+    """What the flow knows about one traded symbol as it goes."""
+
+    symbol: str
+    bars: pl.DataFrame
+    spec: FeatureSpec
+    sentiment: pl.DataFrame | None = None
+    forecasts: pl.DataFrame | None = None
+    forecaster: dict[str, Any] | None = None
+    agent_ids: list[str] = field(default_factory=list)
+    agents: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class _Run:
+    config: NightlyRetrainConfig
+    warehouse: str
+    models_dir: Path
+    window: _Window
+    decided_at: datetime
+    costs: Costs
+    failures: list[dict[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    decisions: list[tuple[GateDecision, bool]] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------------------- the flow body
+
+
+@flow(name="nightly-retrain-models")
+def retrain_and_gate(config: NightlyRetrainConfig, decided_at: datetime) -> dict[str, Any]:
+    """The steps of nightly-retrain, in the task runner the parent flow chose."""
+    logger = get_run_logger()
+    settings = get_settings()
+    warehouse = config.warehouse or str(settings.warehouse_path)
+    models_dir = Path(config.models_dir) if config.models_dir else settings.data_dir / "models"
+    coins = list(settings.coin_symbols if config.coins is None else config.coins)
+    spy = list(config.spy_symbols) if config.include_spy else []
+    run = _Run(
+        config,
+        warehouse,
+        models_dir,
+        _resolve_window(config, warehouse, [*coins, *spy]),
+        decided_at,
+        Costs(config.fee_bps, config.slippage_bps),
+    )
+    w = run.window
+    logger.info(
+        "nightly-retrain over %s to %s (held out from %s), %d coin(s)%s, runner %s x%d",
+        w.start.date(),
+        w.last_day,
+        w.test_start.date(),
+        len(coins),
+        " + SPY" if spy else "",
+        config.runner,
+        config.workers,
+    )
+
+    # a. data
+    symbols = _load_symbols(run, coins, spy, logger.info)
+
+    # b. forecasters (one task per coin), then c. agents (one task per symbol and seed)
+    forecaster_futures = {
+        coin: _submit_forecaster(run, s) for coin, s in symbols.items() if s.spec.forecast
+    }
+    agent_futures: dict[str, list[tuple[str, PrefectFuture[dict[str, Any]] | None]]] = {}
+    if spy and spy[0] in symbols:
+        agent_futures[spy[0]] = _submit_agents(run, symbols[spy[0]])
+    for coin, future in forecaster_futures.items():
+        s = symbols[coin]
+        try:
+            s.forecaster = _record_forecaster(run, s, future.result())
+        except Exception as exc:  # noqa: BLE001 -- a failed coin must not stop the others
+            s.forecaster = None
+            run.failures.append(_failure(coin, "forecaster", exc))
+            logger.warning("%s: forecaster failed: %s", coin, exc)
+            continue
+        agent_futures[coin] = _submit_agents(run, s)
+    for symbol, futures in agent_futures.items():
+        s = symbols[symbol]
+        for model_id, agent_future in futures:
+            try:
+                result = agent_future.result() if agent_future is not None else None
+                s.agents.append(_agent_summary(run, model_id, result))
+            except Exception as exc:  # noqa: BLE001
+                run.failures.append(_failure(symbol, "agent", exc))
+                logger.warning("%s: agent %s failed: %s", symbol, model_id, exc)
+                continue
+            s.agent_ids.append(model_id)
+
+    # e. the gate for forecasters and agents
+    for s in symbols.values():
+        if s.forecaster is not None:
+            if s.forecaster.get("stage") == "production":
+                logger.info("%s is already the production forecaster", s.forecaster["model_id"])
+            else:
+                _gate(run, [_forecaster_decision(run, s)], logger.info)
+        if s.agent_ids:
+            try:
+                decisions = agent_decisions(
+                    run.warehouse,
+                    s.symbol,
+                    s.agent_ids,
+                    s.bars,
+                    (run.window.start, run.window.end),
+                    run.window.test_start,
+                    run.costs,
+                    run.config.gate,
+                    s.sentiment,
+                    s.forecasts,
+                )
+            except Exception as exc:  # noqa: BLE001
+                run.failures.append(_failure(s.symbol, "gate", exc))
+                logger.warning("%s: agent gate failed: %s", s.symbol, exc)
+                continue
+            _gate(run, decisions, logger.info)
+
+    # d. the allocator over the coins' agents, and its gate
+    allocator = _allocator_step(run, [s for s in symbols.values() if s.spec.forecast], logger)
+
+    summary = _summary(run, coins, spy, symbols, allocator)
+    _publish(run, summary)
+    return summary
+
+
+# ---------------------------------------------------------------------------- a. data
+
+
+def _resolve_window(config: NightlyRetrainConfig, warehouse: str, wanted: list[str]) -> _Window:
+    newest = newest_bars(warehouse, wanted, TIMEFRAME)
+    if config.end is None and not newest:
+        raise ValueError(
+            f"no {TIMEFRAME} bars for {wanted} in {warehouse}; run ingest-bars (or make demo) first"
+        )
+    newest_day = max(newest.values()).astimezone(UTC).date() if newest else date.min
+    start, end = config.window(newest_day)
+    test_start = config.test_start(end)
+    if test_start <= start:
+        raise ValueError(
+            f"agent_test_days={config.agent_test_days} leaves no training days in {start.date()} "
+            f"to {end.date()}"
+        )
+    return _Window(start, end, test_start)
+
+
+def _load_symbols(
+    run: _Run, coins: list[str], spy: list[str], log: Callable[..., None]
+) -> dict[str, _Symbol]:
+    w = run.window
+    lag = timedelta(minutes=get_settings().sentiment_lag_minutes)
+    span = timedelta(minutes=run.config.sentiment_window_minutes)
+    out: dict[str, _Symbol] = {}
+    with connect(run.warehouse) as con:
+        if spy:
+            bars = load_bars(con, spy, TIMEFRAME, w.start, w.end)
+            if bars.filter(pl.col("symbol") == spy[0]).height == 0:
+                run.failures.append(_failure(spy[0], "data", f"no {TIMEFRAME} bars in the window"))
+            else:
+                out[spy[0]] = _Symbol(spy[0], bars, FeatureSpec(symbols=tuple(spy)))
+        for coin in coins:
+            bars = load_bars(con, [coin], TIMEFRAME, w.start, w.end)
+            if bars.height == 0:
+                run.failures.append(
+                    _failure(
+                        coin, "data", f"no {TIMEFRAME} bars from {w.start.date()} to {w.last_day}"
+                    )
+                )
+                log("%s: no %s bars in the window; skipped", coin, TIMEFRAME)
+                continue
+            spec = FeatureSpec(symbols=(coin,), sentiment=True, forecast=True)
+            out[coin] = _Symbol(coin, bars, spec)
+        posts = load_scored_posts(con, w.start - span - lag, w.end, MODEL_NAME)
+    per_coin, notes = coin_sentiment(
+        posts, [c for c in coins if c in out], w.start, w.end, lag, span
+    )
+    for coin, frame in per_coin.items():
+        out[coin].sentiment = frame
+    for note in notes:
+        run.notes.append(note)
+        log(note)
+    return out
+
+
+def coin_sentiment(
+    posts: pl.DataFrame,
+    coins: list[str],
+    start: datetime,
+    end: datetime,
+    lag: timedelta,
+    window: timedelta,
+) -> tuple[dict[str, pl.DataFrame | None], list[str]]:
+    """Each coin's sentiment input on a minute grid in [start, end): ts, symbol, sentiment.
+
+    sentiment = the mean VADER compound of the posts mentioning the coin in the last
+    `window`, each counted from created_utc + lag (point in time); 0 where no post
+    counts. `posts` (created_utc, compound, symbols) must reach back to start - window - lag.
+    Without any post, every coin gets None (its features then read 0) and a note says so.
+    """
+    if posts.height == 0:
+        note = (
+            f"no scored posts ({MODEL_NAME}) from {start.date()} to {end.date()}: every coin's "
+            "sentiment input reads 0"
+        )
+        return dict.fromkeys(coins), [note]
+    count, compound = aggregate_columns((window,))[:2]
+    out: dict[str, pl.DataFrame | None] = {}
+    notes: list[str] = []
+    for coin in coins:
+        agg = compute_sentiment_aggregates(
+            posts, start, end, symbols=[coin], lag=lag, windows=(window,)
+        ).filter(pl.col("symbol") == coin)
+        if agg.get_column(count).sum() == 0:
+            notes.append(f"{coin}: no post mentions it in the window; its sentiment reads 0")
+        out[coin] = agg.select("ts", "symbol", pl.col(compound).fill_null(0.0).alias("sentiment"))
+    return out, notes
+
+
+# ---------------------------------------------------------------------------- b. forecasters
+
+
+def _forecaster_recipe(run: _Run, coin: str) -> tuple[FeatureSpec, dict[str, Any]]:
+    c = run.config
+    spec = replace(
+        forecaster_spec(coin),
+        return_windows=tuple(c.forecaster_return_windows),
+        vol_windows=tuple(c.forecaster_vol_windows),
+    )
+    cfg = ForecasterConfig(
+        **{
+            **c.forecaster,
+            "horizon_minutes": c.horizon_minutes,
+            "every_minutes": c.forecast_every_minutes,
+            "refit_every_days": c.refit_every_days,
+            "n_jobs": c.forecaster_threads,
+        }
+    ).to_dict()
+    return spec, cfg
+
+
+def _same_recipe(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    ignore = {"n_jobs"}  # threads change speed, not the model's recipe
+    return {k: v for k, v in a.items() if k not in ignore} == {
+        k: v for k, v in b.items() if k not in ignore
+    }
+
+
+def _submit_forecaster(run: _Run, s: _Symbol) -> PrefectFuture[dict[str, Any]]:
+    spec, cfg = _forecaster_recipe(run, s.symbol)
+    model_id = (
+        f"xgb-{_slug(s.symbol)}-{run.window.last_day:%Y%m%d}-"
+        f"{_fingerprint(spec.to_dict(), cfg, s.bars, s.sentiment)}"
+    )
+    champion, champion_recipe = _forecaster_champion(run, s.symbol, spec, cfg)
+    s.forecaster = {"model_id": model_id, "champion": champion}
+    extra = {
+        "nightly": True,
+        "window": [str(run.window.start.date()), str(run.window.last_day)],
+        "data_sources": _sources(s.bars),
+    }
+    return fit_forecaster.submit(
+        s.bars,
+        spec.to_dict(),
+        cfg,
+        s.sentiment,
+        model_id,
+        str(run.models_dir / model_id),
+        extra,
+        champion_recipe,
+    )
+
+
+def _forecaster_champion(
+    run: _Run, coin: str, spec: FeatureSpec, cfg: dict[str, Any]
+) -> tuple[dict[str, Any], tuple[dict[str, Any], dict[str, Any]] | None]:
+    """The production forecaster and, when it is comparable and differs, its recipe to cross-validate."""
+    with connect(run.warehouse) as con:
+        champ_id = production_model_id(con, FORECASTER_KIND, coin)
+        row = load_model_row(con, champ_id) if champ_id else None
+    if row is None:
+        return {"id": None, "note": "no production forecaster"}, None
+    try:
+        loaded = load_forecaster(Path(str(row["artifact_path"])), str(row["artifact_sha256"]))
+    except Exception as exc:  # noqa: BLE001 -- an unloadable champion is judged by the baseline
+        return {"id": champ_id, "note": f"champion unusable: {exc}"}, None
+    champ_cfg = dict(loaded.meta.get("config") or {})
+    if int(champ_cfg.get("horizon_minutes", -1)) != int(cfg["horizon_minutes"]):
+        note = f"champion forecasts {champ_cfg.get('horizon_minutes')} minutes ahead, not {cfg['horizon_minutes']}"
+        return {"id": champ_id, "note": note}, None
+    if loaded.spec.schema_hash() == spec.schema_hash() and _same_recipe(champ_cfg, cfg):
+        note = (
+            "same recipe as the champion: a refit on newer data, judged against the zero forecast"
+        )
+        return {"id": champ_id, "note": note, "same_recipe": True}, None
+    return {"id": champ_id, "note": "champion recipe cross-validated on the same folds"}, (
+        loaded.spec.to_dict(),
+        champ_cfg,
+    )
+
+
+def _record_forecaster(run: _Run, s: _Symbol, result: dict[str, Any]) -> dict[str, Any]:
+    """Register the candidate (unless already registered) and write its point-in-time forecasts."""
+    model_id = str(result["model_id"])
+    forecasts: pl.DataFrame = result["forecasts"]
+    spec, cfg = _forecaster_recipe(run, s.symbol)
+    with connect(run.warehouse) as con:
+        existing = load_model_row(con, model_id)
+        if existing is None:
+            register_forecaster(
+                con,
+                model_id=model_id,
+                symbol=s.symbol,
+                feature_schema_hash=spec.schema_hash(),
+                metrics=result["metrics"],
+                params={**cfg, "nightly": True, "data_sources": _sources(s.bars)},
+                artifact_path=str(result["artifact_path"]),
+                artifact_sha256=str(result["sha256"]),
+                created_at=datetime.now(UTC),
+            )
+        written = write_forecasts(
+            con,
+            forecasts,
+            model_id=model_id,
+            horizon_minutes=run.config.horizon_minutes,
+            created_at=datetime.now(UTC),
+        )
+    s.forecasts = forecasts
+    get_run_logger().info(
+        "%s: forecaster %s, %d forecasts stored (%d new)",
+        s.symbol,
+        model_id,
+        written.total,
+        written.inserted,
+    )
+    stage = existing["stage"] if existing is not None else "candidate"
+    return {
+        **(s.forecaster or {}),
+        **result,
+        "forecasts": None,
+        "stored": written.total,
+        "stage": stage,
+    }
+
+
+# ---------------------------------------------------------------------------- c. agents
+
+
+def _submit_agents(run: _Run, s: _Symbol) -> list[tuple[str, PrefectFuture[dict[str, Any]] | None]]:
+    """One training task per seed; a model already registered (a re-run) is reused, not retrained."""
+    c = run.config
+    params = DQNParams.from_dict({**c.params, "cycles": c.cycles}).to_dict()
+    arch = Architecture.from_dict(c.architecture).to_dict()
+    forecaster_id = (s.forecaster or {}).get("model_id")
+    data_key = _fingerprint(
+        s.spec.to_dict(),
+        arch,
+        params,
+        c.fee_bps,
+        c.slippage_bps,
+        forecaster_id,
+        s.bars,
+        s.sentiment,
+    )
+    description = {
+        "nightly": True,
+        "symbols": list(s.spec.symbols),
+        "timeframe": TIMEFRAME,
+        "train_range": [str(t) for t in run.window.train_range],
+        "test_range": [str(t) for t in run.window.test_range],
+        "forecaster": forecaster_id,
+        "sentiment": (
+            f"compound_{c.sentiment_window_minutes}m" if s.sentiment is not None else "none"
+        ),
+        "data_sources": _sources(s.bars),
+    }
+    out: list[tuple[str, PrefectFuture[dict[str, Any]] | None]] = []
+    for seed in c.seeds:
+        run_id = f"nightly-{run.window.last_day:%Y%m%d}-{data_key}-s{seed}"
+        model_id = f"dqn-{_slug(s.symbol)}-{run_id}"
+        with connect(run.warehouse) as con:
+            existing = load_model_row(con, model_id)
+        if existing is not None:
+            out.append((model_id, None))
+            continue
+        future = train_agent_on_bars.submit(
+            s.bars,
+            s.spec.to_dict(),
+            run.window.train_range,
+            run.window.test_range,
+            s.sentiment,
+            s.forecasts,
+            run_id,
+            seed,
+            arch,
+            params,
+            {"fee_bps": c.fee_bps, "slippage_bps": c.slippage_bps},
+            str(run.models_dir),
+            run.warehouse,
+            description,
+            c.budget_s,
+        )
+        out.append((model_id, future))
+    return out
+
+
+def _agent_summary(run: _Run, model_id: str, result: dict[str, Any] | None) -> dict[str, Any]:
+    with connect(run.warehouse) as con:
+        row = load_model_row(con, model_id)
+    if row is None:
+        raise RuntimeError(f"agent {model_id} trained but is not in the registry")
+    metrics = row["metrics"]
+    return {
+        "model_id": model_id,
+        "seed": row["params"].get("seed"),
+        "reused": result is None,
+        "total_return": metrics.get("total_return"),
+        "max_drawdown": metrics.get("max_drawdown"),
+        "objective": metrics.get("objective"),
+        "buy_and_hold_total_return": (metrics.get("baselines") or {})
+        .get("buy_and_hold", {})
+        .get("total_return"),
+        "artifact_sha256": row["artifact_sha256"],
+    }
+
+
+# ---------------------------------------------------------------------------- e. the gate
+
+
+def _rule(objective_margin: float, drawdown: bool, run: _Run) -> GateRule:
+    return GateRule(objective_margin, run.config.gate.drawdown_margin if drawdown else None)
+
+
+def _forecaster_decision(run: _Run, s: _Symbol) -> GateDecision:
+    f = s.forecaster or {}
+    metrics = f.get("metrics") or {}
+    champion = f.get("champion") or {}
+    champ_cv = f.get("champion_cv")
+    return judge(
+        candidate_id=str(f["model_id"]),
+        kind=FORECASTER_KIND,
+        symbol=s.symbol,
+        objective="out-of-fold rank IC (purged walk-forward CV)",
+        candidate=forecaster_score(metrics),
+        baseline_name="zero_forecast",
+        baseline=Score(float(metrics.get("naive_rank_ic", 0.0))),
+        rule=_rule(run.config.gate.forecaster_ic_margin, False, run),
+        champion_id=champion.get("id") if champ_cv is not None else None,
+        champion=forecaster_score(champ_cv) if champ_cv is not None else None,
+        eval_start=_parse_ts(f.get("eval_start")),
+        eval_end=_parse_ts(f.get("eval_end")),
+        details={
+            "champion": champion,
+            "rows": metrics.get("n"),
+            "rmse": metrics.get("rmse"),
+            "naive_rmse": metrics.get("naive_rmse"),
+            "directional_accuracy": metrics.get("directional_accuracy"),
+            "champion_cv": {k: v for k, v in (champ_cv or {}).items() if k != "folds"},
+        },
+    )
+
+
+def evaluate_registered_agent(
+    warehouse: str,
+    row: dict[str, Any],
+    bars: pl.DataFrame,
+    window: tuple[datetime, datetime],
+    test_start: datetime,
+    costs: Costs,
+    sentiment: pl.DataFrame | None = None,
+    forecasts: pl.DataFrame | None = None,
+) -> dict[str, dict[str, float]]:
+    """A registered agent (sha256 checked on load) on the held-out sessions [test_start, window end).
+
+    Its own features and scaler over the same bars, sentiment and forecasts as every other
+    model judged on them; bars of assets its spec needs beyond `bars` are loaded.
+    Returns evaluate_network's table: 'agent' beside 'buy_and_hold', 'flat', 'momentum_rule'.
+    """
+    policy = load_registered_agent(row)
+    have = set(bars.get_column("symbol").unique().to_list())
+    if policy.spec.timeframe != TIMEFRAME or not set(policy.spec.symbols) <= have:
+        with connect(warehouse) as con:
+            bars = load_bars(con, list(policy.spec.symbols), policy.spec.timeframe, *window)
+    sessions = held_out_sessions(
+        bars, policy.spec, policy.scaler, (test_start, window[1]), sentiment, forecasts
+    )
+    return evaluate_network(policy.net, sessions, costs)
+
+
+def agent_decisions(
+    warehouse: str,
+    symbol: str,
+    candidate_ids: list[str],
+    bars: pl.DataFrame,
+    window: tuple[datetime, datetime],
+    test_start: datetime,
+    costs: Costs,
+    gate: GateConfig,
+    sentiment: pl.DataFrame | None = None,
+    forecasts: pl.DataFrame | None = None,
+) -> list[GateDecision]:
+    """The gate's decisions for a symbol's agent candidates.
+
+    Every candidate and the champion (the symbol's production dqn) are evaluated by the same
+    code on the same held-out sessions; the objective is total return - drawdown_penalty x
+    max drawdown. Without a champion (or with one that cannot be loaded) the reference is
+    buy-and-hold on those sessions. A candidate already in production is not judged again.
+    """
+    penalty = gate.drawdown_penalty
+    rule = GateRule(gate.agent_objective_margin, gate.drawdown_margin)
+
+    def evaluate(row: dict[str, Any]) -> dict[str, dict[str, float]]:
+        return evaluate_registered_agent(
+            warehouse, row, bars, window, test_start, costs, sentiment, forecasts
+        )
+
+    with connect(warehouse) as con:
+        rows = {m: load_model_row(con, m) for m in candidate_ids}
+        champ_id = production_model_id(con, AGENT_KIND, symbol)
+        champ_row = load_model_row(con, champ_id) if champ_id else None
+    champion: Score | None = None
+    details: dict[str, Any] = {}
+    if champ_row is not None and champ_id not in rows:
+        try:
+            champion = agent_score(evaluate(champ_row)["agent"], penalty)
+            trained = (champ_row["params"] or {}).get("train_range")
+            if trained and str(trained[-1]) > str(test_start):
+                details["note"] = (
+                    f"the champion trained until {trained[-1]}, into the held-out days: "
+                    "its numbers there are in-sample (the comparison favours it)"
+                )
+        except Exception as exc:  # noqa: BLE001 -- an unusable champion is judged by the baseline
+            details["note"] = f"champion {champ_id} could not be evaluated: {exc}"
+    out: list[GateDecision] = []
+    for model_id, row in rows.items():
+        if row is None or row["stage"] == "production":
+            continue
+        evaluation = evaluate(row)
+        out.append(
+            judge(
+                candidate_id=model_id,
+                kind=AGENT_KIND,
+                symbol=symbol,
+                objective=f"held-out total_return - {penalty} * max_drawdown",
+                candidate=agent_score(evaluation["agent"], penalty),
+                baseline_name="buy_and_hold",
+                baseline=agent_score(evaluation["buy_and_hold"], penalty),
+                rule=rule,
+                champion_id=champ_id if champion is not None else None,
+                champion=champion,
+                eval_start=test_start,
+                eval_end=window[1],
+                details={
+                    **details,
+                    "sessions": evaluation["agent"]["sessions"],
+                    "candidate": evaluation["agent"],
+                    "baselines": {k: v for k, v in evaluation.items() if k != "agent"},
+                },
+            )
+        )
+    return out
+
+
+def apply_gate(
+    warehouse: str,
+    decisions: list[GateDecision],
+    decided_at: datetime,
+    *,
+    promote_passing: bool = True,
+    flow_run_id: str | None = None,
+) -> dict[str, bool]:
+    """Store the decisions in promotion_decisions and promote the best passing candidate of each
+    kind and symbol (its artifact verified first); returns candidate_id -> promoted."""
+    chosen = set(choose_promotions(decisions).values()) if promote_passing else set()
+    promoted = {d.candidate_id: d.candidate_id in chosen for d in decisions}
+    if not decisions:
+        return promoted
+    with connect(warehouse) as con:
+        for d in decisions:
+            if promoted[d.candidate_id]:
+                row = load_model_row(con, d.candidate_id)
+                if row is None:
+                    raise KeyError(f"no model {d.candidate_id!r} in the registry")
+                verify_artifact(row)  # never promote an artifact that is missing or altered
+                promote(con, d.candidate_id, decided_at)
+        write_promotion_decisions(
+            con, [d.row(decided_at, flow_run_id, promoted[d.candidate_id]) for d in decisions]
+        )
+    return promoted
+
+
+def _gate(run: _Run, decisions: list[GateDecision], log: Callable[..., None]) -> None:
+    flow_run_id = str(flow_run.id) if flow_run.id else None
+    promoted = apply_gate(
+        run.warehouse,
+        decisions,
+        run.decided_at,
+        promote_passing=run.config.gate.promote,
+        flow_run_id=flow_run_id,
+    )
+    for d in decisions:
+        run.decisions.append((d, promoted[d.candidate_id]))
+        verdict = (
+            "PROMOTED"
+            if promoted[d.candidate_id]
+            else ("passed" if d.verdict.passed else "rejected")
+        )
+        log("gate %s %s %s: %s (%s)", d.kind, d.symbol, d.candidate_id, verdict, d.verdict.reason)
+
+
+# ---------------------------------------------------------------------------- d. allocator
+
+
+def _allocator_config(run: _Run) -> AllocatorConfig:
+    values: dict[str, Any] = {"periods_per_year": 365.0}
+    for key, value in run.config.allocator.items():
+        values[key] = tuple(value) if isinstance(value, list) else value  # JSON lists -> grids
+    return AllocatorConfig(**values)
+
+
+def _panel_agent(run: _Run, s: _Symbol) -> dict[str, Any] | None:
+    """The agent whose outputs feed the allocator: the coin's production agent after the gate,
+    else tonight's first trained candidate."""
+    with connect(run.warehouse) as con:
+        prod = production_model_id(con, AGENT_KIND, s.symbol)
+        chosen = prod or (s.agent_ids[0] if s.agent_ids else None)
+        return load_model_row(con, chosen) if chosen else None
+
+
+def _allocator_step(run: _Run, coins: list[_Symbol], logger: Any) -> dict[str, Any]:
+    """Build the daily panel from the coin agents, train the allocator, register and gate it."""
+    panels: list[pl.DataFrame] = []
+    agents: dict[str, str] = {}
+    sources: set[str] = set()
+    for s in coins:
+        if s.forecaster is None or not s.agent_ids:
+            continue
+        try:
+            row = _panel_agent(run, s)
+            if row is None:
+                continue
+            policy = load_registered_agent(row)
+            q = compute_q_advantage(policy, s.bars, s.sentiment, s.forecasts)
+            panels.append(
+                compute_allocator_panel(
+                    s.symbol,
+                    s.bars,
+                    q,
+                    s.sentiment,
+                    s.forecasts,
+                    drawdown_days=run.config.drawdown_days,
+                )
+            )
+            agents[s.symbol] = str(row["model_id"])
+            sources.update(_sources(s.bars))
+        except Exception as exc:  # noqa: BLE001
+            run.failures.append(_failure(s.symbol, "allocator panel", exc))
+            logger.warning("%s: no allocator panel: %s", s.symbol, exc)
+    if not panels:
+        return {"status": "skipped", "reason": "no coin agent to build the panel from"}
+    try:
+        return _train_and_gate_allocator(run, pl.concat(panels), agents, sorted(sources), logger)
+    except Exception as exc:  # noqa: BLE001
+        run.failures.append(_failure(ALLOCATOR_SYMBOL, "allocator", exc))
+        logger.warning("allocator failed: %s", exc)
+        return {"status": "failed", "reason": str(exc), "agents": agents}
+
+
+def _train_and_gate_allocator(
+    run: _Run, panel: pl.DataFrame, agents: dict[str, str], sources: list[str], logger: Any
+) -> dict[str, Any]:
+    cfg = _allocator_config(run)
+    day = timedelta(days=1)
+    # Train on days whose outcome was known before the held-out days; judge on rows whose
+    # inputs and outcome both lie in them (the day straddling the split is in neither).
+    fit_part = panel.filter(pl.col("period") <= run.window.test_start - day)
+    held = panel.filter(pl.col("period") >= run.window.test_start + day)
+    if held.filter(pl.col("next_return").is_not_null()).height == 0:
+        raise ValueError("no held-out period with a known outcome to judge the allocator on")
+    fit = train_allocator(fit_part, cfg)
+    table = evaluate_allocator(fit.allocator, held, cfg.periods_per_year)
+    by = {str(r.pop("strategy")): r for r in table.iter_rows(named=True)}
+    coins = sorted(agents)
+    model_id = (
+        f"svm-allocator-{run.window.last_day:%Y%m%d}-"
+        f"{_fingerprint(panel, run.config.allocator, agents)}"
+    )
+    artifact = run.models_dir / model_id
+    extra = {
+        "nightly": True,
+        "coins": coins,
+        "agents": agents,
+        "split": {k: [str(v[0]), str(v[1])] for k, v in fit.split.items()},
+        "held_out": by,
+        "validation": fit.validation.to_dicts(),
+    }
+    sha = save_allocator(artifact, fit.allocator, extra)
+    score = allocator_score(by["allocator"], cfg.min_drawdown)
+    with connect(run.warehouse) as con:
+        existing = load_model_row(con, model_id)
+        if existing is None:
+            write_model(
+                con,
+                {
+                    "model_id": model_id,
+                    "kind": ALLOCATOR_KIND,
+                    "symbol": ALLOCATOR_SYMBOL,
+                    "feature_schema_hash": hashlib.sha256(
+                        json.dumps({"features": ALLOCATOR_FEATURES, "coins": coins}).encode()
+                    ).hexdigest()[:16],
+                    "architecture": {"model": "rbf-svc+platt", "params": vars(fit.params)},
+                    "params": {
+                        "config": run.config.allocator,
+                        "agents": agents,
+                        "nightly": True,
+                        "data_sources": sources,
+                    },
+                    "metrics": _json_safe(
+                        {
+                            **by["allocator"],
+                            "objective": score.objective,
+                            "baselines": {k: v for k, v in by.items() if k != "allocator"},
+                        }
+                    ),
+                    "artifact_path": str(artifact),
+                    "artifact_sha256": sha,
+                    "stage": "candidate",
+                    "created_at": datetime.now(UTC),
+                    "promoted_at": None,
+                },
+            )
+        champ_id = production_model_id(con, ALLOCATOR_KIND, ALLOCATOR_SYMBOL)
+        champ_row = load_model_row(con, champ_id) if champ_id else None
+        stage = existing["stage"] if existing is not None else "candidate"
+    result: dict[str, Any] = {
+        "status": "trained",
+        "model_id": model_id,
+        "coins": coins,
+        "agents": agents,
+        "params": vars(fit.params),
+        "held_out": by,
+    }
+    if stage == "production":
+        logger.info("%s is already the production allocator; not judged again", model_id)
+        return result
+    champion: Score | None = None
+    details: dict[str, Any] = {"held_out_periods": held.get_column("period").n_unique()}
+    if champ_row is not None:
+        try:
+            champ = load_allocator(
+                Path(str(champ_row["artifact_path"])), str(champ_row["artifact_sha256"])
+            )
+            champ_table = evaluate_allocator(champ, held, cfg.periods_per_year)
+            champ_metrics = champ_table.filter(pl.col("strategy") == "allocator").row(0, named=True)
+            champion = allocator_score(champ_metrics, cfg.min_drawdown)
+        except Exception as exc:  # noqa: BLE001 -- an unusable champion is judged by the baseline
+            details["note"] = f"champion {champ_id} could not be evaluated: {exc}"
+    decision = judge(
+        candidate_id=model_id,
+        kind=ALLOCATOR_KIND,
+        symbol=ALLOCATOR_SYMBOL,
+        objective=f"held-out Calmar: cagr / max(max_drawdown, {cfg.min_drawdown})",
+        candidate=score,
+        baseline_name="equal_weight",
+        baseline=allocator_score(by["equal_weight"], cfg.min_drawdown),
+        rule=_rule(run.config.gate.allocator_calmar_margin, True, run),
+        champion_id=champ_id if champion is not None else None,
+        champion=champion,
+        eval_start=run.window.test_start,
+        eval_end=run.window.end,
+        details=details,
+    )
+    _gate(run, [decision], logger.info)
+    return result
+
+
+# ---------------------------------------------------------------------------- f. summary
+
+
+def _sources(bars: pl.DataFrame) -> list[str]:
+    """Provenance of the bars; 'synthetic...' marks a model trained on generated data."""
+    if "source" not in bars.columns:
+        return []
+    return sorted(str(x) for x in bars.get_column("source").unique().to_list())
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities (a Calmar over a curve that never fell) as null: JSON has no such numbers."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def _parse_ts(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        return value
+    return datetime.fromisoformat(str(value))
+
+
+def _verdict(d: GateDecision, promoted: bool) -> dict[str, Any]:
+    return {
+        "candidate_id": d.candidate_id,
+        "kind": d.kind,
+        "reference": d.reference_name,
+        "reference_id": d.reference_id,
+        "candidate_objective": d.candidate.objective,
+        "reference_objective": d.reference.objective,
+        "candidate_max_drawdown": d.candidate.max_drawdown,
+        "reference_max_drawdown": d.reference.max_drawdown,
+        "passed": d.verdict.passed,
+        "promoted": promoted,
+        "reason": d.verdict.reason,
+    }
+
+
+def _summary(
+    run: _Run,
+    coins: list[str],
+    spy: list[str],
+    symbols: dict[str, _Symbol],
+    allocator: dict[str, Any],
+) -> dict[str, Any]:
+    per_symbol: dict[str, dict[str, Any]] = {}
+    for name in [*spy[:1], *coins]:
+        s = symbols.get(name)
+        f = (s.forecaster if s else None) or {}
+        metrics = f.get("metrics") or {}
+        per_symbol[name] = {
+            "forecaster": (
+                {
+                    "model_id": f.get("model_id"),
+                    "forecasts_stored": f.get("stored"),
+                    **{
+                        k: metrics.get(k)
+                        for k in (
+                            "n",
+                            "rank_ic",
+                            "rmse",
+                            "naive_rmse",
+                            "directional_accuracy",
+                            "mean_fold_rank_ic",
+                        )
+                    },
+                }
+                if "stored" in f
+                else None
+            ),
+            "agents": list(s.agents) if s else [],
+            "gate": [_verdict(d, p) for d, p in run.decisions if d.symbol == name],
+            "failures": [x for x in run.failures if x["symbol"] == name],
+        }
+    return {
+        "window": {
+            "start": str(run.window.start.date()),
+            "last_day": str(run.window.last_day),
+            "test_start": str(run.window.test_start.date()),
+        },
+        "decided_at": run.decided_at.isoformat(),
+        "runner": run.config.runner,
+        "symbols": per_symbol,
+        "allocator": {
+            **allocator,
+            "gate": [_verdict(d, p) for d, p in run.decisions if d.kind == ALLOCATOR_KIND],
+        },
+        "promoted": [d.candidate_id for d, p in run.decisions if p],
+        "failures": run.failures,
+        "notes": run.notes,
+    }
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def _publish(run: _Run, summary: dict[str, Any]) -> None:
+    """The gate's decisions as a table artifact, and a markdown report of the run."""
+    rows = [
+        {
+            "kind": d.kind,
+            "symbol": d.symbol,
+            "candidate": d.candidate_id,
+            "objective": d.objective,
+            "candidate_objective": _cell(d.candidate.objective),
+            "reference": d.reference_name + (f" {d.reference_id}" if d.reference_id else ""),
+            "reference_objective": _cell(d.reference.objective),
+            "candidate_max_drawdown": _cell(d.candidate.max_drawdown),
+            "reference_max_drawdown": _cell(d.reference.max_drawdown),
+            "verdict": "promoted" if p else ("passed" if d.verdict.passed else "rejected"),
+            "reason": d.verdict.reason,
+        }
+        for d, p in run.decisions
+    ]
+    create_table_artifact(
+        key="nightly-retrain-gate",
+        table=rows,
+        description=f"promotion gate decisions of {run.decided_at:%Y-%m-%d %H:%M} UTC "
+        "(also in the promotion_decisions table)",
+    )
+    cols = [
+        "kind",
+        "symbol",
+        "candidate",
+        "candidate_objective",
+        "reference",
+        "reference_objective",
+        "verdict",
+    ]
+    lines = [
+        f"# nightly-retrain {summary['window']['start']} to {summary['window']['last_day']} "
+        f"(held out from {summary['window']['test_start']})",
+        "",
+        "## Gate",
+        "",
+        "| " + " | ".join(cols) + " |",
+        "|" + "---|" * len(cols),
+        *("| " + " | ".join(r[c] for c in cols) + " |" for r in rows),
+        "",
+        f"Promoted: {', '.join(summary['promoted']) or 'nothing'}",
+    ]
+    if run.failures:
+        lines += ["", "## Failures", ""]
+        lines += [f"- {f['symbol']} ({f['stage']}): {f['error']}" for f in run.failures]
+    if run.notes:
+        lines += ["", "## Notes", "", *(f"- {n}" for n in run.notes)]
+    create_markdown_artifact(key="nightly-retrain-report", markdown="\n".join(lines))
+
+
+if __name__ == "__main__":
+    nightly_retrain()

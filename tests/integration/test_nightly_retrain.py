@@ -1,0 +1,438 @@
+"""nightly-retrain under Prefect on a small SYNTHETIC warehouse: forecasters, agents, allocator, the promotion gate."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+
+from adapters.synthetic import SyntheticBarSource
+from core.universe import EQUITY_SYMBOLS
+from flows.config import GateConfig, NightlyRetrainConfig
+from flows.nightly_retrain import agent_decisions, apply_gate, coin_sentiment, nightly_retrain
+from models.env import Costs
+from models.features import FeatureScaler, FeatureSpec
+from models.qnet import Architecture, NestedLSTMQNet
+from models.registry import verify_artifact
+from warehouse.bars import ingest_bar_frames
+from warehouse.db import connect
+from warehouse.gate import load_promotion_decisions
+from warehouse.registry import load_model_row, production_model_id, promote, write_model
+
+pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_harness")]
+
+START = datetime(2024, 3, 1, tzinfo=UTC)
+END = datetime(2024, 3, 22, tzinfo=UTC)  # exclusive: the newest bar is on 21 March
+COINS = ["BTC/USD", "ETH/USD"]
+SHORT_COIN = "LTC/USD"  # two days of bars only: too few labeled rows for a forecaster
+MISSING_COIN = "NOPE/USD"  # no bars at all
+SMALL_ARCH = {"fast_hidden": 8, "slow_hidden": 4, "head_hidden": 8, "slow_stride": 15}
+
+
+@pytest.fixture(scope="module")
+def base_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Three weeks of SYNTHETIC minute bars: two coins, the four ETFs; two days of a third coin."""
+    path = tmp_path_factory.mktemp("nightly") / "base.duckdb"
+    source = SyntheticBarSource()
+    now = datetime(2024, 4, 1, tzinfo=UTC)
+    ingest_bar_frames(source.fetch_bars([*COINS, *EQUITY_SYMBOLS], "1Min", START, END), path, now)
+    ingest_bar_frames(
+        source.fetch_bars([SHORT_COIN], "1Min", END - timedelta(days=2), END), path, now
+    )
+    return path
+
+
+@pytest.fixture
+def warehouse(base_warehouse: Path, tmp_path: Path) -> Path:
+    path = tmp_path / "w.duckdb"
+    shutil.copy(base_warehouse, path)
+    return path
+
+
+def small_config(warehouse: Path, models: Path, **over: Any) -> NightlyRetrainConfig:
+    """Tiny budgets: a 12-hour horizon, 20 trees, 4 training cycles, a one-point allocator grid."""
+    base: dict[str, Any] = dict(
+        coins=[*COINS, SHORT_COIN, MISSING_COIN],
+        include_spy=True,
+        agent_test_days=5,
+        horizon_minutes=720,
+        forecast_every_minutes=60,
+        refit_every_days=2.0,
+        forecaster_return_windows=[15, 60, 240],
+        forecaster_vol_windows=[60],
+        forecaster={"n_folds": 3, "n_estimators": 20, "min_train_rows": 50},
+        cycles=4,
+        seeds=[1],
+        architecture=SMALL_ARCH,
+        params={"train_every": 2, "batch_sessions": 2, "replay_capacity": 16},
+        allocator={
+            "cost_bps": 0.0,
+            "c_grid": [1.0],
+            "gamma_grid": [0.2],
+            "threshold_grid": [0.5],
+            "cap_grid": [0.5],
+        },
+        warehouse=str(warehouse),
+        models_dir=str(models),
+    )
+    return NightlyRetrainConfig(**{**base, **over})
+
+
+def registry(warehouse: Path) -> list[dict[str, Any]]:
+    with connect(warehouse) as con:
+        ids = [r[0] for r in con.execute("SELECT model_id FROM models ORDER BY 1").fetchall()]
+        rows = [load_model_row(con, i) for i in ids]
+    return [r for r in rows if r is not None]
+
+
+def test_nightly_retrain_trains_writes_forecasts_registers_and_gates(
+    warehouse: Path, tmp_path: Path
+) -> None:
+    result = nightly_retrain(small_config(warehouse, tmp_path / "models"))
+
+    assert result["window"] == {
+        "start": "2023-03-22",
+        "last_day": "2024-03-21",
+        "test_start": "2024-03-17",
+    }
+    # The coin without bars and the coin with too few labeled rows failed; the rest trained.
+    failed = {(f["symbol"], f["stage"]) for f in result["failures"]}
+    assert failed == {(MISSING_COIN, "data"), (SHORT_COIN, "forecaster")}
+    assert "no scored posts" in " ".join(result["notes"])  # sentiment degraded to 0
+    for coin in COINS:
+        report = result["symbols"][coin]
+        assert report["forecaster"]["forecasts_stored"] > 0
+        assert report["forecaster"]["n"] > 0
+        assert [a["seed"] for a in report["agents"]] == [1]
+        assert {g["kind"] for g in report["gate"]} == {"xgb_forecaster", "dqn"}
+    assert [a["seed"] for a in result["symbols"]["SPY"]["agents"]] == [1]
+    assert result["symbols"][SHORT_COIN]["agents"] == []
+
+    rows = registry(warehouse)
+    kinds = sorted((r["kind"], r["symbol"]) for r in rows)
+    assert kinds == sorted(
+        [("dqn", c) for c in [*COINS, "SPY"]]
+        + [("xgb_forecaster", c) for c in COINS]
+        + [("svm_allocator", "CRYPTO")]
+    )
+    for row in rows:
+        verify_artifact(row)  # agents, forecasters and the allocator: sha256 of every folder
+        assert row["params"]["data_sources"] == ["synthetic"]  # provenance travels with the model
+    agents_by_symbol = {r["symbol"]: r for r in rows if r["kind"] == "dqn"}
+    # The coin agents see their forecast and sentiment: both are in the feature spec and hash.
+    assert (
+        FeatureSpec(symbols=("BTC/USD",), sentiment=True, forecast=True).schema_hash()
+        == (agents_by_symbol["BTC/USD"]["feature_schema_hash"])
+    )
+
+    with connect(warehouse) as con:
+        stored = dict(
+            con.execute(
+                "SELECT symbol, count(*) FROM forecasts WHERE horizon_minutes = 720 GROUP BY 1"
+            ).fetchall()
+        )
+        decisions = load_promotion_decisions(con)
+        production = {
+            (k, s): m
+            for m, k, s in con.execute(
+                "SELECT model_id, kind, symbol FROM models WHERE stage = 'production'"
+            ).fetchall()
+        }
+    assert set(stored) == set(COINS)
+    assert decisions.height == len(rows)  # one decision per candidate
+    assert decisions.get_column("decided_at").n_unique() == 1
+    decided_first = decisions.get_column("decided_at")[0]
+    for d in decisions.iter_rows(named=True):
+        # No champion yet: each candidate is judged against its kind's naive baseline.
+        assert (
+            d["reference"]
+            == {
+                "dqn": "baseline:buy_and_hold",
+                "xgb_forecaster": "baseline:zero_forecast",
+                "svm_allocator": "baseline:equal_weight",
+            }[d["kind"]]
+        )
+        assert d["passed"] == (d["beats_objective"] and d["drawdown_ok"])
+        assert d["promoted"] == d["passed"]  # one candidate per kind and symbol
+        assert (production.get((d["kind"], d["symbol"])) == d["candidate_id"]) == d["promoted"]
+        if d["kind"] == "dqn":
+            # The gate re-evaluates the stored artifact: the same numbers as at training.
+            metrics = agents_by_symbol[d["symbol"]]["metrics"]
+            assert d["candidate_objective"] == pytest.approx(metrics["objective"])
+            assert d["eval_start"] == datetime(2024, 3, 17, tzinfo=UTC)
+            assert d["eval_end"] == END
+
+    # Run again on the same data: nothing is trained twice, production stays as it is, and
+    # only candidates that are not in production are judged again.
+    again = nightly_retrain(small_config(warehouse, tmp_path / "models"))
+    assert [r["model_id"] for r in registry(warehouse)] == [r["model_id"] for r in rows]
+    assert all(a["reused"] for s in again["symbols"].values() for a in s["agents"])
+    with connect(warehouse) as con:
+        still = {
+            (k, s): m
+            for m, k, s in con.execute(
+                "SELECT model_id, kind, symbol FROM models WHERE stage = 'production'"
+            ).fetchall()
+        }
+        rejudged = load_promotion_decisions(con).filter(pl.col("decided_at") > decided_first)
+    assert still == production
+    assert set(rejudged.get_column("candidate_id")) == {
+        m
+        for m, p in zip(
+            decisions.get_column("candidate_id"), decisions.get_column("promoted"), strict=True
+        )
+        if not p
+    }
+
+
+@pytest.mark.slow
+def test_later_candidates_are_judged_against_the_champions_on_the_same_data(
+    warehouse: Path, tmp_path: Path
+) -> None:
+    def run(**over: Any) -> dict[str, Any]:
+        config = small_config(warehouse, tmp_path / "models", coins=COINS, **over)
+        result: dict[str, Any] = nightly_retrain(config)
+        assert result["failures"] == []
+        return result
+
+    def champions() -> dict[tuple[str, str], str]:
+        with connect(warehouse) as con:
+            return {
+                (k, s): m
+                for m, k, s in con.execute(
+                    "SELECT model_id, kind, symbol FROM models WHERE stage = 'production'"
+                ).fetchall()
+            }
+
+    def stored_objective(model_id: str) -> float:
+        with connect(warehouse) as con:
+            row = load_model_row(con, model_id)
+        assert row is not None
+        return float(row["metrics"]["objective"])
+
+    run(include_spy=True)
+    # Another seed, same forecasters (so the same forecasts): the champion agents are
+    # evaluated again on the held-out sessions, and score what they scored when trained.
+    before = champions()
+    second = run(seeds=[2], include_spy=True)
+    for symbol in [*COINS, "SPY"]:
+        [verdict] = [g for g in second["symbols"][symbol]["gate"] if g["kind"] == "dqn"]
+        champion = before.get(("dqn", symbol))
+        if champion is None:
+            assert verdict["reference"] == "baseline:buy_and_hold"
+            continue
+        assert (verdict["reference"], verdict["reference_id"]) == ("champion", champion)
+        assert verdict["reference_objective"] == pytest.approx(stored_objective(champion))
+    # Another forecaster recipe: the champion's recipe is cross-validated on the same rows and
+    # folds, which reproduces its own out-of-fold rank IC.
+    before = champions()
+    third = run(forecaster={"n_folds": 3, "n_estimators": 25, "min_train_rows": 50})
+    for coin in COINS:
+        [verdict] = [g for g in third["symbols"][coin]["gate"] if g["kind"] == "xgb_forecaster"]
+        champion = before.get(("xgb_forecaster", coin))
+        if champion is None:
+            assert verdict["reference"] == "baseline:zero_forecast"
+            continue
+        assert (verdict["reference"], verdict["reference_id"]) == ("champion", champion)
+        assert verdict["reference_objective"] == pytest.approx(stored_objective(champion))
+
+
+@pytest.mark.slow
+def test_thread_and_dask_runners_give_the_same_models(base_warehouse: Path, tmp_path: Path) -> None:
+    models: dict[str, dict[str, tuple[str, Any]]] = {}
+    for runner in ("thread", "dask"):
+        path = tmp_path / f"{runner}.duckdb"
+        shutil.copy(base_warehouse, path)
+        config = small_config(
+            path, tmp_path / runner, runner=runner, coins=COINS, include_spy=False, seeds=[1, 2]
+        )
+        result = nightly_retrain(config)
+        assert result["failures"] == []
+        models[runner] = {
+            r["model_id"]: (r["artifact_sha256"], r["metrics"].get("objective"))
+            for r in registry(path)
+        }
+    assert sorted(k.split("-")[0] for k in models["thread"]) == sorted(
+        ["dqn"] * 4 + ["xgb"] * 2 + ["svm"]
+    )
+    assert models["thread"] == models["dask"]
+
+
+def test_coin_sentiment_is_the_mean_compound_of_the_mentions_known_so_far() -> None:
+    posts = pl.DataFrame(
+        {
+            "created_utc": [START + timedelta(minutes=m) for m in (0, 10, 20)],
+            "compound": [0.5, -0.1, 0.9],
+            "symbols": [["BTC/USD"], ["BTC/USD", "ETH/USD"], ["ETH/USD"]],
+        },
+        schema_overrides={"created_utc": pl.Datetime("us", "UTC")},
+    )
+    frames, notes = coin_sentiment(
+        posts,
+        ["BTC/USD", "ETH/USD", "DOGE/USD"],
+        START,
+        START + timedelta(minutes=90),
+        timedelta(minutes=5),
+        timedelta(minutes=60),
+    )
+    btc = frames["BTC/USD"]
+    assert btc is not None
+    at = {
+        m: btc.filter(pl.col("ts") == START + timedelta(minutes=m))["sentiment"].item()
+        for m in (4, 5, 15, 66, 80)
+    }
+    # A post counts from created + 5 min, for 60 min.
+    assert at == pytest.approx({4: 0.0, 5: 0.5, 15: 0.2, 66: -0.1, 80: 0.0})
+    assert notes == ["DOGE/USD: no post mentions it in the window; its sentiment reads 0"]
+    none, why = coin_sentiment(
+        posts.head(0), ["BTC/USD"], START, END, timedelta(0), timedelta(hours=1)
+    )
+    assert none == {"BTC/USD": None} and "no scored posts" in why[0]
+
+
+# ---- the gate on planted agents whose held-out results are known in advance ----
+
+PLANTED = "ZZZ/USD"
+PLANTED_SPEC = FeatureSpec(symbols=(PLANTED,))
+DAY = timedelta(days=1)
+
+
+def planted_bars(daily_returns: list[float]) -> pl.DataFrame:
+    """SYNTHETIC minute bars of one coin: each UTC day moves by its given return, smoothly."""
+    steps = []
+    for r in daily_returns:
+        steps += [np.log1p(r) / 1439] * 1439 + [0.0]  # the move happens inside the day
+    close = 100.0 * np.exp(np.concatenate([[0.0], np.cumsum(steps)[:-1]]))
+    ts = pl.datetime_range(START, START + timedelta(minutes=len(close) - 1), "1m", eager=True)
+    return pl.DataFrame(
+        {
+            "symbol": PLANTED,
+            "timeframe": "1Min",
+            "ts": ts,
+            "open": close,
+            "high": close * 1.0005,
+            "low": close * 0.9995,
+            "close": close,
+            "volume": 1.0,
+            "trade_count": 1,
+            "vwap": close,
+            "source": "synthetic:test",
+        }
+    )
+
+
+def planted_agent(con: Any, models: Path, model_id: str, action: int) -> None:
+    """A registered agent that always takes `action` (0 flat, 2 long): every weight 0, one bias 1."""
+    torch.manual_seed(0)
+    n = len(PLANTED_SPEC.names())
+    net = NestedLSTMQNet(n, Architecture(fast_hidden=4, slow_hidden=2, head_hidden=4))
+    with torch.no_grad():
+        for p in net.parameters():
+            p.zero_()
+        net.advantage.bias[action] = 1.0
+    names = PLANTED_SPEC.names()
+    from models.registry import save_agent
+
+    sha = save_agent(
+        models / model_id, net, PLANTED_SPEC, FeatureScaler(names, [0.0] * n, [1.0] * n), {}
+    )
+    write_model(
+        con,
+        {
+            "model_id": model_id,
+            "kind": "dqn",
+            "symbol": PLANTED,
+            "feature_schema_hash": PLANTED_SPEC.schema_hash(),
+            "architecture": net.arch.to_dict(),
+            "params": {
+                "train_range": [str(START), str(START + 3 * DAY)],
+                "data_sources": ["synthetic:test"],
+            },
+            "metrics": {},
+            "artifact_path": str(models / model_id),
+            "artifact_sha256": sha,
+            "stage": "candidate",
+            "created_at": START,
+            "promoted_at": None,
+        },
+    )
+
+
+def judge_planted(
+    warehouse: Path, bars: pl.DataFrame, candidates: list[str], gate: GateConfig
+) -> list[Any]:
+    window = (START, START + 6 * DAY)
+    decisions = agent_decisions(
+        str(warehouse), PLANTED, candidates, bars, window, START + 3 * DAY, Costs(), gate
+    )
+    apply_gate(str(warehouse), decisions, datetime.now(UTC))
+    return decisions
+
+
+def test_gate_promotes_a_clearly_better_agent_and_rejects_a_worse_one(
+    warehouse_path: Path, tmp_path: Path
+) -> None:
+    falling = planted_bars([0.0, 0.0, 0.0, -0.03, -0.03, -0.03])  # held out: the last 3 days
+    with connect(warehouse_path) as con:
+        for model_id, action in (("always-long", 2), ("always-flat", 0), ("long-again", 2)):
+            planted_agent(con, tmp_path, model_id, action)
+        promote(con, "always-long", START)
+    gate = GateConfig()
+
+    [better] = judge_planted(warehouse_path, falling, ["always-flat"], gate)
+    # The champion always holds the coin: exactly buy-and-hold on the same sessions and costs.
+    assert better.reference_name == "champion" and better.reference_id == "always-long"
+    assert better.reference.objective == pytest.approx(better.baseline.objective)
+    assert better.reference.objective < -0.08
+    assert (better.candidate.objective, better.candidate.max_drawdown) == (0.0, 0.0)
+    assert better.verdict.passed
+    with connect(warehouse_path) as con:
+        assert production_model_id(con, "dqn", PLANTED) == "always-flat"
+        assert load_model_row(con, "always-long")["stage"] == "archived"  # type: ignore[index]
+
+    [worse] = judge_planted(warehouse_path, falling, ["long-again"], gate)
+    assert worse.reference_id == "always-flat"
+    assert not worse.verdict.beats_objective and not worse.verdict.passed
+    assert worse.verdict.reason.startswith("does not beat champion always-flat")
+    with connect(warehouse_path) as con:
+        assert production_model_id(con, "dqn", PLANTED) == "always-flat"
+        stored = load_promotion_decisions(con).sort("candidate_id")
+    assert stored.select("candidate_id", "reference_id", "passed", "promoted").rows() == [
+        ("always-flat", "always-long", True, True),
+        ("long-again", "always-flat", False, False),
+    ]
+    assert stored.get_column("reference_objective").to_list() == pytest.approx(
+        [better.reference.objective, 0.0]
+    )
+
+
+def test_gate_rejects_a_better_but_riskier_agent_unless_the_margin_allows_it(
+    warehouse_path: Path, tmp_path: Path
+) -> None:
+    # Held out: +10%, -5%, +10%. Always long earns ~15% with a 5% drawdown; flat earns 0.
+    rising = planted_bars([0.0, 0.0, 0.0, 0.10, -0.05, 0.10])
+    with connect(warehouse_path) as con:
+        planted_agent(con, tmp_path, "always-flat", 0)
+        planted_agent(con, tmp_path, "always-long", 2)
+        promote(con, "always-flat", START)
+
+    [riskier] = judge_planted(warehouse_path, rising, ["always-long"], GateConfig())
+    assert riskier.verdict.beats_objective  # 0.15 - 0.05 > 0 ...
+    assert riskier.candidate.max_drawdown == pytest.approx(0.05, abs=2e-3)
+    assert not riskier.verdict.drawdown_ok and not riskier.verdict.passed  # ... but 0.05 > 0 + 0.02
+    assert riskier.verdict.reason.startswith("riskier than champion always-flat")
+    with connect(warehouse_path) as con:
+        assert production_model_id(con, "dqn", PLANTED) == "always-flat"
+
+    [allowed] = judge_planted(
+        warehouse_path, rising, ["always-long"], GateConfig(drawdown_margin=0.10)
+    )
+    assert allowed.verdict.passed
+    with connect(warehouse_path) as con:
+        assert production_model_id(con, "dqn", PLANTED) == "always-long"
