@@ -16,6 +16,7 @@ from core.settings import get_settings
 from flows.config import BacktestConfig, utc_midnight
 from models.registry import load_registered_agent
 from trading.backtest import run_backtest
+from trading.inputs import input_loader
 from trading.ledger import Ledger
 from trading.report import report_markdown, write_report
 from trading.risk import RiskLimits
@@ -52,6 +53,11 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
             f"no {spec.timeframe} bars for {list(spec.symbols)} between {config.start} and "
             f"{config.end} in {warehouse}; run ingest-bars (or make demo) first"
         )
+    loader = input_loader(spec, row.get("params") or {})
+    sentiment = forecasts = None
+    if loader is not None:
+        with connect(warehouse) as con:
+            sentiment, forecasts = loader(con, start - timedelta(days=WARMUP_DAYS), end)
     key = hashlib.sha256(config.model_dump_json().encode() + str(row["model_id"]).encode())
     run_id = (
         f"bt-{config.symbol.replace('/', '-')}-{config.start}-{config.end}-{key.hexdigest()[:8]}"
@@ -80,6 +86,8 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
         limits=RiskLimits(**config.risk.model_dump()),
         flatten_before_close_min=config.flatten_before_close_min,
         progress=progress,
+        sentiment=sentiment,
+        forecasts=forecasts,
     )
     bar.close()
     with connect(warehouse) as con:
@@ -89,7 +97,7 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
     if any(s.startswith("synthetic") for s in sources):
         notes.insert(0, "SYNTHETIC data: these are generated minute bars, not market prices.")
     with connect(warehouse) as con:
-        sentiment = load_frame(
+        hourly = load_frame(
             con,
             "SELECT hour AS ts, symbol, avg(mean_compound) AS sentiment FROM v_sentiment_hourly"
             " WHERE symbol = ? AND hour >= ? AND hour < ? GROUP BY ALL ORDER BY ts",
@@ -103,7 +111,7 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
         fills=result.fills,
         metrics=result.metrics,
         actions=result.actions,
-        sentiment=sentiment if sentiment.height else None,
+        sentiment=hourly if hourly.height else None,
         notes=notes,
     )
     create_markdown_artifact(

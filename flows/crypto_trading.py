@@ -29,6 +29,7 @@ from flows.config import CryptoTradingConfig
 from flows.live_trading import LiveTradingRefused, check_mode, load_compatible_model
 from trading.calendar import CryptoCalendar
 from trading.engine import MINUTE, Book, EngineConfig, StepwiseQ, TradingEngine
+from trading.inputs import input_loader
 from trading.ledger import Ledger
 from trading.live import LiveRunner, store_bars
 from trading.orders import OrderManager
@@ -119,7 +120,15 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
             book,
             sim.new_fills,
         )
-        runners[coin] = LiveRunner(engine, policy.spec, session, warehouse, sim, ledger)
+        runners[coin] = LiveRunner(
+            engine,
+            policy.spec,
+            session,
+            warehouse,
+            sim,
+            ledger,
+            inputs=input_loader(policy.spec, row.get("params") or {}),
+        )
         runners[coin].start(start)
     symbols = sorted({s for r in runners.values() for s in r.spec.symbols})
     logger.info(

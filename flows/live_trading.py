@@ -29,6 +29,7 @@ from flows.config import LiveTradingConfig
 from models.registry import AgentPolicy, load_registered_agent
 from trading.calendar import CryptoCalendar, NYSECalendar, Session, calendar_for
 from trading.engine import MINUTE, Book, EngineConfig, StepwiseQ, TradingEngine
+from trading.inputs import input_loader
 from trading.ledger import Ledger
 from trading.live import LiveRunner, run_lock, store_bars
 from trading.orders import OrderManager
@@ -249,7 +250,15 @@ def _run_session(
         logger.warning(
             "reconciliation at start: %d difference(s); the broker's view adopted", found
         )
-    runner = LiveRunner(engine, spec, session, warehouse, broker, ledger)
+    runner = LiveRunner(
+        engine,
+        spec,
+        session,
+        warehouse,
+        broker,
+        ledger,
+        inputs=input_loader(spec, row.get("params") or {}),
+    )
     warmed = runner.start(clock.now())
     logger.info(
         "%s %s session %s with %s: warmed up on %d bar(s) of the session so far",

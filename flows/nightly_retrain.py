@@ -76,7 +76,7 @@ from models.gate import (
 from models.portfolio import compute_allocator_panel, compute_q_advantage
 from models.qnet import Architecture
 from models.registry import load_registered_agent, verify_artifact
-from models.sentiment import MODEL_NAME, aggregate_columns, compute_sentiment_aggregates
+from models.sentiment import MODEL_NAME, coin_sentiment
 from models.train import evaluate_network, held_out_sessions
 from tasks.agents import train_agent_on_bars
 from tasks.forecasters import fit_forecaster
@@ -344,40 +344,6 @@ def _load_symbols(
     return out
 
 
-def coin_sentiment(
-    posts: pl.DataFrame,
-    coins: list[str],
-    start: datetime,
-    end: datetime,
-    lag: timedelta,
-    window: timedelta,
-) -> tuple[dict[str, pl.DataFrame | None], list[str]]:
-    """Each coin's sentiment input on a minute grid in [start, end): ts, symbol, sentiment.
-
-    sentiment = the mean VADER compound of the posts mentioning the coin in the last
-    `window`, each counted from created_utc + lag (point in time); 0 where no post
-    counts. `posts` (created_utc, compound, symbols) must reach back to start - window - lag.
-    Without any post, every coin gets None (its features then read 0) and a note says so.
-    """
-    if posts.height == 0:
-        note = (
-            f"no scored posts ({MODEL_NAME}) from {start.date()} to {end.date()}: every coin's "
-            "sentiment input reads 0"
-        )
-        return dict.fromkeys(coins), [note]
-    count, compound = aggregate_columns((window,))[:2]
-    out: dict[str, pl.DataFrame | None] = {}
-    notes: list[str] = []
-    for coin in coins:
-        agg = compute_sentiment_aggregates(
-            posts, start, end, symbols=[coin], lag=lag, windows=(window,)
-        ).filter(pl.col("symbol") == coin)
-        if agg.get_column(count).sum() == 0:
-            notes.append(f"{coin}: no post mentions it in the window; its sentiment reads 0")
-        out[coin] = agg.select("ts", "symbol", pl.col(compound).fill_null(0.0).alias("sentiment"))
-    return out, notes
-
-
 # ---------------------------------------------------------------------------- b. forecasters
 
 
@@ -530,6 +496,7 @@ def _submit_agents(run: _Run, s: _Symbol) -> list[tuple[str, PrefectFuture[dict[
         "train_range": [str(t) for t in run.window.train_range],
         "test_range": [str(t) for t in run.window.test_range],
         "forecaster": forecaster_id,
+        "forecast_horizon_minutes": c.horizon_minutes,
         "sentiment": (
             f"compound_{c.sentiment_window_minutes}m" if s.sentiment is not None else "none"
         ),

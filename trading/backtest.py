@@ -103,11 +103,13 @@ def run_backtest(
     limits: RiskLimits | None = None,
     flatten_before_close_min: float = 1.0,
     progress: Callable[[int, int], None] | None = None,
+    sentiment: pl.DataFrame | None = None,
+    forecasts: pl.DataFrame | None = None,
 ) -> BacktestResult:
     """Run the agent over bars in [start, end) (bars before `start` only warm the features up)."""
     spec = policy.spec
     symbol = spec.traded
-    features = compute_features(bars, spec)
+    features = compute_features(bars, spec, sentiment, forecasts)
     traded = bars.filter(pl.col("symbol") == symbol).select("ts", "open", "close")
     frame = (
         features.join(traded, on="ts", how="left")

@@ -28,6 +28,7 @@ from core.bar_quality import validate_bars
 from models.features import FeatureSpec
 from trading.calendar import Session
 from trading.engine import MINUTE, TradingEngine
+from trading.inputs import InputLoader, value_at
 from trading.ledger import Ledger
 from trading.live_features import LiveFeatures
 from warehouse.bars import ingest_bar_frames, write_quarantine, write_stream_bars
@@ -96,6 +97,8 @@ class LiveRunner:
     decided: set[datetime] = field(default_factory=set)
     warmed: bool = False
     con: Any = None
+    inputs: InputLoader | None = None
+    """The model's sentiment/forecast inputs (trading.inputs.input_loader); None: it has none."""
     features: LiveFeatures = field(init=False)
     """A connection held for a whole fast replay; None opens one per minute (live: never hold one)."""
 
@@ -131,12 +134,19 @@ class LiveRunner:
         with self._connect() as con:
             history = load_tail(con, self.spec.symbols, self.spec.timeframe, self.session.open)
             so_far = self._bars(con, self.session.open, last_closed)
+            extra = (
+                self.inputs(con, self.session.open, last_closed) if self.inputs else (None, None)
+            )
         self.features.push_frame(history)
         warmed = 0
         for (minute,), frame in so_far.group_by(["ts"], maintain_order=True):
             assert isinstance(minute, datetime)
             self.features.push_frame(frame)
-            row = self.features.row(minute)
+            row = self.features.row(
+                minute,
+                value_at(extra[0], "sentiment", minute),
+                value_at(extra[1], "forecast", minute),
+            )
             if row is not None:
                 self.engine.warm_up(row, warmed)
                 warmed += 1
@@ -167,7 +177,12 @@ class LiveRunner:
             if fresh is None:
                 fresh = self._bars(con, bar_ts, bar_ts + MINUTE)
             self.features.push_frame(fresh)
-            row = self.features.row(bar_ts)
+            sentiment = forecast = None
+            if self.inputs is not None:
+                extra = self.inputs(con, bar_ts, bar_ts + MINUTE)
+                sentiment = value_at(extra[0], "sentiment", bar_ts)
+                forecast = value_at(extra[1], "forecast", bar_ts)
+            row = self.features.row(bar_ts, sentiment, forecast)
             if row is None:
                 log.warning("no %s bar for %s yet; no decision", self.spec.traded, bar_ts)
                 return None

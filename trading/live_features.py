@@ -116,7 +116,9 @@ class LiveFeatures:
         ).iter_rows():
             self.assets[sym].push(ts, o, h, lo, c, v, vw)
 
-    def row(self, ts: datetime, sentiment: float | None = None) -> np.ndarray | None:
+    def row(
+        self, ts: datetime, sentiment: float | None = None, forecast: float | None = None
+    ) -> np.ndarray | None:
         """The feature row of the traded symbol's bar at `ts` (None when that bar is not the newest)."""
         traded = self.assets[self.spec.traded]
         if not traded.ts or traded.ts[-1] != ts:
@@ -132,6 +134,8 @@ class LiveFeatures:
         values += list(self.session_times(ts))
         if self.spec.sentiment:
             values.append(0.0 if sentiment is None else sentiment)
+        if self.spec.forecast:
+            values.append(0.0 if forecast is None else forecast)
         x = np.asarray(values, dtype=np.float64)
         # The batch rules: NaN -> null -> 0, then float32.
         return np.where(np.isfinite(x), x, 0.0).astype(np.float32)

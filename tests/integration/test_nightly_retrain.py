@@ -15,11 +15,12 @@ import torch
 from adapters.synthetic import SyntheticBarSource
 from core.universe import EQUITY_SYMBOLS
 from flows.config import GateConfig, NightlyRetrainConfig
-from flows.nightly_retrain import agent_decisions, apply_gate, coin_sentiment, nightly_retrain
+from flows.nightly_retrain import agent_decisions, apply_gate, nightly_retrain
 from models.env import Costs
 from models.features import FeatureScaler, FeatureSpec
 from models.qnet import Architecture, NestedLSTMQNet
 from models.registry import verify_artifact
+from models.sentiment import coin_sentiment
 from warehouse.bars import ingest_bar_frames
 from warehouse.db import connect
 from warehouse.gate import load_promotion_decisions
