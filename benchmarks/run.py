@@ -13,6 +13,7 @@ from benchmarks import (  # noqa: F401 -- registers their benchmarks
     bench_agent,
     bench_alpaca,
     bench_ingest,
+    bench_nightly,
     bench_search,
     bench_sentiment,
     bench_trading,

@@ -115,6 +115,27 @@ def cmd_trade(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_nightly(args: argparse.Namespace) -> int:
+    from flows.config import NightlyRetrainConfig
+    from flows.demo import GATE_SQL
+    from flows.nightly_retrain import nightly_retrain
+    from warehouse.db import connect
+    from warehouse.io import load_frame
+
+    kwargs: dict[str, Any] = {"runner": args.runner}
+    for key in ("coins", "cycles", "start", "end", "warehouse"):
+        if getattr(args, key) is not None:
+            kwargs[key] = getattr(args, key)
+    if args.no_spy:
+        kwargs["include_spy"] = False
+    result = nightly_retrain(NightlyRetrainConfig(**kwargs))
+    with connect(args.warehouse, read_only=True) as con:
+        _table("promotion gate (promotion_decisions)", load_frame(con, GATE_SQL).to_dicts())
+    for failure in result.get("failures", []):
+        print(f"failed: {failure}")
+    return 0
+
+
 def cmd_crypto(args: argparse.Namespace) -> int:
     from flows.config import CryptoTradingConfig
     from flows.crypto_trading import crypto_trading
@@ -222,8 +243,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
             f'ledger: tradingml sql "select * from v_decision_ledger where decision_id like '
             f"'{s['run_id']}%' order by ts\""
         )
+    _table(
+        "Nightly retrain on SYNTHETIC coins: the promotion gate's verdicts (promotion_decisions)",
+        result["gate"],
+    )
+    c = result["crypto"]
+    if c.get("status") == "traded":
+        console.print(
+            f"[bold]crypto-trading replay[/bold] {c['day']}: {', '.join(c['coins'])} "
+            f"({100 * c['weight_each']:.0f}% of equity each), {c['minutes']} minutes, "
+            f"{c['orders']} orders, final equity {c['equity']:,.2f}"
+        )
+    else:
+        console.print(f"crypto-trading not run: {c.get('why')}")
     console.print(
-        'Models: tradingml sql "select * from v_model_leaderboard"; the promoted one is stage '
+        'Models: tradingml sql "select * from v_model_leaderboard"; promoted ones are stage '
         "'production'"
     )
     console.print(
@@ -476,6 +510,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-minutes", dest="max_minutes", type=int)
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_trade)
+
+    p = sub.add_parser("nightly", help="run the nightly-retrain flow (forecasters, agents, gate)")
+    p.add_argument("--coins", nargs="*", help="default: TRADINGML_COINS")
+    p.add_argument("--no-spy", dest="no_spy", action="store_true", help="skip the SPY agent")
+    p.add_argument("--cycles", type=int, help="training cycles per agent (default 300)")
+    p.add_argument("--start", type=date.fromisoformat)
+    p.add_argument("--end", type=date.fromisoformat)
+    p.add_argument("--runner", choices=["thread", "process", "dask"], default="thread")
+    p.add_argument("--warehouse")
+    p.set_defaults(func=cmd_nightly)
 
     p = sub.add_parser("crypto", help="run the crypto-trading flow (coin agents, replay)")
     p.add_argument("--coins", nargs="*", help="default: TRADINGML_COINS")

@@ -151,6 +151,11 @@ class DemoConfig(BaseModel):
         description="A small CSV with deliberately faulty rows, to show quarantine (default: the "
         "one shipped in examples/).",
     )
+    coin_agent_cycles: int = Field(
+        default=250,
+        ge=1,
+        description="Training cycles of each coin agent in the demo's nightly retrain.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DemoConfig:

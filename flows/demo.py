@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +15,19 @@ from core.universe import COIN_SYMBOLS, EQUITY_SYMBOLS
 from flows.backtest import backtest
 from flows.config import (
     BacktestConfig,
+    CryptoTradingConfig,
     DemoConfig,
     IngestBarsConfig,
     LiveTradingConfig,
+    NightlyRetrainConfig,
     ScrapeRedditConfig,
     TrainAgentConfig,
     utc_midnight,
 )
+from flows.crypto_trading import crypto_trading
 from flows.ingest_bars import ingest_bars
 from flows.live_trading import live_trading
+from flows.nightly_retrain import nightly_retrain
 from flows.scrape_reddit import scrape_reddit
 from flows.train_agent import train_agent
 from warehouse.db import connect
@@ -36,6 +40,13 @@ from warehouse.summary import (
     load_quarantine_counts,
     load_sentiment_summary,
 )
+
+DEMO_COINS = ("BTC/USD", "ETH/USD", "DOGE/USD")
+GATE_SQL = """select kind, symbol, candidate_id, reference, round(candidate_objective, 4) as candidate,
+       round(reference_objective, 4) as reference_value, passed, promoted
+from promotion_decisions
+where decided_at = (select max(decided_at) from promotion_decisions)
+order by kind, symbol"""
 
 SAMPLE_FILE = Path(__file__).resolve().parents[1] / "examples" / "faulty_bars.csv"
 
@@ -56,9 +67,9 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
     logger = get_run_logger()
     warehouse = config.warehouse or str(get_settings().warehouse_path)
 
-    logger.info("1/8 real daily bars of the S&P 500 and NASDAQ indices (from the arch package)")
+    logger.info("1/10 real daily bars of the S&P 500 and NASDAQ indices (from the arch package)")
     real = ingest_bars(IngestBarsConfig(source="arch", warehouse=warehouse))
-    logger.info("2/8 SYNTHETIC minute bars, %s to %s, 4 ETFs + 14 coins", config.start, config.end)
+    logger.info("2/10 SYNTHETIC minute bars, %s to %s, 4 ETFs + 14 coins", config.start, config.end)
     synthetic = ingest_bars(
         IngestBarsConfig(
             source="synthetic",
@@ -82,7 +93,7 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
             warehouse=warehouse,
         )
     )
-    logger.info("3/8 a small SYNTHETIC CSV with deliberately faulty rows (quarantine demo)")
+    logger.info("3/10 a small SYNTHETIC CSV with deliberately faulty rows (quarantine demo)")
     sample = ingest_bars(
         IngestBarsConfig(
             source="file",
@@ -96,7 +107,7 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
     )
 
     logger.info(
-        "4/8 SYNTHETIC Reddit posts, %s to %s: tone follows the ETFs and leads the coins",
+        "4/10 SYNTHETIC Reddit posts, %s to %s: tone follows the ETFs and leads the coins",
         config.start,
         config.end,
     )
@@ -112,7 +123,7 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
         )
     )
     logger.info(
-        "5/8 a deep-Q agent for SPY on the SYNTHETIC minute bars (held-out: the last two months)"
+        "5/10 a deep-Q agent for SPY on the SYNTHETIC minute bars (held-out: the last two months)"
     )
     minute_agent = train_agent(
         TrainAgentConfig(
@@ -124,7 +135,9 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
             warehouse=warehouse,
         )
     )
-    logger.info("6/8 a deep-Q agent on the REAL daily S&P 500: train 1999-2014, held-out 2015-2018")
+    logger.info(
+        "6/10 a deep-Q agent on the REAL daily S&P 500: train 1999-2014, held-out 2015-2018"
+    )
     daily_agent = train_agent(
         TrainAgentConfig(
             symbols=["^GSPC", "^IXIC"],
@@ -139,7 +152,7 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
     )
 
     logger.info(
-        "7/8 promote the SPY minute agent with the best held-out objective, then backtest it "
+        "7/10 promote the SPY minute agent with the best held-out objective, then backtest it "
         "over the held-out months through the live execution path (simulated broker)"
     )
     with connect(warehouse) as con:
@@ -148,8 +161,41 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
     backtest_result = backtest(
         BacktestConfig(symbol="SPY", start=config.train_end, end=config.end, warehouse=warehouse)
     )
-    logger.info("8/8 replay the newest stored SPY session as a live session (replay mode)")
+    logger.info("8/10 replay the newest stored SPY session as a live session (replay mode)")
     session = live_trading(LiveTradingConfig(symbol="SPY", mode="replay", warehouse=warehouse))
+    logger.info(
+        "9/10 a small nightly retrain on %s: forecasters, coin agents with forecast and "
+        "sentiment inputs, the SVM allocator, and the promotion gate",
+        ", ".join(DEMO_COINS),
+    )
+    nightly = nightly_retrain(
+        NightlyRetrainConfig(
+            coins=list(DEMO_COINS),
+            include_spy=False,
+            start=config.start,
+            end=config.end - timedelta(days=1),
+            cycles=config.coin_agent_cycles,
+            warehouse=warehouse,
+        )
+    )
+    with connect(warehouse) as con:
+        verdicts = load_frame(con, GATE_SQL)
+        coin_agents = [
+            str(r[0])
+            for r in con.execute(
+                "SELECT symbol FROM models WHERE kind = 'dqn' AND stage = 'production'"
+                " AND list_contains(?, symbol) ORDER BY symbol",
+                [list(DEMO_COINS)],
+            ).fetchall()
+        ]
+    crypto: dict[str, Any] = {"status": "not run", "why": "no coin agent passed the gate"}
+    if coin_agents:
+        logger.info("10/10 replay the newest stored UTC day of %s (crypto-trading)", coin_agents)
+        crypto = crypto_trading(
+            CryptoTradingConfig(coins=coin_agents, mode="replay", warehouse=warehouse)
+        )
+    else:
+        logger.info("10/10 crypto-trading skipped: no coin agent passed the gate")
 
     with connect(warehouse) as con:
         coverage = load_coverage(con)
@@ -196,6 +242,10 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
         "promoted": str(best["model_id"]),
         "backtest": backtest_result,
         "session": session,
+        "nightly": {k: v for k, v in nightly.items() if k in ("window", "failures", "notes")},
+        "gate": verdicts.to_dicts(),
+        "gate_sql": GATE_SQL,
+        "crypto": crypto,
     }
 
 
