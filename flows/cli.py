@@ -251,7 +251,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if c.get("status") == "traded":
         console.print(
             f"[bold]crypto-trading replay[/bold] {c['day']}: {', '.join(c['coins'])} "
-            f"({100 * c['weight_each']:.0f}% of equity each), {c['minutes']} minutes, "
+            f"(weights from {c['weights_from']}), {c['minutes']} minutes, "
             f"{c['orders']} orders, final equity {c['equity']:,.2f}"
         )
     else:

@@ -3,8 +3,8 @@
 Each coin with a production `dqn` model gets its own engine (policy -> risk -> orders),
 all sharing one account, one book and one ledger; every minute the coins' bars are
 stored, read back in one query, and every coin decides before the ledger is written.
-Weights: equal (1/N of equity per coin) until the SVM allocator of the crypto-portfolio
-work is trained; the engine already takes a per-decision allocation for it.
+Weights: the production SVM allocator's for the day (trading/allocation.py: its panel row
+for the day before, from each coin's agent), or 1/N of equity each when none is promoted.
 Modes: `replay` (a stored UTC day into the simulated broker). Paper and live crypto
 trading are refused with a message: they are not built yet.
 """
@@ -27,6 +27,7 @@ from adapters.sim_broker import SimulatedBroker
 from core.settings import get_settings
 from flows.config import CryptoTradingConfig
 from flows.live_trading import LiveTradingRefused, check_mode, load_compatible_model
+from trading.allocation import coin_weights
 from trading.calendar import CryptoCalendar
 from trading.engine import MINUTE, Book, EngineConfig, StepwiseQ, TradingEngine
 from trading.inputs import input_loader
@@ -49,7 +50,7 @@ def _newest_day(con: Any, coins: list[str]) -> date | None:
 
 @flow(name="crypto-trading", log_prints=True)
 def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
-    """Trade the coins that have a production agent as one equal-weight portfolio (replay mode)."""
+    """Trade the coins that have a production agent as one portfolio (replay mode)."""
     config = config or CryptoTradingConfig()
     settings = get_settings()
     logger = get_run_logger()
@@ -97,6 +98,8 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
     )
     ledger = Ledger(warehouse, mode=mode, outbox=settings.data_dir / "outbox")
     book = Book(cash=config.cash)  # one account: every coin's engine sizes from its equity
+    with connect(warehouse) as con:
+        weights, weights_from = coin_weights(con, models, session.open)
     weight = 1.0 / len(models)
     runners: dict[str, LiveRunner] = {}
     for coin, (row, policy) in sorted(models.items()):
@@ -108,7 +111,7 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
                 symbol=coin,
                 model_id=str(row["model_id"]),
                 feature_names=tuple(policy.spec.names()),
-                allocation=weight,
+                allocation=weights[coin],
                 fractional=True,
                 flatten_before_close_min=config.flatten_before_close_min,
             ),
@@ -132,11 +135,11 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
         runners[coin].start(start)
     symbols = sorted({s for r in runners.values() for s in r.spec.symbols})
     logger.info(
-        "replaying UTC day %s for %d coin agent(s), %.1f%% of equity each: %s",
+        "replaying UTC day %s for %d coin agent(s); weights from %s: %s",
         day,
         len(runners),
-        100 * weight,
-        ", ".join(runners),
+        weights_from,
+        ", ".join(f"{c} {100 * w:.1f}%" for c, w in sorted(weights.items())),
     )
     all_decided_ms: list[float] = []
     decided = 0
@@ -189,6 +192,8 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
         "coins": sorted(runners),
         "skipped": sorted(skipped),
         "weight_each": weight,
+        "weights": weights,
+        "weights_from": weights_from,
         "minutes": decided,
         "decisions": {str(s): int(n) for s, n, _ in per_coin},
         "orders": int(n_orders),
@@ -200,7 +205,7 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
         key="crypto-trading-session",
         markdown="\n".join(
             [
-                f"# crypto {mode} {day}: {len(runners)} coin agents, equal weight",
+                f"# crypto {mode} {day}: {len(runners)} coin agents, weights from {weights_from}",
                 "",
                 "| coin | decisions | long decisions |",
                 "|---|---:|---:|",

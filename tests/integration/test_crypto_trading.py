@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
 
+import numpy as np
+import polars as pl
 import pytest
 
 from flows.config import CryptoTradingConfig, IngestBarsConfig, TrainAgentConfig
 from flows.crypto_trading import crypto_trading
 from flows.ingest_bars import ingest_bars
-from flows.live_trading import LiveTradingRefused
+from flows.live_trading import LiveTradingRefused, load_compatible_model
 from flows.train_agent import train_agent
+from models.allocator import AllocatorConfig, save_allocator, train_allocator
+from trading.allocation import coin_weights
 from warehouse.db import connect
-from warehouse.registry import promote
+from warehouse.registry import promote, write_model
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -138,3 +143,71 @@ def test_refusals(shared: Shared) -> None:
         crypto_trading(
             CryptoTradingConfig(coins=COINS, mode="paper", warehouse=str(shared.warehouse))
         )
+
+
+def test_the_production_allocator_sets_the_day_weights(shared: Shared, tmp_path: Path) -> None:
+    """With a promoted SVM allocator, each coin trades the allocator's weight for the day."""
+    rng = np.random.default_rng(0)
+    periods = pl.datetime_range(
+        datetime(2023, 1, 1, tzinfo=UTC), datetime(2023, 12, 1, tzinfo=UTC), "1d", eager=True
+    )
+    rows = []
+    for period in periods:
+        for coin in COINS:
+            q_adv, forecast = rng.normal(), rng.normal() / 50
+            rows.append(
+                {
+                    "period": period,
+                    "symbol": coin,
+                    "q_adv": q_adv,
+                    "forecast": forecast,
+                    "sentiment": rng.normal() / 5,
+                    "vol": abs(rng.normal()) / 100,
+                    "drawdown": -abs(rng.normal()) / 10,
+                    "next_return": 0.01 * q_adv + rng.normal() / 200,
+                }
+            )
+    fit = train_allocator(pl.DataFrame(rows), AllocatorConfig())
+    artifact = tmp_path / "allocator"
+    sha = save_allocator(artifact, fit.allocator)
+    warehouse = tmp_path / "w.duckdb"
+    shutil.copy(shared.warehouse, warehouse)
+    with connect(warehouse) as con:
+        write_model(
+            con,
+            {
+                "model_id": "svm-test",
+                "kind": "svm_allocator",
+                "symbol": "CRYPTO",
+                "feature_schema_hash": "test",
+                "architecture": {},
+                "params": {},
+                "metrics": {},
+                "artifact_path": str(artifact),
+                "artifact_sha256": sha,
+                "stage": "candidate",
+                "created_at": datetime(2024, 6, 8, tzinfo=UTC),
+                "promoted_at": None,
+            },
+        )
+        promote(con, "svm-test", datetime(2024, 6, 8, tzinfo=UTC))
+        agents = {coin: load_compatible_model(con, coin, None) for coin in COINS}
+        expected, source = coin_weights(con, agents, datetime(2024, 6, 8, tzinfo=UTC))
+    assert source == "allocator svm-test"
+    assert sum(expected.values()) <= 1.0 + 1e-9
+
+    result = crypto_trading(
+        CryptoTradingConfig(
+            coins=COINS, mode="replay", replay_date=DAY, max_minutes=5, warehouse=str(warehouse)
+        )
+    )
+    assert result["weights"] == expected
+    assert result["weights_from"] == "allocator svm-test"
+    with connect(warehouse) as con:
+        used = dict(
+            con.execute(
+                "SELECT symbol, any_value(allocation) FROM decisions WHERE run_id = ? GROUP BY symbol",
+                [result["run_id"]],
+            ).fetchall()
+        )
+    assert used == pytest.approx(expected)
