@@ -156,6 +156,11 @@ class DemoConfig(BaseModel):
         ge=1,
         description="Training cycles of each coin agent in the demo's nightly retrain.",
     )
+    nightly: bool = Field(
+        default=True,
+        description="Run steps 9-10: the small nightly retrain on three coins and the "
+        "crypto-trading replay (needs weeks of data: the forecasters look 4 weeks ahead).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> DemoConfig:

@@ -6,6 +6,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
@@ -163,39 +164,49 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
     )
     logger.info("8/10 replay the newest stored SPY session as a live session (replay mode)")
     session = live_trading(LiveTradingConfig(symbol="SPY", mode="replay", warehouse=warehouse))
-    logger.info(
-        "9/10 a small nightly retrain on %s: forecasters, coin agents with forecast and "
-        "sentiment inputs, the SVM allocator, and the promotion gate",
-        ", ".join(DEMO_COINS),
-    )
-    nightly = nightly_retrain(
-        NightlyRetrainConfig(
-            coins=list(DEMO_COINS),
-            include_spy=False,
-            start=config.start,
-            end=config.end - timedelta(days=1),
-            cycles=config.coin_agent_cycles,
-            warehouse=warehouse,
+    verdicts = pl.DataFrame()
+    nightly: dict[str, Any] = {}
+    crypto: dict[str, Any] = {"status": "not run", "why": "the nightly step is off (nightly=false)"}
+    if config.nightly:
+        logger.info(
+            "9/10 a small nightly retrain on %s: forecasters, coin agents with forecast and "
+            "sentiment inputs, the SVM allocator, and the promotion gate",
+            ", ".join(DEMO_COINS),
         )
-    )
-    with connect(warehouse) as con:
-        verdicts = load_frame(con, GATE_SQL)
-        coin_agents = [
-            str(r[0])
-            for r in con.execute(
-                "SELECT symbol FROM models WHERE kind = 'dqn' AND stage = 'production'"
-                " AND list_contains(?, symbol) ORDER BY symbol",
-                [list(DEMO_COINS)],
-            ).fetchall()
-        ]
-    crypto: dict[str, Any] = {"status": "not run", "why": "no coin agent passed the gate"}
-    if coin_agents:
-        logger.info("10/10 replay the newest stored UTC day of %s (crypto-trading)", coin_agents)
-        crypto = crypto_trading(
-            CryptoTradingConfig(coins=coin_agents, mode="replay", warehouse=warehouse)
+        nightly = nightly_retrain(
+            NightlyRetrainConfig(
+                coins=list(DEMO_COINS),
+                include_spy=False,
+                start=config.start,
+                end=config.end - timedelta(days=1),
+                cycles=config.coin_agent_cycles,
+                # Hold out up to 30 days, at most a sixth of a shorter window.
+                agent_test_days=max(1, min(30, (config.end - config.start).days // 6)),
+                warehouse=warehouse,
+            )
         )
+        with connect(warehouse) as con:
+            verdicts = load_frame(con, GATE_SQL)
+            coin_agents = [
+                str(r[0])
+                for r in con.execute(
+                    "SELECT symbol FROM models WHERE kind = 'dqn' AND stage = 'production'"
+                    " AND list_contains(?, symbol) ORDER BY symbol",
+                    [list(DEMO_COINS)],
+                ).fetchall()
+            ]
+        crypto = {"status": "not run", "why": "no coin agent passed the gate"}
+        if coin_agents:
+            logger.info(
+                "10/10 replay the newest stored UTC day of %s (crypto-trading)", coin_agents
+            )
+            crypto = crypto_trading(
+                CryptoTradingConfig(coins=coin_agents, mode="replay", warehouse=warehouse)
+            )
+        else:
+            logger.info("10/10 crypto-trading skipped: no coin agent passed the gate")
     else:
-        logger.info("10/10 crypto-trading skipped: no coin agent passed the gate")
+        logger.info("9-10/10 skipped: nightly=false")
 
     with connect(warehouse) as con:
         coverage = load_coverage(con)

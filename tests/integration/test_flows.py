@@ -88,6 +88,7 @@ def test_demo_flow_runs_end_to_end_and_summarises(warehouse_path: Path) -> None:
     assert len(symbols) == 2 + 18 + 1
     assert {row["reason"] for row in result["quarantine"]} >= {"nan_price", "future_timestamp"}
     assert result["example_rows"], "the example query returned nothing"
+    assert result["crypto"]["status"] == "not run" and result["gate"] == []
     posts = result["posts"]
     assert posts["source"] == "synthetic" and posts["inserted"] == posts["scored"] > 500
     by_symbol = {row["symbol"]: row for row in result["sentiment"]}
@@ -134,6 +135,7 @@ def demo_small(warehouse_path: Path) -> dict[str, object]:
             end=date(2024, 3, 7),
             train_end=date(2024, 3, 6),
             agent_cycles=8,
+            nightly=False,  # four days are too few for 4-week forecasters; tested on its own
             warehouse=str(warehouse_path),
         )
     )
