@@ -220,7 +220,8 @@ class TradingEngine:
         position = 1 if current > 0 else 0
         q = q_both[position]
         qs = q.tolist()
-        finite = all(math.isfinite(v) for v in qs)
+        # A sum is finite exactly when every term is (NaN and inf propagate).
+        finite = math.isfinite(sum(qs))
         action = qs.index(max(qs)) if finite else 1
         flag = 0.0 if action == FLAT else 1.0 if action == LONG else float(position)
         reason_prefix = None

@@ -89,9 +89,9 @@ class RiskEngine:
     ) -> RiskDecision:
         """The allowed target for a decision; the first rule that objects decides the reason."""
         qs = q_values.tolist() if isinstance(q_values, np.ndarray) else list(q_values)
-        if not all(math.isfinite(v) for v in qs):
+        if not math.isfinite(sum(qs)):  # NaN and inf propagate through a sum
             return RiskDecision("rejected", current_qty, "model output contains NaN or inf")
-        biggest = max(abs(v) for v in qs)
+        biggest = max(map(abs, qs))
         if biggest > self.limits.max_abs_q:
             return RiskDecision(
                 "rejected",
