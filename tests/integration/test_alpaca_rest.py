@@ -266,7 +266,7 @@ def test_bad_credentials_name_the_env_vars_and_never_the_secret(
     fake: FakeAlpacaRest, caplog: pytest.LogCaptureFixture
 ) -> None:
     fake.add_random_walk("SPY", T0, 10)
-    key, secret = "AKWRONGKEY0123456789", "wr0ng-s3cret-DO-NOT-PRINT"
+    key, secret = "wrong-key-id-for-tests", "wr0ng-s3cret-DO-NOT-PRINT"
     caplog.set_level(logging.DEBUG)
     source = _source(fake, api_key=key, secret_key=secret)
 
