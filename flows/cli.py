@@ -58,14 +58,24 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _metric(key: str, value: Any) -> str:
-    if value is None or (isinstance(value, float) and value != value):
-        return "n/a"
-    if key in ("total_return", "cagr", "max_drawdown", "hit_rate", "exposure"):
-        return f"{100 * value:+.2f}%" if key in ("total_return", "cagr") else f"{100 * value:.2f}%"
-    if key == "fees":
-        return f"{value:,.2f}"
-    return f"{value:.2f}"
+def _metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> None:
+    """Strategy, buy-and-hold and baseline side by side, formatted as the HTML report does."""
+    from trading.report import format_metric
+
+    keys = [
+        "total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar",
+        "hit_rate", "turnover", "exposure", "fees",
+    ]  # fmt: skip
+    _table(
+        title,
+        [
+            {
+                "metric": k,
+                **{name: format_metric(k, m.get(k, float("nan"))) for name, m in metrics.items()},
+            }
+            for k in keys
+        ],
+    )
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
@@ -77,23 +87,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         if getattr(args, key):
             kwargs[key] = getattr(args, key)
     result = backtest(BacktestConfig(**kwargs))
-    _table(
+    _metrics_table(
         f"backtest {result['run_id']}: {result['decisions']:,} decisions, {result['orders']} orders",
-        [
-            {"metric": key, **{n: _metric(key, m.get(key)) for n, m in result["metrics"].items()}}
-            for key in (
-                "total_return",
-                "cagr",
-                "sharpe",
-                "sortino",
-                "max_drawdown",
-                "calmar",
-                "hit_rate",
-                "turnover",
-                "exposure",
-                "fees",
-            )
-        ],
+        result["metrics"],
     )
     print(f"report: {result['report']}")
     return 0
@@ -214,25 +210,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ],
         )
     bt = result["backtest"]
-    _table(
+    _metrics_table(
         f"Backtest of the promoted agent {result['promoted']} over the held-out months "
         f"({bt['decisions']:,} decisions, {bt['orders']} orders; "
         f"{'SYNTHETIC bars' if bt['synthetic'] else 'market bars'})",
-        [
-            {"metric": key, **{name: _metric(key, m.get(key)) for name, m in bt["metrics"].items()}}
-            for key in (
-                "total_return",
-                "cagr",
-                "sharpe",
-                "sortino",
-                "max_drawdown",
-                "calmar",
-                "hit_rate",
-                "turnover",
-                "exposure",
-                "fees",
-            )
-        ],
+        bt["metrics"],
     )
     console.print(f"Backtest report (open in a browser): {bt['report']}")
     s = result["session"]

@@ -88,6 +88,34 @@ def position_equity(
     return cash * np.cumprod(growth)
 
 
+def benchmark_metrics(
+    curves: pl.DataFrame, momentum: np.ndarray, fills: pl.DataFrame, **summarize_kw: Any
+) -> dict[str, dict[str, float]]:
+    """summarize() of the buy_and_hold and baseline columns of `curves` (ts, buy_and_hold,
+    baseline); `momentum` is the baseline's 0/1 position path, `fills` gives the schema."""
+    none = fills.clear()
+    return {
+        "buy_and_hold": summarize(
+            curves.select(
+                "ts",
+                pl.col("buy_and_hold").alias("equity"),
+                pl.col("buy_and_hold").alias("position_value"),
+            ),
+            none,
+            **summarize_kw,
+        ),
+        "baseline": summarize(
+            curves.select(
+                "ts",
+                pl.col("baseline").alias("equity"),
+                (pl.col("baseline") * pl.Series(momentum)).alias("position_value"),
+            ),
+            none,
+            **summarize_kw,
+        ),
+    }
+
+
 def run_backtest(
     policy: AgentPolicy,
     bars: pl.DataFrame,
@@ -211,7 +239,6 @@ def run_backtest(
     fills = pl.DataFrame(ledger.rows["fills"], schema=SCHEMAS["fills"], orient="row").select(
         "ts", "symbol", "side", "qty", "price", "fee"
     )
-    no_fills = fills.clear()
     ppy = 365.0 if "/" in symbol else 252.0
     metrics = {
         "strategy": summarize(
@@ -219,24 +246,7 @@ def run_backtest(
             fills,
             periods_per_year=ppy,
         ),
-        "buy_and_hold": summarize(
-            eq.select(
-                "ts",
-                pl.col("buy_and_hold").alias("equity"),
-                pl.col("buy_and_hold").alias("position_value"),
-            ),
-            no_fills,
-            periods_per_year=ppy,
-        ),
-        "baseline": summarize(
-            eq.select(
-                "ts",
-                pl.col("baseline").alias("equity"),
-                (pl.col("baseline") * pl.Series(momentum)).alias("position_value"),
-            ),
-            no_fills,
-            periods_per_year=ppy,
-        ),
+        **benchmark_metrics(eq, momentum, fills, periods_per_year=ppy),
     }
     return BacktestResult(
         run_id=run_id,

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from trading.backtest import momentum_positions, position_equity
+from trading.backtest import benchmark_metrics, momentum_positions, position_equity
 from trading.metrics import summarize
 from trading.report import write_report
 from warehouse.io import load_frame
@@ -96,7 +96,6 @@ def session_report(
         " WHERE list_contains(?, symbol) AND hour >= ? AND hour < ? GROUP BY ALL ORDER BY ts",
         [symbols, start - timedelta(hours=1), end],
     )
-    none = fills.clear()
     # One session is too short for daily returns: per-bar ratios, annualised by bars per year.
     bars_per_year = 525_600.0 if "/" in symbols[0] else 252.0 * 390
     metrics = {
@@ -106,26 +105,7 @@ def session_report(
             daily=False,
             periods_per_year=bars_per_year,
         ),
-        "buy_and_hold": summarize(
-            frame.select(
-                "ts",
-                pl.col("buy_and_hold").alias("equity"),
-                pl.col("buy_and_hold").alias("position_value"),
-            ),
-            none,
-            daily=False,
-            periods_per_year=bars_per_year,
-        ),
-        "baseline": summarize(
-            frame.select(
-                "ts",
-                pl.col("baseline").alias("equity"),
-                (pl.col("baseline") * pl.Series(momentum)).alias("position_value"),
-            ),
-            none,
-            daily=False,
-            periods_per_year=bars_per_year,
-        ),
+        **benchmark_metrics(frame, momentum, fills, daily=False, periods_per_year=bars_per_year),
     }
     out = write_report(
         path,
