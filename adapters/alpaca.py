@@ -261,10 +261,16 @@ class _Guarded(RESTClient):
     """Mixin over an alpaca-py client: every single HTTP request goes through our _Guard."""
 
     _guard: _Guard
+    _timeout_s: float | None = None
+    """Seconds to connect / between bytes read; alpaca-py sets none, so a broker that never
+    answers would hang the run forever. A timed-out request raises AlpacaError with no
+    status: for a submit, the order manager looks the order up before anything else."""
 
     def _one_request(self, method: str, url: str, opts: dict, retry: int) -> dict:
         # retry=0 makes alpaca-py raise APIError at once (no RetryException, no time.sleep):
         # the retries happen in _Guard.send, each one taking a rate-limit token.
+        if self._timeout_s is not None and "timeout" not in opts:
+            opts = {**opts, "timeout": self._timeout_s}
         return self._guard.send(
             lambda: super(_Guarded, self)._one_request(method, url, opts, 0), method, url
         )
@@ -593,6 +599,7 @@ class AlpacaBroker:
         retry_attempts: int = DEFAULT_RETRY_ATTEMPTS,
         retry_wait_seconds: float = DEFAULT_RETRY_WAIT_SECONDS,
         retry_exception_codes: Sequence[int] = DEFAULT_RETRY_CODES,
+        timeout_s: float | None = 30.0,
     ) -> None:
         if not paper and not live_opt_in:
             raise ValueError(
@@ -610,6 +617,7 @@ class AlpacaBroker:
         self._client = _TradingClient(
             api_key, secret_key, paper=paper, raw_data=True, url_override=url
         )
+        self._client._timeout_s = timeout_s
         # Retrying POST /orders after a 429/504 is safe only because every order carries a
         # client_order_id: a retry of an order that did land gets 422, which we surface as
         # DuplicateClientOrderIdError for the caller to confirm by lookup.

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 TIMEFRAME = "1Min"
 SOURCE = "alpaca"
+GAP_FILL_SOURCE = "alpaca-gapfill"
+"""`source` of the bars the REST gap-fill delivered (live bars: SOURCE); features ignore it."""
 _MINUTE = timedelta(minutes=1)
 _KEY_HELP = (
     "set APCA_API_KEY_ID and APCA_API_SECRET_KEY to a valid Alpaca key pair "
@@ -219,8 +221,8 @@ class AlpacaBarStream:
     breaking the read loop. Stocks and coins (core.universe.is_coin) go to their own
     endpoints, both in one event loop.
 
-    Delivery: one canonical frame (BAR_SCHEMA, timeframe 1Min, source alpaca) per
-    websocket frame, per handler. Each symbol's bars reach the handler in strictly
+    Delivery: one canonical frame (BAR_SCHEMA, timeframe 1Min, source alpaca; gap-filled
+    bars: source alpaca-gapfill) per websocket frame, per handler. Each symbol's bars reach the handler in strictly
     increasing ts, each (symbol, ts) once: a bar at or before the newest one already
     delivered (live or gap-filled) is dropped as a duplicate. Alpaca may revise a bar
     ~30 s later ('updatedBars', T "u"): with `updated_bars=True` the revision is handed
@@ -233,6 +235,11 @@ class AlpacaBarStream:
     streams are legitimately silent outside market hours, where this means a cheap
     reconnect every so often (it backs off while connections bring no bars).
     alpaca-py's own `data_timeout` lives in its `_consume`, which we do not use.
+
+    `stale_reason` says why the data cannot be trusted to be live: set when the watchdog
+    closes a silent connection or a connection drops, kept through the reconnect and the
+    gap-fill, cleared by the first live bar on the new connection (None: healthy). The
+    live-trading loop goes reduce-only while it is set.
     """
 
     def __init__(
@@ -295,6 +302,7 @@ class AlpacaBarStream:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop_event: asyncio.Event | None = None
         self._running = False
+        self._stale: dict[Kind, str] = {}
 
     def __repr__(self) -> str:
         return f"AlpacaBarStream(symbols={sorted(self._handlers)!r}, feed={self._feed.value!r})"
@@ -342,6 +350,21 @@ class AlpacaBarStream:
     @property
     def symbols(self) -> list[str]:
         return list(self._handlers)
+
+    @property
+    def stale_reason(self) -> str | None:
+        """Why the bars may not be live (silent or dropped connection, not yet healthy again); None when they are."""
+        with self._lock:
+            reasons = [self._stale[k] for k in sorted(self._stale)]
+        return "; ".join(reasons) if reasons else None
+
+    def set_clock(self, clock: Clock) -> None:
+        """Use this clock from now on (gap-fill ends, connection times): e.g. one on broker time."""
+        self._clock = clock
+
+    def _mark_stale(self, ep: _Endpoint, why: str) -> None:
+        with self._lock:
+            self._stale.setdefault(ep.kind, why)
 
     # ---- the loop --------------------------------------------------------------------
 
@@ -451,6 +474,7 @@ class AlpacaBarStream:
                 await self._consume(ep)
             except (OSError, WebSocketException) as exc:
                 log.warning("the Alpaca %s stream dropped: %s", ep.kind, exc)
+                self._mark_stale(ep, f"the {ep.kind} stream dropped ({exc}); reconnecting")
             finally:
                 await ep.close()
             failures = 1 if ep.bars_this_connection else failures + 1
@@ -511,6 +535,11 @@ class AlpacaBarStream:
                     raw = await asyncio.wait_for(ws.recv(), self._silence)
             except TimeoutError:
                 self._counters.silence_timeouts += 1
+                self._mark_stale(
+                    ep,
+                    f"the {ep.kind} stream was silent for {self._silence:g} s (watchdog); "
+                    "reconnecting, gap-filling, waiting for live bars",
+                )
                 log.warning(
                     "the Alpaca %s stream sent nothing for %.1fs: treating it as dead, reconnecting",
                     ep.kind,
@@ -572,6 +601,9 @@ class AlpacaBarStream:
                 log.info("Alpaca %s stream subscription: bars %s", ep.kind, msg.get("bars"))
             # 'success' and data we did not ask for are ignored.
         if rows:
+            with self._lock:
+                # A live bar on this connection: the data is live again.
+                self._stale.pop(ep.kind, None)
             frame = _rows_frame(rows)
             if revisions:
                 frame = frame.unique(subset=["symbol", "ts"], keep="last", maintain_order=True)
@@ -654,7 +686,11 @@ class AlpacaBarStream:
             return None
         df = df.filter(
             pl.col("symbol").is_in(symbols) & pl.col("ts").is_not_null() & (pl.col("ts") < end)
-        ).with_columns(pl.col("timeframe").fill_null(TIMEFRAME), pl.col("source").fill_null(SOURCE))
+        ).with_columns(
+            pl.col("timeframe").fill_null(TIMEFRAME),
+            # Marked, so the warehouse tells back-filled minutes from streamed ones.
+            pl.lit(GAP_FILL_SOURCE, dtype=pl.String()).alias("source"),
+        )
         parts: list[pl.DataFrame] = []
         for symbol in df["symbol"].unique(maintain_order=True).to_list():
             part = (
@@ -681,6 +717,7 @@ async def _never_called(_: object) -> None:  # pragma: no cover - see _endpoints
 
 
 __all__ = [
+    "GAP_FILL_SOURCE",
     "AlpacaBarStream",
     "AlpacaStreamAuthError",
     "AlpacaStreamConnectionLimitError",

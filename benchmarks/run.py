@@ -16,6 +16,7 @@ from benchmarks import (  # noqa: F401 -- registers their benchmarks
     bench_nightly,
     bench_search,
     bench_sentiment,
+    bench_soak,
     bench_trading,
 )
 from benchmarks.harness import REGISTRY, Figure, render_table, update_readme, write_results

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
@@ -30,6 +30,7 @@ FUTURE_TOLERANCE = timedelta(minutes=5)
 
 REASONS: dict[str, str] = {
     "missing_id": "the post has no id",
+    "missing_subreddit": "the post has no subreddit",
     "missing_created": "the post has no creation time",
     "future_created": "the post is dated after it was fetched",
     "empty_text": "title and body are both empty (deleted or removed)",
@@ -44,30 +45,89 @@ class ValidatedPosts:
     quarantine: pl.DataFrame
 
 
-def _clean(text: str | None) -> str:
-    # NUL bytes are never meaningful in a post and trip some downstream tools.
-    return (text or "").replace("\x00", "")[:MAX_TEXT_CHARS]
+# What Reddit puts where a deleted or removed post's text (or author) was.
+DELETED_TEXTS = frozenset({"[deleted]", "[removed]", "[deleted by user]", "[removed by reddit]"})
+
+
+def _text(value: object, limit: int = MAX_TEXT_CHARS) -> str | None:
+    """A field as clean text, or None when it is not text at all.
+
+    NUL bytes are never meaningful in a post and trip downstream tools; lone surrogates
+    (broken emoji from a bad decoder) cannot be stored as UTF-8 and become U+FFFD.
+    Emoji and right-to-left text are kept as sent.
+    """
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    text = value[:limit].replace("\x00", "")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        text = text.encode("utf-8", "replace").decode("utf-8").replace("?", "\ufffd")
+    return text
+
+
+def _clean(value: object) -> str:
+    """Post text: '' for a missing, non-text or deleted/removed placeholder."""
+    text = _text(value) or ""
+    return "" if text.strip() in DELETED_TEXTS else text
+
+
+def _post_id(value: object) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    text = _text(value, 64)
+    return text.strip() if text and text.strip() else None
+
+
+def _count(value: object) -> int | None:
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else None
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**63:
+        return int(value)
+    return None
+
+
+def _time(value: object) -> datetime | None:
+    """An aware UTC datetime; naive ones are taken as UTC; anything else None."""
+    if not isinstance(value, datetime):
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
+
+
+def _row(p: object) -> dict[str, object]:
+    author = _text(getattr(p, "author", None), 100)
+    return {
+        "post_id": _post_id(getattr(p, "id", None)),
+        "subreddit": (_text(getattr(p, "subreddit", None), 100) or "").strip() or None,
+        "title": _clean(getattr(p, "title", None)),
+        "body": _clean(getattr(p, "body", None)),
+        "author": None if not author or author.strip() in DELETED_TEXTS else author,
+        "score": _count(getattr(p, "score", None)),
+        "num_comments": _count(getattr(p, "num_comments", None)),
+        "url": _text(getattr(p, "url", None), 2_000),
+        "created_utc": _time(getattr(p, "created_utc", None)),
+        "fetched_at": _time(getattr(p, "fetched_at", None)),
+        "source": _text(getattr(p, "source", None), 100) or "unknown",
+    }
 
 
 def frame_from_posts(posts: Iterable[Post]) -> pl.DataFrame:
-    """Posts as a frame in POST_SCHEMA, text cleaned of NULs and cut to MAX_TEXT_CHARS."""
-    rows = [
-        {
-            "post_id": p.id,
-            "subreddit": p.subreddit,
-            "title": _clean(p.title),
-            "body": _clean(p.body),
-            "author": p.author,
-            "score": p.score,
-            "num_comments": p.num_comments,
-            "url": p.url,
-            "created_utc": p.created_utc,
-            "fetched_at": p.fetched_at,
-            "source": p.source,
-        }
-        for p in posts
-    ]
-    return pl.DataFrame(rows, schema=POST_SCHEMA)
+    """Posts as a frame in POST_SCHEMA; no field of one post can fail the batch.
+
+    Text is cleaned of NULs and cut to MAX_TEXT_CHARS; '[deleted]'/'[removed]' text and
+    authors become empty/None; a field of the wrong type becomes null (an int id becomes
+    its text, a naive time is taken as UTC), so validate_posts quarantines what is then
+    missing instead of the whole batch failing.
+    """
+    return pl.DataFrame([_row(p) for p in posts], schema=POST_SCHEMA)
 
 
 def validate_posts(df: pl.DataFrame, now: datetime) -> ValidatedPosts:
@@ -76,6 +136,8 @@ def validate_posts(df: pl.DataFrame, now: datetime) -> ValidatedPosts:
     reason = (
         pl.when(pl.col("post_id").is_null() | (pl.col("post_id").str.strip_chars() == ""))
         .then(pl.lit("missing_id"))
+        .when(pl.col("subreddit").is_null() | (pl.col("subreddit").str.strip_chars() == ""))
+        .then(pl.lit("missing_subreddit"))
         .when(pl.col("created_utc").is_null())
         .then(pl.lit("missing_created"))
         .when(pl.col("created_utc") > pl.lit(now + FUTURE_TOLERANCE))
@@ -95,7 +157,16 @@ def validate_posts(df: pl.DataFrame, now: datetime) -> ValidatedPosts:
     df = df.with_columns(
         pl.when(dup).then(pl.lit("duplicate_id")).otherwise(pl.col("reason")).alias("reason")
     )
-    good = df.filter(pl.col("reason").is_null()).drop("_i", "reason")
+    # The columns the table holds NOT NULL get a value: one odd post must not fail the batch.
+    good = (
+        df.filter(pl.col("reason").is_null())
+        .drop("_i", "reason")
+        .with_columns(
+            pl.col("title").fill_null(""),
+            pl.col("fetched_at").fill_null(pl.lit(now).cast(pl.Datetime("us", "UTC"))),
+            pl.col("source").fill_null("unknown"),
+        )
+    )
     bad = df.filter(pl.col("reason").is_not_null()).select(
         pl.col("post_id").fill_null(""),
         "reason",

@@ -5,6 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -12,6 +13,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from core.universe import COIN_SYMBOLS, EQUITY_SYMBOLS
 
 Mode = Literal["replay", "paper", "live"]
+
+PAPER_TRADING_URL = "https://paper-api.alpaca.markets"
+LIVE_TRADING_URL = "https://api.alpaca.markets"
+"""Alpaca's trading endpoints: the paper account, and the one that trades real money."""
 
 DEFAULT_SUBREDDITS: tuple[str, ...] = (
     "wallstreetbets",
@@ -152,12 +157,10 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _live_needs_opt_in(self) -> Settings:
-        if self.mode == "live" and not self.live_trading_opt_in:
-            raise ValueError(
-                "mode=live trades real money and needs TRADINGML_LIVE_TRADING_OPT_IN=true as well; "
-                "use mode=paper (Alpaca paper account) or mode=replay (offline) otherwise"
-            )
+    def _refuse_unsafe_modes(self) -> Settings:
+        problem = mode_refusal(self.mode, self)
+        if problem:
+            raise ValueError(problem)
         return self
 
     @property
@@ -176,6 +179,42 @@ class Settings(BaseSettings):
             else:
                 out[name] = str(value)
         return out
+
+
+def is_live_endpoint(url: str) -> bool:
+    """Whether a configured Alpaca base URL is the real-money trading endpoint."""
+    try:
+        host = urlsplit(url.strip()).hostname or ""
+    except ValueError:
+        return False
+    return host.rstrip(".").lower() == urlsplit(LIVE_TRADING_URL).hostname
+
+
+def mode_refusal(mode: str, settings: Settings) -> str | None:
+    """Why a run in `mode` must not start with these settings; None when it may.
+
+    The one place these rules live: Settings checks its own mode with it, the live-trading
+    flow the mode its config asks for, build_adapters the mode it builds. The messages name
+    variables and Alpaca's public endpoints, never a key or a configured URL.
+    """
+    if mode == "live" and not settings.live_trading_opt_in:
+        return (
+            "mode=live trades real money and needs TRADINGML_LIVE_TRADING_OPT_IN=true as well; "
+            "use mode=paper (Alpaca paper account) or mode=replay (offline) otherwise"
+        )
+    key_id = settings.alpaca_api_key_id
+    if mode == "live" and key_id and key_id.get_secret_value().strip().upper().startswith("PK"):
+        return (
+            "mode=live refused: APCA_API_KEY_ID is a paper key id (PK...), not a live one "
+            "(AK...); set the live account's key pair to trade real money, or use mode=paper"
+        )
+    if mode == "paper" and settings.alpaca_base_url and is_live_endpoint(settings.alpaca_base_url):
+        return (
+            f"mode=paper refused: TRADINGML_ALPACA_BASE_URL points at Alpaca's live, real-money "
+            f"endpoint ({LIVE_TRADING_URL}); unset it (paper trades on {PAPER_TRADING_URL}) "
+            "or point it at a paper proxy"
+        )
+    return None
 
 
 @lru_cache(maxsize=1)

@@ -503,7 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_nightly)
 
-    p = sub.add_parser("crypto", help="run the crypto-trading flow (coin agents, replay)")
+    p = sub.add_parser(
+        "crypto", help="run the crypto-trading flow (coin agents: replay, paper or live)"
+    )
     p.add_argument("--coins", nargs="*", help="default: TRADINGML_COINS")
     p.add_argument("--mode", choices=["replay", "paper", "live"])
     p.add_argument("--replay-date", dest="replay_date", type=date.fromisoformat)

@@ -476,6 +476,13 @@ class LiveTradingConfig(BaseModel):
         description="paper/live: started this close before the open, wait for it (the 09:25 "
         "schedule); further away, log the next open and exit.",
     )
+    max_clock_offset_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="paper/live: at start the local clock is compared with the broker's "
+        "(Alpaca GET /v2/clock). Further apart than this, the run refuses to trade (fix the "
+        "machine's clock: NTP); within it, every decision uses broker time (local + offset).",
+    )
     risk: RiskConfig = Field(default_factory=RiskConfig)
     warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
     reports_dir: str | None = Field(default=None, description="Where the session report goes.")
@@ -491,7 +498,9 @@ class CryptoTradingConfig(BaseModel):
         description="Coins to trade (those with a production agent); empty: TRADINGML_COINS.",
     )
     mode: Literal["replay", "paper", "live"] | None = Field(
-        default=None, description="replay (built); paper/live are refused for now."
+        default=None,
+        description="replay (a stored UTC day, offline), paper (Alpaca paper account, streamed "
+        "bars) or live (real money; needs TRADINGML_LIVE_TRADING_OPT_IN); empty: TRADINGML_MODE.",
     )
     replay_date: date | None = Field(
         default=None, description="The UTC day to replay; empty means the newest stored one."
@@ -507,6 +516,12 @@ class CryptoTradingConfig(BaseModel):
         default=1.0, ge=0, description="Go flat this close to 00:00 UTC (the agents' episode end)."
     )
     reconcile_every_min: int = Field(default=5, ge=1)
+    max_clock_offset_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="paper/live: refuse to trade when the local clock is further than this "
+        "from the broker's; within it, decide on broker time.",
+    )
     risk: RiskConfig = Field(default_factory=RiskConfig)
     warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
 

@@ -5,14 +5,18 @@ all sharing one account, one book and one ledger; every minute the coins' bars a
 stored, read back in one query, and every coin decides before the ledger is written.
 Weights: the production SVM allocator's for the day (trading/allocation.py: its panel row
 for the day before, from each coin's agent), or 1/N of equity each when none is promoted.
-Modes: `replay` (a stored UTC day into the simulated broker). Paper and live crypto
-trading are refused with a message: they are not built yet.
+Modes: `replay` (a stored UTC day into the simulated broker), `paper` (Alpaca's paper
+account: the coins' bars from the crypto websocket stream, orders through the REST API,
+until 00:00 UTC or max_minutes) and `live` (the same with real money; refused without
+TRADINGML_LIVE_TRADING_OPT_IN). One paper/live crypto run at a time (a lock of our own).
 """
 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
+from contextlib import ExitStack
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,21 +27,34 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from adapters.clock import ManualClock
+from adapters.protocols import BarStream, Broker, Clock
 from adapters.sim_broker import SimulatedBroker
 from core.settings import get_settings
 from flows.config import CryptoTradingConfig
-from flows.live_trading import LiveTradingRefused, check_mode, load_compatible_model
+from flows.live_trading import (
+    LIVE_LOCK_TIMEOUT_S,
+    LiveTradingRefused,
+    _Arrivals,
+    check_mode,
+    load_compatible_model,
+    on_broker_time,
+)
 from trading.allocation import coin_weights
 from trading.calendar import CryptoCalendar
 from trading.engine import MINUTE, Book, EngineConfig, StepwiseQ, TradingEngine
 from trading.inputs import input_loader
 from trading.ledger import Ledger
-from trading.live import LiveRunner, store_bars
+from trading.live import BarStore, LiveRunner, run_lock, store_bars
 from trading.orders import OrderManager
-from trading.reconcile import reconcile
-from trading.risk import RiskEngine, RiskLimits
+from trading.reconcile import (
+    OrderFillPoller,
+    TrackedOrderManager,
+    reconcile,
+    warehouse_positions,
+)
+from trading.risk import KILL_SWITCH_FILE, RiskEngine, RiskLimits
 from warehouse.bars import load_bars
-from warehouse.db import connect
+from warehouse.db import WarehouseLockedError, connect
 
 
 def _newest_day(con: Any, coins: list[str]) -> date | None:
@@ -50,17 +67,12 @@ def _newest_day(con: Any, coins: list[str]) -> date | None:
 
 @flow(name="crypto-trading", log_prints=True)
 def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
-    """Trade the coins that have a production agent as one portfolio (replay mode)."""
+    """Trade the coins that have a production agent as one portfolio (replay, paper or live)."""
     config = config or CryptoTradingConfig()
     settings = get_settings()
     logger = get_run_logger()
     mode = config.mode or settings.mode
     check_mode(mode, settings)
-    if mode != "replay":
-        raise LiveTradingRefused(
-            f"crypto-trading in {mode} mode is not built yet (replay only); "
-            "use live-trading for SPY on the paper account"
-        )
     warehouse = Path(config.warehouse) if config.warehouse else settings.warehouse_path
     coins = list(config.coins or settings.coin_symbols)
     models: dict[str, tuple[dict[str, Any], Any]] = {}
@@ -71,7 +83,7 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
                 models[coin] = load_compatible_model(con, coin, None)
             except LiveTradingRefused as err:
                 skipped[coin] = str(err)
-        day = config.replay_date or _newest_day(con, coins)
+        newest = _newest_day(con, coins)
     for coin, why in skipped.items():
         logger.info("%s: not traded (%s)", coin, why)
     if not models:
@@ -79,30 +91,82 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
             "no coin has a production dqn model whose features match this code; train coin "
             "agents (tradingml train --symbols BTC/USD ...) and promote them"
         )
-    if day is None:
-        raise LiveTradingRefused(f"no coin bars in {warehouse} to replay; run ingest-bars first")
 
-    session = CryptoCalendar().session_at(datetime(day.year, day.month, day.day, tzinfo=UTC))
-    assert session is not None
-    start = session.open + timedelta(minutes=config.start_minute)
-    digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:8]
-    run_id = f"{mode}-crypto-{day}-{digest}"
-    account = f"replay:{run_id}"
-    clock = ManualClock(start)
-    sim = SimulatedBroker(
-        clock,
-        cash=config.cash,
-        fee_bps=config.fee_bps,
-        slippage_bps=config.slippage_bps,
-        id_prefix=f"sim:{run_id}",
+    sim: SimulatedBroker | None = None
+    stream: BarStream | None = None
+    broker: Broker
+    clock: Clock
+    if mode == "replay":
+        day = config.replay_date or newest
+        if day is None:
+            raise LiveTradingRefused(
+                f"no coin bars in {warehouse} to replay; run ingest-bars first"
+            )
+        session = CryptoCalendar().session_at(datetime(day.year, day.month, day.day, tzinfo=UTC))
+        assert session is not None
+        start = session.open + timedelta(minutes=config.start_minute)
+        digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:8]
+        run_id = f"{mode}-crypto-{day}-{digest}"
+        account = f"replay:{run_id}"
+        clock = ManualClock(start)
+        sim = SimulatedBroker(
+            clock,
+            cash=config.cash,
+            fee_bps=config.fee_bps,
+            slippage_bps=config.slippage_bps,
+            id_prefix=f"sim:{run_id}",
+        )
+        broker = sim
+    else:
+        from flows.wiring import build_adapters
+
+        adapters = build_adapters(settings.model_copy(update={"mode": mode}))
+        assert adapters.broker is not None and adapters.stream is not None
+        broker, stream = adapters.broker, adapters.stream
+        clock = on_broker_time(adapters.clock, broker, config.max_clock_offset_s, stream)
+        start = clock.now()
+        session = CryptoCalendar().session_at(start)
+        assert session is not None
+        day = session.day
+        # A restart on the same day with the same models continues the same run (the same
+        # decision and client order ids: nothing decided before is ordered again).
+        digest = hashlib.sha256(
+            "|".join(f"{c}={r['model_id']}" for c, (r, _) in sorted(models.items())).encode()
+        ).hexdigest()[:8]
+        run_id = f"{mode}-crypto-{day}-{digest}"
+        account = mode
+
+    ledger = Ledger(
+        warehouse,
+        mode=mode,
+        outbox=settings.data_dir / "outbox",
+        lock_timeout_s=None if sim is not None else LIVE_LOCK_TIMEOUT_S,
     )
-    ledger = Ledger(warehouse, mode=mode, outbox=settings.data_dir / "outbox")
-    book = Book(cash=config.cash)  # one account: every coin's engine sizes from its equity
+    poller: OrderFillPoller | None = None
+    if sim is not None:
+        book = Book(cash=config.cash)  # one account: every coin's engine sizes from its equity
+    else:
+        with connect(warehouse) as con:
+            ours = warehouse_positions(con, run_id=None, mode=mode)
+        book = Book(cash=broker.get_account().cash, qty=ours)
     with connect(warehouse) as con:
         weights, weights_from = coin_weights(con, models, session.open)
     weight = 1.0 / len(models)
     runners: dict[str, LiveRunner] = {}
+    if sim is None:
+        # One poller for the account: a fill is handed out once, to whichever coin's engine
+        # syncs first, and booked once in the shared book.
+        poller = OrderFillPoller(
+            broker, lambda: [c for r in runners.values() for c in r.engine.open_orders]
+        )
     for coin, (row, policy) in sorted(models.items()):
+        fills: Any
+        orders: OrderManager
+        if sim is not None:
+            fills, orders = sim.new_fills, OrderManager(sim)
+        else:
+            assert poller is not None
+            fills, orders = poller, TrackedOrderManager(broker, poller, sleep=clock.sleep)
         engine = TradingEngine(
             EngineConfig(
                 run_id=run_id,
@@ -116,62 +180,57 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
                 flatten_before_close_min=config.flatten_before_close_min,
             ),
             StepwiseQ(policy),
-            sim,
-            RiskEngine(RiskLimits(**config.risk.model_dump())),
-            OrderManager(sim),
+            broker,
+            RiskEngine(
+                RiskLimits(**config.risk.model_dump()),
+                kill_file=settings.data_dir / KILL_SWITCH_FILE,
+            ),
+            orders,
             ledger,
             book,
-            sim.new_fills,
+            fills,
+            seen_via="sim" if sim is not None else "rest",
         )
         runners[coin] = LiveRunner(
             engine,
             policy.spec,
             session,
             warehouse,
-            sim,
+            broker,
             ledger,
             inputs=input_loader(policy.spec, row.get("params") or {}),
         )
-        runners[coin].start(start)
+    if sim is None:
+        found = reconcile(book, broker, ledger, account=account, run_id=run_id, now=clock.now())
+        if found:
+            logger.warning(
+                "reconciliation at start: %d difference(s); the broker's view adopted", found
+            )
+    for r in runners.values():
+        r.start(start)
     symbols = sorted({s for r in runners.values() for s in r.spec.symbols})
     logger.info(
-        "replaying UTC day %s for %d coin agent(s); weights from %s: %s",
+        "%s: UTC day %s for %d coin agent(s); weights from %s: %s",
+        mode,
         day,
         len(runners),
         weights_from,
         ", ".join(f"{c} {100 * w:.1f}%" for c, w in sorted(weights.items())),
     )
-    all_decided_ms: list[float] = []
-    decided = 0
+    if sim is not None:
+        assert isinstance(clock, ManualClock)
+        decided, all_decided_ms = _replay(
+            config, runners, sim, clock, warehouse, symbols, session, ledger, book, run_id
+        )
+    else:
+        assert stream is not None
+        with run_lock(settings.data_dir / "crypto-trading.lock"):
+            decided, all_decided_ms = _stream(
+                config, runners, stream, clock, warehouse, symbols, session, ledger, broker,
+                book, run_id, account,
+            )  # fmt: skip
+    ledger.flush()  # locked: the rows wait in the outbox for the next write, not lost
     with connect(warehouse) as con:
-        bars = load_bars(con, symbols, "1Min", start - MINUTE, session.close)
-        for r in runners.values():
-            r.con = con
-        for (minute,), frame in bars.group_by(["ts"], maintain_order=True):
-            assert isinstance(minute, datetime)
-            arrived = time.perf_counter()
-            clock.set(minute + MINUTE)
-            store_bars(warehouse, frame, clock.now(), con)
-            for sym, open_, close in frame.select("symbol", "open", "close").iter_rows():
-                if sym in runners:
-                    sim.on_bar(str(sym), minute, float(open_), float(close))
-            fresh = load_bars(con, symbols, "1Min", minute, minute + MINUTE)
-            acted = [
-                r.on_bar_stored(clock.now(), arrived=arrived, fresh=fresh, flush=False)
-                for r in runners.values()
-            ]
-            if any(a is not None for a in acted):
-                all_decided_ms.append((time.perf_counter() - arrived) * 1000)
-                decided += 1
-            ledger.flush(con)
-            if decided and decided % config.reconcile_every_min == 0:
-                next(iter(runners.values())).engine.sync_fills()
-                reconcile(book, sim, ledger, account=account, run_id=run_id, now=clock.now())
-            if config.max_minutes is not None and decided >= config.max_minutes:
-                break
-        for r in runners.values():
-            r.engine.sync_fills()
-            r.con = None
         ledger.flush(con)
         per_coin = con.execute(
             "SELECT symbol, count(*), count(*) FILTER (WHERE action = 'long') FROM decisions"
@@ -225,6 +284,176 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
         book.equity(),
     )
     return summary
+
+
+def _replay(
+    config: CryptoTradingConfig,
+    runners: dict[str, LiveRunner],
+    sim: SimulatedBroker,
+    clock: ManualClock,
+    warehouse: Path,
+    symbols: list[str],
+    session: Any,
+    ledger: Ledger,
+    book: Book,
+    run_id: str,
+) -> tuple[int, list[float]]:
+    """A stored UTC day, minute by minute: store, fill, read back once, every coin decides."""
+    all_decided_ms: list[float] = []
+    decided = 0
+    start = clock.now()
+    with connect(warehouse) as con:
+        bars = load_bars(con, symbols, "1Min", start - MINUTE, session.close)
+        for r in runners.values():
+            r.con = con
+        for (minute,), frame in bars.group_by(["ts"], maintain_order=True):
+            assert isinstance(minute, datetime)
+            arrived = time.perf_counter()
+            clock.set(minute + MINUTE)
+            store_bars(warehouse, frame, clock.now(), con)
+            for sym, open_, close in frame.select("symbol", "open", "close").iter_rows():
+                if sym in runners:
+                    sim.on_bar(str(sym), minute, float(open_), float(close))
+            fresh = load_bars(con, symbols, "1Min", minute, minute + MINUTE)
+            acted = [
+                r.on_bar_stored(clock.now(), arrived=arrived, fresh=fresh, flush=False)
+                for r in runners.values()
+            ]
+            if any(a is not None for a in acted):
+                all_decided_ms.append((time.perf_counter() - arrived) * 1000)
+                decided += 1
+            ledger.flush(con)
+            if decided and decided % config.reconcile_every_min == 0:
+                next(iter(runners.values())).engine.sync_fills()
+                reconcile(
+                    book, sim, ledger, account=f"replay:{run_id}", run_id=run_id, now=clock.now()
+                )
+            if config.max_minutes is not None and decided >= config.max_minutes:
+                break
+        for r in runners.values():
+            r.engine.sync_fills()
+            r.con = None
+    return decided, all_decided_ms
+
+
+def _stream(
+    config: CryptoTradingConfig,
+    runners: dict[str, LiveRunner],
+    stream: BarStream,
+    clock: Clock,
+    warehouse: Path,
+    symbols: list[str],
+    session: Any,
+    ledger: Ledger,
+    broker: Broker,
+    book: Book,
+    run_id: str,
+    account: str,
+) -> tuple[int, list[float]]:
+    """Paper/live: the stream thread stores the coins' bars; this thread decides every minute.
+
+    A coin with no trade in a minute has no bar for it (Alpaca sends none): after a short
+    wait the coins that have one decide, the others skip that minute.
+    """
+    logger = get_run_logger()
+    arrivals = _Arrivals()
+    turn = threading.Lock()  # DuckDB: the stream's writes and the decisions take turns
+    traded = sorted(runners)
+
+    # Bars validated and stored by the handler, kept in memory for the decisions; with the
+    # warehouse held by another process they go to the outbox and trading goes on.
+    store = BarStore(warehouse, outbox=ledger.outbox, lock_timeout_s=LIVE_LOCK_TIMEOUT_S)
+
+    async def handler(frame: Any) -> None:
+        with turn:
+            store.store(frame, clock.now())
+        arrivals.stored(frame)
+
+    stream.subscribe(symbols, handler)
+    stream_error: list[BaseException] = []
+
+    def run_stream() -> None:
+        try:
+            stream.run()
+        except BaseException as err:  # noqa: BLE001 -- reported by the decision loop below
+            stream_error.append(err)
+
+    def decide(arrived: float) -> bool:
+        with turn, ExitStack() as stack:
+            try:
+                con = stack.enter_context(connect(warehouse, timeout_s=LIVE_LOCK_TIMEOUT_S))
+            except WarehouseLockedError as err:
+                logger.warning("warehouse locked (%s): deciding from the bars in memory", err)
+                con = None
+            stale = getattr(stream, "stale_reason", None)
+            for r in runners.values():
+                if stale != r.engine.risk.reduce_only_reason:
+                    r.engine.risk.set_reduce_only(stale)
+                r.con = con
+                r.lock_timeout_s = LIVE_LOCK_TIMEOUT_S if con is not None else 0.0
+            try:
+                now = clock.now()
+                minute = now.replace(second=0, microsecond=0) - MINUTE
+                for r in runners.values():
+                    r.engine.sync_fills()
+                fresh = store.recent.get(minute)
+                if fresh is None and con is not None:
+                    fresh = load_bars(con, symbols, "1Min", minute, minute + MINUTE)
+                acted = [
+                    r.on_bar_stored(now, arrived=arrived, fresh=fresh, flush=False)
+                    for r in runners.values()
+                ]
+                ledger.flush(con) if con is not None else ledger.flush()
+            finally:
+                for r in runners.values():
+                    r.con = None
+        return any(a is not None for a in acted)
+
+    thread = threading.Thread(target=run_stream, name="crypto-bar-stream", daemon=True)
+    thread.start()
+    decided = 0
+    all_decided_ms: list[float] = []
+    try:
+        # The warm-up stopped before the bar that closed at the last boundary (stored
+        # already): decide it first, so that the features see every bar of the day once.
+        arrived = time.perf_counter()
+        if decide(arrived):
+            decided += 1
+            all_decided_ms.append((time.perf_counter() - arrived) * 1000)
+        while clock.now() < session.close:
+            if config.max_minutes is not None and decided >= config.max_minutes:
+                break
+            if stream_error:
+                raise RuntimeError(
+                    f"the bar stream stopped: {stream_error[0]}; no further decisions"
+                ) from stream_error[0]
+            now = clock.now()
+            boundary = now.replace(second=0, microsecond=0) + MINUTE
+            # Alpaca sends minute m's bars just after m+1:00; give them a few seconds.
+            clock.sleep(max(0.0, (boundary - now).total_seconds()) + 3.0)
+            for _ in range(5):
+                if all(arrivals.wait_for(c, boundary - MINUTE, 0.0) for c in traded):
+                    break
+                arrivals.wait_for(traded[0], boundary - MINUTE, 1.0)
+            arrived = time.perf_counter()
+            if decide(arrived):
+                decided += 1
+                all_decided_ms.append((time.perf_counter() - arrived) * 1000)
+            if decided and decided % config.reconcile_every_min == 0:
+                # Fills first (one not booked yet would look like a difference); while an
+                # order is open the broker's positions can move between reads: later.
+                for r in runners.values():
+                    r.engine.sync_fills()
+                if not any(r.engine.open_orders for r in runners.values()):
+                    reconcile(book, broker, ledger, account=account, run_id=run_id, now=clock.now())
+        for r in runners.values():
+            r.engine.sync_fills()
+    finally:
+        stream.stop()
+        thread.join(timeout=10)
+    if stream_error:
+        logger.warning("bar stream ended with: %s", stream_error[0])
+    return decided, all_decided_ms
 
 
 if __name__ == "__main__":

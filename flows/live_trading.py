@@ -21,7 +21,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
-from adapters.clock import ManualClock
+from adapters.clock import ManualClock, OffsetClock, measure_offset
 from adapters.protocols import BarStream, Broker, Clock
 from adapters.sim_broker import SimulatedBroker
 from core.settings import Settings, get_settings
@@ -31,19 +31,25 @@ from trading.calendar import CryptoCalendar, NYSECalendar, Session, calendar_for
 from trading.engine import MINUTE, Book, EngineConfig, StepwiseQ, TradingEngine
 from trading.inputs import input_loader
 from trading.ledger import Ledger
-from trading.live import LiveRunner, run_lock, store_bars
+from trading.live import BarStore, LiveRunner, run_lock
 from trading.orders import OrderManager
 from trading.reconcile import (
     OrderFillPoller,
     TrackedOrderManager,
     reconcile,
+    recover_orders,
+    session_client_ids,
     warehouse_positions,
 )
-from trading.risk import RiskEngine, RiskLimits
+from trading.risk import KILL_SWITCH_FILE, RiskEngine, RiskLimits
 from trading.session_report import session_report
 from warehouse.bars import load_bars
 from warehouse.db import connect
 from warehouse.registry import choose_model
+
+LIVE_LOCK_TIMEOUT_S = 2.0
+"""paper/live: how long a minute's write or decision waits for a warehouse another process
+holds before its rows go to the outbox (the decision is made from the bars in memory)."""
 
 
 class LiveTradingRefused(RuntimeError):
@@ -90,12 +96,40 @@ def _session_of_day(symbol: str, day: date) -> Session | None:
     return CryptoCalendar().session_at(datetime(day.year, day.month, day.day, tzinfo=UTC))
 
 
-def check_mode(mode: str, settings: Settings) -> None:
-    if mode == "live" and not settings.live_trading_opt_in:
+def on_broker_time(clock: Clock, broker: Broker, max_offset_s: float, stream: Any = None) -> Clock:
+    """The clock a paper/live run decides on: the local one moved onto the broker's time.
+
+    Compares the local clock with the broker's (Alpaca GET /v2/clock) once at start; past
+    `max_offset_s` apart the run refuses to trade, within it every decision (and the
+    stream's gap-fill) uses local time + the measured offset.
+    """
+    offset = measure_offset(clock, lambda: broker.get_clock().timestamp)
+    off_s = offset.total_seconds()
+    if abs(off_s) > max_offset_s:
         raise LiveTradingRefused(
-            "mode=live trades real money and needs TRADINGML_LIVE_TRADING_OPT_IN=true as well; "
-            "use mode=paper (Alpaca paper account) or mode=replay (offline) otherwise"
+            f"the local clock is {abs(off_s):.1f} s {'behind' if off_s > 0 else 'ahead of'} the "
+            f"broker's (Alpaca /v2/clock), more than max_clock_offset_s={max_offset_s:g}: "
+            "refusing to trade on a wrong clock. Sync this machine's clock (NTP: "
+            "`timedatectl set-ntp true` or `chronyc makestep`) or raise max_clock_offset_s"
         )
+    get_run_logger().info(
+        "local clock %.3f s %s the broker's: deciding on broker time",
+        abs(off_s),
+        "behind" if off_s > 0 else "ahead of",
+    )
+    broker_clock = OffsetClock(clock, offset)
+    if hasattr(stream, "set_clock"):
+        stream.set_clock(broker_clock)
+    return broker_clock
+
+
+def check_mode(mode: str, settings: Settings) -> None:
+    """Refuse at start: live without the opt-in or with a paper key, paper at the live URL."""
+    from core.settings import mode_refusal
+
+    problem = mode_refusal(mode, settings)
+    if problem:
+        raise LiveTradingRefused(problem)
 
 
 @flow(name="live-trading", log_prints=True)
@@ -134,6 +168,7 @@ def live_trading(config: LiveTradingConfig | None = None) -> dict[str, Any]:
         adapters = build_adapters(settings.model_copy(update={"mode": mode}))
         assert adapters.broker is not None
         clock, broker, stream = adapters.clock, adapters.broker, adapters.stream
+        clock = on_broker_time(clock, broker, config.max_clock_offset_s, stream)
 
     now = clock.now()
     session_now = calendar_for(config.symbol).session_at(now)
@@ -209,7 +244,12 @@ def _run_session(
     outbox: Path,
 ) -> dict[str, Any]:
     logger = get_run_logger()
-    ledger = Ledger(warehouse, mode=mode, outbox=outbox)
+    ledger = Ledger(
+        warehouse,
+        mode=mode,
+        outbox=outbox,
+        lock_timeout_s=None if mode == "replay" else LIVE_LOCK_TIMEOUT_S,
+    )
     with connect(warehouse) as con:
         ours = warehouse_positions(con, run_id=run_id if mode == "replay" else None, mode=mode)
     book = Book(cash=broker.get_account().cash, qty=ours)
@@ -237,7 +277,10 @@ def _run_session(
         ),
         StepwiseQ(policy),
         broker,
-        RiskEngine(RiskLimits(**config.risk.model_dump())),
+        RiskEngine(
+            RiskLimits(**config.risk.model_dump()),
+            kill_file=get_settings().data_dir / KILL_SWITCH_FILE,
+        ),
         orders,
         ledger,
         book,
@@ -245,6 +288,20 @@ def _run_session(
         seen_via="sim" if sim is not None else "rest",
     )
     engine_ref.append(engine)
+    if (kill := engine.risk.manual_kill_reason()) is not None:
+        logger.warning("%s: this session sends no order that adds risk", kill)
+    if isinstance(fills, OrderFillPoller):
+        # A run killed between the broker's accept and the ledger's flush: record what the
+        # broker has of this run's orders (nothing is resent) before reconciling.
+        with connect(warehouse) as con:
+            recover_orders(
+                engine,
+                fills,
+                broker,
+                con,
+                candidates=session_client_ids(run_id, spec.traded, session.open, clock.now()),
+                now=clock.now(),
+            )
     found = reconcile(book, broker, ledger, account=account, run_id=run_id, now=clock.now())
     if found:
         logger.warning(
@@ -278,6 +335,9 @@ def _run_session(
         _live_loop(
             config, runner, stream, clock, warehouse, spec, session, ledger, broker, run_id, account
         )
+    # Rows still buffered first: with the warehouse locked they are kept in the outbox
+    # (merged by the next write that gets the file), not lost with this process.
+    ledger.flush()
     with connect(warehouse) as con:
         ledger.flush(con)
         counts = con.execute(
@@ -407,15 +467,19 @@ def _replay_minutes(
     start = clock.now()
     bars = bars.filter(pl.col("ts") >= start - MINUTE)
     decided = 0
+    # The stream handler's store, as in paper/live: the bars are stored (here: again) and the
+    # decision takes them from memory.
+    store = BarStore(warehouse, outbox=ledger.outbox)
     for (minute,), frame in bars.group_by(["ts"], maintain_order=True):
         assert isinstance(minute, datetime)
         arrived = time.perf_counter()
         clock.set(minute + MINUTE)
-        store_bars(warehouse, frame, clock.now(), runner.con)
+        store.store(frame, clock.now(), runner.con)
         traded = frame.filter(pl.col("symbol") == spec.traded)
         if traded.height:
             sim.on_bar(spec.traded, minute, float(traded["open"][0]), float(traded["close"][0]))
-        if runner.on_bar_stored(clock.now(), arrived=arrived) is not None:
+        fresh = store.minute(minute, spec.symbols)
+        if runner.on_bar_stored(clock.now(), arrived=arrived, fresh=fresh) is not None:
             decided += 1
         if decided and decided % config.reconcile_every_min == 0:
             runner.engine.sync_fills()
@@ -481,15 +545,30 @@ def _live_loop(
     # one file at the same moment ("python_arrow_scan does not exist", "unique file handle
     # conflict"): the stream thread's writes and this thread's decisions take turns.
     warehouse_turn = threading.Lock()
+    # Bars validated and stored by the handler, kept in memory for the decision (no read-back);
+    # with the warehouse held by another process they go to the outbox and trading goes on.
+    store = BarStore(warehouse, outbox=ledger.outbox, lock_timeout_s=LIVE_LOCK_TIMEOUT_S)
+    runner.lock_timeout_s = LIVE_LOCK_TIMEOUT_S
 
     async def handler(frame: pl.DataFrame) -> None:
         with warehouse_turn:
-            store_bars(warehouse, frame, clock.now())
+            store.store(frame, clock.now())
         arrivals.stored(frame)
 
     def decide() -> bool:
         with warehouse_turn:
-            return runner.on_bar_stored(clock.now()) is not None
+            # Bars back-filled after a silent or dropped stream: only reduce until live ones flow.
+            stale = getattr(stream, "stale_reason", None)
+            if stale != runner.engine.risk.reduce_only_reason:
+                get_run_logger().warning(
+                    "bar stream %s: %s",
+                    "stale" if stale else "live again",
+                    stale or "trading resumes",
+                )
+                runner.engine.risk.set_reduce_only(stale)
+            now = clock.now()
+            fresh = store.minute(now.replace(second=0, microsecond=0) - MINUTE, spec.symbols)
+            return runner.on_bar_stored(now, fresh=fresh) is not None
 
     def done() -> bool:
         return config.max_minutes is not None and decided >= config.max_minutes

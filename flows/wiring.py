@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +16,7 @@ from adapters.files import FileBarSource
 from adapters.protocols import BarSource, BarStream, Broker, Clock, PostSource
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
 from adapters.synthetic_posts import SyntheticPostConfig, SyntheticPostSource
-from core.settings import Mode, Settings
+from core.settings import Mode, Settings, mode_refusal
 from flows.config import IngestBarsConfig, ScrapeRedditConfig
 
 
@@ -77,6 +78,11 @@ def build_bar_source(config: IngestBarsConfig, settings: Settings) -> BarSource:
 
 class MissingCredentialsError(RuntimeError):
     """A real service was asked for but its credentials are not in the environment."""
+
+
+class ModeRefusedError(RuntimeError):
+    """The settings' mode must not start: live without the opt-in or with a paper key id,
+    paper pointed at the live endpoint (core.settings.mode_refusal)."""
 
 
 def reddit_credentials_set(settings: Settings) -> bool:
@@ -146,7 +152,12 @@ def build_adapters(settings: Settings) -> Adapters:
     replay: offline (synthetic bars and posts). paper: Alpaca paper trading and market data.
     live: the same on the real-money endpoint -- Settings refuses mode=live without
     TRADINGML_LIVE_TRADING_OPT_IN=true, and AlpacaBroker refuses it again without the opt-in.
+    Before anything is built, core.settings.mode_refusal is checked again: settings made by
+    model_copy(update={"mode": ...}) skip Settings' own validation.
     """
+    problem = mode_refusal(settings.mode, settings)
+    if problem:
+        raise ModeRefusedError(problem)
     clock = clock_factory()
     posts = build_post_source(ScrapeRedditConfig(), settings, clock)
     if settings.mode == "replay":
@@ -167,6 +178,7 @@ def build_adapters(settings: Settings) -> Adapters:
         feed=settings.alpaca_stock_feed,
     )
     ws = settings.alpaca_stream_url.rstrip("/") if settings.alpaca_stream_url else None
+    quiet_websocket_frames()
     stream = AlpacaBarStream(
         key,
         secret,
@@ -186,6 +198,18 @@ def build_adapters(settings: Settings) -> Adapters:
     return Adapters(
         mode=settings.mode, clock=clock, bars=bars, posts=posts, stream=stream, broker=broker
     )
+
+
+def quiet_websocket_frames() -> None:
+    """Keep the websockets client's DEBUG frame dumps out of every log.
+
+    websockets logs each frame at DEBUG, payload included, and the stream's first frame is
+    Alpaca's auth message with the key id and secret in clear: a root logger at DEBUG
+    (PREFECT_LOGGING_ROOT_LEVEL=DEBUG, logging.basicConfig) would write them out.
+    """
+    frames = logging.getLogger("websockets.client")
+    if frames.level < logging.INFO:
+        frames.setLevel(logging.INFO)
 
 
 def build_task_runner(

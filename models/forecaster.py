@@ -566,15 +566,24 @@ def load_forecaster(
             f"forecaster artifact {directory} does not match its registered sha256 "
             f"(expected {expected_sha256[:12]}..., found {actual[:12]}...); refusing to load it"
         )
-    meta = json.loads((directory / META_FILE).read_text())
-    spec = FeatureSpec.from_dict(meta["feature_spec"])
+    try:
+        meta = json.loads((directory / META_FILE).read_text())
+        spec = FeatureSpec.from_dict(meta["feature_spec"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelLoadError(
+            f"forecaster artifact {directory} has unreadable metadata: {exc}"
+        ) from None
     if running_spec is not None and spec.schema_hash() != running_spec.schema_hash():
         raise ModelLoadError(
             f"forecaster in {directory} was trained on features {spec.schema_hash()} but this "
             f"pipeline computes {running_spec.schema_hash()}; retrain it"
         )
     booster = xgb.Booster(params={"nthread": 1})
-    booster.load_model(str(directory / MODEL_FILE))
+    try:
+        booster.load_model(str(directory / MODEL_FILE))  # XGBoost JSON only: never a pickle
+    except xgb.core.XGBoostError as exc:
+        first = str(exc).splitlines()[0][:200] if str(exc) else ""
+        raise ModelLoadError(f"forecaster artifact {directory} is unreadable: {first}") from None
     if list(booster.feature_names or []) != spec.names():
         raise ModelLoadError(f"forecaster in {directory}: booster features differ from its spec")
     return Forecaster(booster, spec, meta)

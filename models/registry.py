@@ -18,6 +18,8 @@ from models.qnet import Architecture, NestedLSTMQNet, RecurrentState
 
 WEIGHTS = "weights.safetensors"
 META = "meta.json"
+SINGLE_FILE_FORMATS = (".json",)
+"""Suffixes a one-file artifact (a genome) may have: JSON only, never a pickle (.pkl/.pt)."""
 
 
 class ModelLoadError(RuntimeError):
@@ -100,21 +102,34 @@ def load_agent(
             f"model artifact {directory} does not match its registered sha256 "
             f"(expected {expected_sha256[:12]}..., found {actual[:12]}...); refusing to load it"
         )
-    meta = json.loads((directory / META).read_text())
-    spec = FeatureSpec.from_dict(meta["feature_spec"])
+    try:
+        meta = json.loads((directory / META).read_text())
+        spec = FeatureSpec.from_dict(meta["feature_spec"])
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ModelLoadError(f"model artifact {directory} has unreadable metadata: {exc}") from None
     if running_spec is not None and spec.schema_hash() != running_spec.schema_hash():
         raise ModelLoadError(
             f"model in {directory} was trained on features {spec.schema_hash()} but this pipeline "
             f"computes {running_spec.schema_hash()}; retrain it (train-agent) or run the matching version"
         )
-    net = NestedLSTMQNet(
-        int(meta["n_features"]),
-        Architecture.from_dict(meta["architecture"]),
-        int(meta["n_actions"]),
-    )
-    net.load_state_dict(load_file(directory / WEIGHTS))
+    try:
+        net = NestedLSTMQNet(
+            int(meta["n_features"]),
+            Architecture.from_dict(meta["architecture"]),
+            int(meta["n_actions"]),
+        )
+        # safetensors: tensors only, never code (a pickle here fails to parse).
+        net.load_state_dict(load_file(directory / WEIGHTS))
+        scaler = FeatureScaler.from_dict(meta["scaler"])
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- any damage is one refusal
+        raise ModelLoadError(
+            f"model artifact {directory} is unreadable ({type(exc).__name__}: {str(exc)[:200]}); "
+            "refusing to load it"
+        ) from None
     net.eval()
-    return AgentPolicy(net, spec, FeatureScaler.from_dict(meta["scaler"]), meta)
+    return AgentPolicy(net, spec, scaler, meta)
 
 
 def load_registered_agent(
@@ -152,6 +167,11 @@ def verify_artifact(row: dict[str, Any]) -> None:
     if path.is_dir():
         actual = folder_sha256(path)
     elif path.is_file():
+        if path.suffix.lower() not in SINGLE_FILE_FORMATS:
+            raise ModelLoadError(
+                f"artifact {path} of {row['model_id']} is not a JSON file; only safetensors, "
+                "XGBoost JSON, pickle-free npz and JSON artifacts load"
+            )
         actual = hashlib.sha256(path.read_bytes()).hexdigest()
     else:
         raise ModelLoadError(f"artifact {path} of {row['model_id']} does not exist")
@@ -164,4 +184,8 @@ def verify_artifact(row: dict[str, Any]) -> None:
 def load_registered_genome(row: dict[str, Any]) -> Genome:
     """A genome registered by the architecture search, checked against its sha256."""
     verify_artifact(row)
-    return Genome.from_dict(json.loads(Path(str(row["artifact_path"])).read_text()))
+    path = Path(str(row["artifact_path"]))
+    try:
+        return Genome.from_dict(json.loads(path.read_text()))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelLoadError(f"genome artifact {path} is unreadable: {exc}") from None

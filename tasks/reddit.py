@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from itertools import islice
 from pathlib import Path
@@ -27,6 +27,18 @@ def _batches(posts: Iterator[Post], size: int) -> Iterator[pl.DataFrame]:
         yield frame_from_posts(chunk)
 
 
+def store_posts(
+    posts: Iterable[Post], warehouse: Path, now: datetime, batch_size: int
+) -> PostIngestReport:
+    """The scrape's whole storing path: batches -> validation -> reddit_posts -> scores.
+
+    A bad post is quarantined with its reason; it never fails its batch.
+    """
+    return ingest_post_frames(
+        _batches(iter(posts), batch_size), warehouse, now, compute_post_sentiment
+    )
+
+
 @task(
     name="scrape-subreddit",
     task_run_name="scrape-r/{subreddit}",
@@ -45,9 +57,8 @@ def scrape_subreddit(
     clock: Clock,
 ) -> PostIngestReport:
     """Fetch a subreddit's new posts, store them by id, score them into post_sentiment."""
-    posts = iter(source.fetch_posts([subreddit], since, limit))
-    report = ingest_post_frames(
-        _batches(posts, batch_size), warehouse, clock.now(), compute_post_sentiment
+    report = store_posts(
+        source.fetch_posts([subreddit], since, limit), warehouse, clock.now(), batch_size
     )
     if report.quarantined_total:
         get_run_logger().warning(

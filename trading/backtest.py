@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -57,6 +57,10 @@ def session_closes(symbol: str, days: list[date]) -> dict[date, datetime]:
     """When each session of `days` closes (UTC): NYSE hours for stocks, UTC midnight for coins."""
     cal = calendar_for(symbol)
     out: dict[date, datetime] = {}
+    if isinstance(cal, NYSECalendar) and days:
+        # One slice of the schedule instead of a lookup per day.
+        by_day = {s.day: s for s in cal.sessions_between(min(days), max(days) + timedelta(days=1))}
+        return {day: by_day[day].close for day in days if day in by_day}
     for day in days:
         session = cal.session_at(datetime(day.year, day.month, day.day, 12, tzinfo=UTC))
         if session is None and isinstance(cal, NYSECalendar):
@@ -186,9 +190,12 @@ def run_backtest(
     )
     n = frame.height
     actions: list[str] = []
-    positions = np.zeros(n)
-    equity = np.zeros(n)
-    position_value = np.zeros(n)
+    # The accounting fast path: the loop only notes cash and quantity after each decision
+    # (they move only with fills); equity and its ledger rows are computed after the loop,
+    # exactly as engine.record_equity would have each minute (marked at the bar's close).
+    qty_after: list[float] = []
+    cash_after: list[float] = []
+    book = engine.book
     current = None
     for i in range(n):
         ts = ts_list[i]
@@ -198,9 +205,10 @@ def run_backtest(
         close = close_list[i]
         after = ts + MINUTE
         clock.set(after)
-        sim.on_bar(symbol, ts, open_list[i], close)
-        engine.sync_fills()
-        engine.mark(symbol, close)
+        # Fills come only from bars here: nothing to sync without one or an open order.
+        if sim.on_bar(symbol, ts, open_list[i], close) or engine.open_orders:
+            engine.sync_fills()
+        book.marks[symbol] = close
         actions.append(
             engine.decide(
                 now=after,
@@ -211,22 +219,33 @@ def run_backtest(
                 session_close=closes_by_day.get(current) if current is not None else None,
             )
         )
-        engine.record_equity(after)
-        book = engine.book
-        pv = book.positions_value()
-        positions[i] = book.qty.get(symbol, 0.0)
-        position_value[i] = pv
-        equity[i] = book.cash + pv
+        qty_after.append(book.qty.get(symbol, 0.0))
+        cash_after.append(book.cash)
         if progress is not None and i % 5000 == 0:
             progress(i, n)
     if progress is not None:
         progress(n, n)
+    positions = np.asarray(qty_after, dtype=np.float64)
+    cash_path = np.asarray(cash_after, dtype=np.float64)
+    position_value = positions * closes.astype(np.float64)
+    equity = cash_path + position_value
+    account = engine.config.account
+    ledger.rows["equity"].extend(
+        {
+            "account": account,
+            "ts": ts + MINUTE,
+            "cash": c,
+            "positions_value": pv,
+            "equity": c + pv,
+        }
+        for ts, c, pv in zip(ts_list, cash_after, position_value.tolist(), strict=True)
+    )
 
     cost = (fee_bps + slippage_bps) / 1e4
     bh = position_equity(closes, np.ones(n), cash, cost)
     momentum = momentum_positions(frame)
     baseline = position_equity(closes, momentum, cash, cost)
-    ts_col = pl.Series("ts", ts_list, dtype=pl.Datetime("us", "UTC"))
+    ts_col = frame.get_column("ts").cast(pl.Datetime("us", "UTC"))
     eq = pl.DataFrame(
         {
             "ts": ts_col,

@@ -13,7 +13,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -25,13 +25,21 @@ from models.env import ACTIONS, FLAT, LONG
 from models.qnet import RecurrentState
 from models.registry import AgentPolicy
 from trading.ledger import Ledger
-from trading.orders import OrderInDoubtError, OrderManager, client_order_id
+from trading.orders import (
+    OrderInDoubtError,
+    OrderManager,
+    client_order_id,
+    rate_limited,
+    transient,
+)
 from trading.risk import RiskEngine
 
 log = logging.getLogger(__name__)
 
 MINUTE = timedelta(minutes=1)
-FINAL = ("filled", "canceled", "rejected", "expired")
+FINAL = ("filled", "canceled", "rejected", "expired", "not_placed")
+RATE_LIMITED = "rate_limited"
+"""An order whose submit met the broker's rate limit: unknown until a lookup answers."""
 
 
 class QSource(Protocol):
@@ -72,12 +80,13 @@ class PrecomputedQ:
 
     def __init__(self, q_by_session: dict[str, np.ndarray]) -> None:
         self.q_by_session = q_by_session
-        self.current: np.ndarray | None = None
+        self.current: list[list[list[float]]] | None = None
 
     def begin_session(self, key: str) -> None:
-        self.current = self.q_by_session[key]
+        # Plain nested lists: indexing them per bar is several times cheaper than numpy's.
+        self.current = self.q_by_session[key].tolist()
 
-    def q(self, row: np.ndarray, step: int) -> np.ndarray:
+    def q(self, row: np.ndarray, step: int) -> Any:
         assert self.current is not None, "begin_session first"
         return self.current[step]
 
@@ -157,24 +166,60 @@ class TradingEngine:
         self.session_key: str | None = None
         self.seen_fills: set[str] = set()
         self.open_orders: dict[str, str] = {}  # client_order_id -> decision_id
+        self.unconfirmed: dict[str, Order] = {}  # submits the rate limit cut off, by cid
+        self.skipped_cycles = 0
         self.decisions = 0
         self.orders_sent = 0
         self._now: datetime | None = None
 
     def sync_fills(self) -> list[Fill]:
-        """Apply and record fills not seen before (each fill is booked once, whatever repeats it)."""
-        new = []
-        for fill in self._fills():
+        """Apply and record fills not seen before (each fill is booked once, whatever repeats it).
+
+        A fill carries the route it came by in `extra["seen_via"]` (stream, rest); without
+        one it is the engine's. A broker that is rate-limited or unreachable leaves the
+        rest of this sync to the next one: nothing is lost, since the sources hand back
+        what they have not delivered yet, and open orders keep new ones from being sent.
+        """
+        new: list[Fill] = []
+        try:
+            fills = self._fills()
+        except Exception as err:
+            if not transient(err):
+                raise
+            log.warning("fills not synced this cycle: broker unavailable (%s)", err)
+            return new
+        for fill in fills:
             if fill.fill_id in self.seen_fills:
                 continue
             self.seen_fills.add(fill.fill_id)
             self.book.apply(fill)
-            self.ledger.fill(fill, self.seen_via)
+            self.ledger.fill(fill, fill.extra.get("seen_via", self.seen_via))
             new.append(fill)
+        now = self._now or datetime.now(UTC)
         for cid in list(self.open_orders):
-            order = self.broker.get_order_by_client_id(cid)
-            if order is not None and order.status in FINAL:
-                self.ledger.order(order, self.open_orders.pop(cid), self._now or datetime.now(UTC))
+            try:
+                order = self.broker.get_order_by_client_id(cid)
+            except Exception as err:
+                if not transient(err):
+                    raise
+                log.warning(
+                    "open order %s not checked this cycle: broker unavailable (%s)", cid, err
+                )
+                break
+            unsent = self.unconfirmed.pop(cid, None)
+            if order is None and unsent is not None:
+                # The rate limit refused the submit and the broker has no such order: it was
+                # never placed. The decision stays recorded; a later one trades instead.
+                log.info("order %s was not placed (rate-limited submit); slot freed", cid)
+                self.ledger.order(
+                    replace(unsent, status="not_placed"), self.open_orders.pop(cid), now
+                )
+            elif order is not None and order.status in FINAL:
+                self.ledger.order(order, self.open_orders.pop(cid), now)
+            elif order is not None and unsent is not None:
+                # It landed after all (an earlier attempt got through): an open order now,
+                # which the fill poller watches like any other.
+                self.ledger.order(order, self.open_orders[cid], now)
         return new
 
     def mark(self, symbol: str, price: float) -> None:
@@ -190,6 +235,8 @@ class TradingEngine:
         self.q_source.q(row, step)
 
     def _target_qty(self, flag: float, current: float, equity: float, price: float) -> float:
+        if not math.isfinite(price) or price <= 0:
+            return current  # no size from a bad price: the risk check rejects it with the reason
         if (flag > 0) == (current > 0):
             return current  # no re-sizing churn while the position is unchanged
         if flag <= 0:
@@ -219,7 +266,7 @@ class TradingEngine:
         q_both = self.q_source.q(row, step)
         position = 1 if current > 0 else 0
         q = q_both[position]
-        qs = q.tolist()
+        qs: list[float] = q if isinstance(q, list) else q.tolist()
         # A sum is finite exactly when every term is (NaN and inf propagate).
         finite = math.isfinite(sum(qs))
         action = qs.index(max(qs)) if finite else 1
@@ -236,7 +283,7 @@ class TradingEngine:
         verdict = self.risk.check(
             now=now,
             bar_close=when,
-            q_values=q,
+            q_values=qs,
             current_qty=current,
             target_qty=target,
             price=price,
@@ -268,6 +315,15 @@ class TradingEngine:
             }
         )
         self.decisions += 1
+        if verdict.verdict != "accepted":
+            log.log(
+                logging.WARNING if verdict.verdict == "rejected" else logging.INFO,
+                "risk engine %s decision %s (%s): %s",
+                verdict.verdict,
+                did,
+                ACTIONS[action],
+                reason,
+            )
         delta = verdict.target_qty - current
         if abs(delta) > 1e-9 and not self.open_orders:
             side: Side = "buy" if delta > 0 else "sell"
@@ -279,6 +335,23 @@ class TradingEngine:
                 log.error("order for %s in doubt: %s", did, err)
                 order = self._unsent(did, symbol, side, abs(delta), "in_doubt", now)
             except Exception as err:  # noqa: BLE001 -- a broker rejection ends this order, not the session
+                if rate_limited(err):
+                    # Not sent (429), as far as anyone knows: keep it open, unconfirmed, so
+                    # no other order goes out until a lookup says whether it landed.
+                    self.skipped_cycles += 1
+                    log.warning(
+                        "skipped: broker rate-limited; no order for %s this cycle (%s %g %s): %s",
+                        did,
+                        side,
+                        abs(delta),
+                        symbol,
+                        err,
+                    )
+                    order = self._unsent(did, symbol, side, abs(delta), RATE_LIMITED, now)
+                    self.unconfirmed[order.client_order_id] = order
+                    self.ledger.order(order, did, now)
+                    self.open_orders[order.client_order_id] = did
+                    return ACTIONS[action]
                 log.warning("order for %s rejected by the broker: %s", did, err)
                 order = self._unsent(did, symbol, side, abs(delta), "rejected", now)
             self.ledger.order(order, did, now)

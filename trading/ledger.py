@@ -97,6 +97,9 @@ KEYS: dict[str, tuple[str, ...]] = {
     "equity": ("account", "ts"),
     "reconciliation_events": ("event_id",),
 }
+FAST_ROWS = 64
+"""A flush of at most this many rows tries plain INSERTs first (a live minute's rows)."""
+
 BOOKKEEPING: dict[str, tuple[str, ...]] = {
     "decisions": ("created_at",),
     "orders": ("updated_at",),
@@ -185,8 +188,13 @@ class Ledger:
 
     def write(self, con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         """Upsert everything buffered (and anything in the outbox) in one transaction."""
-        frames = self.frames()
         outbox_files = self._outbox_files()
+        if not outbox_files and 0 < self.pending <= FAST_ROWS:
+            try:
+                return self._insert_new(con)
+            except duckdb.ConstraintException:
+                pass  # a key stored before (an order's new status, a re-run): upsert below
+        frames = self.frames()
         # Oldest first: outbox files in name (time) order, then the buffer, so that
         # keep="last" keeps the newest version of a repeated key.
         parts: dict[str, list[pl.DataFrame]] = {}
@@ -209,6 +217,35 @@ class Ledger:
             raise
         for path in outbox_files:
             path.unlink(missing_ok=True)
+        for name, n in counts.items():
+            self.flushed[name] += n
+        self.rows = {name: [] for name in SCHEMAS}
+        return counts
+
+    def _insert_new(self, con: duckdb.DuckDBPyConnection) -> dict[str, int]:
+        """A minute's few rows with new keys: plain INSERTs in one transaction (no frames).
+
+        Any key already stored raises duckdb.ConstraintException after a rollback, and the
+        caller upserts instead -- the same rows end up stored either way.
+        """
+        counts: dict[str, int] = {}
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for name, rows in self.rows.items():
+                if not rows:
+                    continue
+                cols = list(SCHEMAS[name])
+                keyed = {tuple(r.get(k) for k in KEYS[name]): r for r in rows}  # last wins
+                values = ", ".join(["(" + ", ".join("?" * len(cols)) + ")"] * len(keyed))
+                con.execute(
+                    f"INSERT INTO {name} ({', '.join(cols)}) VALUES {values}",
+                    [r.get(c) for r in keyed.values() for c in cols],
+                )
+                counts[name] = len(keyed)
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
         for name, n in counts.items():
             self.flushed[name] += n
         self.rows = {name: [] for name in SCHEMAS}

@@ -11,28 +11,37 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import math
 import os
 import time
+import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import polars as pl
 
 from adapters.protocols import Broker
-from adapters.schema import BAR_SCHEMA
-from core.bar_quality import validate_bars
+from adapters.schema import BAR_COLUMNS, BAR_SCHEMA, TIMEFRAMES
+from core.bar_quality import DEFAULT_JUMP_RULES, ValidatedBars, validate_bars
 from models.features import FeatureSpec
 from trading.calendar import Session
 from trading.engine import MINUTE, TradingEngine
 from trading.inputs import InputLoader, value_at
 from trading.ledger import Ledger
 from trading.live_features import LiveFeatures
-from warehouse.bars import ingest_bar_frames, write_quarantine, write_stream_bars
-from warehouse.db import connect
+from warehouse.bars import (
+    _recent_closes,
+    ingest_bar_frames,
+    write_bars,
+    write_quarantine,
+    write_stream_bars,
+)
+from warehouse.db import WarehouseLockedError, connect
 from warehouse.io import load_frame
 
 log = logging.getLogger(__name__)
@@ -99,6 +108,10 @@ class LiveRunner:
     con: Any = None
     inputs: InputLoader | None = None
     """The model's sentiment/forecast inputs (trading.inputs.input_loader); None: it has none."""
+    lock_timeout_s: float | None = None
+    """How long a decision waits for a warehouse another process holds (None: the setting)."""
+    last_inputs: tuple[float | None, float | None] = (None, None)
+    """The model's last sentiment and forecast inputs read (used while the warehouse is locked)."""
     features: LiveFeatures = field(init=False)
     """A connection held for a whole fast replay; None opens one per minute (live: never hold one)."""
 
@@ -163,46 +176,115 @@ class LiveRunner:
     ) -> str | None:
         """Decide on the bar that closed at the last minute boundary; None when it is missing or done.
 
-        `fresh`: that minute's bars, already read back from the warehouse by a caller that
-        decides several symbols at once (one read for all); `flush=False` leaves the ledger
-        write to that caller, after every symbol has decided.
+        `fresh`: that minute's bars as stored -- from the run's BarStore (`minute()`), or read
+        back once by a caller that decides several symbols at once; None reads them back from
+        the warehouse. `flush=False` leaves the ledger write to the caller, after every
+        symbol has decided. With the warehouse held by another process the decision is made
+        from `fresh` (if given) and the ledger rows go to its outbox.
         """
         bar_ts = _floor_minute(now) - MINUTE
         if bar_ts in self.decided or not self.session.contains(bar_ts):
             return None
         started = arrived if arrived is not None else time.perf_counter()
         self.engine.sync_fills()
-        with self._connect() as con:
-            # The fresh bars come back from the warehouse (what the stream handler stored).
-            if fresh is None:
-                fresh = self._bars(con, bar_ts, bar_ts + MINUTE)
-            self.features.push_frame(fresh)
-            sentiment = forecast = None
-            if self.inputs is not None:
-                extra = self.inputs(con, bar_ts, bar_ts + MINUTE)
-                sentiment = value_at(extra[0], "sentiment", bar_ts)
-                forecast = value_at(extra[1], "forecast", bar_ts)
-            row = self.features.row(bar_ts, sentiment, forecast)
-            if row is None:
-                log.warning("no %s bar for %s yet; no decision", self.spec.traded, bar_ts)
-                return None
-            price = float(fresh.filter(pl.col("symbol") == self.spec.traded).get_column("close")[0])
-            step = int((bar_ts - self.session.open).total_seconds() // 60)
-            self.engine.mark(self.spec.traded, price)
-            action = self.engine.decide(
-                now=now,
-                bar_ts=bar_ts,
-                price=price,
-                row=row,
-                step=step,
-                session_close=self.session.close,
-            )
-            self.latencies_ms.append((time.perf_counter() - started) * 1000)
-            self.engine.record_equity(bar_ts + MINUTE)
-            if flush:
-                self.ledger.flush(con)
+        with ExitStack() as stack:
+            con = self.con
+            if con is None and (fresh is None or self.inputs is not None):
+                try:
+                    con = stack.enter_context(
+                        connect(self.warehouse, timeout_s=self.lock_timeout_s)
+                    )
+                except WarehouseLockedError as err:
+                    if fresh is None:
+                        log.warning(
+                            "warehouse locked (%s) and no %s bars for %s in memory: no decision",
+                            err.holder,
+                            self.spec.traded,
+                            bar_ts,
+                        )
+                        return None
+                    log.warning(
+                        "warehouse locked (%s): deciding %s from the bars in memory",
+                        err.holder,
+                        bar_ts,
+                    )
+            action = self._decide(now, bar_ts, started, fresh, con, flush)
+        if action is None:
+            return None
         self.decided.add(bar_ts)
         return action
+
+    def _decide(
+        self,
+        now: datetime,
+        bar_ts: datetime,
+        started: float,
+        fresh: pl.DataFrame | None,
+        con: Any,
+        flush: bool,
+    ) -> str | None:
+        if fresh is None:
+            # The fresh bars come back from the warehouse (what the stream handler stored).
+            fresh = self._bars(con, bar_ts, bar_ts + MINUTE)
+        if con is not None:
+            self._catch_up(con, bar_ts)
+        self.features.push_frame(fresh)
+        sentiment = forecast = None
+        if self.inputs is not None:
+            if con is not None:
+                extra = self.inputs(con, bar_ts, bar_ts + MINUTE)
+                self.last_inputs = (
+                    value_at(extra[0], "sentiment", bar_ts),
+                    value_at(extra[1], "forecast", bar_ts),
+                )
+            # With the warehouse locked: the last values read (they change hourly at most).
+            sentiment, forecast = self.last_inputs
+        row = self.features.row(bar_ts, sentiment, forecast)
+        if row is None:
+            log.warning("no %s bar for %s yet; no decision", self.spec.traded, bar_ts)
+            return None
+        price = float(self.features.assets[self.spec.traded].close)  # the bar just pushed
+        step = int((bar_ts - self.session.open).total_seconds() // 60)
+        self.engine.mark(self.spec.traded, price)
+        action = self.engine.decide(
+            now=now,
+            bar_ts=bar_ts,
+            price=price,
+            row=row,
+            step=step,
+            session_close=self.session.close,
+        )
+        self.latencies_ms.append((time.perf_counter() - started) * 1000)
+        self.engine.record_equity(bar_ts + MINUTE)
+        if flush:
+            # No connection (the warehouse locked): the ledger's outbox takes the rows.
+            self.ledger.flush(con) if con is not None else self.ledger.flush()
+        return action
+
+    def _catch_up(self, con: Any, bar_ts: datetime) -> int:
+        """Feed the policy the bars it has not seen before `bar_ts` (no decisions); returns how many.
+
+        Minutes with no decision -- bars that came late after a silent stream, a minute the
+        warehouse was locked -- would leave a hole in the features' windows and the policy's
+        recurrent state; they are walked through here as the warm-up walks a late start,
+        so the next row equals the batch features' row.
+        """
+        traded = self.features.assets[self.spec.traded]
+        if not traded.ts or traded.ts[-1] >= bar_ts - MINUTE:
+            return 0
+        missed = self._bars(con, traded.ts[-1] + MINUTE, bar_ts)
+        walked = 0
+        sentiment, forecast = self.last_inputs
+        for (minute,), frame in missed.group_by(["ts"], maintain_order=True):
+            assert isinstance(minute, datetime)
+            self.features.push_frame(frame)
+            row = self.features.row(minute, sentiment, forecast)
+            if row is not None and self.session.contains(minute):
+                self.engine.warm_up(row, int((minute - self.session.open).total_seconds() // 60))
+                walked += 1
+        if walked:
+            log.info("walked %d bar(s) the policy had not seen before %s", walked, bar_ts)
+        return walked
 
 
 def _floor_minute(when: datetime) -> datetime:
@@ -213,7 +295,234 @@ def store_bars(warehouse: Path, frame: pl.DataFrame, now: datetime, con: Any = N
     """The stream handler's whole job: validate and upsert the bars (bad ones quarantined)."""
     if con is None:
         return ingest_bar_frames([frame], warehouse, now).received
-    checked = validate_bars(frame, now)
+    checked = validate_bars(frame, now)  # write_stream_bars checks jumps vs the stored bars
     write_quarantine(con, checked.quarantine, now)
     write_stream_bars(con, checked.good, now)
     return frame.height
+
+
+_SCHEMA = pl.Schema(BAR_SCHEMA)
+_ROW = f"({', '.join('?' * (len(BAR_COLUMNS) + 1))})"
+
+
+def _insert_sql(n: int) -> str:
+    """One INSERT of n rows (one statement: executemany costs a round trip per row)."""
+    return f"INSERT INTO bars ({', '.join((*BAR_COLUMNS, 'ingested_at'))}) VALUES " + ", ".join(
+        [_ROW] * n
+    )
+
+
+@dataclass
+class BarStore:
+    """The stream handler's store for one run: the shared rules, one short write, no read-back.
+
+    Each minute's frame is checked with core.bar_quality's rules. A frame that is plainly
+    clean -- the usual minute: canonical columns, finite positive prices inside [low, high],
+    volume >= 0, not in the future, keys unique and in order, no jump against the previous
+    accepted close (remembered here, read from the warehouse once per series) -- is stored
+    with one INSERT; anything else takes validate_bars itself (quarantine with reasons) and
+    the upsert. So both paths store exactly what validate_bars would accept.
+
+    The stored good bars of the last minutes stay in memory: the decision reads its fresh
+    bars here instead of reading them back (`minute()`).
+
+    When another process holds the warehouse past `lock_timeout_s`, the frame's good and
+    quarantined rows go to `outbox/bars` as Parquet and trading goes on from memory; the next
+    write that gets the file merges them (upserts: a re-merge changes nothing).
+    """
+
+    warehouse: Path
+    outbox: Path | None = None
+    lock_timeout_s: float = 0.5
+    keep_minutes: int = 5
+    previous: dict[tuple[str, str], float] = field(default_factory=dict)
+    recent: dict[datetime, pl.DataFrame] = field(default_factory=dict)
+    outboxed: int = 0
+    fast: int = 0
+    """Frames stored on the plainly-clean path."""
+    checked: int = 0
+    """Frames that went through validate_bars."""
+    _seeded: set[tuple[str, str]] = field(default_factory=set)
+
+    def store(self, frame: pl.DataFrame, now: datetime, con: Any = None) -> pl.DataFrame:
+        """Validate and store one delivery; returns the rows accepted (stored or outboxed)."""
+        if con is not None:
+            return self._store(con, frame, now)
+        try:
+            with connect(self.warehouse, timeout_s=self.lock_timeout_s) as own:
+                return self._store(own, frame, now)
+        except WarehouseLockedError as err:
+            if self.outbox is None:
+                raise
+            good = self._validate(None, frame, now)
+            self._to_outbox(good, now)
+            log.warning(
+                "warehouse locked (%s): %d bar(s) kept in %s, merged when it is free",
+                err.holder,
+                good.good.height,
+                self.outbox / "bars",
+            )
+            return good.good
+
+    def minute(self, ts: datetime, symbols: tuple[str, ...]) -> pl.DataFrame | None:
+        """The stored bars of minute `ts`, if every one of `symbols` has one; else None."""
+        frame = self.recent.get(ts)
+        if frame is None or frame.height < len(symbols):
+            return None
+        return frame if set(symbols) <= set(frame.get_column("symbol").to_list()) else None
+
+    # ---- internals --------------------------------------------------------------------
+
+    def _validate(self, con: Any, frame: pl.DataFrame, now: datetime) -> ValidatedBars:
+        rows = frame.rows() if frame.schema == _SCHEMA and 0 < frame.height <= 64 else None
+        if con is not None:
+            self._seed(con, frame, rows)
+        closes = self._clean(rows, now) if rows is not None else None
+        if closes is not None:
+            self.fast += 1
+            checked = ValidatedBars(good=frame, quarantine=_NO_QUARANTINE)
+        else:
+            self.checked += 1
+            previous = pl.DataFrame(
+                [(s, tf, c) for (s, tf), c in self.previous.items()],
+                schema={"symbol": pl.String, "timeframe": pl.String, "close": pl.Float64},
+                orient="row",
+            ).with_columns(pl.lit(None, dtype=pl.Datetime("us", "UTC")).alias("ts"))
+            checked = validate_bars(frame, now, previous=previous)
+            closes = {
+                (sym, tf): close
+                for sym, tf, close in (
+                    checked.good.sort("ts").select("symbol", "timeframe", "close").iter_rows()
+                )
+            }
+        self.previous.update(closes)
+        self._remember(checked.good)
+        return checked
+
+    def _store(self, con: Any, frame: pl.DataFrame, now: datetime) -> pl.DataFrame:
+        self._merge_outbox(con, now)
+        checked = self._validate(con, frame, now)
+        if checked.quarantine.height:
+            write_quarantine(con, checked.quarantine, now)
+        good = checked.good
+        if good.height:
+            params = [x for r in good.rows() for x in (*r, now)]
+            try:
+                # Autocommit: `con` must not be inside a transaction (a failed statement
+                # would abort it).
+                con.execute(_insert_sql(good.height), params)
+            except duckdb.ConstraintException:
+                # A bar stored before (a revision, a repeat): the upsert keeps one row.
+                write_stream_bars(con, good, now)
+        return good
+
+    def _clean(
+        self, rows: list[tuple[Any, ...]], now: datetime
+    ) -> dict[tuple[str, str], float] | None:
+        """The closes to remember when validate_bars would accept every row unchanged, else None."""
+        last: dict[tuple[str, str], datetime] = {}
+        ref: dict[tuple[str, str], float] = {}
+        for sym, tf, ts, o, h, lo, c, v, _n, _vw, _src in rows:
+            if sym is None or tf not in TIMEFRAMES or ts is None or ts > now:
+                return None
+            if o is None or h is None or lo is None or c is None:
+                return None
+            if not (0 < lo <= o <= h and lo <= c <= h and math.isfinite(h)):
+                return None
+            if v is not None and not (math.isfinite(v) and v >= 0):
+                return None
+            key = (sym, tf)
+            if key in last and ts <= last[key]:
+                return None  # a duplicate or out of order: validate_bars says which
+            last[key] = ts
+            before = ref.get(key, self.previous.get(key))
+            if before is None and key not in self._seeded:
+                return None  # no reference yet: let validate_bars judge
+            if before and DEFAULT_JUMP_RULES.for_symbol(sym).classify(c / before) is not None:
+                return None
+            ref[key] = c
+        return ref
+
+    def _seed(self, con: Any, frame: pl.DataFrame, rows: list[tuple[Any, ...]] | None) -> None:
+        """The newest stored close of each series of `frame` not seen yet (once per series)."""
+        if rows is not None:
+            series = {(r[0], r[1]) for r in rows}
+        else:
+            series = set(frame.select("symbol", "timeframe").iter_rows())
+        missing = {k for k in series if k not in self._seeded and k[0] and k[1]}
+        if not missing:
+            return
+        fresh = frame.filter(
+            pl.struct("symbol", "timeframe").is_in(
+                [{"symbol": s, "timeframe": tf} for s, tf in missing]
+            )
+        )
+        for sym, tf, _ts, close in _recent_closes(con, fresh).iter_rows():
+            self.previous.setdefault((sym, tf), close)
+        self._seeded |= missing
+
+    def _remember(self, good: pl.DataFrame) -> None:
+        if good.height == 0:
+            return
+        stamps = good.get_column("ts")
+        parts = (
+            [(stamps[0], good)]
+            if stamps.n_unique() == 1
+            else [(m, part) for (m,), part in good.group_by(["ts"])]
+        )
+        for minute, part in parts:
+            assert isinstance(minute, datetime)
+            old = self.recent.get(minute)
+            self.recent[minute] = (
+                part
+                if old is None
+                else pl.concat([old, part]).unique(["symbol", "timeframe"], keep="last")
+            )
+        if len(self.recent) > self.keep_minutes:
+            for minute in sorted(self.recent)[: -self.keep_minutes]:
+                del self.recent[minute]
+
+    def _to_outbox(self, checked: ValidatedBars, now: datetime) -> None:
+        assert self.outbox is not None
+        folder = self.outbox / "bars"
+        folder.mkdir(parents=True, exist_ok=True)
+        stamp = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
+        for name, part in (("bars", checked.good), ("quarantine", checked.quarantine)):
+            if part.height:
+                tmp = folder / f".{name}--{stamp}.tmp"
+                part.with_columns(
+                    pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_at")
+                ).write_parquet(tmp)
+                tmp.rename(folder / f"{name}--{stamp}.parquet")
+        self.outboxed += checked.good.height
+
+    def _merge_outbox(self, con: Any, now: datetime) -> int:
+        """Store what a locked warehouse sent to the outbox (oldest first); returns bars merged."""
+        if self.outbox is None:
+            return 0
+        files = sorted((self.outbox / "bars").glob("*.parquet"))
+        if not files:
+            return 0
+        merged = 0
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for path in files:
+                part = pl.read_parquet(path)
+                at = part.get_column("_at")[0] if part.height else now
+                part = part.drop("_at")
+                if path.name.startswith("bars--"):
+                    write_bars(con, part, at)
+                    merged += part.height
+                else:
+                    write_quarantine(con, part, at)
+            con.execute("COMMIT")
+        except Exception:
+            con.execute("ROLLBACK")
+            raise
+        for path in files:
+            path.unlink(missing_ok=True)
+        log.info("merged %d outboxed bar(s) into the warehouse", merged)
+        return merged
+
+
+_NO_QUARANTINE = validate_bars(pl.DataFrame(schema=BAR_SCHEMA), datetime.now(UTC)).quarantine

@@ -47,6 +47,8 @@ class _Asset:
         self.lr: deque[float | None] = deque(maxlen=keep)
         self.vol: deque[float] = deque(maxlen=keep)
         self.last: dict[str, float] = {}
+        self.close = float("nan")
+        """The newest bar's close."""
 
     def push(
         self,
@@ -71,6 +73,7 @@ class _Asset:
         self.ts.append(ts)
         self.logc.append(logc)
         self.vol.append(0.0 if v is None else float(v))
+        self.close = c
         self.last = self._features(h, lo, c, vwap)
 
     def _features(self, h: float, lo: float, c: float, vwap: float | None) -> dict[str, float]:
@@ -110,10 +113,20 @@ class LiveFeatures:
 
     def push_frame(self, bars: pl.DataFrame) -> None:
         """Add bars (canonical schema, any symbols); each asset's must come in ts order."""
-        wanted = bars.filter(pl.col("symbol").is_in(list(self.assets))).sort("symbol", "ts")
-        for sym, ts, o, h, lo, c, v, vw in wanted.select(
-            "symbol", "ts", "open", "high", "low", "close", "volume", "vwap"
-        ).iter_rows():
+        cols = ("symbol", "ts", "open", "high", "low", "close", "volume", "vwap")
+        if bars.height <= 64:  # a minute's bars: plain Python beats polars' fixed costs
+            rows = sorted(
+                (r for r in bars.select(cols).rows() if r[0] in self.assets),
+                key=lambda r: (r[0], r[1]),
+            )
+        else:
+            rows = (
+                bars.filter(pl.col("symbol").is_in(list(self.assets)))
+                .sort("symbol", "ts")
+                .select(cols)
+                .rows()
+            )
+        for sym, ts, o, h, lo, c, v, vw in rows:
             self.assets[sym].push(ts, o, h, lo, c, v, vw)
 
     def row(

@@ -29,6 +29,20 @@ class OrderInDoubtError(RuntimeError):
     """The broker neither confirmed nor denied an order after every lookup."""
 
 
+def rate_limited(err: BaseException) -> bool:
+    """The broker refused the request for the rate limit (429, after the client's own retries).
+
+    A 429 means that request was not processed; the caller skips what needed it (a
+    submit is not retried here: the order is looked up on the next sync instead).
+    """
+    return getattr(err, "status", None) == 429
+
+
+def transient(err: BaseException) -> bool:
+    """A broker failure that the next cycle may not meet: rate limit, transport, 5xx."""
+    return rate_limited(err) or _in_doubt(err)
+
+
 def _in_doubt(err: BaseException) -> bool:
     """An error after which the order may or may not exist at the broker."""
     if isinstance(err, (TimeoutError, ConnectionError)):

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from adapters.protocols import Broker, Fill, Order, Side
-from trading.engine import Book
+from trading.engine import FINAL, MINUTE, Book, TradingEngine, decision_id
 from trading.ledger import Ledger
-from trading.orders import OrderManager, OrderOutcome
+from trading.orders import OrderManager, OrderOutcome, client_order_id, transient
+
+log = logging.getLogger(__name__)
 
 
 def warehouse_positions(con: Any, *, run_id: str | None, mode: str) -> dict[str, float]:
@@ -33,8 +36,19 @@ def warehouse_positions(con: Any, *, run_id: str | None, mode: str) -> dict[str,
 def reconcile(
     book: Book, broker: Broker, ledger: Ledger, *, account: str, run_id: str, now: datetime
 ) -> int:
-    """Make the book match the broker's positions and cash; returns how many differences were found."""
-    theirs = {p.symbol: p.qty for p in broker.get_positions()}
+    """Make the book match the broker's positions and cash; returns how many differences were found.
+
+    A rate-limited or unreachable broker skips this reconciliation (logged): the next one
+    runs at its interval, and a stale book cannot double an order (open orders block).
+    """
+    try:
+        theirs = {p.symbol: p.qty for p in broker.get_positions()}
+        cash = broker.get_account().cash
+    except Exception as err:
+        if not transient(err):
+            raise
+        log.warning("reconciliation skipped: broker rate-limited or unavailable (%s)", err)
+        return 0
     found = 0
     for symbol in sorted(set(theirs) | {s for s, q in book.qty.items() if q}):
         ours, broker_qty = book.qty.get(symbol, 0.0), theirs.get(symbol, 0.0)
@@ -54,7 +68,6 @@ def reconcile(
                 }
             )
             book.qty[symbol] = broker_qty
-    cash = broker.get_account().cash
     if abs(book.cash - cash) > 0.01:
         if book.cash != 0:
             found += 1
@@ -75,6 +88,119 @@ def reconcile(
     return found
 
 
+def fill_id(order: Order) -> str:
+    """(broker order id, cumulative filled quantity): the same order state is the same fill id."""
+    return f"{order.id}:{order.filled_qty:g}"
+
+
+@runtime_checkable
+class _ListsOrders(Protocol):
+    def list_orders(
+        self, status: Literal["open", "closed", "all"] = "open", limit: int = 500
+    ) -> list[Order]: ...
+
+
+def session_client_ids(
+    run_id: str, symbol: str, session_open: datetime, until: datetime
+) -> dict[str, str]:
+    """client_order_id -> decision_id of every decision this run could have made so far."""
+    out: dict[str, str] = {}
+    when = session_open + MINUTE
+    while when <= until + MINUTE:
+        did = decision_id(run_id, symbol, when)
+        out[client_order_id(did)] = did
+        when += MINUTE
+    return out
+
+
+def recover_orders(
+    engine: TradingEngine,
+    poller: OrderFillPoller,
+    broker: Broker,
+    con: Any,
+    *,
+    candidates: dict[str, str],
+    now: datetime,
+) -> list[Fill]:
+    """After a restart: orders of this run the broker has but the warehouse has not recorded in full.
+
+    A process killed between the broker's accept and the ledger's flush leaves an order
+    (and its fill) only at the broker. Each such order is written to the ledger with its
+    decision, its fills up to the broker's filled_qty are recorded and booked (quantity
+    only: the book's cash comes from the broker already), an order still open is watched
+    again, and nothing is ever resubmitted: the fill ids are the poller's, so a later
+    poll of the same state is the same row.
+    """
+    if not candidates:
+        return []
+    # Fills already recorded are booked already: a route that repeats one after the
+    # restart (stream replay, a poll) must not book it again.
+    engine.seen_fills.update(
+        str(row[0])
+        for row in con.execute(
+            "SELECT fill_id FROM fills WHERE list_contains(?, client_order_id)", [list(candidates)]
+        ).fetchall()
+    )
+    if not isinstance(broker, _ListsOrders):
+        return []
+    recorded: dict[str, str] = {
+        str(cid): str(status)
+        for cid, status in con.execute(
+            "SELECT client_order_id, status FROM orders WHERE list_contains(?, client_order_id)",
+            [list(candidates)],
+        ).fetchall()
+    }
+    booked = {
+        str(cid): (float(qty), float(cost))
+        for cid, qty, cost in con.execute(
+            "SELECT client_order_id, sum(qty), sum(qty * price) FROM fills"
+            " WHERE list_contains(?, client_order_id) GROUP BY ALL",
+            [list(candidates)],
+        ).fetchall()
+    }
+    recovered: list[Fill] = []
+    for order in broker.list_orders(status="all", limit=500):
+        did = candidates.get(order.client_order_id)
+        if did is None:
+            continue
+        cid = order.client_order_id
+        poller.filled[cid] = booked.get(cid, (0.0, 0.0))
+        fill = poller.advance(order)
+        if recorded.get(cid) != order.status or fill is not None:
+            engine.ledger.order(order, did, now)
+        if order.status not in FINAL:
+            engine.open_orders[cid] = did
+            poller.track(order)
+        if fill is None:
+            continue
+        engine.seen_fills.add(fill.fill_id)
+        sign = 1.0 if fill.side == "buy" else -1.0
+        engine.book.qty[fill.symbol] = engine.book.qty.get(fill.symbol, 0.0) + sign * fill.qty
+        engine.ledger.fill(fill, "rest")
+        engine.ledger.event(
+            {
+                "event_id": f"{engine.config.run_id}|{fill.fill_id}|missing_fill",
+                "ts": now,
+                "account": engine.config.account,
+                "symbol": fill.symbol,
+                "kind": "missing_fill",
+                "warehouse_qty": booked.get(cid, (0.0, 0.0))[0],
+                "broker_qty": order.filled_qty,
+                "action": "recorded_broker_fill",
+                "detail": f"order {cid} ({order.status}) was at the broker but not in the "
+                "warehouse (a run stopped before its flush); its fill recorded, nothing resent",
+            }
+        )
+        recovered.append(fill)
+    if recovered:
+        log.warning(
+            "recovered %d fill(s) the broker had and the warehouse did not: %s",
+            len(recovered),
+            ", ".join(f.fill_id for f in recovered),
+        )
+    return recovered
+
+
 class OrderFillPoller:
     """Fills from order status (Alpaca paper/live): each increase of filled_qty becomes one fill.
 
@@ -93,31 +219,48 @@ class OrderFillPoller:
 
     def __call__(self) -> list[Fill]:
         out: list[Fill] = []
-        self.watch |= set(self.open_ids())
+        open_now = set(self.open_ids())
+        self.watch |= open_now
         for cid in sorted(self.watch):
-            order = self.broker.get_order_by_client_id(cid)
+            try:
+                order = self.broker.get_order_by_client_id(cid)
+            except Exception as err:
+                # Rate-limited or unreachable: hand back what this poll found so far (its
+                # progress is already counted in self.filled); the rest comes next poll.
+                if not out or not transient(err):
+                    raise
+                log.warning("fill poll cut short: broker unavailable (%s)", err)
+                break
             if order is None:
+                if cid not in open_now:
+                    self.watch.discard(cid)  # never placed (a rate-limited submit)
                 continue
-            before, cost_before = self.filled.get(cid, (0.0, 0.0))
-            if order.filled_qty > before + 1e-12 and order.filled_avg_price is not None:
-                qty = order.filled_qty - before
-                cost = order.filled_qty * order.filled_avg_price
-                out.append(
-                    Fill(
-                        fill_id=f"{order.id}:{order.filled_qty:g}",
-                        order_id=order.id,
-                        client_order_id=cid,
-                        symbol=order.symbol,
-                        side=order.side,
-                        qty=qty,
-                        price=(cost - cost_before) / qty,
-                        ts=order.submitted_at or datetime.now().astimezone(),
-                    )
-                )
-                self.filled[cid] = (order.filled_qty, cost)
+            fill = self.advance(order)
+            if fill is not None:
+                out.append(fill)
             if order.status in ("filled", "canceled", "rejected", "expired"):
                 self.watch.discard(cid)
         return out
+
+    def advance(self, order: Order, *, ts: datetime | None = None) -> Fill | None:
+        """The fill that takes this order from what was booked to its filled_qty, if any."""
+        cid = order.client_order_id
+        before, cost_before = self.filled.get(cid, (0.0, 0.0))
+        if order.filled_qty <= before + 1e-12 or order.filled_avg_price is None:
+            return None
+        qty = order.filled_qty - before
+        cost = order.filled_qty * order.filled_avg_price
+        self.filled[cid] = (order.filled_qty, cost)
+        return Fill(
+            fill_id=fill_id(order),
+            order_id=order.id,
+            client_order_id=cid,
+            symbol=order.symbol,
+            side=order.side,
+            qty=qty,
+            price=(cost - cost_before) / qty,
+            ts=ts or order.submitted_at or datetime.now().astimezone(),
+        )
 
 
 class TrackedOrderManager(OrderManager):

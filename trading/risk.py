@@ -6,11 +6,15 @@ import math
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
-from typing import Literal
+from pathlib import Path
+from typing import Literal, NamedTuple
 
 import numpy as np
 
 Verdict = Literal["accepted", "rejected", "reduced"]
+
+KILL_SWITCH_FILE = "KILL_SWITCH"
+"""The manual kill switch: a file of this name in the data folder (see RiskEngine)."""
 
 
 @dataclass(frozen=True)
@@ -39,9 +43,8 @@ class RiskLimits:
             raise ValueError("daily_loss_limit is a fraction in (0, 1)")
 
 
-@dataclass(frozen=True)
-class RiskDecision:
-    """What the engine allows: the target quantity to move to, and why."""
+class RiskDecision(NamedTuple):
+    """What the engine allows: the target quantity to move to, and why (a tuple: one per bar)."""
 
     verdict: Verdict
     target_qty: float
@@ -50,14 +53,40 @@ class RiskDecision:
 
 @dataclass
 class RiskEngine:
-    """Stateful checks over one run: orders per minute and the daily-loss kill switch remember the past."""
+    """Stateful checks over one run: orders per minute and the kill switches remember the past.
+
+    Two kill switches stop new risk (what they allow is `limits.kill_action`: only orders
+    that reduce the position, or closing it):
+    - the daily-loss switch trips when equity falls `daily_loss_limit` below the day's
+      start and stays on until the next trading day (`start_day`);
+    - the manual switch is the file `kill_file` (the live-trading flow uses
+      `<data_dir>/KILL_SWITCH`): engage it with `touch <data_dir>/KILL_SWITCH`, from any
+      shell, while a run is going -- it is looked for at every decision; delete the file
+      to clear it.
+    Separately, `set_reduce_only(reason)` is the data-health switch the live loop sets
+    while the bar stream is silent or reconnecting (decisions then rest on back-filled
+    bars) and clears with `set_reduce_only(None)` once live bars flow again: orders that
+    would increase |position| are rejected with the reason, reducing ones pass.
+    """
 
     limits: RiskLimits = field(default_factory=RiskLimits)
+    kill_file: Path | None = None
     _orders: deque[datetime] = field(default_factory=deque, repr=False)
     _day: date | None = None
     _day_start_equity: float = 0.0
     killed: bool = False
     kill_reason: str | None = None
+    reduce_only_reason: str | None = None
+
+    def set_reduce_only(self, reason: str | None) -> None:
+        """Only reductions from now on, because of `reason`; None lifts it."""
+        self.reduce_only_reason = reason
+
+    def manual_kill_reason(self) -> str | None:
+        """Why the manual switch is engaged (how to clear it included), or None."""
+        if self.kill_file is not None and self.kill_file.exists():
+            return f"manual kill switch: {self.kill_file} exists (delete the file to clear it)"
+        return None
 
     def start_day(self, day: date, equity: float) -> None:
         """A new trading day: the kill switch resets and the loss limit is measured from `equity`."""
@@ -81,14 +110,14 @@ class RiskEngine:
         *,
         now: datetime,
         bar_close: datetime,
-        q_values: np.ndarray,
+        q_values: np.ndarray | list[float],
         current_qty: float,
         target_qty: float,
         price: float,
         equity: float,
     ) -> RiskDecision:
         """The allowed target for a decision; the first rule that objects decides the reason."""
-        qs = q_values.tolist() if isinstance(q_values, np.ndarray) else list(q_values)
+        qs = q_values if isinstance(q_values, list) else q_values.tolist()
         if not math.isfinite(sum(qs)):  # NaN and inf propagate through a sum
             return RiskDecision("rejected", current_qty, "model output contains NaN or inf")
         biggest = max(map(abs, qs))
@@ -115,20 +144,29 @@ class RiskEngine:
             self.kill_reason = f"kill switch: day loss {100 * loss:.2f}% >= {100 * self.limits.daily_loss_limit:.2f}%"
         verdict: Verdict = "accepted"
         reason: str | None = None
-        if self.killed:
+        manual = self.manual_kill_reason()
+        kill_reason = (
+            None
+            if manual is None and not self.killed
+            else "; ".join(r for r in (manual, self.kill_reason if self.killed else None) if r)
+        )
+        if kill_reason:
             if self.limits.kill_action == "flatten":
                 if target_qty != 0 or current_qty != 0:
-                    verdict, reason = "reduced", f"{self.kill_reason}; flatten"
+                    verdict, reason = "reduced", f"{kill_reason}; flatten"
                 target_qty = 0.0
-            elif abs(target_qty) > abs(current_qty):
-                return RiskDecision("rejected", current_qty, f"{self.kill_reason}; reduce-only")
+            elif _increases(current_qty, target_qty):
+                return RiskDecision("rejected", current_qty, f"{kill_reason}; reduce-only")
+        if self.reduce_only_reason is not None:
+            why = f"reduce-only: {self.reduce_only_reason}"
+            if _increases(current_qty, target_qty):
+                return RiskDecision("rejected", current_qty, why)
+            reason = why if reason is None else f"{reason}; {why}"
         cap = self.limits.max_position_notional / price
         if abs(target_qty) > cap:
             target_qty = math.copysign(math.floor(cap), target_qty)
-            verdict, reason = (
-                "reduced",
-                (f"position capped at {self.limits.max_position_notional:,.0f} notional"),
-            )
+            capped = f"position capped at {self.limits.max_position_notional:,.0f} notional"
+            verdict, reason = "reduced", capped if reason is None else f"{reason}; {capped}"
         if target_qty != current_qty:
             used = self._orders_last_minute(now)
             if used >= self.limits.max_orders_per_minute:
@@ -138,3 +176,8 @@ class RiskEngine:
                     f"order rate: {used} orders in the last 60 s (max {self.limits.max_orders_per_minute})",
                 )
         return RiskDecision(verdict, target_qty, reason)
+
+
+def _increases(current_qty: float, target_qty: float) -> bool:
+    """Moving from current to target adds risk: a bigger position, or one on the other side."""
+    return abs(target_qty) > abs(current_qty) or current_qty * target_qty < 0

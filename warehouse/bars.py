@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import duckdb
 import polars as pl
 
-from adapters.schema import BAR_KEY, BAR_SCHEMA
-from core.bar_quality import validate_bars
+from adapters.schema import BAR_COLUMNS, BAR_KEY, BAR_SCHEMA
+from core.bar_quality import JUMP_REASONS, check_jumps, validate_bars
 from warehouse.db import connect
 from warehouse.io import load_frame, upsert
 
@@ -81,6 +82,13 @@ def write_stream_bars(con: duckdb.DuckDBPyConnection, good: pl.DataFrame, now: d
     """
     if good.height == 0:
         return
+    # The jump/split rule against the newest stored bar: validate_bars saw this minute alone.
+    screened = check_jumps(good, _recent_closes(con, good))
+    if screened.quarantine.height:
+        write_quarantine(con, screened.quarantine, now)
+        good = screened.good
+        if good.height == 0:
+            return
     frame = good.with_columns(pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("ingested_at"))
     cols = frame.columns
     values = [c for c in cols if c not in (*BAR_KEY, "ingested_at")]
@@ -96,6 +104,69 @@ def write_stream_bars(con: duckdb.DuckDBPyConnection, good: pl.DataFrame, now: d
         )
     finally:
         con.unregister(view)
+
+
+def previous_closes(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> pl.DataFrame:
+    """Per (symbol, timeframe) of `frame`, the newest stored bar before the frame's first ts.
+
+    The reference of the jump/split rule for a batch's first bar (core.bar_quality).
+    """
+    if frame.height == 0 or not {"symbol", "timeframe", "ts"} <= set(frame.columns):
+        return pl.DataFrame(schema={"symbol": pl.String, "timeframe": pl.String})
+    firsts = (
+        frame.select(
+            pl.col("symbol").cast(pl.String, strict=False),
+            pl.col("timeframe").cast(pl.String, strict=False),
+            pl.col("ts").cast(pl.Datetime("us", "UTC"), strict=False),
+        )
+        .drop_nulls()
+        .group_by("symbol", "timeframe")
+        .agg(pl.col("ts").min().alias("first_ts"))
+    )
+    if firsts.height == 0:
+        return pl.DataFrame(schema={"symbol": pl.String, "timeframe": pl.String})
+    view = f"_firsts_{uuid.uuid4().hex}"
+    con.register(view, firsts.to_arrow())
+    try:
+        return load_frame(
+            con,
+            f"SELECT f.symbol, f.timeframe, max(b.ts) AS ts, arg_max(b.close, b.ts) AS close"
+            f" FROM {view} f JOIN bars b ON b.symbol = f.symbol AND b.timeframe = f.timeframe"
+            " AND b.ts < f.first_ts GROUP BY ALL",
+        )
+    finally:
+        con.unregister(view)
+
+
+def _recent_closes(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> pl.DataFrame:
+    """previous_closes for a stream batch (one minute): one small query, 10 days back at most.
+
+    The reference is the newest stored bar before the batch's earliest bar.
+    """
+    first = frame.get_column("ts").min()
+    if not isinstance(first, datetime):
+        return pl.DataFrame(schema={"symbol": pl.String, "timeframe": pl.String})
+    rows = con.execute(
+        "SELECT symbol, timeframe, max(ts), arg_max(close, ts) FROM bars"
+        " WHERE list_contains(?, symbol) AND list_contains(?, timeframe) AND ts < ? AND ts >= ?"
+        " GROUP BY ALL",
+        [
+            frame.get_column("symbol").unique().to_list(),
+            frame.get_column("timeframe").unique().to_list(),
+            first,
+            first - timedelta(days=10),
+        ],
+    ).fetchall()
+    return pl.DataFrame(
+        rows,
+        schema={
+            "symbol": pl.String,
+            "timeframe": pl.String,
+            "ts": pl.Datetime("us", "UTC"),
+            "close": pl.Float64,
+        },
+        orient="row",
+    )
 
 
 def write_quarantine(con: duckdb.DuckDBPyConnection, bad: pl.DataFrame, now: datetime) -> int:
@@ -118,8 +189,8 @@ def ingest_bar_frames(
     """
     report = IngestReport()
     for frame in frames:
-        checked = validate_bars(frame, now)
         with connect(warehouse) as con:
+            checked = validate_bars(frame, now, previous=previous_closes(con, frame))
             con.execute("BEGIN TRANSACTION")
             try:
                 write_quarantine(con, checked.quarantine, now)
@@ -201,3 +272,107 @@ def newest_bars(warehouse: Path | str, symbols: list[str], timeframe: str) -> di
             [timeframe, symbols],
         ).fetchall()
     return {str(sym): ts for sym, ts in rows if isinstance(ts, datetime)}
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    """What apply_split did, per timeframe of the symbol."""
+
+    adjusted: int
+    """Stored bars before the effective time that were back-adjusted."""
+    released: int
+    """Bars held in bars_quarantine for the jump that are now stored."""
+    actions: dict[str, str]
+    """timeframe -> 'adjusted', 'already adjusted' or why it was left alone."""
+
+
+def apply_split(
+    con: duckdb.DuckDBPyConnection,
+    symbol: str,
+    effective_ts: datetime,
+    ratio: float,
+    now: datetime | None = None,
+) -> SplitResult:
+    """Back-adjust a symbol's stored bars for a split and release the bars held for it.
+
+    `ratio` is price after / price before: 0.1 for a 10:1 split, 3.0 for a 1:3 reverse
+    split. Every stored bar of the symbol (all timeframes) that starts before
+    `effective_ts` gets open/high/low/close/vwap times `ratio` and volume divided by it;
+    then its bars held in bars_quarantine as suspected_split / price_jump at or after
+    `effective_ts` are validated again against the adjusted history and the ones that
+    pass are stored (and leave the quarantine).
+
+    Idempotent: a timeframe is adjusted only while its newest stored bar before
+    `effective_ts` is still at the old level -- its close times `ratio` lies nearer the
+    first bar at or after `effective_ts` (stored or held) than its close does. A second
+    call finds the levels matching and changes nothing. A timeframe with no bar at or
+    after `effective_ts` yet is left alone (nothing to check against): call again later.
+    """
+    if not math.isfinite(ratio) or ratio <= 0 or ratio == 1.0:
+        raise ValueError(f"split ratio must be a positive number other than 1, not {ratio!r}")
+    when = now or datetime.now(UTC)
+    reasons = list(JUMP_REASONS)
+    timeframes = [
+        str(r[0])
+        for r in con.execute(
+            "SELECT DISTINCT timeframe FROM bars WHERE symbol = ?"
+            " UNION SELECT DISTINCT timeframe FROM bars_quarantine"
+            " WHERE symbol = ? AND list_contains(?, reason) AND timeframe IS NOT NULL ORDER BY 1",
+            [symbol, symbol, reasons],
+        ).fetchall()
+    ]
+    adjusted = released = 0
+    actions: dict[str, str] = {}
+    for tf in timeframes:
+        before = con.execute(
+            "SELECT arg_max(close, ts) FROM bars WHERE symbol = ? AND timeframe = ? AND ts < ?",
+            [symbol, tf, effective_ts],
+        ).fetchall()[0][0]
+        after = con.execute(
+            "SELECT arg_min(close, ts) FROM (SELECT ts, close FROM bars"
+            " WHERE symbol = ? AND timeframe = ? AND ts >= ?"
+            " UNION ALL SELECT ts, close FROM bars_quarantine WHERE symbol = ? AND timeframe = ?"
+            " AND ts >= ? AND list_contains(?, reason) AND close > 0)",
+            [symbol, tf, effective_ts, symbol, tf, effective_ts, reasons],
+        ).fetchall()[0][0]
+        if before is None or after is None or before <= 0:
+            actions[tf] = "left alone: no bar on both sides of the effective time yet"
+        elif abs(math.log(before * ratio / after)) < abs(math.log(before / after)):
+            n = con.execute(
+                "UPDATE bars SET open = open * $r, high = high * $r, low = low * $r,"
+                " close = close * $r, vwap = vwap * $r, volume = volume / $r, ingested_at = $now"
+                " WHERE symbol = $s AND timeframe = $tf AND ts < $t",
+                {"r": ratio, "now": when, "s": symbol, "tf": tf, "t": effective_ts},
+            ).fetchall()[0][0]
+            adjusted += int(n)
+            actions[tf] = "adjusted"
+        else:
+            actions[tf] = "already adjusted"
+        if actions[tf] != "adjusted" and actions[tf] != "already adjusted":
+            continue
+        held = load_frame(
+            con,
+            f"SELECT {', '.join(BAR_COLUMNS)} FROM bars_quarantine WHERE symbol = ?"
+            " AND timeframe = ? AND ts >= ? AND list_contains(?, reason)"
+            " ORDER BY ts, quarantined_at",
+            [symbol, tf, effective_ts, reasons],
+        )
+        if held.height == 0:
+            continue
+        held = held.cast(BAR_SCHEMA).unique(list(BAR_KEY), keep="last", maintain_order=True)  # type: ignore[arg-type]
+        checked = validate_bars(held, when, previous=previous_closes(con, held))
+        if checked.good.height:
+            write_bars(con, checked.good, when)
+            view = f"_released_{uuid.uuid4().hex}"
+            con.register(view, checked.good.select(BAR_KEY).to_arrow())
+            try:
+                con.execute(
+                    f"DELETE FROM bars_quarantine q USING {view} g WHERE q.symbol = g.symbol"
+                    " AND q.timeframe = g.timeframe AND q.ts = g.ts"
+                    " AND list_contains(?, q.reason)",
+                    [reasons],
+                )
+            finally:
+                con.unregister(view)
+            released += checked.good.height
+    return SplitResult(adjusted=adjusted, released=released, actions=actions)

@@ -8,9 +8,10 @@ import binascii
 import json
 import socket
 import threading
+import time as time_module
 import uuid
 from bisect import bisect_left, bisect_right
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
@@ -61,6 +62,8 @@ class RecordedRequest:
     query: dict[str, str]
     body: Any = None
     authorized: bool = True
+    at: float = 0.0
+    """When it arrived, on the fake's `request_clock` (time.monotonic unless a test sets one)."""
 
 
 @dataclass
@@ -78,10 +81,16 @@ class Fault:
     after: bool = False
     """With `status`: run the real handler first (an order is created), then answer
     `status` instead of its response -- a request that landed but whose answer was lost."""
+    delay_after: float = 0.0
+    """Run the real handler, then wait this long before answering: a client with a shorter
+    read timeout gives up on a request that did land (a submit that "timed out")."""
+    until: float | None = None
+    """Also stop applying once `request_clock` reaches this (a storm that lasts a while)."""
 
-    def matches(self, method: str, path: str) -> bool:
+    def matches(self, method: str, path: str, now: float = 0.0) -> bool:
         return (
             self.times > 0
+            and (self.until is None or now < self.until)
             and path.startswith(self.path_prefix)
             and (self.method is None or self.method == method)
         )
@@ -237,6 +246,13 @@ def _fault_response(status: int, body: str | None) -> web.Response:
     """What an injected fault answers with `status` (and `body`, when given)."""
     if body is not None:
         return web.Response(status=status, text=body)
+    if status == 429:
+        # Alpaca's rate limiter: JSON error plus its X-RateLimit-* headers (no Retry-After).
+        response = _error(429)
+        response.headers["X-RateLimit-Limit"] = "200"
+        response.headers["X-RateLimit-Remaining"] = "0"
+        response.headers["X-RateLimit-Reset"] = str(int(time_module.time()) + 60)
+        return response
     if status == 504:
         # A gateway timeout comes from the proxy in front, as HTML, not Alpaca's JSON.
         return web.Response(
@@ -301,6 +317,7 @@ class FakeAlpacaRest:
         self.holidays: set[date] = set()
         self.early_closes: dict[date, time] = {}
         self.requests: list[RecordedRequest] = []
+        self.request_clock: Callable[[], float] = time_module.monotonic
         self._initial_cash = cash
         self._cash = cash
         self._now: datetime | None = None
@@ -487,6 +504,8 @@ class FakeAlpacaRest:
         malformed_json: bool = False,
         malformed_bars: Sequence[str] = (),
         after: bool = False,
+        delay_after: float = 0.0,
+        until: float | None = None,
     ) -> Fault:
         """A fault for the next `times` requests to paths starting with `path_prefix`.
 
@@ -497,6 +516,9 @@ class FakeAlpacaRest:
         symbol in a bars page, one kind per bar (see MALFORMED_BAR_KINDS). With
         `after=True` the real handler runs first (its effects, e.g. a new order, stay)
         and `status` replaces its response: a 504 after the order was accepted.
+        `delay_after` waits after the real handler ran (a submit that times out at the
+        client but landed); `until` ends the fault at that `request_clock` time (e.g.
+        `times=10**9, status=429, until=t` is a rate-limit storm until t).
         """
         for kind in malformed_bars:
             if kind not in MALFORMED_BAR_KINDS:
@@ -511,6 +533,8 @@ class FakeAlpacaRest:
             malformed_json,
             tuple(malformed_bars),
             after,
+            delay_after,
+            until,
         )
         with self._lock:
             self._faults.append(fault)
@@ -577,10 +601,15 @@ class FakeAlpacaRest:
             and request.headers.get("APCA-API-SECRET-KEY") == self.secret_key
         )
         with self._lock:
+            now = self.request_clock()
             self.requests.append(
-                RecordedRequest(request.method, request.path, dict(request.query), body, authorized)
+                RecordedRequest(
+                    request.method, request.path, dict(request.query), body, authorized, now
+                )
             )
-            fault = next((f for f in self._faults if f.matches(request.method, request.path)), None)
+            fault = next(
+                (f for f in self._faults if f.matches(request.method, request.path, now)), None
+            )
             if fault is not None:
                 fault.times -= 1
         if fault is not None and fault.delay:
@@ -603,6 +632,8 @@ class FakeAlpacaRest:
         if fault is not None and fault.status is not None and fault.after:
             # The handler's work is done (and kept); only its answer is lost.
             return _fault_response(fault.status, fault.body)
+        if fault is not None and fault.delay_after:
+            await asyncio.sleep(fault.delay_after)
         return response
 
     # ---- market data -----------------------------------------------------------------

@@ -3,23 +3,36 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 import pytest
+import torch
 
+from adapters.clock import ManualClock
+from core.settings import get_settings
 from flows.config import CryptoTradingConfig, IngestBarsConfig, TrainAgentConfig
 from flows.crypto_trading import crypto_trading
 from flows.ingest_bars import ingest_bars
 from flows.live_trading import LiveTradingRefused, load_compatible_model
 from flows.train_agent import train_agent
 from models.allocator import AllocatorConfig, save_allocator, train_allocator
+from models.env import FLAT, HOLD, LONG
+from models.features import compute_features
+from models.registry import load_registered_agent, save_agent
+from tests.fakes.alpaca import FakeAlpacaRest, fake_alpaca_rest  # noqa: F401
+from tests.fakes.alpaca_stream import CRYPTO_PATH, FakeAlpacaStreamServer, bar_message
 from trading.allocation import coin_weights
+from trading.backtest import session_q_paths
+from trading.orders import client_order_id
+from trading.reconcile import warehouse_positions
+from warehouse.bars import load_bars
 from warehouse.db import connect
-from warehouse.registry import promote, write_model
+from warehouse.registry import load_model_row, promote, write_model
 
 pytestmark = [pytest.mark.prefect, pytest.mark.slow, pytest.mark.usefixtures("prefect_harness")]
 
@@ -139,9 +152,9 @@ def test_refusals(shared: Shared) -> None:
         crypto_trading(
             CryptoTradingConfig(coins=["LTC/USD"], mode="replay", warehouse=str(shared.warehouse))
         )
-    with pytest.raises(LiveTradingRefused, match="not built yet"):
+    with pytest.raises(LiveTradingRefused, match="TRADINGML_LIVE_TRADING_OPT_IN"):
         crypto_trading(
-            CryptoTradingConfig(coins=COINS, mode="paper", warehouse=str(shared.warehouse))
+            CryptoTradingConfig(coins=COINS, mode="live", warehouse=str(shared.warehouse))
         )
 
 
@@ -211,3 +224,159 @@ def test_the_production_allocator_sets_the_day_weights(shared: Shared, tmp_path:
             ).fetchall()
         )
     assert used == pytest.approx(expected)
+
+
+MINUTE = timedelta(minutes=1)
+KEY, SECRET = "fake-key-id", "fake-secret-key"  # what both fakes accept
+
+
+class CoinMarketClock(ManualClock):
+    """A ManualClock whose sleep() moves the fake crypto market: for each minute boundary it
+    crosses, the coins' bars of the minute that closed go out on the fake crypto stream in
+    one frame and become the fake broker's prices (as test_live_paper's MarketClock does)."""
+
+    def __init__(
+        self, start: datetime, bars: pl.DataFrame, ws: FakeAlpacaStreamServer, rest: FakeAlpacaRest
+    ) -> None:
+        super().__init__(start)
+        self.by_minute = {m: f for (m,), f in bars.group_by(["ts"], maintain_order=True)}
+        self.ws, self.rest = ws, rest
+        self.published: list[datetime] = []
+        rest.set_now(start)
+        for bar in bars.filter(pl.col("ts") + MINUTE <= start).iter_rows(named=True):
+            rest.set_price(bar["symbol"], bar["close"])
+
+    def sleep(self, seconds: float) -> None:
+        before = self.now()
+        super().sleep(seconds)
+        self.rest.set_now(self.now())
+        boundary = before.replace(second=0, microsecond=0) + MINUTE
+        while boundary <= self.now():
+            frame = self.by_minute.get(boundary - MINUTE)
+            if frame is not None:
+                for coin in COINS:
+                    self.ws.wait_subscribed(coin, CRYPTO_PATH, timeout=10.0)
+                messages = []
+                for bar in frame.iter_rows(named=True):
+                    self.rest.set_price(bar["symbol"], bar["close"])
+                    messages.append(
+                        bar_message(
+                            bar["symbol"],
+                            bar["ts"],
+                            bar["open"],
+                            bar["high"],
+                            bar["low"],
+                            bar["close"],
+                            bar["volume"],
+                            n=bar["trade_count"],
+                            vw=bar["vwap"],
+                        )
+                    )
+                assert self.ws.push_raw(messages, path=CRYPTO_PATH) == 1
+                self.published.append(boundary - MINUTE)
+            boundary += MINUTE
+
+
+def make_it_trade(warehouse: Path, model_id: str, bars: pl.DataFrame, directory: Path) -> None:
+    """Re-centre a briefly trained coin agent's Q head so that it flips with the features.
+
+    As test_trading_flows.make_it_trade does for SPY: `hold` far below the others, `long`
+    shifted by the median of Q(long) - Q(flat) over 8 June so far; re-saved and re-registered
+    (new sha256), still the production model.
+    """
+    with connect(warehouse) as con:
+        row = load_model_row(con, model_id)
+    assert row is not None
+    policy = load_registered_agent(row)
+    frame = compute_features(bars, policy.spec).filter(pl.col("session") == DAY)
+    (q,) = session_q_paths(policy, frame).values()
+    gap = float(np.median(q[:, 0, LONG] - q[:, 0, FLAT]))
+    with torch.no_grad():
+        policy.net.advantage.bias[HOLD] -= 1_000.0
+        policy.net.advantage.bias[LONG] -= gap
+    standard = {"feature_spec", "feature_schema_hash", "scaler", "architecture"}
+    extra = {
+        k: v for k, v in policy.meta.items() if k not in standard | {"n_features", "n_actions"}
+    }
+    sha = save_agent(directory, policy.net, policy.spec, policy.scaler, extra)
+    with connect(warehouse) as con:
+        write_model(con, {**row, "artifact_path": str(directory), "artifact_sha256": sha})
+
+
+@pytest.fixture
+def coin_market(
+    shared: Shared,
+    fake_alpaca_rest: FakeAlpacaRest,  # noqa: F811
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> Iterator[tuple[Path, FakeAlpacaRest, CoinMarketClock]]:
+    """A copy of the warehouse without the coin bars from 10:00 UTC on 8 June, and the fakes
+    that stream them from there."""
+    stream_from = datetime(2024, 6, 8, 10, 0, tzinfo=UTC)
+    warehouse = tmp_path / "paper.duckdb"
+    shutil.copy(shared.warehouse, warehouse)
+    with connect(warehouse) as con:
+        day_bars = load_bars(con, COINS, "1Min", datetime(2024, 6, 7, tzinfo=UTC), stream_from)
+        bars = load_bars(con, COINS, "1Min", stream_from - MINUTE, stream_from + 30 * MINUTE)
+        con.execute("DELETE FROM bars WHERE ts >= ?", [stream_from])
+    for coin, model_id in shared.models.items():
+        make_it_trade(warehouse, model_id, day_bars, tmp_path / "models" / coin.replace("/", "-"))
+    with FakeAlpacaStreamServer(KEY, SECRET) as ws:
+        monkeypatch.setenv("APCA_API_KEY_ID", KEY)
+        monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
+        monkeypatch.setenv("TRADINGML_ALPACA_BASE_URL", fake_alpaca_rest.base_url)
+        monkeypatch.setenv("TRADINGML_ALPACA_STREAM_URL", f"ws://127.0.0.1:{ws.port}")
+        monkeypatch.setenv("TRADINGML_DATA_DIR", str(tmp_path / "data"))
+        monkeypatch.delenv("TRADINGML_MODE", raising=False)
+        get_settings.cache_clear()
+        clock = CoinMarketClock(stream_from + timedelta(seconds=20), bars, ws, fake_alpaca_rest)
+        monkeypatch.setattr("flows.wiring.clock_factory", lambda: clock)
+        yield warehouse, fake_alpaca_rest, clock
+
+
+def test_paper_mode_trades_the_coins_on_streamed_bars_through_alpaca(
+    coin_market: tuple[Path, FakeAlpacaRest, CoinMarketClock],
+) -> None:
+    warehouse, rest, clock = coin_market
+    minutes = 8
+    result = crypto_trading(
+        CryptoTradingConfig(
+            coins=COINS,
+            mode="paper",
+            max_minutes=minutes,
+            reconcile_every_min=3,
+            flatten_before_close_min=0,
+            warehouse=str(warehouse),
+        )
+    )
+    assert result["status"] == "traded" and result["mode"] == "paper"
+    assert result["account"] == "paper" and result["day"] == "2024-06-08"
+    # The bar that closed before the start was stored already; every later one was streamed.
+    assert result["decisions"] == {coin: minutes for coin in COINS}
+    assert clock.published == [clock.published[0] + i * MINUTE for i in range(minutes - 1)]
+    with connect(warehouse) as con:
+        streamed = con.execute(
+            "SELECT count(DISTINCT ts), count(*) FROM bars WHERE source = 'alpaca'"
+        ).fetchall()[0]
+        ours = con.execute(
+            "SELECT o.client_order_id, o.side, o.qty, o.decision_id, o.status FROM orders o"
+            " JOIN decisions d USING (decision_id) WHERE d.run_id = ? ORDER BY 1",
+            [result["run_id"]],
+        ).fetchall()
+        held = warehouse_positions(con, run_id=None, mode="paper")
+        fills = con.execute("SELECT count(*), count(DISTINCT fill_id) FROM fills").fetchall()[0]
+    assert streamed == (minutes - 1, len(COINS) * (minutes - 1))
+    # Every order the fake broker has came from one of our decisions, once, and the ledger
+    # holds each of them with the broker's side and quantity.
+    at_broker = sorted(
+        (o["client_order_id"], o["side"], float(o["qty"]), o["status"]) for o in rest.orders
+    )
+    assert len(at_broker) == result["orders"] > 0
+    assert [(c, s, q) for c, s, q, _ in at_broker] == [(c, s, q) for c, s, q, _, _ in ours]
+    assert all(client_order_id(did) == cid for cid, _, _, did, _ in ours)
+    assert fills[0] == fills[1] == sum(1 for o in at_broker if o[3] == "filled")
+    # No drift: what the warehouse's fills add up to is what the broker holds.
+    broker_positions = {s: q for s, q in rest.positions.items() if abs(q) > 1e-12}
+    assert held.keys() == broker_positions.keys()
+    for symbol, qty in broker_positions.items():
+        assert held[symbol] == pytest.approx(qty, abs=1e-9)

@@ -1,0 +1,1 @@
+"""Issue 8: fault injection, secret and artifact safety, fuzzing and the soak run."""
