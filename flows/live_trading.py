@@ -26,7 +26,7 @@ from adapters.protocols import BarStream, Broker, Clock
 from adapters.sim_broker import SimulatedBroker
 from core.settings import Settings, get_settings
 from flows.config import LiveTradingConfig
-from models.registry import AgentPolicy, load_registered_agent
+from models.registry import AgentPolicy, ModelLoadError, load_registered_agent
 from trading.calendar import CryptoCalendar, NYSECalendar, Session, calendar_for
 from trading.engine import MINUTE, Book, EngineConfig, StepwiseQ, TradingEngine
 from trading.inputs import input_loader
@@ -64,7 +64,12 @@ def load_compatible_model(
         row = choose_model(con, symbol, model_id, production_only=True)
     except ValueError as err:
         raise LiveTradingRefused(str(err)) from None
-    policy = load_registered_agent(row)
+    try:
+        policy = load_registered_agent(row)
+    except ModelLoadError as err:
+        raise LiveTradingRefused(
+            f"model {row['model_id']} of {symbol} refused, nothing traded: {err}"
+        ) from err
     running = policy.spec.schema_hash()
     if row["feature_schema_hash"] != running:
         raise LiveTradingRefused(

@@ -24,7 +24,7 @@ import torch
 import xgboost as xgb
 
 from flows.config import LiveTradingConfig
-from flows.live_trading import live_trading
+from flows.live_trading import LiveTradingRefused, live_trading
 from models.allocator import (
     ARRAYS,
     AllocatorParams,
@@ -315,7 +315,7 @@ def test_the_flow_refuses_a_tampered_or_pickled_production_model_and_places_no_o
     assert row == (world.model_id, "production")
     flip_one_byte(tampered.artifact / WEIGHTS)
     before = ledger_counts(tampered.warehouse)
-    with pytest.raises(ModelLoadError, match="does not match its registered sha256"):
+    with pytest.raises(LiveTradingRefused, match="does not match its registered sha256"):
         live_trading(LiveTradingConfig(warehouse=str(tampered.warehouse), **config))
     assert ledger_counts(tampered.warehouse) == before
 
@@ -328,7 +328,7 @@ def test_the_flow_refuses_a_tampered_or_pickled_production_model_and_places_no_o
             "UPDATE models SET artifact_sha256 = ?, promoted_at = ? WHERE model_id = ?",
             [artifact_sha256(pickled.artifact), datetime.now(UTC), pickled.model_id],
         )
-    with pytest.raises(ModelLoadError, match="unreadable"):
+    with pytest.raises(LiveTradingRefused, match="unreadable"):
         live_trading(LiveTradingConfig(warehouse=str(pickled.warehouse), **config))
     assert not marker.exists()
     assert query(pickled.warehouse, "SELECT count(*) FROM orders") == [(0,)]
