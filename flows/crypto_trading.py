@@ -50,6 +50,8 @@ from trading.reconcile import (
     OrderFillPoller,
     TrackedOrderManager,
     reconcile,
+    recover_orders,
+    session_client_ids,
     warehouse_positions,
 )
 from trading.risk import KILL_SWITCH_FILE, RiskEngine, RiskLimits
@@ -201,6 +203,19 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
             inputs=input_loader(policy.spec, row.get("params") or {}),
         )
     if sim is None:
+        assert poller is not None
+        # A run killed between the broker's accept and the ledger's flush: record what the
+        # broker has of this run's orders (nothing is resent) before reconciling.
+        with connect(warehouse) as con:
+            for coin, r in runners.items():
+                recover_orders(
+                    r.engine,
+                    poller,
+                    broker,
+                    con,
+                    candidates=session_client_ids(run_id, coin, session.open, clock.now()),
+                    now=clock.now(),
+                )
         found = reconcile(book, broker, ledger, account=account, run_id=run_id, now=clock.now())
         if found:
             logger.warning(

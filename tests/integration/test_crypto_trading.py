@@ -380,3 +380,32 @@ def test_paper_mode_trades_the_coins_on_streamed_bars_through_alpaca(
     assert held.keys() == broker_positions.keys()
     for symbol, qty in broker_positions.items():
         assert held[symbol] == pytest.approx(qty, abs=1e-9)
+
+    # A restart later the same day continues the same run: it adopts nothing (the book
+    # agrees with the broker), resends nothing, and decides only the new minutes.
+    again = crypto_trading(
+        CryptoTradingConfig(
+            coins=COINS,
+            mode="paper",
+            max_minutes=3,
+            reconcile_every_min=3,
+            flatten_before_close_min=0,
+            warehouse=str(warehouse),
+        )
+    )
+    assert again["run_id"] == result["run_id"]
+    # Its first decision is the minute the first run decided last (same decision id: the
+    # same row); then two new minutes.
+    assert again["decisions"] == {coin: minutes + 2 for coin in COINS}
+    cids = [o["client_order_id"] for o in rest.orders]
+    assert len(cids) == len(set(cids))
+    with connect(warehouse) as con:
+        mismatches = con.execute(
+            "SELECT count(*) FROM reconciliation_events WHERE account = 'paper'"
+        ).fetchall()[0][0]
+        held = warehouse_positions(con, run_id=None, mode="paper")
+    assert mismatches == 0
+    broker_positions = {s: q for s, q in rest.positions.items() if abs(q) > 1e-12}
+    assert held.keys() == broker_positions.keys()
+    for symbol, qty in broker_positions.items():
+        assert held[symbol] == pytest.approx(qty, abs=1e-9)
