@@ -44,7 +44,7 @@ from trading.calendar import CryptoCalendar
 from trading.engine import MINUTE, Book, EngineConfig, StepwiseQ, TradingEngine
 from trading.inputs import input_loader
 from trading.ledger import Ledger
-from trading.live import BarStore, LiveRunner, run_lock, store_bars
+from trading.live import BarStore, LiveRunner, day_start_equity, run_lock, store_bars
 from trading.orders import OrderManager
 from trading.reconcile import (
     OrderFillPoller,
@@ -223,6 +223,12 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
             )
     for r in runners.values():
         r.start(start)
+    with connect(warehouse) as con:
+        started = day_start_equity(con, account, session)
+    if started is not None:
+        # A restart: the daily loss limit counts from the day's start, not from now.
+        for r in runners.values():
+            r.engine.risk.resume_day(session.day, started)
     symbols = sorted({s for r in runners.values() for s in r.spec.symbols})
     logger.info(
         "%s: UTC day %s for %d coin agent(s); weights from %s: %s",

@@ -31,7 +31,7 @@ from trading.calendar import CryptoCalendar, NYSECalendar, Session, calendar_for
 from trading.engine import MINUTE, Book, EngineConfig, StepwiseQ, TradingEngine
 from trading.inputs import input_loader
 from trading.ledger import Ledger
-from trading.live import BarStore, LiveRunner, run_lock
+from trading.live import BarStore, LiveRunner, day_start_equity, run_lock
 from trading.orders import OrderManager
 from trading.reconcile import (
     OrderFillPoller,
@@ -322,6 +322,12 @@ def _run_session(
         inputs=input_loader(spec, row.get("params") or {}),
     )
     warmed = runner.start(clock.now())
+    with connect(warehouse) as con:
+        started = day_start_equity(con, account, session)
+    if started is not None:
+        # A restart: the daily loss limit counts from the day's start, not from now.
+        engine.risk.resume_day(session.day, started)
+        logger.info("restarted mid-day: the daily loss limit counts from %.2f", started)
     logger.info(
         "%s %s session %s with %s: warmed up on %d bar(s) of the session so far",
         mode,

@@ -287,6 +287,15 @@ class LiveRunner:
         return walked
 
 
+def day_start_equity(con: Any, account: str, session: Session) -> float | None:
+    """The account's first recorded equity of `session` (its start, for the daily loss limit)."""
+    row = con.execute(
+        "SELECT equity FROM equity WHERE account = ? AND ts > ? AND ts <= ? ORDER BY ts LIMIT 1",
+        [account, session.open, session.close + MINUTE],
+    ).fetchone()
+    return None if row is None or row[0] is None else float(row[0])
+
+
 def _floor_minute(when: datetime) -> datetime:
     return when.replace(second=0, microsecond=0)
 

@@ -96,6 +96,16 @@ class RiskEngine:
             self.killed = False
             self.kill_reason = None
 
+    def resume_day(self, day: date, start_equity: float) -> None:
+        """A run restarted during `day`: measure the loss limit from the day's recorded start.
+
+        Without it a restart would measure the day's loss from the equity at the restart,
+        lifting a tripped daily-loss switch and granting a fresh loss budget; with it, the
+        switch trips again at the first decision if the day's loss is past the limit.
+        """
+        self.start_day(day, start_equity)
+        self._day_start_equity = start_equity
+
     def record_order(self, when: datetime) -> None:
         self._orders.append(when)
 

@@ -502,3 +502,38 @@ def test_the_kill_switch_engaged_mid_session_flattens_the_position(
         [result["run_id"]],
     )
     assert sum(q if s == "buy" else -q for s, q in fills) == 0  # flat again
+
+
+def test_a_restart_mid_day_keeps_the_days_loss_limit(
+    small_warehouse: Path, data_dir: Path, tmp_path: Path
+) -> None:
+    """A restarted run measures the daily loss from the day's first recorded equity, not from
+    its own start: a restart neither lifts a tripped switch nor grants a fresh loss budget."""
+    warehouse = tmp_path / "restart.duckdb"
+    shutil.copy(small_warehouse, warehouse)
+    config = replay(warehouse, max_minutes=4, cash=90_000.0)
+    first = live_trading(config)
+    assert [o[1] for o in orders_of(warehouse, first["run_id"])] == ["buy"]
+    account = first["account"]
+    # As if the account had started the day at twice its equity: down 50% by now.
+    with connect(warehouse) as con:
+        con.execute(
+            "UPDATE equity SET equity = 2 * equity WHERE account = ?"
+            " AND ts = (SELECT min(ts) FROM equity WHERE account = ?)",
+            [account, account],
+        )
+
+    again = live_trading(config)
+
+    assert again["run_id"] == first["run_id"]
+    decisions = decisions_of(warehouse, again["run_id"])
+    assert len(decisions) == 4
+    for _, action, verdict, reason in decisions:
+        assert (action, verdict) == ("long", "rejected")
+        assert "kill switch: day loss" in reason and "reduce-only" in reason
+
+    # The control: without the day's record the same restart buys.
+    with connect(warehouse) as con:
+        con.execute("DELETE FROM equity WHERE account = ?", [account])
+    live_trading(config)
+    assert {d[2] for d in decisions_of(warehouse, again["run_id"])} == {"accepted"}
