@@ -34,8 +34,10 @@ from flows.config import CryptoTradingConfig
 from flows.live_trading import (
     LIVE_LOCK_TIMEOUT_S,
     LiveTradingRefused,
+    StreamThread,
     _Arrivals,
     check_mode,
+    follow_stream_health,
     load_compatible_model,
     on_broker_time,
 )
@@ -391,13 +393,6 @@ def _stream(
         arrivals.stored(frame)
 
     stream.subscribe(symbols, handler)
-    stream_error: list[BaseException] = []
-
-    def run_stream() -> None:
-        try:
-            stream.run()
-        except BaseException as err:  # noqa: BLE001 -- reported by the decision loop below
-            stream_error.append(err)
 
     def decide(arrived: float) -> bool:
         with turn, ExitStack() as stack:
@@ -406,10 +401,8 @@ def _stream(
             except WarehouseLockedError as err:
                 logger.warning("warehouse locked (%s): deciding from the bars in memory", err)
                 con = None
-            stale = getattr(stream, "stale_reason", None)
+            follow_stream_health(stream, [r.engine.risk for r in runners.values()])
             for r in runners.values():
-                if stale != r.engine.risk.reduce_only_reason:
-                    r.engine.risk.set_reduce_only(stale)
                 r.con = con
                 r.lock_timeout_s = LIVE_LOCK_TIMEOUT_S if con is not None else 0.0
             try:
@@ -430,8 +423,7 @@ def _stream(
                     r.con = None
         return any(a is not None for a in acted)
 
-    thread = threading.Thread(target=run_stream, name="crypto-bar-stream", daemon=True)
-    thread.start()
+    running = StreamThread(stream, "crypto-bar-stream")
     decided = 0
     all_decided_ms: list[float] = []
     try:
@@ -444,10 +436,7 @@ def _stream(
         while clock.now() < session.close:
             if config.max_minutes is not None and decided >= config.max_minutes:
                 break
-            if stream_error:
-                raise RuntimeError(
-                    f"the bar stream stopped: {stream_error[0]}; no further decisions"
-                ) from stream_error[0]
+            running.raise_if_stopped()
             now = clock.now()
             boundary = now.replace(second=0, microsecond=0) + MINUTE
             # Alpaca sends minute m's bars just after m+1:00; give them a few seconds.
@@ -470,10 +459,9 @@ def _stream(
         for r in runners.values():
             r.engine.sync_fills()
     finally:
-        stream.stop()
-        thread.join(timeout=10)
-    if stream_error:
-        logger.warning("bar stream ended with: %s", stream_error[0])
+        running.stop()
+    if running.error is not None:
+        logger.warning("bar stream ended with: %s", running.error)
     return decided, all_decided_ms
 
 

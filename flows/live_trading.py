@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -504,6 +505,47 @@ def _replay_minutes(
     runner.engine.sync_fills()
 
 
+def follow_stream_health(stream: Any, risks: Iterable[RiskEngine]) -> None:
+    """Reduce-only while the stream says it is stale (decisions rest on back-filled bars after
+    a silent or dropped connection); lifted once live bars flow. Logged when it changes."""
+    stale = getattr(stream, "stale_reason", None)
+    changed = [risk for risk in risks if risk.reduce_only_reason != stale]
+    if changed:
+        get_run_logger().warning(
+            "bar stream %s: %s", "stale" if stale else "live again", stale or "trading resumes"
+        )
+        for risk in changed:
+            risk.set_reduce_only(stale)
+
+
+class StreamThread:
+    """The bar stream running on its own thread, started at once; a stream that stops hands
+    its error to the decision loop (`raise_if_stopped`)."""
+
+    def __init__(self, stream: BarStream, name: str) -> None:
+        self.stream = stream
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.stream.run()
+        except BaseException as err:  # noqa: BLE001 -- reported by the decision loop
+            self.error = err
+
+    def raise_if_stopped(self) -> None:
+        """Without bars there is nothing to decide on: stop with the stream's reason."""
+        if self.error is not None:
+            raise RuntimeError(
+                f"the bar stream stopped: {self.error}; no further decisions"
+            ) from self.error
+
+    def stop(self) -> None:
+        self.stream.stop()
+        self.thread.join(timeout=10)
+
+
 class _Arrivals:
     """The newest bar the stream handler has stored, per symbol; the decision loop waits on it.
 
@@ -568,15 +610,7 @@ def _live_loop(
 
     def decide() -> bool:
         with warehouse_turn:
-            # Bars back-filled after a silent or dropped stream: only reduce until live ones flow.
-            stale = getattr(stream, "stale_reason", None)
-            if stale != runner.engine.risk.reduce_only_reason:
-                get_run_logger().warning(
-                    "bar stream %s: %s",
-                    "stale" if stale else "live again",
-                    stale or "trading resumes",
-                )
-                runner.engine.risk.set_reduce_only(stale)
+            follow_stream_health(stream, [runner.engine.risk])
             now = clock.now()
             fresh = store.minute(now.replace(second=0, microsecond=0) - MINUTE, spec.symbols)
             return runner.on_bar_stored(now, fresh=fresh) is not None
@@ -585,16 +619,7 @@ def _live_loop(
         return config.max_minutes is not None and decided >= config.max_minutes
 
     stream.subscribe(list(spec.symbols), handler)
-    stream_error: list[BaseException] = []
-
-    def run_stream() -> None:
-        try:
-            stream.run()
-        except BaseException as err:  # noqa: BLE001 -- reported by the decision loop below
-            stream_error.append(err)
-
-    thread = threading.Thread(target=run_stream, name="bar-stream", daemon=True)
-    thread.start()
+    running = StreamThread(stream, "bar-stream")
     decided = 0
     try:
         # Started mid-session, the warm-up stopped before the bar that closed at the last
@@ -603,11 +628,7 @@ def _live_loop(
         if decide():
             decided += 1
         while clock.now() < session.close and not done():
-            if stream_error:
-                # Without bars there is nothing to decide on: stop with the stream's reason.
-                raise RuntimeError(
-                    f"the bar stream stopped: {stream_error[0]}; no further decisions"
-                ) from stream_error[0]
+            running.raise_if_stopped()
             now = clock.now()
             boundary = now.replace(second=0, microsecond=0) + MINUTE
             # Alpaca sends minute m's bar just after m+1:00; decide a few seconds later.
@@ -633,8 +654,7 @@ def _live_loop(
                     )
         runner.engine.sync_fills()  # the last decision's order
     finally:
-        stream.stop()
-        thread.join(timeout=10)
+        running.stop()
 
 
 if __name__ == "__main__":

@@ -100,6 +100,24 @@ def bar_message(
     }
 
 
+def bar_messages(frame: Any) -> list[dict[str, Any]]:
+    """bar_message for every row of a canonical bar frame (one minute's bars, say), in order."""
+    return [
+        bar_message(
+            bar["symbol"],
+            bar["ts"],
+            bar["open"],
+            bar["high"],
+            bar["low"],
+            bar["close"],
+            bar["volume"],
+            n=bar["trade_count"],
+            vw=bar["vwap"],
+        )
+        for bar in frame.iter_rows(named=True)
+    ]
+
+
 class FakeAlpacaStreamServer:
     """Speaks Alpaca's market-data stream protocol on ws://127.0.0.1:<port>/v2/iex, /v2/sip, /v1beta3/crypto/us.
 

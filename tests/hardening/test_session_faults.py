@@ -34,7 +34,7 @@ from models.features import FeatureScaler, FeatureSpec
 from models.qnet import Architecture, NestedLSTMQNet
 from models.registry import save_agent
 from tests.fakes.alpaca import FakeAlpacaRest, fake_alpaca_rest  # noqa: F401
-from tests.fakes.alpaca_stream import FakeAlpacaStreamServer, bar_message
+from tests.fakes.alpaca_stream import FakeAlpacaStreamServer, bar_messages
 from trading.live import LiveRunLockedError
 from trading.risk import KILL_SWITCH_FILE, RiskEngine
 from warehouse.bars import ingest_bar_frames, load_bars
@@ -177,23 +177,9 @@ class Market(ManualClock):
         if minute in self.silent:
             assert self.ws.go_silent() == 1
             return
-        messages = []
         for bar in frame.iter_rows(named=True):
             self.rest.set_price(bar["symbol"], bar["close"])
-            messages.append(
-                bar_message(
-                    bar["symbol"],
-                    bar["ts"],
-                    bar["open"],
-                    bar["high"],
-                    bar["low"],
-                    bar["close"],
-                    bar["volume"],
-                    n=bar["trade_count"],
-                    vw=bar["vwap"],
-                )
-            )
-        assert self.ws.push_raw(messages, path="/v2/iex") == 1
+        assert self.ws.push_raw(bar_messages(frame), path="/v2/iex") == 1
         self.published.append(minute)
 
 

@@ -11,9 +11,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import pytest
-import torch
 
-from adapters.clock import ManualClock
 from core.settings import get_settings
 from flows.config import CryptoTradingConfig, IngestBarsConfig, TrainAgentConfig
 from flows.crypto_trading import crypto_trading
@@ -21,13 +19,11 @@ from flows.ingest_bars import ingest_bars
 from flows.live_trading import LiveTradingRefused, load_compatible_model
 from flows.train_agent import train_agent
 from models.allocator import AllocatorConfig, save_allocator, train_allocator
-from models.env import FLAT, HOLD, LONG
-from models.features import compute_features
-from models.registry import load_registered_agent, save_agent
 from tests.fakes.alpaca import FakeAlpacaRest, fake_alpaca_rest  # noqa: F401
-from tests.fakes.alpaca_stream import CRYPTO_PATH, FakeAlpacaStreamServer, bar_message
+from tests.fakes.alpaca_stream import CRYPTO_PATH, FakeAlpacaStreamServer
+from tests.integration.test_live_paper import MarketClock
+from tests.integration.test_trading_flows import make_it_trade
 from trading.allocation import coin_weights
-from trading.backtest import session_q_paths
 from trading.orders import client_order_id
 from trading.reconcile import warehouse_positions
 from warehouse.bars import load_bars
@@ -230,77 +226,13 @@ MINUTE = timedelta(minutes=1)
 KEY, SECRET = "fake-key-id", "fake-secret-key"  # what both fakes accept
 
 
-class CoinMarketClock(ManualClock):
-    """A ManualClock whose sleep() moves the fake crypto market: for each minute boundary it
-    crosses, the coins' bars of the minute that closed go out on the fake crypto stream in
-    one frame and become the fake broker's prices (as test_live_paper's MarketClock does)."""
+class CoinMarketClock(MarketClock):
+    """test_live_paper's MarketClock on the crypto stream: for each minute boundary a sleep
+    crosses, the coins' bars of the minute that closed go out in one frame and become the
+    fake broker's prices."""
 
-    def __init__(
-        self, start: datetime, bars: pl.DataFrame, ws: FakeAlpacaStreamServer, rest: FakeAlpacaRest
-    ) -> None:
-        super().__init__(start)
-        self.by_minute = {m: f for (m,), f in bars.group_by(["ts"], maintain_order=True)}
-        self.ws, self.rest = ws, rest
-        self.published: list[datetime] = []
-        rest.set_now(start)
-        for bar in bars.filter(pl.col("ts") + MINUTE <= start).iter_rows(named=True):
-            rest.set_price(bar["symbol"], bar["close"])
-
-    def sleep(self, seconds: float) -> None:
-        before = self.now()
-        super().sleep(seconds)
-        self.rest.set_now(self.now())
-        boundary = before.replace(second=0, microsecond=0) + MINUTE
-        while boundary <= self.now():
-            frame = self.by_minute.get(boundary - MINUTE)
-            if frame is not None:
-                for coin in COINS:
-                    self.ws.wait_subscribed(coin, CRYPTO_PATH, timeout=10.0)
-                messages = []
-                for bar in frame.iter_rows(named=True):
-                    self.rest.set_price(bar["symbol"], bar["close"])
-                    messages.append(
-                        bar_message(
-                            bar["symbol"],
-                            bar["ts"],
-                            bar["open"],
-                            bar["high"],
-                            bar["low"],
-                            bar["close"],
-                            bar["volume"],
-                            n=bar["trade_count"],
-                            vw=bar["vwap"],
-                        )
-                    )
-                assert self.ws.push_raw(messages, path=CRYPTO_PATH) == 1
-                self.published.append(boundary - MINUTE)
-            boundary += MINUTE
-
-
-def make_it_trade(warehouse: Path, model_id: str, bars: pl.DataFrame, directory: Path) -> None:
-    """Re-centre a briefly trained coin agent's Q head so that it flips with the features.
-
-    As test_trading_flows.make_it_trade does for SPY: `hold` far below the others, `long`
-    shifted by the median of Q(long) - Q(flat) over 8 June so far; re-saved and re-registered
-    (new sha256), still the production model.
-    """
-    with connect(warehouse) as con:
-        row = load_model_row(con, model_id)
-    assert row is not None
-    policy = load_registered_agent(row)
-    frame = compute_features(bars, policy.spec).filter(pl.col("session") == DAY)
-    (q,) = session_q_paths(policy, frame).values()
-    gap = float(np.median(q[:, 0, LONG] - q[:, 0, FLAT]))
-    with torch.no_grad():
-        policy.net.advantage.bias[HOLD] -= 1_000.0
-        policy.net.advantage.bias[LONG] -= gap
-    standard = {"feature_spec", "feature_schema_hash", "scaler", "architecture"}
-    extra = {
-        k: v for k, v in policy.meta.items() if k not in standard | {"n_features", "n_actions"}
-    }
-    sha = save_agent(directory, policy.net, policy.spec, policy.scaler, extra)
-    with connect(warehouse) as con:
-        write_model(con, {**row, "artifact_path": str(directory), "artifact_sha256": sha})
+    symbols = tuple(COINS)
+    path = CRYPTO_PATH
 
 
 @pytest.fixture
@@ -320,7 +252,13 @@ def coin_market(
         bars = load_bars(con, COINS, "1Min", stream_from - MINUTE, stream_from + 30 * MINUTE)
         con.execute("DELETE FROM bars WHERE ts >= ?", [stream_from])
     for coin, model_id in shared.models.items():
-        make_it_trade(warehouse, model_id, day_bars, tmp_path / "models" / coin.replace("/", "-"))
+        with connect(warehouse) as con:
+            row = load_model_row(con, model_id)
+        assert row is not None
+        # As for SPY: Q re-centred on 8 June so far, so that the agent flips with the features.
+        make_it_trade(
+            warehouse, row, day_bars, tmp_path / "models" / coin.replace("/", "-"), day=DAY
+        )
     with FakeAlpacaStreamServer(KEY, SECRET) as ws:
         monkeypatch.setenv("APCA_API_KEY_ID", KEY)
         monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)

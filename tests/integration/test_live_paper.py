@@ -30,7 +30,7 @@ from core.settings import get_settings
 from flows.config import LiveTradingConfig
 from flows.live_trading import live_trading
 from tests.fakes.alpaca import FakeAlpacaRest, fake_alpaca_rest  # noqa: F401
-from tests.fakes.alpaca_stream import FakeAlpacaStreamServer, bar_message
+from tests.fakes.alpaca_stream import FakeAlpacaStreamServer, bar_messages
 from tests.integration.test_trading_flows import (
     DAY,
     NY,
@@ -66,6 +66,9 @@ class MarketClock(ManualClock):
     Bars that closed before the start only set the prices.
     """
 
+    symbols: tuple[str, ...] = tuple(SYMBOLS)
+    path = "/v2/iex"  # the stream the bars go out on
+
     def __init__(
         self,
         start: datetime,
@@ -97,25 +100,11 @@ class MarketClock(ManualClock):
         frame = self.by_minute.get(minute)
         if frame is None:
             return
-        for symbol in SYMBOLS:
-            self.stream.wait_subscribed(symbol, "/v2/iex", timeout=10.0)
-        messages = []
+        for symbol in self.symbols:
+            self.stream.wait_subscribed(symbol, self.path, timeout=10.0)
         for bar in frame.iter_rows(named=True):
             self.rest.set_price(bar["symbol"], bar["close"])
-            messages.append(
-                bar_message(
-                    bar["symbol"],
-                    bar["ts"],
-                    bar["open"],
-                    bar["high"],
-                    bar["low"],
-                    bar["close"],
-                    bar["volume"],
-                    n=bar["trade_count"],
-                    vw=bar["vwap"],
-                )
-            )
-        assert self.stream.push_raw(messages, path="/v2/iex") == 1
+        assert self.stream.push_raw(bar_messages(frame), path=self.path) == 1
         self.published.append(minute)
 
 

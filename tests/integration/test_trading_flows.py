@@ -120,18 +120,18 @@ def shared(prefect_harness: None, tmp_path_factory: pytest.TempPathFactory) -> S
 
 
 def make_it_trade(
-    warehouse: Path, row: dict[str, Any], bars: pl.DataFrame, directory: Path
+    warehouse: Path, row: dict[str, Any], bars: pl.DataFrame, directory: Path, day: date = DAY
 ) -> None:
     """Re-centre the Q head of an agent too briefly trained to leave cash.
 
     After eight training cycles the agent stays flat all day, so a comparison of its trades
     would compare two empty lists. Lowering `hold` far below the
-    others and shifting `long` by the median of Q(long) - Q(flat) over DAY's session makes
+    others and shifting `long` by the median of Q(long) - Q(flat) over `day`'s session makes
     the choice flip with the features, so the agent trades many times a session; the
     re-saved artifact replaces the registered one (new sha256), still a dqn candidate.
     """
     policy = load_registered_agent(row)
-    frame = compute_features(bars, policy.spec).filter(pl.col("session") == DAY)
+    frame = compute_features(bars, policy.spec).filter(pl.col("session") == day)
     (q,) = session_q_paths(policy, frame).values()
     gap = float(np.median(q[:, 0, LONG] - q[:, 0, FLAT]))
     with torch.no_grad():
