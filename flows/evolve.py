@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -125,7 +126,7 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
             ]
             population = next_generation(scored, gen + 1, settings)
 
-    best = max(everyone, key=lambda r: r["fitness"])
+    best = _best_evaluated(everyone, search_id)
     with connect(warehouse) as con:
         summary = generation_summary(con, search_id)
     sources = sorted(set(bars.get_column("source").unique().to_list()))
@@ -146,6 +147,24 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
         "plot": str(plot),
         "registered": registered,
     }
+
+
+class SearchFailedError(RuntimeError):
+    """Every individual of a search failed: there is no genome to report or register."""
+
+
+def _best_evaluated(everyone: list[dict[str, Any]], search_id: str) -> dict[str, Any]:
+    """The fittest individual that was evaluated; a failed one (scored -1e9) is never the best."""
+    evaluated = [r for r in everyone if r["status"] == "ok" and math.isfinite(float(r["fitness"]))]
+    if evaluated:
+        return max(evaluated, key=lambda r: r["fitness"])
+    first = min(everyone, key=lambda r: (r["generation"], r["individual"]))
+    reason = " ".join(str(first["error"] or first["status"]).split())[:300]
+    raise SearchFailedError(
+        f"{search_id}: all {len(everyone)} individuals failed, nothing registered; "
+        f"generation {first['generation']} individual {first['individual']}: {reason} "
+        "(see select status, error from nas_individuals)"
+    )
 
 
 def _plot_fitness(summary: pl.DataFrame, search_id: str, label: str, folder: Path) -> Path:

@@ -283,7 +283,24 @@ def retrain_and_gate(config: NightlyRetrainConfig, decided_at: datetime) -> dict
 
     summary = _summary(run, coins, spy, symbols, allocator)
     _publish(run, summary)
+    _fail_if_nothing_trained(run, [*spy[:1], *coins], symbols)
     return summary
+
+
+class NightlyRetrainFailedError(RuntimeError):
+    """Every symbol of a nightly-retrain run failed: the run must end Failed, not Completed."""
+
+
+def _fail_if_nothing_trained(run: _Run, units: list[str], symbols: dict[str, _Symbol]) -> None:
+    """A failing symbol leaves the others trained; a run where every symbol failed fails."""
+    if not units or any(name in symbols and symbols[name].agent_ids for name in units):
+        return
+    why = "; ".join(
+        f"{f['symbol']} ({f['stage']}): {' '.join(f['error'].split())[:160]}" for f in run.failures
+    )
+    raise NightlyRetrainFailedError(
+        f"nightly-retrain trained no agent: all {len(units)} symbol(s) failed -- {why or 'no reason recorded'}"
+    )
 
 
 # ---------------------------------------------------------------------------- a. data
@@ -710,7 +727,7 @@ def apply_gate(
                 if row is None:
                     raise KeyError(f"no model {d.candidate_id!r} in the registry")
                 verify_artifact(row)  # never promote an artifact that is missing or altered
-                promote(con, d.candidate_id, decided_at)
+                promote(con, d.candidate_id, decided_at, actor="gate", reason=d.verdict.reason)
         write_promotion_decisions(
             con, [d.row(decided_at, flow_run_id, promoted[d.candidate_id]) for d in decisions]
         )

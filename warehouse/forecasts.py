@@ -83,8 +83,8 @@ def register_forecaster(
     """A `models` row for a forecaster, as a candidate (kind 'xgb_forecaster', symbol = the coin).
 
     `metrics` are the CV metrics beside the naive zero forecast (their `objective` ranks
-    candidates in v_model_leaderboard). Register a model_id once: writing it again resets
-    its stage to candidate.
+    candidates in v_model_leaderboard). Writing a model_id again keeps its stage and
+    promotion time (write_model).
     """
     write_model(
         con,

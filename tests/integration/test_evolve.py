@@ -11,7 +11,7 @@ import pytest
 from adapters.synthetic import SyntheticBarSource
 from core.universe import EQUITY_SYMBOLS
 from flows.config import EvolveConfig
-from flows.evolve import evolve_architecture
+from flows.evolve import SearchFailedError, _best_evaluated, evolve_architecture
 from models.search import WORST_FITNESS
 from warehouse.bars import ingest_bar_frames
 from warehouse.db import connect
@@ -59,15 +59,47 @@ def rows(warehouse: Path, search_id: str) -> list[tuple[Any, ...]]:
         ).fetchall()
 
 
-def test_crashing_and_timed_out_individuals_get_the_worst_fitness(small_warehouse: Path) -> None:
-    crashed = evolve_architecture(config(small_warehouse, symbols=["SPY", "QQQ"], generations=1))
-    stored = rows(small_warehouse, crashed["search_id"])
+def test_crashing_and_timed_out_individuals_get_the_worst_fitness_and_fail_the_search(
+    small_warehouse: Path,
+) -> None:
+    crashing = config(small_warehouse, symbols=["SPY", "QQQ"], generations=1, register_best=True)
+    state = evolve_architecture(crashing, return_state=True)
+    assert state.is_failed()  # every individual failed: the flow run ends Failed, not Completed
+    with pytest.raises(SearchFailedError, match="all 3 individuals failed, nothing registered"):
+        state.result()
+    stored = rows(small_warehouse, crashing.search_id())
     assert [(r[3], r[4]) for r in stored] == [(WORST_FITNESS, "failed")] * 3
     with connect(small_warehouse) as con:
         errors = {r[0] for r in con.execute("SELECT error FROM nas_individuals").fetchall()}
+        assert con.execute("SELECT count(*) FROM models").fetchall()[0][0] == 0
     assert any("QQQ" in e for e in errors)
-    slow = evolve_architecture(config(small_warehouse, generations=1, individual_timeout_s=1e-6))
-    assert {r[4] for r in rows(small_warehouse, slow["search_id"])} == {"timeout"}
+    slow = config(small_warehouse, generations=1, individual_timeout_s=1e-6)
+    with pytest.raises(SearchFailedError, match="over the 1e-06 s budget"):
+        evolve_architecture(slow)
+    assert {r[4] for r in rows(small_warehouse, slow.search_id())} == {"timeout"}
+
+
+def test_a_failed_individual_is_never_the_best() -> None:
+    def individual(i: int, fitness: float, status: str) -> dict[str, Any]:
+        error = None if status == "ok" else f"individual {i} {status}"
+        return {
+            "generation": 0,
+            "individual": i,
+            "fitness": fitness,
+            "status": status,
+            "error": error,
+        }
+
+    everyone = [
+        individual(0, WORST_FITNESS, "failed"),
+        individual(1, float("nan"), "ok"),  # a NaN must not win (or lose) by comparison quirks
+        individual(2, -5.0, "ok"),
+        individual(3, WORST_FITNESS, "timeout"),
+    ]
+    assert _best_evaluated(everyone, "s")["individual"] == 2
+    assert _best_evaluated(list(reversed(everyone)), "s")["individual"] == 2
+    with pytest.raises(SearchFailedError, match=r"all 2 individuals failed.*individual 0 failed"):
+        _best_evaluated(everyone[:2], "s")  # max() by fitness alone kept the failed first one
 
 
 def test_search_resumes_after_a_kill_and_reproduces_itself(small_warehouse: Path) -> None:
