@@ -1,4 +1,4 @@
-"""Short-lived, lock-aware DuckDB connections: retry while another process holds the file."""
+"""Short-lived DuckDB connections that wait out file locks; a locked-down one for the SQL console."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import duckdb
+import polars as pl
 
 from warehouse.migrate import apply_migrations, current_version
 
@@ -115,3 +116,68 @@ def connect(
         yield con
     finally:
         con.close()
+
+
+# Applied in order after the read-only open; lock_configuration comes last so that the
+# typed query cannot SET or RESET any of them back.
+_CONSOLE_SETTINGS = (
+    # No file outside the warehouse (COPY, EXPORT, read_csv, ATTACH), no URL, no INSTALL.
+    "enable_external_access = false",
+    "autoinstall_known_extensions = false",
+    "autoload_known_extensions = false",
+    "allow_community_extensions = false",
+    # A table name must not resolve to a Python object of this process.
+    "python_enable_replacements = false",
+    "lock_configuration = true",
+)
+_CONSOLE_LIMITS = (
+    "the SQL console is read-only and cannot read or write files outside the warehouse, "
+    "install or load extensions, or reach the network"
+)
+
+
+class SqlConsoleError(ValueError):
+    """A query typed into the SQL console that DuckDB refused or could not run (one line)."""
+
+
+def describe_console_error(exc: duckdb.Error) -> str:
+    """One line for the console: a refusal named as such, otherwise DuckDB's first line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    first = lines[0] if lines else type(exc).__name__
+    detail = first.split(": ", 1)[1] if ": " in first else first
+    if isinstance(exc, duckdb.PermissionException) or "requires the extension" in first:
+        return f"refused: {_CONSOLE_LIMITS} ({detail})"
+    if "configuration has been locked" in first:
+        # DuckDB 2.0 doubles the quotes around the option's name.
+        detail = detail.replace('""', '"')
+        return f"refused: the SQL console's settings are locked ({detail})"
+    if "read-only mode" in first:
+        return f"refused: the SQL console is read-only ({detail})"
+    return first
+
+
+@contextmanager
+def connect_console(
+    path: Path | str | None = None, *, timeout_s: float | None = None
+) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A read-only connection for SQL a user types: no writes, no files, extensions or network.
+
+    DuckDB errors raised while it is open come out as SqlConsoleError with one line.
+    """
+    with connect(path, read_only=True, timeout_s=timeout_s) as con:
+        for setting in _CONSOLE_SETTINGS:
+            con.execute(f"SET {setting}")
+        try:
+            yield con
+        except duckdb.Error as exc:
+            raise SqlConsoleError(describe_console_error(exc)) from exc
+
+
+def load_console_frame(con: duckdb.DuckDBPyConnection, query: str) -> pl.DataFrame:
+    """Run a console query; a query with no statement (blank, only comments) is an error."""
+    relation = con.sql(query)
+    if relation is None:
+        raise SqlConsoleError(
+            'no SQL statement in the query; e.g. tradingml sql "select * from v_bar_coverage"'
+        )
+    return relation.pl()
