@@ -41,7 +41,8 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.run $(if $(ONLY),--only $(ONLY))
 
-# Local Prefect server + process worker + every deployment in prefect.yaml; Ctrl-C stops all.
+# Local Prefect server + process worker + every deployment in prefect.yaml + the automations of
+# automations.yaml (a run killed with its worker becomes Crashed); Ctrl-C stops all.
 serve: $(STAMP)
 	PATH=$(CURDIR)/$(VENV)/bin:$$PATH scripts/serve.sh
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# make serve: a local Prefect server on 127.0.0.1:4200, a process worker, and every
-# deployment in prefect.yaml. Ctrl-C (or SIGTERM) stops the worker and the server.
+# make serve: a local Prefect server on 127.0.0.1:4200, a process worker, every
+# deployment in prefect.yaml and the automations of automations.yaml (zombie runs become
+# Crashed). Ctrl-C (or SIGTERM) stops the worker and the server.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 HOST=127.0.0.1
@@ -49,9 +50,13 @@ echo "server healthy"
 
 prefect work-pool inspect local >/dev/null 2>&1 || prefect work-pool create local --type process
 prefect --no-prompt deploy --all
+# Created, or updated by name: a killed run is marked Crashed ~90 s after its last heartbeat.
+python -m flows.automations automations.yaml
 echo
 echo "UI:  http://$HOST:$PORT    run:  PREFECT_API_URL=$PREFECT_API_URL prefect deployment run 'demo/demo'"
 echo "worker running; Ctrl-C stops everything"
-prefect worker start --pool local &
+# Heartbeats every 30 s (Prefect's minimum) also for runs of deployments made outside
+# prefect.yaml: crash-zombie-flow-runs allows 90 s between two of them.
+PREFECT_FLOWS_HEARTBEAT_FREQUENCY=30 prefect worker start --pool local &
 WORKER=$!
 wait "$WORKER" || true

@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,65 +11,18 @@ from typing import Any
 
 import pytest
 
+from tests.prefect_server import api as _api
+from tests.prefect_server import prefect_cli as _prefect
+from tests.prefect_server import running_prefect_server
 from warehouse.db import connect
-
-ROOT = Path(__file__).resolve().parents[2]
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 
 pytestmark = [pytest.mark.slow, pytest.mark.prefect]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    home = tmp_path_factory.mktemp("prefect-server-home")
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PREFECT_HOME": str(home),
-        "PREFECT_API_URL": f"http://127.0.0.1:{port}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "DO_NOT_TRACK": "1",
-    }
-    log = (home / "server.log").open("w")
-    server = subprocess.Popen(
-        [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError((home / "server.log").read_text()[-2000:]) from None
-                time.sleep(1)
+    with running_prefect_server(tmp_path_factory.mktemp("prefect-server-home")) as env:
         yield env
-    finally:
-        server.terminate()
-        try:
-            server.wait(20)
-        except subprocess.TimeoutExpired:
-            server.kill()
-        log.close()
-
-
-def _prefect(env: dict[str, str], *args: str, timeout: float = 300) -> str:
-    done = subprocess.run(
-        [PREFECT, *args], env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout
-    )
-    assert done.returncode == 0, f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 @pytest.fixture(scope="module")
@@ -83,17 +30,6 @@ def deployed(prefect_server: dict[str, str]) -> str:
     """The `local` process pool and every deployment of prefect.yaml; the deploy command's output."""
     _prefect(prefect_server, "work-pool", "create", "local", "--type", "process")
     return _prefect(prefect_server, "--no-prompt", "deploy", "--all")
-
-
-def _api(env: dict[str, str], path: str, body: dict[str, Any] | None = None) -> Any:
-    request = urllib.request.Request(
-        env["PREFECT_API_URL"] + path,
-        data=None if body is None else json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-        method="GET" if body is None else "POST",
-    )
-    with urllib.request.urlopen(request, timeout=10) as reply:
-        return json.loads(reply.read())
 
 
 def _run_on_worker(env: dict[str, str], deployment: str, params: dict[str, Any]) -> dict[str, Any]:
