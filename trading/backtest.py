@@ -3,7 +3,7 @@
 Features are computed once for the whole range (the feature functions are causal, so
 row t is what live computes at t) and Q-values once per session; the per-bar loop is the
 same `TradingEngine.decide` that live trading calls. Buy-and-hold and a simple momentum
-rule run on the same bars and costs beside it.
+rule (trading.baselines) run on the same bars and costs beside it, each with its own fills.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from models.dqn import greedy_q_paths
 from models.env import build_sessions
 from models.features import compute_features
 from models.registry import AgentPolicy
+from trading.baselines import benchmark_books, benchmark_metrics
 from trading.calendar import NYSECalendar, calendar_for
 from trading.engine import MINUTE, Book, EngineConfig, PrecomputedQ, TradingEngine
 from trading.ledger import SCHEMAS, Ledger
@@ -35,7 +36,7 @@ class BacktestResult:
     run_id: str
     symbol: str
     fills: pl.DataFrame
-    equity: pl.DataFrame  # ts, strategy, buy_and_hold, baseline, position_value
+    equity: pl.DataFrame  # ts, strategy, buy_and_hold, baseline (momentum rule), position_value
     actions: pl.DataFrame  # ts, symbol, action, position
     prices: pl.DataFrame  # ts, symbol, close
     metrics: dict[str, dict[str, float]]
@@ -68,56 +69,6 @@ def session_closes(symbol: str, days: list[date]) -> dict[date, datetime]:
         if session is not None:
             out[day] = session.close
     return out
-
-
-def momentum_positions(frame: pl.DataFrame, window: int = 30) -> np.ndarray:
-    """Long while the last `window` bars of the session rose (past bars only): the simple baseline."""
-    close = frame.select(
-        (pl.col("close").log() - pl.col("close").log().shift(window).over("session"))
-        .fill_null(0.0)
-        .alias("m")
-    )
-    return (close.get_column("m").to_numpy() > 0).astype(np.float64)
-
-
-def position_equity(
-    close: np.ndarray, positions: np.ndarray, cash: float, cost: float
-) -> np.ndarray:
-    """Equity of a 0/1 position path: position p[t] is taken at close t and held to close t+1."""
-    ret = np.zeros_like(close)
-    ret[1:] = close[1:] / close[:-1] - 1
-    held = np.concatenate([[0.0], positions[:-1]])
-    turns = np.abs(np.diff(np.concatenate([[0.0], positions])))
-    growth = (1 + held * ret) * (1 - cost * turns)
-    return cash * np.cumprod(growth)
-
-
-def benchmark_metrics(
-    curves: pl.DataFrame, momentum: np.ndarray, fills: pl.DataFrame, **summarize_kw: Any
-) -> dict[str, dict[str, float]]:
-    """summarize() of the buy_and_hold and baseline columns of `curves` (ts, buy_and_hold,
-    baseline); `momentum` is the baseline's 0/1 position path, `fills` gives the schema."""
-    none = fills.clear()
-    return {
-        "buy_and_hold": summarize(
-            curves.select(
-                "ts",
-                pl.col("buy_and_hold").alias("equity"),
-                pl.col("buy_and_hold").alias("position_value"),
-            ),
-            none,
-            **summarize_kw,
-        ),
-        "baseline": summarize(
-            curves.select(
-                "ts",
-                pl.col("baseline").alias("equity"),
-                (pl.col("baseline") * pl.Series(momentum)).alias("position_value"),
-            ),
-            none,
-            **summarize_kw,
-        ),
-    }
 
 
 def run_backtest(
@@ -241,17 +192,19 @@ def run_backtest(
         for ts, c, pv in zip(ts_list, cash_after, position_value.tolist(), strict=True)
     )
 
-    cost = (fee_bps + slippage_bps) / 1e4
-    bh = position_equity(closes, np.ones(n), cash, cost)
-    momentum = momentum_positions(frame)
-    baseline = position_equity(closes, momentum, cash, cost)
     ts_col = frame.get_column("ts").cast(pl.Datetime("us", "UTC"))
+    books = benchmark_books(
+        frame.with_columns(ts_col),
+        symbol=symbol,
+        cash=cash,
+        fee_bps=fee_bps,
+        slippage_bps=slippage_bps,
+    )
     eq = pl.DataFrame(
         {
             "ts": ts_col,
             "strategy": equity,
-            "buy_and_hold": bh,
-            "baseline": baseline,
+            **{key: book.equity for key, book in books.items()},
             "position_value": position_value,
         }
     )
@@ -265,7 +218,7 @@ def run_backtest(
             fills,
             periods_per_year=ppy,
         ),
-        **benchmark_metrics(eq, momentum, fills, periods_per_year=ppy),
+        **benchmark_metrics(books, periods_per_year=ppy),
     }
     return BacktestResult(
         run_id=run_id,

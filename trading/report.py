@@ -29,6 +29,7 @@ from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
+from trading.baselines import BENCHMARK_LABELS, BENCHMARK_RULES, BUY_AND_HOLD, MOMENTUM
 from trading.metrics import SUMMARY_KEYS, drawdown_series
 
 MAX_LINE_POINTS = 5000
@@ -40,8 +41,8 @@ MAX_PRICE_PANELS = 8
 _MAX_TICKS = 10
 _EPS = 1e-9
 
-_COLUMNS = {"strategy": "Strategy", "buy_and_hold": "Buy & hold", "baseline": "Baseline"}
-_COLORS = {"strategy": "#1f77b4", "buy_and_hold": "#7f7f7f", "baseline": "#ff7f0e"}
+_COLUMNS = {"strategy": "Strategy", **BENCHMARK_LABELS}
+_COLORS = {"strategy": "#1f77b4", BUY_AND_HOLD: "#7f7f7f", MOMENTUM: "#ff7f0e"}
 _METRICS: dict[str, tuple[str, str]] = {
     "total_return": ("Total return", "final / first equity - 1"),
     "cagr": ("CAGR", "compound annual growth rate"),
@@ -52,8 +53,8 @@ _METRICS: dict[str, tuple[str, str]] = {
     "hit_rate": ("Hit rate", "share of round trips with pnl > 0"),
     "turnover": ("Turnover", "traded notional / mean equity, per year"),
     "exposure": ("Exposure", "share of bars holding a position"),
-    "fees": ("Fees", "sum of fees paid"),
-    "trades": ("Trades", "number of fills"),
+    "fees": ("Fees", "sum of fees paid (slippage is in the fill prices)"),
+    "trades": ("Trades", "number of fills (buys and sells)"),
     "round_trips": ("Round trips", "closed entry-to-exit trips"),
 }
 _PERCENT = {"total_return", "cagr", "max_drawdown", "hit_rate", "exposure"}
@@ -79,6 +80,7 @@ td.def { color: #777; font-size: 0.88em; }
 figure { margin: 0 0 24px; background: #fff; border: 1px solid #e5e5e5; padding: 8px; }
 figure img { width: 100%; height: auto; display: block; }
 figcaption { color: #555; font-size: 0.9em; margin-top: 6px; }
+.legend { color: #555; font-size: 0.9em; margin: 6px 0 0; max-width: 1000px; }
 """
 
 
@@ -101,38 +103,72 @@ def format_metric(name: str, value: float) -> str:
     return f"{value:.4g}"
 
 
-def _metric_rows(metrics: Mapping[str, Mapping[str, float]]) -> tuple[list[str], list[str]]:
-    """Column keys (strategy, buy_and_hold, baseline first) and metric keys in display order."""
+@dataclass(frozen=True)
+class MetricRow:
+    """One metric across the columns, as every table shows it."""
+
+    key: str
+    label: str
+    definition: str
+    values: list[str]
+
+
+def metric_table(metrics: Mapping[str, Mapping[str, float]]) -> tuple[list[str], list[MetricRow]]:
+    """Column labels and formatted rows of the metrics table.
+
+    The one table behind the HTML report, its markdown summary and the CLI: the strategy
+    first, then buy-and-hold and the momentum rule, then any other column; metrics in
+    :data:`SUMMARY_KEYS` order, then any other key; a missing value shows as 'n/a'.
+    """
     columns = [c for c in _COLUMNS if c in metrics] + [c for c in metrics if c not in _COLUMNS]
     names = [k for k in SUMMARY_KEYS if any(k in metrics[c] for c in columns)]
     for c in columns:
         names += [k for k in metrics[c] if k not in names]
-    return columns, names
+    rows = [
+        MetricRow(
+            key=name,
+            label=_METRICS.get(name, (name.replace("_", " "), ""))[0],
+            definition=_METRICS.get(name, ("", ""))[1],
+            values=[format_metric(name, metrics[c].get(name, math.nan)) for c in columns],
+        )
+        for name in names
+    ]
+    return [_column_label(c) for c in columns], rows
 
 
 def _column_label(key: str) -> str:
     return _COLUMNS.get(key, key.replace("_", " "))
 
 
-def _metric_label(key: str) -> str:
-    return _METRICS.get(key, (key.replace("_", " "), ""))[0]
+def _benchmark_legend(columns: Sequence[str]) -> str:
+    """What the benchmark columns among ``columns`` (keys) are, in one sentence."""
+    parts = [
+        f"{BENCHMARK_LABELS[c]}: {BENCHMARK_RULES[c]}" for c in columns if c in BENCHMARK_RULES
+    ]
+    if not parts:
+        return ""
+    return (
+        "; ".join(parts)
+        + ". Each is filled at the bar's close with the same fee and slippage as the strategy; "
+        "its trades, turnover, fees and exposure come from its own fills."
+    )
 
 
 def report_markdown(metrics: Mapping[str, Mapping[str, float]], report_path: Path | str) -> str:
-    """A markdown table of the metrics (strategy vs buy-and-hold vs baseline) and the report's path."""
-    columns, names = _metric_rows(metrics)
+    """A markdown table of the metrics (strategy vs buy-and-hold vs momentum) and the report's path."""
+    labels, rows = metric_table(metrics)
 
     def cell(text: str) -> str:
         return text.replace("|", "\\|")
 
     lines = [
-        "| metric | " + " | ".join(cell(_column_label(c)) for c in columns) + " |",
-        "|---|" + "---:|" * len(columns),
+        "| metric | " + " | ".join(cell(label) for label in labels) + " |",
+        "|---|" + "---:|" * len(labels),
     ]
-    for name in names:
-        values = [format_metric(name, metrics[c].get(name, math.nan)) for c in columns]
-        lines.append(f"| {cell(_metric_label(name))} | " + " | ".join(values) + " |")
-    lines += ["", f"Full report: `{report_path}`"]
+    for row in rows:
+        lines.append(f"| {cell(row.label)} | " + " | ".join(row.values) + " |")
+    legend = _benchmark_legend(list(metrics))
+    lines += ["", *([legend, ""] if legend else []), f"Full report: `{report_path}`"]
     return "\n".join(lines) + "\n"
 
 
@@ -276,7 +312,7 @@ def _equity_figure(equity: pl.DataFrame, timeline: _Timeline) -> _Figure:
     fig = Figure(figsize=(12, 4.2), layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(timeline), dtype=np.float64)
-    for key in ("baseline", "buy_and_hold", "strategy"):
+    for key in (MOMENTUM, BUY_AND_HOLD, "strategy"):
         y = equity.get_column(key).to_numpy().astype(np.float64)
         xs, ys = _decimate(x, y)
         ax.plot(
@@ -290,8 +326,9 @@ def _equity_figure(equity: pl.DataFrame, timeline: _Timeline) -> _Figure:
     marks = timeline.apply_ticks(ax)
     ax.set_xlabel("bar number (nights, weekends and holidays take no space)")
     caption = (
-        "Equity of the strategy, buy-and-hold and the baseline, all starting from the same "
-        f"value. X axis: bar number over {len(timeline):,} bars; a tick marks {marks}."
+        f"Equity of {_COLUMNS['strategy']}, {_COLUMNS[BUY_AND_HOLD]} and {_COLUMNS[MOMENTUM]}, "
+        "all starting from the same value, each after its own costs. "
+        f"X axis: bar number over {len(timeline):,} bars; a tick marks {marks}."
     )
     return _Figure("Equity", _png(fig), caption + _decimation_note(len(timeline)), "equity curves")
 
@@ -300,10 +337,10 @@ def _drawdown_figure(equity: pl.DataFrame, timeline: _Timeline) -> _Figure:
     fig = Figure(figsize=(12, 3.2), layout="constrained")
     ax = fig.add_subplot()
     x = np.arange(len(timeline), dtype=np.float64)
-    dd_bh = drawdown_series(equity.get_column("buy_and_hold").to_numpy())
+    dd_bh = drawdown_series(equity.get_column(BUY_AND_HOLD).to_numpy())
     dd_strat = drawdown_series(equity.get_column("strategy").to_numpy())
     xs, ys = _decimate(x, dd_bh)
-    ax.plot(xs, ys, color=_COLORS["buy_and_hold"], lw=1.0, label=_COLUMNS["buy_and_hold"])
+    ax.plot(xs, ys, color=_COLORS[BUY_AND_HOLD], lw=1.0, label=_COLUMNS[BUY_AND_HOLD])
     xs, ys = _decimate(x, dd_strat)
     ax.fill_between(
         xs, ys, 0.0, color=_COLORS["strategy"], alpha=0.35, lw=0, label=_COLUMNS["strategy"]
@@ -496,23 +533,19 @@ def _decimation_note(n: int) -> str:
 
 
 def _metrics_table(metrics: Mapping[str, Mapping[str, float]]) -> str:
-    columns, names = _metric_rows(metrics)
+    labels, rows = metric_table(metrics)
     e = html.escape
-    head = "".join(f"<th>{e(_column_label(c))}</th>" for c in columns)
-    rows = []
-    for name in names:
-        label, definition = _METRICS.get(name, (name.replace("_", " "), ""))
-        cells = "".join(
-            f'<td class="num">{e(format_metric(name, metrics[c].get(name, math.nan)))}</td>'
-            for c in columns
-        )
-        rows.append(
-            f'<tr data-metric="{e(name)}"><th>{e(label)}</th>{cells}'
-            f'<td class="def">{e(definition)}</td></tr>'
-        )
+    head = "".join(f"<th>{e(label)}</th>" for label in labels)
+    body = "".join(
+        f'<tr data-metric="{e(row.key)}"><th>{e(row.label)}</th>'
+        + "".join(f'<td class="num">{e(value)}</td>' for value in row.values)
+        + f'<td class="def">{e(row.definition)}</td></tr>'
+        for row in rows
+    )
+    legend = _benchmark_legend(list(metrics))
     return (
         f'<table class="metrics"><thead><tr><th>metric</th>{head}<th></th></tr></thead>'
-        f"<tbody>{''.join(rows)}</tbody></table>"
+        f"<tbody>{body}</tbody></table>" + (f'<p class="legend">{e(legend)}</p>' if legend else "")
     )
 
 
@@ -536,17 +569,19 @@ def write_report(
 ) -> Path:
     """Write one self-contained HTML report of a backtest to ``path`` and return ``path``.
 
-    - ``equity``: ts (UTC), strategy, buy_and_hold, baseline: equity values per bar.
+    - ``equity``: ts (UTC), strategy, buy_and_hold, baseline (the momentum rule): equity
+      values per bar.
     - ``prices``: ts, symbol, close. ``fills``: ts, symbol, side ('buy' | 'sell'), qty, price.
     - ``actions`` (optional): ts, symbol, action, position (0/1); shades the long periods
       (otherwise they are derived from the fills).
     - ``sentiment`` (optional): ts, symbol, sentiment in [-1, 1].
-    - ``metrics``: {"strategy": summarize(...), "buy_and_hold": ..., "baseline": ...}.
+    - ``metrics``: {"strategy": summarize(...), "buy_and_hold": ..., "baseline": ...}, the
+      benchmarks' from :func:`trading.baselines.benchmark_metrics`.
     - ``notes``: lines shown prominently at the top (e.g. that the data is synthetic).
 
     Every text is HTML-escaped; parent folders are created.
     """
-    _require(equity, "equity", ["ts", "strategy", "buy_and_hold", "baseline"])
+    _require(equity, "equity", ["ts", "strategy", BUY_AND_HOLD, MOMENTUM])
     _require(prices, "prices", ["ts", "symbol", "close"])
     _require(fills, "fills", ["ts", "symbol", "side", "qty", "price"])
     if actions is not None:

@@ -6,10 +6,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 
-from trading.backtest import benchmark_metrics, momentum_positions, position_equity
+from trading.baselines import benchmark_books, benchmark_metrics
 from trading.metrics import summarize
 from trading.report import write_report
 from warehouse.io import load_frame
@@ -74,15 +73,15 @@ def session_report(
     curve = equity.join(main.select("ts", "close", "session"), on="ts", how="inner")
     if curve.height < 2:
         return None
-    cash0 = float(curve["equity"][0])
-    closes = curve["close"].to_numpy()
-    cost = (fee_bps + slippage_bps) / 1e4
-    momentum = momentum_positions(curve)
-    frame = curve.select(
-        "ts",
-        pl.col("equity").alias("strategy"),
-        pl.Series("buy_and_hold", position_equity(closes, np.ones(len(closes)), cash0, cost)),
-        pl.Series("baseline", position_equity(closes, momentum, cash0, cost)),
+    books = benchmark_books(
+        curve,
+        symbol=symbols[0],
+        cash=float(curve["equity"][0]),
+        fee_bps=fee_bps,
+        slippage_bps=slippage_bps,
+    )
+    frame = curve.select("ts", pl.col("equity").alias("strategy")).with_columns(
+        **{key: pl.Series(book.equity) for key, book in books.items()}
     )
     held = curve.select("ts", (pl.col("positions_value") > 0).cast(pl.Int8).alias("position"))
     acts = (
@@ -105,7 +104,7 @@ def session_report(
             daily=False,
             periods_per_year=bars_per_year,
         ),
-        **benchmark_metrics(frame, momentum, fills, daily=False, periods_per_year=bars_per_year),
+        **benchmark_metrics(books, daily=False, periods_per_year=bars_per_year),
     }
     out = write_report(
         path,

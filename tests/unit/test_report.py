@@ -14,6 +14,7 @@ import polars as pl
 import pytest
 
 from trading import report
+from trading.baselines import benchmark_books, benchmark_metrics
 from trading.metrics import SUMMARY_KEYS, summarize
 
 IMG = '<img src="data:image/png;base64,'
@@ -57,7 +58,7 @@ def _session_times(n_sessions: int, bars: int = 390) -> pl.Series:
 
 
 def _backtest(n_sessions: int, *, fast: int = 30, slow: int = 120, seed: int = 3) -> Backtest:
-    """A random walk, a moving-average crossover's fills at the close, buy-and-hold and a flat baseline."""
+    """A random walk, a moving-average crossover's fills at the close, buy-and-hold and the momentum rule."""
     rng = np.random.default_rng(seed)
     ts = _session_times(n_sessions)
     n = ts.len()
@@ -83,29 +84,15 @@ def _backtest(n_sessions: int, *, fast: int = 30, slow: int = 120, seed: int = 3
             "fee": 0.0005 * qty * close[change],
         }
     )
-    buy_and_hold = 100_000.0 * close / close[0]
-    baseline = np.full(n, 100_000.0)
-
-    def curve(values: np.ndarray, invested: np.ndarray) -> pl.DataFrame:
-        return pl.DataFrame({"ts": ts, "equity": values, "position_value": invested})
-
-    bh_fill = fills.head(0).vstack(
-        pl.DataFrame(
-            {
-                "ts": ts.head(1),
-                "symbol": "SPY",
-                "side": "buy",
-                "qty": 1000.0,
-                "price": close[0],
-                "fee": 0.0,
-            }
-        )
+    books = benchmark_books(
+        prices.with_columns(session=pl.col("ts").dt.date()),
+        symbol="SPY",
+        cash=100_000.0,
+        fee_bps=5.0,
+        slippage_bps=0.0,
     )
-    metrics = {
-        "strategy": summarize(curve(strategy, strategy * position), fills),
-        "buy_and_hold": summarize(curve(buy_and_hold, buy_and_hold), bh_fill),
-        "baseline": summarize(curve(baseline, np.zeros(n)), fills.head(0)),
-    }
+    curve = pl.DataFrame({"ts": ts, "equity": strategy, "position_value": strategy * position})
+    metrics = {"strategy": summarize(curve, fills), **benchmark_metrics(books)}
     hours = pl.datetime_range(
         ts[0] - timedelta(hours=10), ts[-1], "1h", time_zone="UTC", eager=True
     ).alias("ts")
@@ -114,7 +101,7 @@ def _backtest(n_sessions: int, *, fast: int = 30, slow: int = 120, seed: int = 3
     )
     return Backtest(
         equity=pl.DataFrame(
-            {"ts": ts, "strategy": strategy, "buy_and_hold": buy_and_hold, "baseline": baseline}
+            {"ts": ts, "strategy": strategy, **{k: book.equity for k, book in books.items()}}
         ),
         prices=prices,
         fills=fills.drop("fee"),
@@ -192,7 +179,7 @@ def test_report_is_one_self_contained_html_file(small: Backtest, tmp_path: Path)
     for label, key in zip(LABELS, SUMMARY_KEYS, strict=True):
         assert f"<th>{label}</th>" in text
         assert f'data-metric="{key}"' in text
-    for column in ("Strategy", "Buy &amp; hold", "Baseline"):
+    for column in ("Strategy", "Buy &amp; hold", "Momentum (30 bars)"):
         assert f"<th>{column}</th>" in text
     # Equity, drawdown, prices and sentiment.
     assert text.count(IMG) == 4
@@ -218,7 +205,7 @@ def test_metric_values_are_formatted(small: Backtest, tmp_path: Path) -> None:
     assert f"{strat['total_return'] * 100:.2f}%" in text
     assert f"{strat['sharpe']:.2f}" in text
     assert f">{int(strat['trades'])}<" in text
-    # The baseline never trades: its hit rate is undefined.
+    # Buy-and-hold never closes a trip: its hit rate is undefined.
     assert 'data-metric="hit_rate"' in text
     assert "n/a" in text
 
@@ -265,9 +252,10 @@ def test_a_year_of_minute_bars_renders_downsampled(tmp_path: Path) -> None:
 def test_report_markdown_is_a_table_with_the_path(small: Backtest) -> None:
     md = report.report_markdown(small.metrics, Path("/data/reports/spy.html"))
     lines = md.splitlines()
-    assert lines[0] == "| metric | Strategy | Buy & hold | Baseline |"
+    assert lines[0] == "| metric | Strategy | Buy & hold | Momentum (30 bars) |"
     assert lines[1] == "|---|---:|---:|---:|"
-    assert len(lines) == 2 + len(SUMMARY_KEYS) + 2
+    assert len(lines) == 2 + len(SUMMARY_KEYS) + 4
+    assert lines[-3].startswith("Buy & hold: long from the first bar's close")
     for line, label in zip(lines[2:], LABELS, strict=False):
         assert line.startswith(f"| {label} | ")
         assert line.count("|") == 5
