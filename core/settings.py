@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -66,11 +67,13 @@ class Settings(BaseSettings):
     )
     synthetic_seed: int = Field(
         default=7,
+        ge=0,  # numpy's seed sequences refuse negative seeds
         validation_alias=AliasChoices("TRADINGML_SYNTHETIC_SEED", "synthetic_seed"),
         description="Seed of the synthetic minute-bar generator.",
     )
     lock_timeout_s: float = Field(
         default=30.0,
+        gt=0,
         validation_alias=AliasChoices("TRADINGML_LOCK_TIMEOUT_S", "lock_timeout_s"),
         description="How long to retry when another process holds the warehouse file.",
     )
@@ -215,6 +218,40 @@ def mode_refusal(mode: str, settings: Settings) -> str | None:
             "or point it at a paper proxy"
         )
     return None
+
+
+class NotWritableError(RuntimeError):
+    """A folder a run writes to cannot be written; raised before the run does any work."""
+
+
+def unwritable_reason(folder: Path) -> str | None:
+    """Why files cannot be made in `folder` (created if missing); None when they can.
+
+    Creates nothing: the nearest existing folder on the way up must be one this process
+    may write to (os.access: a root process passes permission bits, not a file in the way).
+    """
+    probe = folder.absolute()
+    try:
+        while not probe.exists() and probe.parent != probe:
+            probe = probe.parent
+        if not probe.is_dir():
+            return f"{probe} is a file, not a folder"
+    except OSError as err:
+        return f"{probe} cannot be read ({err.strerror})"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"{probe} is read-only for this user (chmod u+w)"
+    return None
+
+
+def require_writable(folder: Path, what: str, setting: str) -> None:
+    """Unless files can be made in `folder`, raise NotWritableError naming `what` (with its
+    path) and the `setting` that moves it."""
+    reason = unwritable_reason(folder)
+    if reason is not None:
+        raise NotWritableError(
+            f"{what} cannot be written: {reason}; fix that or point {setting} at a folder you "
+            "can write to (nothing was done)"
+        )
 
 
 @lru_cache(maxsize=1)

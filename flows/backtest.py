@@ -12,7 +12,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
 from tqdm import tqdm
 
-from core.settings import get_settings
+from core.settings import get_settings, require_writable
 from flows.config import BacktestConfig, utc_midnight
 from models.registry import load_registered_agent
 from trading.backtest import run_backtest
@@ -37,6 +37,11 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
     logger = get_run_logger()
     warehouse = Path(config.warehouse) if config.warehouse else settings.warehouse_path
     reports = Path(config.reports_dir) if config.reports_dir else settings.data_dir / "reports"
+    # Found now, not after the whole backtest has run.
+    require_writable(reports, f"the reports folder {reports}", "reports_dir or TRADINGML_DATA_DIR")
+    require_writable(
+        warehouse.parent, f"the warehouse {warehouse}", "warehouse or TRADINGML_WAREHOUSE"
+    )
     with connect(warehouse) as con:
         row = choose_model(con, config.symbol, config.model_id)
     policy = load_registered_agent(row)
@@ -90,8 +95,6 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
         forecasts=forecasts,
     )
     bar.close()
-    with connect(warehouse) as con:
-        written = ledger.flush(con)
     sources = sorted(str(s) for s in bars.get_column("source").unique().to_list())
     notes = [f"Bars from: {', '.join(sources)}; model {row['model_id']} (stage {row['stage']})."]
     if any(s.startswith("synthetic") for s in sources):
@@ -103,17 +106,28 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
             " WHERE symbol = ? AND hour >= ? AND hour < ? GROUP BY ALL ORDER BY ts",
             [config.symbol, start, end],
         )
-    path = write_report(
-        reports / f"{run_id}.html",
-        title=f"Backtest {config.symbol} {config.start} to {config.end}",
-        equity=result.equity.select("ts", "strategy", "buy_and_hold", "baseline"),
-        prices=result.prices,
-        fills=result.fills,
-        metrics=result.metrics,
-        actions=result.actions,
-        sentiment=hourly if hourly.height else None,
-        notes=notes,
-    )
+    # The report first, under a temporary name; then the ledger rows in one transaction;
+    # then the report under its name. A failure at any step leaves neither behind: never
+    # a ledger without its report, nor a report of rows that were not stored.
+    partial = reports / f".{run_id}.html.partial"
+    try:
+        write_report(
+            partial,
+            title=f"Backtest {config.symbol} {config.start} to {config.end}",
+            equity=result.equity.select("ts", "strategy", "buy_and_hold", "baseline"),
+            prices=result.prices,
+            fills=result.fills,
+            metrics=result.metrics,
+            actions=result.actions,
+            sentiment=hourly if hourly.height else None,
+            notes=notes,
+        )
+        with connect(warehouse) as con:
+            written = ledger.flush(con)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    path = partial.replace(reports / f"{run_id}.html")
     create_markdown_artifact(
         key="backtest-report", markdown=report_markdown(result.metrics, path), description=run_id
     )

@@ -40,6 +40,7 @@ from flows.live_trading import (
     follow_stream_health,
     load_compatible_model,
     on_broker_time,
+    require_replay_bars,
 )
 from trading.allocation import coin_weights
 from trading.calendar import CryptoCalendar
@@ -109,6 +110,7 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
         session = CryptoCalendar().session_at(datetime(day.year, day.month, day.day, tzinfo=UTC))
         assert session is not None
         start = session.open + timedelta(minutes=config.start_minute)
+        require_replay_bars(warehouse, sorted(models), "1Min", session, start)
         digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:8]
         run_id = f"{mode}-crypto-{day}-{digest}"
         account = f"replay:{run_id}"

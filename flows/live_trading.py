@@ -102,6 +102,24 @@ def _session_of_day(symbol: str, day: date) -> Session | None:
     return CryptoCalendar().session_at(datetime(day.year, day.month, day.day, tzinfo=UTC))
 
 
+def require_replay_bars(
+    warehouse: Path, symbols: list[str], timeframe: str, session: Session, start: datetime
+) -> None:
+    """Refuse a replay with no stored bar to decide on, instead of reporting an empty session
+    as traded (a day outside the stored data, or one whose bars were never ingested)."""
+    with connect(warehouse) as con:
+        stored = load_bars(
+            con, symbols, timeframe, max(start, session.open) - MINUTE, session.close
+        )
+    if stored.height == 0:
+        since = f" from {start:%H:%M} UTC on" if start > session.open else ""
+        raise LiveTradingRefused(
+            f"no bars for {session.day}: no {timeframe} bars of {', '.join(symbols)}{since} in "
+            f"{warehouse}, nothing to replay; ingest that day first (tradingml ingest --start "
+            f"{session.day} --end {session.day + timedelta(days=1)} ...) or replay a stored day"
+        )
+
+
 def on_broker_time(clock: Clock, broker: Broker, max_offset_s: float, stream: Any = None) -> Clock:
     """The clock a paper/live run decides on: the local one moved onto the broker's time.
 
@@ -196,6 +214,8 @@ def live_trading(config: LiveTradingConfig | None = None) -> dict[str, Any]:
             nxt.open.isoformat(),
         )
         return {"status": "closed", "now": now.isoformat(), "next_open": nxt.open.isoformat()}
+    if mode == "replay":
+        require_replay_bars(warehouse, [spec.traded], spec.timeframe, session_now, now)
 
     day = session_now.day
     run_id = "-".join([mode, config.symbol.replace("/", "-"), str(day), str(row["model_id"])])

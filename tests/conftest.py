@@ -38,9 +38,18 @@ def warehouse_path(tmp_path: Path) -> Path:
 @pytest.fixture(scope="session")
 def prefect_harness() -> Iterator[None]:
     """A real Prefect API (temporary SQLite database) for flows under test."""
+    from prefect.logging.configuration import setup_logging
     from prefect.testing.utilities import prefect_test_harness
 
+    from flows.cli import set_prefect_env
+
     with prefect_test_harness(server_startup_timeout=180):
+        # Prefect binds its console handler to the stderr it finds when logging is first
+        # set up; set up inside a test that captures with capsys, it would write to that
+        # test's closed stream ever after ("I/O operation on closed file"). Set it up here,
+        # before any test's capture, with the CLI's handler as `tradingml` runs it.
+        set_prefect_env()
+        setup_logging(incremental=False)
         yield
 
 
