@@ -26,6 +26,8 @@ REASONS: dict[str, str] = {
     "out_of_order": "timestamp is earlier than one already delivered for this series in the batch",
     "suspected_split": "close jumped by a stock-split ratio vs the previous accepted close",
     "price_jump": "close jumped beyond the asset class's limit vs the previous accepted close",
+    "scale_mismatch": "an imported series' closes are an order of magnitude off the stored "
+    "history nearest in time (core.bar_scale)",
 }
 JUMP_REASONS: tuple[str, ...] = ("suspected_split", "price_jump")
 
@@ -103,7 +105,7 @@ def _bad(col: str) -> pl.Expr:
     return c.is_null() | c.is_nan() | c.is_infinite()
 
 
-def _row_hash(row: dict[str, object]) -> str:
+def row_hash(row: dict[str, object]) -> str:
     # A stable content hash (unlike polars' hash_rows, which may change between versions),
     # so re-running an ingest maps a bad row onto the quarantine row it made last time.
     text = json.dumps(row, sort_keys=True, default=str)
@@ -319,7 +321,7 @@ def _quarantine_rows(bars: pl.DataFrame, jumped: dict[int, tuple[str, str]]) -> 
         )
     bad = bars.filter(pl.col("reason").is_not_null())
     if bad.height:
-        hashes = [_row_hash(r) for r in bad.select(*BAR_COLUMNS, "raw").iter_rows(named=True)]
+        hashes = [row_hash(r) for r in bad.select(*BAR_COLUMNS, "raw").iter_rows(named=True)]
         bad = bad.with_columns(
             pl.Series("row_hash", hashes, dtype=pl.String),
             pl.col("_i")

@@ -6,18 +6,29 @@ import argparse
 import json
 import os
 import sys
-from datetime import date, datetime
+import traceback
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
 
-def _prefect_env() -> None:
+def set_prefect_env() -> None:
     # Must happen before prefect is imported: the first ephemeral start on a fresh
     # PREFECT_HOME runs migrations for ~27 s, past Prefect's default 20 s timeout.
     os.environ.setdefault("PREFECT_HOME", str(Path.cwd() / ".prefect"))
     os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     os.environ.setdefault("DO_NOT_TRACK", "1")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect logs a failed run's exception with its traceback before the command prints
+    # its one `error:` line; this console handler leaves the traceback to --debug.
+    os.environ.setdefault(
+        "PREFECT_LOGGING_HANDLERS_CONSOLE_CLASS", "flows.cli_logging.CliConsoleHandler"
+    )
+
+
+def debug_enabled() -> bool:
+    """Show tracebacks: --debug, or TRADINGML_DEBUG set to anything but 0/false/no."""
+    return os.environ.get("TRADINGML_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
 def _console() -> Any:
@@ -59,22 +70,12 @@ def _fmt(value: Any) -> str:
 
 
 def _metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> None:
-    """Strategy, buy-and-hold and baseline side by side, formatted as the HTML report does."""
-    from trading.report import format_metric
+    """The HTML report's metrics table (same columns, rows, labels and numbers) in the terminal."""
+    from trading.report import metric_table
 
-    keys = [
-        "total_return", "cagr", "sharpe", "sortino", "max_drawdown", "calmar",
-        "hit_rate", "turnover", "exposure", "fees",
-    ]  # fmt: skip
+    labels, rows = metric_table(metrics)
     _table(
-        title,
-        [
-            {
-                "metric": k,
-                **{name: format_metric(k, m.get(k, float("nan"))) for name, m in metrics.items()},
-            }
-            for k in keys
-        ],
+        title, [{"metric": row.label, **dict(zip(labels, row.values, strict=True))} for row in rows]
     )
 
 
@@ -261,15 +262,74 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         seed=args.seed,
         signal=args.signal,
         path=args.path,
-        column_map=json.loads(args.column_map) if args.column_map else None,
+        column_map=_column_map(args.column_map),
         source_label=args.source_label,
+        decimal=args.decimal,
+        symbol=args.symbol,
+        file_tz=args.tz,
+        asset_class=args.asset_class,
+        calendar=args.calendar,
+        reclassify=args.reclassify,
         lookback_days=args.lookback_days,
         incremental=args.incremental,
         warehouse=args.warehouse,
     )
     result = ingest_bars(config)
-    print(json.dumps(result, indent=2, default=str))
+    if args.json:
+        print(json.dumps(result, indent=2, default=str))
+        return 0
+    _table(
+        f"Ingested from {result['source']} into {result['warehouse']}, per symbol",
+        [
+            {
+                "symbol": r["symbol"],
+                "market": f"{r['asset_class']} {r['calendar']}" if r["asset_class"] else None,
+                "bars": r["timeframe"],
+                "received": r["received"],
+                "new": r["new"],
+                "updated": r["updated"],
+                "unchanged": r["unchanged"],
+                "quarantined": ", ".join(f"{k}={v}" for k, v in r["quarantined"].items()) or "0",
+                "stored span (UTC; days: New York)": _span(r["first"], r["last"], r["timeframe"]),
+            }
+            for r in result["series"]
+        ],
+    )
+    for warning in result["warnings"]:
+        print(f"warning: {warning}")
+    quarantined = sum(result["quarantined"].values())
+    print(
+        f"total: {result['received']:,} rows received, {result['inserted']:,} new, "
+        f"{result['updated']:,} updated, {result['unchanged']:,} unchanged, {quarantined:,} "
+        "quarantined (see bars_quarantine); asset classes and calendars: table symbols"
+    )
     return 0
+
+
+def _span(first: datetime | None, last: datetime | None, timeframe: str | None) -> str | None:
+    """'first .. last' of stored bars: minutes in UTC, daily bars as their New York date."""
+    if first is None or last is None:
+        return None
+    if timeframe == "1Day":
+        from zoneinfo import ZoneInfo
+
+        ny = ZoneInfo("America/New_York")
+        return f"{first.astimezone(ny):%Y-%m-%d} .. {last.astimezone(ny):%Y-%m-%d}"
+    return f"{first.astimezone(UTC):%Y-%m-%d %H:%M} .. {last.astimezone(UTC):%Y-%m-%d %H:%M}"
+
+
+def _column_map(text: str | None) -> dict[str, str] | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(
+            f'--column-map is not JSON ({exc}); e.g. \'{{"close": "Last"}}\''
+        ) from None
+    if not isinstance(value, dict):
+        raise ValueError('--column-map must be a JSON object, e.g. \'{"close": "Last"}\'')
+    return {str(k): str(v) for k, v in value.items()}
 
 
 def cmd_scrape(args: argparse.Namespace) -> int:
@@ -355,7 +415,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
     from core.settings import get_settings
     from models.registry import verify_artifact
     from warehouse.db import connect
-    from warehouse.registry import load_model_row, promote
+    from warehouse.registry import load_model_row, promote, require_evaluation
 
     with connect(args.warehouse or get_settings().warehouse_path) as con:
         row = load_model_row(con, args.model_id)
@@ -363,8 +423,12 @@ def cmd_promote(args: argparse.Namespace) -> int:
             raise ValueError(
                 f'no model {args.model_id!r}; see tradingml sql "select * from v_model_leaderboard"'
             )
+        if row["stage"] == "production":
+            print(f"{args.model_id} is already production")
+            return 0
+        require_evaluation(row)  # a failed or never-evaluated model or genome is refused
         verify_artifact(row)  # refuse to promote an artifact that is missing or altered
-        previous = promote(con, args.model_id, datetime.now(UTC))
+        previous = promote(con, args.model_id, datetime.now(UTC), reason=args.reason)
     print(
         f"{args.model_id} is now production"
         + (f" (replacing {previous}, archived)" if previous else "")
@@ -372,14 +436,56 @@ def cmd_promote(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_sql(args: argparse.Namespace) -> int:
+def cmd_demote(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
     from core.settings import get_settings
     from warehouse.db import connect
-    from warehouse.io import load_frame
+    from warehouse.registry import demote, rollback_target
 
+    with connect(args.warehouse or get_settings().warehouse_path) as con:
+        row = demote(con, args.model_id, datetime.now(UTC), reason=args.reason)
+        kind, symbol = str(row["kind"]), str(row["symbol"])
+        try:
+            target = rollback_target(con, kind, symbol)
+            hint = f"tradingml rollback {kind} {symbol} restores {target}"
+        except ValueError:
+            hint = "tradingml promote MODEL_ID makes another one production"
+    print(
+        f"{args.model_id} demoted to archived; there is now no production {kind} model "
+        f"for {symbol} ({hint})"
+    )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from core.settings import get_settings
+    from models.registry import verify_artifact
+    from warehouse.db import connect
+    from warehouse.registry import load_model_row, rollback, rollback_target
+
+    with connect(args.warehouse or get_settings().warehouse_path) as con:
+        target = load_model_row(con, rollback_target(con, args.kind, args.symbol))
+        if target is not None:
+            verify_artifact(target)  # never restore an artifact that is missing or altered
+        restored, archived = rollback(
+            con, args.kind, args.symbol, datetime.now(UTC), reason=args.reason
+        )
+    print(f"{restored} is production again" + (f" ({archived} archived)" if archived else ""))
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    from core.settings import get_settings
+    from warehouse.db import connect_console, load_console_frame
+
+    if not args.query.strip():
+        raise ValueError('empty query; e.g. tradingml sql "select * from v_bar_coverage"')
     path = args.warehouse or get_settings().warehouse_path
-    with connect(path, read_only=True) as con:
-        df = load_frame(con, args.query)
+    with connect_console(path) as con:
+        df = load_console_frame(con, args.query)
     _table(f"{df.height:,} row(s)", df.head(args.limit).to_dicts())
     if df.height > args.limit:
         print(f"... {df.height - args.limit:,} more rows (--limit)")
@@ -396,6 +502,11 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tradingml", description=__doc__)
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the full traceback of an error (also: TRADINGML_DEBUG=1)",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo", help="run the whole pipeline on the embedded offline data")
@@ -422,8 +533,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--signal", choices=["none", "autocorr", "sentiment"], default="none")
     p.add_argument("--path", help="CSV/Parquet file for --source file")
     p.add_argument("--column-map", help='JSON, e.g. \'{"close": "Last"}\'')
+    p.add_argument(
+        "--decimal",
+        choices=[".", ","],
+        help="decimal separator of the file's numbers (default: detected from the numbers)",
+    )
+    p.add_argument(
+        "--symbol",
+        help="the symbol of a file without a symbol/ticker column; for a file with one, "
+        "import only this symbol",
+    )
+    p.add_argument(
+        "--tz",
+        metavar="ZONE",
+        help="IANA zone of the file's naive timestamps (default America/New_York), e.g. "
+        "Europe/London, Etc/GMT (UTC), Etc/GMT-2 (UTC+2); refused for timestamps with an offset",
+    )
+    p.add_argument(
+        "--asset-class",
+        choices=["stock", "etf", "crypto", "fx"],
+        help="stored per symbol (table symbols); default: as stored, else BASE/QUOTE names "
+        "crypto and the rest stock",
+    )
+    p.add_argument(
+        "--calendar",
+        metavar="NAME",
+        help="exchange-calendars name (XNYS, XLON, ...), 24/7, or 24/5 (FX: Sunday 17:00 to "
+        "Friday 17:00 New York); default: as stored, else stock/etf XNYS, crypto 24/7, fx 24/5",
+    )
+    p.add_argument(
+        "--reclassify",
+        action="store_true",
+        help="let --asset-class/--calendar change what is stored for a symbol",
+    )
     p.add_argument("--source-label")
     p.add_argument("--warehouse")
+    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
     p.set_defaults(func=cmd_ingest)
 
     p = sub.add_parser("scrape", help="run the scrape-reddit flow (posts -> VADER sentiment)")
@@ -467,11 +612,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evolve)
 
     p = sub.add_parser(
-        "promote", help="make a registered model the production one of its kind/symbol"
+        "promote",
+        help="make a registered model the production one of its kind/symbol (it needs a valid"
+        " evaluation: a finite metrics.objective; the previous production model is archived)",
     )
     p.add_argument("model_id")
+    p.add_argument("--reason", help="a note stored in promotion_history")
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_promote)
+
+    p = sub.add_parser(
+        "demote",
+        help="take a production model out of production (-> archived), leaving none for its"
+        " kind/symbol until you promote or roll back",
+    )
+    p.add_argument("model_id")
+    p.add_argument("--reason", help="a note stored in promotion_history")
+    p.add_argument("--warehouse")
+    p.set_defaults(func=cmd_demote)
+
+    p = sub.add_parser(
+        "rollback",
+        help="make the previous production model of KIND SYMBOL production again (from"
+        " promotion_history), archiving the current one; e.g. rollback dqn SPY",
+        description="Restore the production model that the current one replaced (or, after a"
+        " demote, that the demoted one replaced); repeated rollbacks walk further back. Refused"
+        " when promotion_history records no previous production model.",
+    )
+    p.add_argument("kind", help="dqn, genome, xgb_forecaster or svm_allocator")
+    p.add_argument("symbol", help="e.g. SPY, BTC/USD, CRYPTO (the allocator)")
+    p.add_argument("--reason", help="a note stored in promotion_history")
+    p.add_argument("--warehouse")
+    p.set_defaults(func=cmd_rollback)
 
     p = sub.add_parser(
         "backtest", help="run the backtest flow (a registered agent, simulated broker)"
@@ -513,8 +685,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_crypto)
 
-    p = sub.add_parser("sql", help="run SQL against the warehouse (read-only)")
-    p.add_argument("query")
+    p = sub.add_parser(
+        "sql", help="run SQL against the warehouse (read-only: no files, extensions or network)"
+    )
+    p.add_argument("query", help='e.g. "select * from v_bar_coverage"')
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_sql)
@@ -524,24 +698,91 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# Commands that write nothing; every other one writes the warehouse, and these the data dir too.
+READ_ONLY_COMMANDS = frozenset({"sql", "settings"})
+DATA_DIR_COMMANDS = frozenset({"demo", "train", "evolve", "nightly", "backtest", "trade", "crypto"})
+
+
 def main(argv: list[str] | None = None) -> int:
-    _prefect_env()
+    set_prefect_env()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--debug" in argv:  # accepted after the command as well as before it
+        argv = ["--debug", *(a for a in argv if a != "--debug")]
     args = build_parser().parse_args(argv)
+    if args.debug:
+        # The environment, not a flag: Prefect's console handler (flows/cli_logging.py) and
+        # worker processes read it too.
+        os.environ["TRADINGML_DEBUG"] = "1"
     try:
+        require_writable_folders(args)
         return int(args.func(args))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        release_frames(exc)
         print("interrupted", file=sys.stderr)
         return 130
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 -- every error is reported, as one line
+        return report_error(exc)
+
+
+def require_writable_folders(args: argparse.Namespace) -> None:
+    """Refuse before any work when a folder the command writes to cannot be written."""
+    if args.command in READ_ONLY_COMMANDS:
+        return
+    from core.settings import get_settings, require_writable
+
+    settings = get_settings()
+    warehouse = Path(getattr(args, "warehouse", None) or settings.warehouse_path)
+    require_writable(
+        warehouse.parent, f"the warehouse {warehouse}", "--warehouse or TRADINGML_WAREHOUSE"
+    )
+    if args.command in DATA_DIR_COMMANDS:
+        require_writable(
+            settings.data_dir, f"the data directory {settings.data_dir}", "TRADINGML_DATA_DIR"
+        )
+
+
+def report_error(exc: BaseException) -> int:
+    """One `error:` line on stderr (after the traceback with --debug); the exit code.
+
+    2 for errors a user can act on, 1 for anything else (a bug, an unexpected failure).
+    """
+    try:
         message = _user_error(exc)
-        if message is None or os.environ.get("TRADINGML_DEBUG"):
-            raise
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+    except Exception:  # noqa: BLE001 -- a broken import here must not hide the error itself
+        message = None
+    code = 2
+    if message is None:
+        message, code = f"{type(exc).__name__}: {exc}".removesuffix(": "), 1
+        if not debug_enabled():
+            message += " (run with --debug for the traceback)"
+    if debug_enabled():
+        traceback.print_exception(exc)
+    print("error: " + " ".join(message.split()), file=sys.stderr)
+    release_frames(exc)
+    return code
+
+
+def release_frames(exc: BaseException) -> None:
+    """Drop the local variables of the frames an exception (and its causes) went through.
+
+    Prefect keeps a failed flow's exception in its in-memory result cache until exit, and
+    with it those frames' locals: DuckDB connections and types that outlive the clean-up of
+    DuckDB's module, whose bindings (nanobind) then print ~44 lines of "leaked instance"
+    warnings at interpreter exit.
+    """
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        traceback.clear_frames(err.__traceback__)
+        todo += [err.__cause__, err.__context__, *getattr(err, "exceptions", ())]
 
 
 def _user_error(exc: BaseException) -> str | None:
-    """The one-line message for errors a user can act on; None for bugs (shown in full)."""
+    """The one-line message for errors a user can act on; None for anything else."""
     import duckdb
     from pydantic import ValidationError
 
@@ -556,7 +797,8 @@ def _user_error(exc: BaseException) -> str | None:
         return f"invalid {exc.title}: " + "; ".join(parts)
     if isinstance(exc, duckdb.Error):
         return str(exc)
-    if isinstance(exc, WarehouseLockedError | ValueError | FileNotFoundError | RuntimeError):
+    # OSError: a missing file, a full disk, a permission -- the message names the path.
+    if isinstance(exc, WarehouseLockedError | ValueError | OSError | RuntimeError):
         return str(exc)
     return None
 

@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.assets import AssetClass
 from core.universe import ARCH_DAILY_SYMBOLS, COIN_SYMBOLS, EQUITY_SYMBOLS
 
 BarSourceName = Literal["auto", "alpaca", "synthetic", "arch", "file"]
+# numpy's seed sequences refuse negative seeds: say so before a run starts, naming the field.
+Seed = Annotated[int, Field(ge=0)]
+Window = Annotated[int, Field(ge=1)]
+StdWindow = Annotated[int, Field(ge=2)]  # a standard deviation needs two values
 
 
 def utc_midnight(day: date) -> datetime:
@@ -51,7 +56,7 @@ class IngestBarsConfig(BaseModel):
         default=None,
         description="1Min, 5Min, 15Min, 30Min, 1Hour or 1Day; default: the source's own.",
     )
-    seed: int | None = Field(
+    seed: Seed | None = Field(
         default=None, description="Synthetic generator seed (default: settings)."
     )
     signal: Literal["none", "autocorr", "sentiment"] = Field(
@@ -75,8 +80,36 @@ class IngestBarsConfig(BaseModel):
         default=None,
         description="file source: canonical column -> file column, e.g. {'close': 'Last'}.",
     )
-    file_tz: str = Field(
-        default="America/New_York", description="file source: zone of naive timestamps."
+    symbol: str | None = Field(
+        default=None,
+        description="file source: the symbol of a file without a symbol/ticker column; for a "
+        "file with one, import only this symbol (one the file does not hold is an error).",
+    )
+    file_tz: str | None = Field(
+        default=None,
+        description="file source: IANA zone of naive timestamps (Europe/London, Etc/GMT = UTC, "
+        "Etc/GMT-2 = UTC+2); default America/New_York. A file whose timestamps carry an offset "
+        "refuses it.",
+    )
+    asset_class: AssetClass | None = Field(
+        default=None,
+        description="stock, etf, crypto or fx, stored per symbol in `symbols`; default: as "
+        "stored, else BASE/QUOTE names crypto, the rest stock.",
+    )
+    calendar: str | None = Field(
+        default=None,
+        description="Trading calendar stored per symbol: an exchange-calendars name (XNYS, XLON, "
+        "...), 24/7 or 24/5 (FX: Sunday 17:00 to Friday 17:00 New York); default: as stored, "
+        "else by asset class (stock/etf XNYS, crypto 24/7, fx 24/5).",
+    )
+    reclassify: bool = Field(
+        default=False,
+        description="Allow asset_class/calendar to change what is stored for a symbol.",
+    )
+    decimal: Literal[".", ","] | None = Field(
+        default=None,
+        description="file source: decimal separator of the numbers; default: detected from "
+        "the numbers themselves (an ambiguous file is an error that asks for this).",
     )
     source_label: str | None = Field(
         default=None, description="file source: provenance label to store."
@@ -90,6 +123,14 @@ class IngestBarsConfig(BaseModel):
             raise ValueError(f"end ({end}) must be after start ({start})")
         if self.source == "file" and not self.path:
             raise ValueError("source='file' needs path= pointing at a CSV or Parquet file")
+        if self.source != "file" and (self.symbol or self.file_tz):
+            raise ValueError("--symbol and --tz apply to --source file only (use --symbols)")
+        if self.symbol and self.symbols and self.symbols != [self.symbol]:
+            raise ValueError("pass --symbol (a file's one series) or --symbols, not both")
+        if self.calendar:
+            from core.assets import check_calendar
+
+            check_calendar(self.calendar)
         return self
 
     def date_range(self) -> tuple[date, date]:
@@ -137,7 +178,7 @@ class DemoConfig(BaseModel):
         default=date(2024, 5, 1),
         description="The demo's SPY agent trains before this day and is tested from it on.",
     )
-    seed: int | None = Field(
+    seed: Seed | None = Field(
         default=None, description="Synthetic generator seed (default: settings)."
     )
     warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
@@ -193,7 +234,7 @@ class TrainAgentConfig(BaseModel):
     cycles: int = Field(
         default=1000, ge=1, description="Training cycles (one session played per cycle)."
     )
-    seeds: list[int] = Field(
+    seeds: list[Seed] = Field(
         default_factory=lambda: [1, 2], min_length=1, description="One model per seed."
     )
     fee_bps: float = Field(
@@ -275,10 +316,10 @@ class EvolveConfig(BaseModel):
     cycles: int = Field(
         default=60, ge=1, description="Training cycles per individual and seed (the budget)."
     )
-    seeds: list[int] = Field(
+    seeds: list[Seed] = Field(
         default_factory=lambda: [1, 2], min_length=2, description="Fitness = mean over these."
     )
-    search_seed: int = Field(default=0, description="Seed of populations and selection.")
+    search_seed: Seed = Field(default=0, description="Seed of populations and selection.")
     fee_bps: float = Field(default=1.0, ge=0)
     slippage_bps: float = Field(default=1.0, ge=0)
     individual_timeout_s: float | None = Field(
@@ -355,7 +396,7 @@ class ScrapeRedditConfig(BaseModel):
         description="synthetic only: the generator's 'now' (default: the wall clock), e.g. the "
         "end of a replayed period.",
     )
-    seed: int | None = Field(default=None, description="synthetic: seed (default: settings).")
+    seed: Seed | None = Field(default=None, description="synthetic: seed (default: settings).")
     tone: Literal["follow", "lead", "lead-coins"] = Field(
         default="follow",
         description="synthetic: follow = tone reflects the past hour's return; lead = tone "
@@ -598,12 +639,12 @@ class NightlyRetrainConfig(BaseModel):
         gt=0.0,
         description="Point-in-time forecasts: a new walk-forward model every this many days.",
     )
-    forecaster_return_windows: list[int] = Field(
+    forecaster_return_windows: list[Window] = Field(
         default_factory=lambda: [60, 240, 1440, 10_080, 40_320],
         min_length=1,
         description="The forecaster's log-return windows in bars (1 hour to 4 weeks).",
     )
-    forecaster_vol_windows: list[int] = Field(
+    forecaster_vol_windows: list[StdWindow] = Field(
         default_factory=lambda: [60, 1440],
         min_length=1,
         description="The forecaster's volatility windows in bars.",
@@ -622,7 +663,7 @@ class NightlyRetrainConfig(BaseModel):
         "coin over this many minutes (point in time; 0 without posts).",
     )
     cycles: int = Field(default=300, ge=1, description="Training cycles of each agent.")
-    seeds: list[int] = Field(
+    seeds: list[Seed] = Field(
         default_factory=lambda: [1], min_length=1, description="One agent per seed and symbol."
     )
     architecture: dict[str, Any] = Field(

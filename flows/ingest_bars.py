@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,26 +11,64 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from adapters.clock import SystemClock
+from adapters.files import FileBarSource
+from core.assets import SymbolInfo, resolve_symbol_info
 from core.settings import get_settings
 from flows.config import IngestBarsConfig, utc_midnight
 from flows.wiring import build_bar_source, resolve_bar_source
-from tasks.bars import ingest_symbol_bars, ingest_synthetic_sentiment
+from tasks.bars import SeriesIngest, ingest_symbol_bars, ingest_synthetic_sentiment
 from warehouse.bars import IngestReport, newest_bars, timeframe_step
+from warehouse.symbols import load_symbol_infos, store_symbol_infos
 
 
-def report_markdown(title: str, reports: dict[str, IngestReport]) -> str:
+def series_rows(
+    per_symbol: Mapping[str, SeriesIngest],
+    infos: Mapping[str, SymbolInfo],
+    symbol_rows: Mapping[str, str],
+) -> list[dict[str, Any]]:
+    """One row per symbol: what was received, stored and quarantined, and what it is."""
+    rows = []
+    for name, s in per_symbol.items():
+        info = infos.get(name)
+        r = s.report
+        rows.append(
+            {
+                "symbol": name,
+                "asset_class": info.asset_class if info else None,
+                "calendar": info.calendar if info else None,
+                "timeframe": s.timeframe,
+                "received": r.received,
+                "new": r.inserted,
+                "updated": r.updated,
+                "unchanged": r.unchanged,
+                "quarantined": dict(sorted(r.quarantined.items())),
+                "stored": s.stored,
+                "first": s.first_ts,
+                "last": s.last_ts,
+                "symbol_row": symbol_rows.get(name),
+            }
+        )
+    return rows
+
+
+def report_markdown(title: str, rows: list[dict[str, Any]], warnings: list[str]) -> str:
     """A markdown table of per-symbol ingest counts, for the Prefect UI."""
     lines = [
         f"## {title}",
         "",
-        "| symbol | received | new | updated | unchanged | quarantined |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| symbol | class | calendar | timeframe | received | new | updated | unchanged "
+        "| quarantined | stored | first | last |",
+        "|---|---|---|---|---:|---:|---:|---:|---|---:|---|---|",
     ]
-    for name, r in reports.items():
-        bad = ", ".join(f"{k}: {v}" for k, v in sorted(r.quarantined.items())) or "0"
+    for r in rows:
+        bad = ", ".join(f"{k}: {v}" for k, v in r["quarantined"].items()) or "0"
         lines.append(
-            f"| {name} | {r.received:,} | {r.inserted:,} | {r.updated:,} | {r.unchanged:,} | {bad} |"
+            f"| {r['symbol']} | {r['asset_class'] or '-'} | {r['calendar'] or '-'} "
+            f"| {r['timeframe'] or '-'} | {r['received']:,} | {r['new']:,} | {r['updated']:,} "
+            f"| {r['unchanged']:,} | {bad} | {r['stored']:,} | {r['first'] or '-'} "
+            f"| {r['last'] or '-'} |"
         )
+    lines += ["", *(f"**warning:** {w}" for w in warnings)]
     return "\n".join(lines)
 
 
@@ -53,15 +92,39 @@ def ingest_bars(config: IngestBarsConfig | None = None) -> dict[str, Any]:
         universe = [*settings.equity_symbols, *settings.coin_symbols]
     symbols: list[str | None] = list(universe) or [None]
     timeframe = config.default_timeframe()
+
+    # What each symbol is, settled (and a conflicting re-import refused) before any bar is
+    # written; a file's symbols and the zone of its stamps are known once it is read.
+    names: list[str] = [s for s in symbols if s]
+    stamp_zone: str | None = None
+    provenance = source.name
+    if isinstance(source, FileBarSource):
+        names = source.symbols(timeframe, wanted=names)
+        stamp_zone = source.naive_zone
+        provenance = source.source_label
+    stored = load_symbol_infos(warehouse, names)
+    infos = {
+        name: resolve_symbol_info(
+            name,
+            stored.get(name),
+            asset_class=config.asset_class,
+            calendar=config.calendar,
+            timezone=stamp_zone,
+            source=provenance,
+            reclassify=config.reclassify,
+        )
+        for name in names
+    }
+    symbol_rows = store_symbol_infos(warehouse, list(infos.values()), clock.now())
     logger.info(
         "ingesting %s bars for %d symbol(s), %s to %s, into %s",
         source.name,
-        len(symbols),
+        len(names) or len(symbols),
         first_day,
         end_day,
         warehouse,
     )
-    per_symbol: dict[str, IngestReport] = {}
+    per_symbol: dict[str, SeriesIngest] = {}
     resume = (
         newest_bars(warehouse, [s for s in symbols if s], timeframe)
         if config.incremental and timeframe
@@ -74,22 +137,48 @@ def ingest_bars(config: IngestBarsConfig | None = None) -> dict[str, Any]:
             # Incremental: resume just after the newest stored bar of this series.
             first = max(start, resume[symbol] + timeframe_step(timeframe or "1Min"))
         if first >= end:
-            per_symbol[label] = IngestReport()
+            per_symbol[label] = SeriesIngest()
             logger.info("[%d/%d] %s: up to date", i, len(symbols), label)
             continue
-        report = ingest_symbol_bars(source, label, symbol, timeframe, first, end, warehouse, clock)
-        per_symbol[label] = report
-        logger.info("[%d/%d] %s: %s", i, len(symbols), label, report.summary())
-    total = sum(per_symbol.values(), IngestReport())
+        results = ingest_symbol_bars(
+            source,
+            label,
+            symbol,
+            timeframe,
+            first,
+            end,
+            warehouse,
+            clock,
+            # A user's file is checked against the stored history: a misread decimal
+            # separator or unit must not overwrite or extend it.
+            scale_check=config.source == "file",
+            # ...and its clock against the calendar: a wrong zone shifts every bar.
+            calendars={n: info.calendar for n, info in infos.items()}
+            if config.source == "file"
+            else None,
+            stamp_zone=stamp_zone,
+        )
+        per_symbol.update(results)
+        for name, result in results.items():
+            logger.info("[%d/%d] %s: %s", i, len(symbols), name, result.report.summary())
+    total = sum((s.report for s in per_symbol.values()), IngestReport())
     if config.source == "synthetic" and config.signal == "sentiment":
         ingest_synthetic_sentiment(source, [s for s in symbols if s], start, end, warehouse)
+    rows = series_rows(per_symbol, infos, symbol_rows)
+    warnings = [w for s in per_symbol.values() for w in s.warnings]
     create_markdown_artifact(
         key="ingest-bars-report",
-        markdown=report_markdown(f"ingest-bars ({source.name})", per_symbol),
+        markdown=report_markdown(f"ingest-bars ({source.name})", rows, warnings),
         description=total.summary(),
     )
     logger.info("ingest-bars done: %s", total.summary())
-    return {"source": source.name, "warehouse": str(warehouse), **total.as_dict()}
+    return {
+        "source": source.name,
+        "warehouse": str(warehouse),
+        **total.as_dict(),
+        "series": rows,
+        "warnings": warnings,
+    }
 
 
 if __name__ == "__main__":

@@ -69,10 +69,12 @@ def build_bar_source(config: IngestBarsConfig, settings: Settings) -> BarSource:
     assert config.path is not None  # enforced by IngestBarsConfig
     return FileBarSource(
         Path(config.path),
+        symbol=config.symbol,
         timeframe=config.timeframe,
         column_map=config.column_map,
         tz=config.file_tz,
         source_label=config.source_label,
+        decimal=config.decimal,
     )
 
 

@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.logging import get_run_logger
 
 from adapters.protocols import BarSource, Clock
-from warehouse.bars import IngestReport, ingest_bar_frames, write_synthetic_sentiment
+from adapters.schema import TIMEFRAMES
+from core.stamp_shift import find_stamp_shift
+from warehouse.bars import (
+    IngestReport,
+    ingest_bar_frames,
+    timeframe_step,
+    write_synthetic_sentiment,
+)
 from warehouse.db import connect
+from warehouse.symbols import load_stored_span
 
 
 def retry_transient(task: object, task_run: object, state: State) -> bool:
@@ -25,6 +36,27 @@ def retry_transient(task: object, task_run: object, state: State) -> bool:
     except Exception:  # noqa: BLE001 -- anything else may be transient
         return True
     return True
+
+
+NO_SYMBOL = "(no symbol)"
+"""The key of a file's rows without a symbol (all quarantined as missing_key)."""
+
+
+@dataclass
+class SeriesIngest:
+    """One symbol's part of an ingest: the counts, what of it is stored, and any warnings."""
+
+    report: IngestReport = field(default_factory=IngestReport)
+    timeframe: str | None = None
+    source: str | None = None
+    """The bars' provenance label (bars.source)."""
+    stored: int = 0
+    """Bars of this series and source now stored over the span received (new or not)."""
+    first_ts: datetime | None = None
+    """Start of the first of those stored bars (UTC)."""
+    last_ts: datetime | None = None
+    """Start of the last of those stored bars (UTC)."""
+    warnings: list[str] = field(default_factory=list)
 
 
 @task(
@@ -45,19 +77,61 @@ def ingest_symbol_bars(
     end: datetime,
     warehouse: Path,
     clock: Clock,
-) -> IngestReport:
-    """Fetch one symbol's bars (all of a file's when symbol is None), validate, upsert."""
-    symbols = [symbol] if symbol else []
-    frames = source.fetch_bars(symbols, timeframe or "", start, end)
-    report = ingest_bar_frames(frames, warehouse, clock.now())
-    if report.quarantined_total:
-        get_run_logger().warning(
-            "%s: %d row(s) quarantined (see bars_quarantine): %s",
-            label,
-            report.quarantined_total,
-            ", ".join(f"{k}={v}" for k, v in sorted(report.quarantined.items())),
+    scale_check: bool = False,
+    calendars: Mapping[str, str] | None = None,
+    stamp_zone: str | None = None,
+) -> dict[str, SeriesIngest]:
+    """Fetch one symbol's bars (all of a file's when symbol is None), validate, upsert.
+
+    Returns what happened per symbol received. `scale_check`: quarantine a series an order
+    of magnitude off its stored history. `calendars` (symbol -> calendar name): check each
+    series' intraday timestamps against its calendar's sessions and warn when they look a
+    whole number of hours off; `stamp_zone` is the zone naive timestamps were read in.
+    """
+    logger = get_run_logger()
+    now = clock.now()
+    out: dict[str, SeriesIngest] = {}
+    spans: dict[str, list[pl.Series]] = {}
+    frames = source.fetch_bars([symbol] if symbol else [], timeframe or "", start, end)
+    for frame in frames:
+        names = frame.get_column("symbol").unique()
+        parts = frame.partition_by("symbol", maintain_order=True) if names.len() > 1 else [frame]
+        for part in parts:
+            name = part.get_column("symbol").drop_nulls().first()
+            key = str(name) if name is not None else (symbol or NO_SYMBOL)
+            series = out.setdefault(key, SeriesIngest())
+            series.report = series.report + ingest_bar_frames(
+                [part], warehouse, now, scale_check=scale_check
+            )
+            if part.height:
+                tf, src = (part.get_column(c).drop_nulls().first() for c in ("timeframe", "source"))
+                series.timeframe = series.timeframe or (str(tf) if tf is not None else None)
+                series.source = series.source or (str(src) if src is not None else None)
+                spans.setdefault(key, []).append(part.get_column("ts"))
+    for key, series in out.items():
+        report = series.report
+        if report.quarantined_total:
+            logger.warning(
+                "%s: %d row(s) quarantined (see bars_quarantine): %s",
+                key,
+                report.quarantined_total,
+                ", ".join(f"{k}={v}" for k, v in sorted(report.quarantined.items())),
+            )
+        if key == NO_SYMBOL or series.timeframe is None or series.source is None:
+            continue
+        stamps = pl.concat(spans[key])
+        span = load_stored_span(
+            warehouse, key, series.timeframe, series.source, stamps.min(), stamps.max()
         )
-    return report
+        series.stored, series.first_ts, series.last_ts = span
+        if calendars and key in calendars and series.timeframe in TIMEFRAMES:
+            shift = find_stamp_shift(
+                stamps, calendars[key], timeframe_step(series.timeframe), stamp_zone
+            )
+            if shift is not None:
+                series.warnings.append(shift.message(key))
+                logger.warning(shift.message(key))
+    return out
 
 
 @task(

@@ -16,6 +16,7 @@ import polars as pl
 
 from adapters.schema import BAR_COLUMNS, BAR_KEY, BAR_SCHEMA
 from core.bar_quality import JUMP_REASONS, check_jumps, validate_bars
+from core.bar_scale import SCALE_REFERENCE_BARS, SCALE_WINDOW, check_scale
 from warehouse.db import connect
 from warehouse.io import load_frame, upsert
 
@@ -179,18 +180,76 @@ def write_quarantine(con: duckdb.DuckDBPyConnection, bad: pl.DataFrame, now: dat
     ).inserted
 
 
+def scale_references(
+    con: duckdb.DuckDBPyConnection,
+    frame: pl.DataFrame,
+    window: timedelta = SCALE_WINDOW,
+    limit: int = SCALE_REFERENCE_BARS,
+) -> pl.DataFrame:
+    """Per (symbol, timeframe) of `frame`, up to `limit` stored bars nearest in time to its span
+    (inside it first, then the closest before or after, `window` away at most).
+
+    The reference of the scale check of an import (core.bar_scale); sorted by ts.
+    """
+    schema = pl.Schema(
+        {
+            "symbol": pl.String(),
+            "timeframe": pl.String(),
+            "ts": pl.Datetime("us", "UTC"),
+            "close": pl.Float64(),
+        }
+    )
+    if frame.height == 0 or not {"symbol", "timeframe", "ts"} <= set(frame.columns):
+        return pl.DataFrame(schema=schema)
+    spans = (
+        frame.select(
+            pl.col("symbol").cast(pl.String, strict=False),
+            pl.col("timeframe").cast(pl.String, strict=False),
+            pl.col("ts").cast(pl.Datetime("us", "UTC"), strict=False),
+        )
+        .drop_nulls()
+        .group_by("symbol", "timeframe")
+        .agg(pl.col("ts").min().alias("first_ts"), pl.col("ts").max().alias("last_ts"))
+    )
+    if spans.height == 0:
+        return pl.DataFrame(schema=schema)
+    view = f"_spans_{uuid.uuid4().hex}"
+    con.register(view, spans.to_arrow())
+    try:
+        rows = con.execute(
+            "SELECT b.symbol, b.timeframe, b.ts, b.close"
+            f" FROM bars b JOIN {view} s ON b.symbol = s.symbol AND b.timeframe = s.timeframe"
+            " AND b.ts >= s.first_ts - to_microseconds(?) AND b.ts <= s.last_ts + to_microseconds(?)"
+            " QUALIFY row_number() OVER (PARTITION BY b.symbol, b.timeframe ORDER BY"
+            " greatest(epoch(s.first_ts) - epoch(b.ts), epoch(b.ts) - epoch(s.last_ts), 0), b.ts)"
+            " <= ? ORDER BY b.ts",
+            [window // timedelta(microseconds=1)] * 2 + [limit],
+        ).fetchall()
+    finally:
+        con.unregister(view)
+    return pl.DataFrame(rows, schema=schema, orient="row")
+
+
 def ingest_bar_frames(
-    frames: Iterable[pl.DataFrame], warehouse: Path | str, now: datetime
+    frames: Iterable[pl.DataFrame],
+    warehouse: Path | str,
+    now: datetime,
+    *,
+    scale_check: bool = False,
 ) -> IngestReport:
     """Validate each frame and write it in its own short transaction.
 
     A bad row never stops the batch: it goes to bars_quarantine with its reason and
-    every good row of the same frame is still upserted.
+    every good row of the same frame is still upserted. `scale_check` (file imports): a
+    series whose closes are an order of magnitude off its stored history nearest in time
+    is quarantined whole as `scale_mismatch` (core.bar_scale) and the history is untouched.
     """
     report = IngestReport()
     for frame in frames:
         with connect(warehouse) as con:
             checked = validate_bars(frame, now, previous=previous_closes(con, frame))
+            if scale_check:
+                checked = check_scale(checked, scale_references(con, frame))
             con.execute("BEGIN TRANSACTION")
             try:
                 write_quarantine(con, checked.quarantine, now)

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from adapters.files import BarFileError, FileBarSource
+from adapters.files import AmbiguousDecimalError, BarFileError, FileBarSource, detect_decimal
 
 ALL = (datetime(1990, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "faulty_bars.csv"
@@ -212,3 +212,59 @@ def test_missing_file_and_missing_symbol_are_clear_errors(tmp_path: Path) -> Non
     p = write(tmp_path, "nosym.csv", "Date,Close\n2024-01-02,1\n")
     with pytest.raises(BarFileError, match="pass symbol="):
         load(p)
+
+
+@pytest.mark.parametrize(
+    ("closes", "decimal", "expected"),
+    [
+        (["1,234.56", "1,250.5"], ".", [1234.56, 1250.5]),  # thousands ',' + decimal '.'
+        (["1.234,56", "1.250,5"], ",", [1234.56, 1250.5]),  # thousands '.' + decimal ','
+        (["1,234,567", "1,234"], ".", [1234567.0, 1234.0]),  # two groups: ',' groups
+        (["1.234.567", "1.234"], ",", [1234567.0, 1234.0]),
+        (["0.125", "1.250"], ".", [0.125, 1.25]),  # a leading 0 never starts a group
+        (["0,125", "1,250"], ",", [0.125, 1.25]),
+        (["100.5", "1,234"], ".", [100.5, 1234.0]),  # one decisive cell settles the rest
+        (["100", "250"], ".", [100.0, 250.0]),  # integers read the same either way
+        (["1.5e-05", "2.5e-05"], ".", [1.5e-05, 2.5e-05]),
+    ],
+)
+def test_decimal_separator_is_detected_from_the_numbers(
+    tmp_path: Path, closes: list[str], decimal: str, expected: list[float]
+) -> None:
+    body = "".join(f'2024-01-0{i + 2},"{c}"\n' for i, c in enumerate(closes))
+    p = write(tmp_path, "d.csv", "Date,Close\n" + body)
+    raw = pl.read_csv(p, infer_schema=False)
+    assert detect_decimal(raw, {"close": "Close"}, "d.csv") == decimal
+    assert load(p, symbol="X")["close"].to_list() == expected
+
+
+def test_decimal_detection_uses_every_numeric_column(tmp_path: Path) -> None:
+    # The prices alone are ambiguous ("1.234"); the volume's "1,234,567" says ',' groups.
+    p = write(
+        tmp_path,
+        "v.csv",
+        "Date;Close;Volume\n2024-01-02;1.234;1,234,567\n2024-01-03;1.250;2,000,000\n",
+    )
+    df = load(p, symbol="X")
+    assert df["close"].to_list() == [1.234, 1.25]
+    assert df["volume"].to_list() == [1234567.0, 2e6]
+
+
+def test_ambiguous_decimals_raise_naming_both_readings(tmp_path: Path) -> None:
+    p = write(tmp_path, "a.csv", "Date,Close\n2024-01-02,1.234\n2024-01-03,1.250\n")
+    with pytest.raises(
+        AmbiguousDecimalError,
+        match=r"1\.234 may be 1\.234 or 1234 .*pass --decimal \. \(for 1\.234\) or "
+        r"--decimal , \(for 1234\)",
+    ):
+        load(p, symbol="X")
+    with pytest.raises(BarFileError, match=r"not '\.' or ','"):
+        FileBarSource(p, decimal=";")
+
+
+def test_parquet_numbers_are_typed_never_ambiguous(tmp_path: Path) -> None:
+    p = tmp_path / "typed.parquet"
+    pl.DataFrame(
+        {"date": ["2024-01-02", "2024-01-03"], "close": [1.234, 1.25], "symbol": ["P", "P"]}
+    ).write_parquet(p)
+    assert load(p)["close"].to_list() == [1.234, 1.25]
