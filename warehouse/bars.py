@@ -107,6 +107,15 @@ def write_stream_bars(con: duckdb.DuckDBPyConnection, good: pl.DataFrame, now: d
         con.unregister(view)
 
 
+def _series_stamps(frame: pl.DataFrame) -> pl.DataFrame:
+    """(symbol, timeframe, ts) of a raw batch, typed; rows whose keys do not parse dropped."""
+    return frame.select(
+        pl.col("symbol").cast(pl.String, strict=False),
+        pl.col("timeframe").cast(pl.String, strict=False),
+        pl.col("ts").cast(pl.Datetime("us", "UTC"), strict=False),
+    ).drop_nulls()
+
+
 def previous_closes(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> pl.DataFrame:
     """Per (symbol, timeframe) of `frame`, the newest stored bar before the frame's first ts.
 
@@ -115,12 +124,7 @@ def previous_closes(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> pl.D
     if frame.height == 0 or not {"symbol", "timeframe", "ts"} <= set(frame.columns):
         return pl.DataFrame(schema={"symbol": pl.String, "timeframe": pl.String})
     firsts = (
-        frame.select(
-            pl.col("symbol").cast(pl.String, strict=False),
-            pl.col("timeframe").cast(pl.String, strict=False),
-            pl.col("ts").cast(pl.Datetime("us", "UTC"), strict=False),
-        )
-        .drop_nulls()
+        _series_stamps(frame)
         .group_by("symbol", "timeframe")
         .agg(pl.col("ts").min().alias("first_ts"))
     )
@@ -202,12 +206,7 @@ def scale_references(
     if frame.height == 0 or not {"symbol", "timeframe", "ts"} <= set(frame.columns):
         return pl.DataFrame(schema=schema)
     spans = (
-        frame.select(
-            pl.col("symbol").cast(pl.String, strict=False),
-            pl.col("timeframe").cast(pl.String, strict=False),
-            pl.col("ts").cast(pl.Datetime("us", "UTC"), strict=False),
-        )
-        .drop_nulls()
+        _series_stamps(frame)
         .group_by("symbol", "timeframe")
         .agg(pl.col("ts").min().alias("first_ts"), pl.col("ts").max().alias("last_ts"))
     )
