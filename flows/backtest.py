@@ -12,10 +12,12 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
 from tqdm import tqdm
 
+from core.sessions import session_rule
 from core.settings import get_settings, require_writable
 from flows.config import BacktestConfig, utc_midnight
+from flows.data_defaults import resolve_backtest_config
 from models.registry import load_registered_agent
-from trading.backtest import run_backtest
+from trading.backtest import run_backtest, warmup_days
 from trading.inputs import input_loader
 from trading.ledger import Ledger
 from trading.report import report_markdown, write_report
@@ -24,9 +26,8 @@ from warehouse.bars import load_bars
 from warehouse.db import connect
 from warehouse.io import load_frame
 from warehouse.registry import choose_model
-
-# Calendar days of bars loaded before `start` so the first decisions see full feature windows.
-WARMUP_DAYS = 7
+from warehouse.summary import load_symbol_coverage
+from warehouse.symbols import load_symbols
 
 
 @flow(name="backtest", log_prints=True)
@@ -46,13 +47,34 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
         row = choose_model(con, config.symbol, config.model_id)
     policy = load_registered_agent(row)
     spec = policy.spec
+    with connect(warehouse) as con:
+        coverage = load_symbol_coverage(con, [config.symbol])
+    config, using = resolve_backtest_config(config, coverage, spec.timeframe, row.get("params"))
+    if using is not None:
+        sys.stderr.write(using + "\n")
+        logger.info(using)
     start, end = utc_midnight(config.start), utc_midnight(config.end)
     from datetime import timedelta
 
+    trained = row.get("params") or {}
     with connect(warehouse) as con:
-        bars = load_bars(
-            con, list(spec.symbols), spec.timeframe, start - timedelta(days=WARMUP_DAYS), end
-        )
+        stored = load_symbols(con, [spec.traded]).get(spec.traded)
+    # The calendar stored with the symbol at import; the episodes the model was trained on.
+    episode_bars = config.episode_bars
+    if episode_bars is None and trained.get("episode_bars") is not None:
+        episode_bars = int(trained["episode_bars"])
+    rule = session_rule(
+        spec.traded,
+        spec.timeframe,
+        stored.calendar if stored is not None else None,
+        flatten_at_close=config.flatten_before_close_min > 0,
+        episode_bars=episode_bars,
+        flatten_min=config.flatten_before_close_min,
+    )
+    # Enough bars before `start` for the longest feature window, in bars of the timeframe.
+    warm_start = start - timedelta(days=warmup_days(spec, rule))
+    with connect(warehouse) as con:
+        bars = load_bars(con, list(spec.symbols), spec.timeframe, warm_start, end)
     if bars.height == 0:
         raise ValueError(
             f"no {spec.timeframe} bars for {list(spec.symbols)} between {config.start} and "
@@ -62,7 +84,7 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
     sentiment = forecasts = None
     if loader is not None:
         with connect(warehouse) as con:
-            sentiment, forecasts = loader(con, start - timedelta(days=WARMUP_DAYS), end)
+            sentiment, forecasts = loader(con, warm_start, end)
     key = hashlib.sha256(config.model_dump_json().encode() + str(row["model_id"]).encode())
     run_id = (
         f"bt-{config.symbol.replace('/', '-')}-{config.start}-{config.end}-{key.hexdigest()[:8]}"
@@ -90,6 +112,7 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
         slippage_bps=config.slippage_bps,
         limits=RiskLimits(**config.risk.model_dump()),
         flatten_before_close_min=config.flatten_before_close_min,
+        rule=rule,
         progress=progress,
         sentiment=sentiment,
         forecasts=forecasts,

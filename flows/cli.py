@@ -26,6 +26,32 @@ def set_prefect_env() -> None:
     )
 
 
+# Commands that run a Prefect flow: without PREFECT_API_URL each starts a temporary server.
+FLOW_COMMANDS = frozenset(
+    {"demo", "ingest", "scrape", "train", "evolve", "nightly", "backtest", "trade", "crypto"}
+)
+
+
+def prefect_server_notice(command: str) -> str | None:
+    """One line on where a flow command's runs go when no Prefect server is configured (else None).
+
+    With PREFECT_API_URL set (environment or Prefect profile) Prefect uses that server as it is.
+    """
+    if command not in FLOW_COMMANDS:
+        return None
+    # The current settings, not a fresh read of the environment: a test harness's server counts.
+    from prefect.settings import get_current_settings
+
+    if get_current_settings().api.url:
+        return None
+    home = os.environ.get("PREFECT_HOME", str(Path.cwd() / ".prefect"))
+    return (
+        f"prefect: no PREFECT_API_URL, so this command starts a temporary Prefect server on "
+        f"127.0.0.1 (runs kept in {home}); for the UI run `make serve` and set "
+        "PREFECT_API_URL=http://127.0.0.1:4200/api"
+    )
+
+
 def debug_enabled() -> bool:
     """Show tracebacks: --debug, or TRADINGML_DEBUG set to anything but 0/false/no."""
     return os.environ.get("TRADINGML_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
@@ -197,18 +223,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _table("Result", result["example_rows"])
     for name, agent in result["agents"].items():
         _table(
-            f"Deep-Q agent, {name}: {agent['test_sessions']} held-out sessions, mean ± std over "
-            f"{len(agent['models'])} seeds; every policy on the same bars with the same costs",
-            [
-                {
-                    "policy": row["policy"],
-                    "total return": f"{100 * row['total_return']:+.2f}% ± {100 * row['total_return_std']:.2f}",
-                    "t-stat (per session)": f"{row['t_stat']:+.2f}",
-                    "hit rate": f"{row['hit_rate']:.2f}",
-                    "max drawdown": f"{100 * row['max_drawdown']:.2f}%",
-                }
-                for row in agent["evaluation"]
-            ],
+            f"Deep-Q agent, {name}: {agent['test_sessions']} held-out episodes, each of "
+            f"{len(agent['models'])} seeds and their mean ± std; every policy on the same bars "
+            "with the same costs",
+            agent["seed_rows"],
         )
     bt = result["backtest"]
     _metrics_table(
@@ -376,7 +394,11 @@ def cmd_train(args: argparse.Namespace) -> int:
         **{k: v for k, v in fields.items() if v is not None}, resume=not args.no_resume
     )
     result = train_agent(config)
-    _table(f"held-out evaluation of {', '.join(result['models'])}", result["evaluation"])
+    _table(
+        f"held-out evaluation of {', '.join(result['models'])} ({result['test_sessions']} "
+        "episodes): each seed, their mean ± std, and the baselines on the same bars and costs",
+        result["seed_rows"],
+    )
     return 0
 
 
@@ -715,6 +737,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["TRADINGML_DEBUG"] = "1"
     try:
         require_writable_folders(args)
+        notice = prefect_server_notice(args.command)
+        if notice is not None:
+            print(notice, file=sys.stderr)
         return int(args.func(args))
     except KeyboardInterrupt as exc:
         release_frames(exc)

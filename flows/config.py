@@ -223,14 +223,23 @@ class TrainAgentConfig(BaseModel):
         description="Assets whose bars feed the features; the first one is traded.",
     )
     timeframe: str = Field(
-        default="1Min", description="Bar timeframe in the warehouse (1Min ... 1Day)."
+        default="1Min",
+        description="Bar timeframe in the warehouse (1Min ... 1Day); unset: the traded symbol's "
+        "most stored timeframe.",
     )
-    train_start: date = Field(default=DEMO_START, description="First day of training data (UTC).")
+    train_start: date = Field(
+        default=DEMO_START, description="First day of training data (UTC); unset: the first stored."
+    )
     train_end: date = Field(
-        default=date(2024, 5, 1), description="End (exclusive) of training data."
+        default=date(2024, 5, 1),
+        description="End (exclusive) of training data; unset: 80% into the stored span.",
     )
-    test_start: date = Field(default=date(2024, 5, 1), description="First day of held-out data.")
-    test_end: date = Field(default=DEMO_END, description="End (exclusive) of held-out data.")
+    test_start: date = Field(
+        default=date(2024, 5, 1), description="First day of held-out data; unset: train_end."
+    )
+    test_end: date = Field(
+        default=DEMO_END, description="End (exclusive) of held-out data; unset: the last stored."
+    )
     cycles: int = Field(
         default=1000, ge=1, description="Training cycles (one session played per cycle)."
     )
@@ -251,6 +260,18 @@ class TrainAgentConfig(BaseModel):
         default_factory=dict, description="Overrides of models.dqn.DQNParams, e.g. {'lr': 0.0005}."
     )
     checkpoint_every: int = Field(default=100, ge=1, description="Cycles between checkpoints.")
+    episode_bars: int | None = Field(
+        default=None,
+        ge=0,
+        description="Bars per training episode, counted from each range's first bar; 0 = one "
+        "trading day; empty = the timeframe's default (minute: one session, 1Hour: 120, "
+        "1Day: 63). The held-out evaluation and `backtest` of the model cut episodes the same.",
+    )
+    flatten_at_close: bool = Field(
+        default=True,
+        description="Intraday bars on an exchange calendar (NYSE) go flat at each session's "
+        "close; daily bars and 24/7 or 24/5 markets never do.",
+    )
     genome_id: str = Field(
         default="production",
         description="Architecture to train: 'production' = the promoted genome of the traded symbol if "
@@ -271,9 +292,13 @@ class TrainAgentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainAgentConfig:
-        if self.train_end <= self.train_start or self.test_end <= self.test_start:
+        given = self.model_fields_set
+        # Unset dates come from the stored bars (flows.data_defaults): only given ones are checked.
+        if ({"train_start", "train_end"} <= given and self.train_end <= self.train_start) or (
+            {"test_start", "test_end"} <= given and self.test_end <= self.test_start
+        ):
             raise ValueError("each range needs end after start")
-        if self.test_start < self.train_end:
+        if {"train_end", "test_start"} <= given and self.test_start < self.train_end:
             raise ValueError(
                 f"test_start ({self.test_start}) is before train_end ({self.train_end}): "
                 "held-out data must come after the training data"
@@ -448,15 +473,30 @@ class BacktestConfig(BaseModel):
         description="A registered dqn model; empty means the production model of `symbol`, "
         "else its best candidate by objective.",
     )
-    start: date = Field(default=date(2024, 5, 1), description="First day (UTC) of the backtest.")
-    end: date = Field(default=DEMO_END, description="Day (UTC, exclusive) the backtest ends.")
+    start: date = Field(
+        default=date(2024, 5, 1),
+        description="First day (UTC) of the backtest; unset: the model's held-out range.",
+    )
+    end: date = Field(
+        default=DEMO_END,
+        description="Day (UTC, exclusive) the backtest ends; unset: the model's held-out range.",
+    )
     cash: float = Field(
         default=100_000.0, gt=0, description="Starting cash of the simulated account."
     )
     fee_bps: float = Field(default=1.0, ge=0, description="Fee per trade, basis points of value.")
     slippage_bps: float = Field(default=1.0, ge=0, description="Fill price moved against us, bps.")
     flatten_before_close_min: float = Field(
-        default=1.0, ge=0, description="Go flat this many minutes before each close (0: never)."
+        default=1.0,
+        ge=0,
+        description="Intraday bars on an exchange calendar (NYSE) go flat this many minutes "
+        "before each close (0: never); daily bars and 24/7 or 24/5 markets never do.",
+    )
+    episode_bars: int | None = Field(
+        default=None,
+        ge=0,
+        description="Bars per policy episode; empty = what the model was trained with "
+        "(else the timeframe's default).",
     )
     risk: RiskConfig = Field(default_factory=RiskConfig)
     warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
@@ -466,7 +506,8 @@ class BacktestConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> BacktestConfig:
-        if self.start >= self.end:
+        # Unset dates come from the model or the stored bars (flows.data_defaults).
+        if {"start", "end"} <= self.model_fields_set and self.start >= self.end:
             raise ValueError(f"start {self.start} must be before end {self.end}")
         return self
 

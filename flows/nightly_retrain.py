@@ -77,7 +77,7 @@ from models.portfolio import compute_allocator_panel, compute_q_advantage
 from models.qnet import Architecture
 from models.registry import load_registered_agent, verify_artifact
 from models.sentiment import MODEL_NAME, coin_sentiment
-from models.train import evaluate_network, held_out_sessions
+from models.train import evaluate_network, held_out_data
 from tasks.agents import train_agent_on_bars
 from tasks.forecasters import fit_forecaster
 from warehouse.bars import load_bars, newest_bars
@@ -626,10 +626,10 @@ def evaluate_registered_agent(
     if policy.spec.timeframe != TIMEFRAME or not set(policy.spec.symbols) <= have:
         with connect(warehouse) as con:
             bars = load_bars(con, list(policy.spec.symbols), policy.spec.timeframe, *window)
-    sessions = held_out_sessions(
+    sessions, held_out = held_out_data(
         bars, policy.spec, policy.scaler, (test_start, window[1]), sentiment, forecasts
     )
-    return evaluate_network(policy.net, sessions, costs)
+    return evaluate_network(policy.net, sessions, costs, held_out, policy.spec.traded)
 
 
 def agent_decisions(

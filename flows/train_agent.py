@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import math
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +13,10 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
+from core.sessions import session_rule
 from core.settings import get_settings
 from flows.config import TrainAgentConfig, utc_midnight
+from flows.data_defaults import resolve_train_config
 from models.dqn import DQNParams
 from models.env import Costs
 from models.features import FeatureSpec
@@ -20,11 +24,74 @@ from models.qnet import Architecture
 from models.registry import load_registered_genome
 from models.train import prepare_data
 from tasks.agents import train_agent_seed
+from trading.baselines import momentum_label
 from warehouse.bars import load_bars
 from warehouse.db import connect
 from warehouse.registry import resolve_genome
+from warehouse.summary import load_symbol_coverage
+from warehouse.symbols import load_symbols
 
-METRIC_KEYS = ("total_return", "mean_session_log_return", "t_stat", "hit_rate", "max_drawdown")
+METRIC_KEYS = (
+    "total_return",
+    "sharpe",
+    "max_drawdown",
+    "trades",
+    "exposure",
+    "mean_session_log_return",
+    "t_stat",
+    "hit_rate",
+)
+SEED_COLUMNS = {
+    "total_return": "return",
+    "sharpe": "Sharpe",
+    "max_drawdown": "max drawdown",
+    "trades": "trades",
+    "exposure": "exposure",
+}
+"""What the per-seed table shows, per policy (models.train.evaluate_network's keys: headers)."""
+POLICY_LABELS = {
+    "agent": "agent",
+    "buy_and_hold": "Buy & hold",
+    "momentum_rule": momentum_label(),
+    "flat": "flat",
+}
+
+
+def _cell(key: str, value: float | None, std: float | None = None) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    pct = key in ("total_return", "max_drawdown", "exposure")
+    text = f"{100 * value:+.2f}%" if key == "total_return" else f"{100 * value:.2f}%"
+    if not pct:
+        text = f"{value:.0f}" if key == "trades" else f"{value:+.2f}"
+    if std is not None and math.isfinite(std):
+        text += f" ± {100 * std:.2f}" if pct else f" ± {std:.2f}"
+    return text
+
+
+def seed_rows(results: list[dict[str, Any]], table: list[dict[str, Any]]) -> list[dict[str, str]]:
+    """The agent per seed, its mean ± std over seeds, and each baseline beside it (same bars)."""
+    rows: list[dict[str, str]] = []
+    for r in results:
+        agent = r["metrics"]["agent"]
+        rows.append(
+            {"policy": "agent", "seed": str(r["seed"])}
+            | {label: _cell(k, float(agent[k])) for k, label in SEED_COLUMNS.items()}
+        )
+    for row in table:
+        # Baselines do not depend on the seed: one row each, the agent's as mean ± std.
+        spread = row["policy"] == "agent"
+        rows.append(
+            {
+                "policy": POLICY_LABELS.get(row["policy"], row["policy"]),
+                "seed": f"mean ± std ({len(results)})" if spread else "all",
+            }
+            | {
+                label: _cell(k, row[k], row[f"{k}_std"] if spread else None)
+                for k, label in SEED_COLUMNS.items()
+            }
+        )
+    return rows
 
 
 def summarise_seeds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -33,9 +100,13 @@ def summarise_seeds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for policy in results[0]["metrics"]:
         row: dict[str, Any] = {"policy": policy}
         for key in METRIC_KEYS:
-            values = np.array([r["metrics"][policy][key] for r in results])
-            row[key] = float(values.mean())
-            row[f"{key}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            values = np.array([r["metrics"][policy][key] for r in results], dtype=np.float64)
+            mean = float(values.mean())
+            std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+            # An undefined metric (a Sharpe without trades) is None: NaN != NaN would make
+            # two identical runs' results compare unequal.
+            row[key] = mean if math.isfinite(mean) else None
+            row[f"{key}_std"] = std if math.isfinite(std) else None
         rows.append(row)
     return rows
 
@@ -48,6 +119,13 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
     logger = get_run_logger()
     warehouse = Path(config.warehouse) if config.warehouse else settings.warehouse_path
     models_dir = Path(config.models_dir) if config.models_dir else settings.data_dir / "models"
+    with connect(warehouse) as con:
+        coverage = load_symbol_coverage(con, list(config.symbols))
+    config, using = resolve_train_config(config, coverage)
+    if using is not None:
+        # Once, on the console before the long work: what the unset options became.
+        sys.stderr.write(using + "\n")
+        logger.info(using)
     spec = FeatureSpec(symbols=tuple(config.symbols), timeframe=config.timeframe)
     params = DQNParams.from_dict(
         {**config.params, "cycles": config.cycles, "checkpoint_every": config.checkpoint_every}
@@ -77,11 +155,22 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
             f"no {config.timeframe} bars for {config.symbols} between {config.train_start} and "
             f"{config.test_end} in {warehouse}; run ingest-bars (or make demo) first"
         )
+    with connect(warehouse) as con:
+        stored = load_symbols(con, [spec.traded]).get(spec.traded)
+    # Episodes and the end-of-session rule follow the timeframe and the symbol's stored calendar.
+    rule = session_rule(
+        spec.traded,
+        config.timeframe,
+        stored.calendar if stored is not None else None,
+        flatten_at_close=config.flatten_at_close,
+        episode_bars=config.episode_bars,
+    )
     data = prepare_data(
         bars,
         spec,
         (utc_midnight(config.train_start), utc_midnight(config.train_end)),
         (utc_midnight(config.test_start), utc_midnight(config.test_end)),
+        rule=rule,
     )
     logger.info(
         "features %s: %d training and %d held-out sessions of %s",
@@ -102,6 +191,9 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
         "symbols": config.symbols,
         "timeframe": config.timeframe,
         "genome": genome_used,
+        # How the ranges were cut: `backtest` of this model cuts its range the same way.
+        "calendar": rule.calendar,
+        "episode_bars": rule.episode_bars,
         # Provenance of the training bars; 'synthetic...' marks a model trained on generated data.
         "data_sources": sorted(str(x) for x in bars.get_column("source").unique().to_list()),
     }
@@ -122,17 +214,14 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
         for seed in config.seeds
     ]
     table = summarise_seeds(results)
+    rows = seed_rows(results, table)
     lines = [
         f"## train-agent {spec.traded} ({config.timeframe}), held-out {config.test_start} to {config.test_end}",
         "",
-        "| policy | total return | t-stat | hit rate | max drawdown |",
-        "|---|---:|---:|---:|---:|",
+        "| " + " | ".join(rows[0]) + " |",
+        "|---|---|" + "---:|" * len(SEED_COLUMNS),
+        *("| " + " | ".join(row.values()) + " |" for row in rows),
     ]
-    for row in table:
-        lines.append(
-            f"| {row['policy']} | {100 * row['total_return']:.2f}% ± {100 * row['total_return_std']:.2f} "
-            f"| {row['t_stat']:.2f} | {row['hit_rate']:.2f} | {100 * row['max_drawdown']:.2f}% |"
-        )
     create_markdown_artifact(key="train-agent-evaluation", markdown="\n".join(lines))
     return {
         "symbol": spec.traded,
@@ -140,6 +229,7 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
         "feature_schema_hash": spec.schema_hash(),
         "models": [r["model_id"] for r in results],
         "evaluation": table,
+        "seed_rows": rows,
         "train_sessions": len(data.train),
         "test_sessions": len(data.test),
     }

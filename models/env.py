@@ -13,6 +13,8 @@ import numpy as np
 import polars as pl
 import torch
 
+from core.sessions import SessionRule, trading_day, with_forced_flat
+
 FLAT, HOLD, LONG = 0, 1, 2
 ACTIONS = ("flat", "hold", "long")
 
@@ -25,6 +27,8 @@ class Sessions:
     returns: torch.Tensor
     mask: torch.Tensor
     keys: list[str]
+    forced_flat: torch.Tensor | None = None
+    """[N, T] bars whose decision the end-of-session rule forces flat (None: none are)."""
 
     @property
     def lengths(self) -> torch.Tensor:
@@ -40,6 +44,7 @@ class Sessions:
             self.returns[index],
             self.mask[index],
             [self.keys[i] for i in index.tolist()],
+            None if self.forced_flat is None else self.forced_flat[index],
         )
 
 
@@ -64,11 +69,52 @@ def build_sessions(frame: pl.DataFrame, x: np.ndarray, min_len: int = 2) -> Sess
     # The last bar of a session has no next bar inside it: nothing to earn there.
     last = mask.sum(axis=1) - 1
     rets[np.arange(n), last] = 0.0
+    forced = None
+    if "force_flat" in frame.columns:
+        flat = np.zeros((n, t), dtype=bool)
+        flat[rows[ok], step[ok]] = frame.get_column("force_flat").to_numpy()[ok]
+        forced = torch.from_numpy(flat)
     return Sessions(
         torch.from_numpy(feats),
         torch.from_numpy(rets),
         torch.from_numpy(mask),
         [str(k) for k in uniq[keep]],
+        forced,
+    )
+
+
+def assign_episodes(frame: pl.DataFrame, closes: pl.DataFrame, rule: SessionRule) -> pl.DataFrame:
+    """Re-cut a feature frame (compute_features) into the rule's episodes.
+
+    Adds `day` (the trading day, which the daily-loss limit follows), `session_close` and
+    `force_flat` (core.sessions.with_forced_flat) and replaces `session`
+    (the episode key), `step` and `ret_next` (now close to next close within the episode, from
+    `closes`: ts, close of the traded symbol). Episodes are one trading day each, or
+    `rule.episode_bars` bars counted from the frame's first bar: training, its held-out
+    evaluation and the backtest cut the same range the same way.
+    """
+    f = (
+        frame.drop("session", "step", "ret_next")
+        .join(closes.select("ts", "close"), on="ts", how="left")
+        .sort("ts")
+        .with_columns(trading_day(rule).alias("day"))
+    )
+    if rule.episode_bars > 0:
+        key = (pl.int_range(pl.len()) // rule.episode_bars).cast(pl.Int64)
+        f = f.with_columns(key.alias("session"))
+    else:
+        f = f.with_columns(pl.col("day").alias("session"))
+    f = f.with_columns(
+        pl.int_range(pl.len()).over("session").alias("step"),
+        (pl.col("close").shift(-1).log() - pl.col("close").log())
+        .over("session")
+        .fill_null(0.0)
+        .alias("ret_next"),
+    )
+    f = with_forced_flat(f, rule)
+    names = [c for c in frame.columns if c not in ("ts", "session", "step", "ret_next")]
+    return f.select(
+        "ts", "session", "step", "ret_next", "day", "session_close", "force_flat", *names
     )
 
 

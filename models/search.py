@@ -115,7 +115,11 @@ def evaluate_genome(
                     WORST_FITNESS, 0.0, per_seed, time.perf_counter() - started, "timeout",
                     f"over the {timeout_s} s budget after {len(history)} of {params.cycles} cycles (seed {seed})",
                 )  # fmt: skip
-            per_seed.append(objective(evaluate(module, data.test, costs)["agent"]))
+            per_seed.append(
+                objective(
+                    evaluate(module, data.test, costs, data.test_bars, data.spec.traded)["agent"]
+                )
+            )
     except Exception as exc:  # noqa: BLE001 -- a failing individual must not stop the search
         detail = "".join(traceback.format_exception_only(type(exc), exc)).strip()
         return Evaluation(

@@ -8,7 +8,7 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +17,13 @@ import polars as pl
 import pytorch_lightning as pl_lightning
 import torch
 
+from core.baselines import (
+    benchmark_metrics,
+    momentum_positions,
+    periods_per_year,
+    trade_positions,
+)
+from core.sessions import SessionRule
 from models.dqn import (
     CycleStats,
     DQNLightning,
@@ -27,12 +34,22 @@ from models.dqn import (
     ReplayMemory,
     TrainState,
     act_sessions,
+    greedy_q_paths,
     latest_checkpoint,
     load_checkpoint,
     n_updates,
     save_checkpoint,
 )
-from models.env import Costs, Sessions, build_sessions, play_positions
+from models.env import (
+    FLAT,
+    HOLD,
+    LONG,
+    Costs,
+    Sessions,
+    assign_episodes,
+    build_sessions,
+    play_positions,
+)
 from models.features import FeatureScaler, FeatureSpec, compute_features
 from models.qnet import Architecture, NestedLSTMQNet
 
@@ -43,10 +60,31 @@ class PreparedData:
     scaler: FeatureScaler
     train: Sessions
     test: Sessions
+    test_bars: pl.DataFrame | None = None
+    """The held-out bars (ts, close, session, step) the test sessions were built from."""
 
 
 def split_frame(frame: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
     return frame.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+
+
+def episode_frame(
+    frame: pl.DataFrame,
+    bars: pl.DataFrame,
+    spec: FeatureSpec,
+    span: tuple[datetime, datetime],
+    rule: SessionRule | None,
+) -> pl.DataFrame:
+    """The feature rows of `span`, cut into the rule's episodes (None: the feature sessions).
+
+    The range is cut first, then the episodes: fixed-length episodes count from the range's
+    first bar, in training, its held-out evaluation and the backtest alike.
+    """
+    part = split_frame(frame, *span)
+    if rule is None or part.height == 0:
+        return part
+    closes = bars.filter(pl.col("symbol") == spec.traded).select("ts", "close")
+    return assign_episodes(part, closes, rule)
 
 
 def prepare_data(
@@ -56,14 +94,17 @@ def prepare_data(
     test_range: tuple[datetime, datetime],
     sentiment: pl.DataFrame | None = None,
     forecasts: pl.DataFrame | None = None,
+    rule: SessionRule | None = None,
 ) -> PreparedData:
     """Features for both ranges; the scaler is fitted on the training range only.
 
     `sentiment` (ts, symbol, sentiment) and `forecasts` (ts, symbol, forecast) feed the
     spec's sentiment and forecast columns (see compute_features); without them they read 0.
+    `rule` cuts the episodes (core.sessions.session_rule); None keeps the feature sessions.
     """
     frame = compute_features(bars, spec, sentiment, forecasts)
-    train_f, test_f = split_frame(frame, *train_range), split_frame(frame, *test_range)
+    train_f = episode_frame(frame, bars, spec, train_range, rule)
+    test_f = episode_frame(frame, bars, spec, test_range, rule)
     if train_f.height == 0:
         raise ValueError(
             f"no bars of {spec.traded} in the training range {train_range[0]} to {train_range[1]}"
@@ -76,7 +117,11 @@ def prepare_data(
     scaler = FeatureScaler.fit(train_f, names)
     train = build_sessions(train_f, scaler.transform(train_f.select(names).to_numpy()))
     test = build_sessions(test_f, scaler.transform(test_f.select(names).to_numpy()))
-    return PreparedData(spec, scaler, train, test)
+    closes = bars.filter(pl.col("symbol") == spec.traded).select("ts", "close")
+    test_bars = test_f.select("ts", "session", "step").join(
+        closes, on="ts", how="left", maintain_order="left"
+    )
+    return PreparedData(spec, scaler, train, test, test_bars)
 
 
 _INIT_LOCK = threading.Lock()
@@ -175,26 +220,87 @@ def held_out_sessions(
     test_range: tuple[datetime, datetime],
     sentiment: pl.DataFrame | None = None,
     forecasts: pl.DataFrame | None = None,
+    rule: SessionRule | None = None,
 ) -> Sessions:
     """A trained model's sessions over test_range: its own features and scaler, as prepare_data builds them.
 
     `bars` should reach back before test_range, so the feature windows are filled as they
     were for a model trained just before it.
     """
-    test_f = split_frame(compute_features(bars, spec, sentiment, forecasts), *test_range)
+    return held_out_data(bars, spec, scaler, test_range, sentiment, forecasts, rule)[0]
+
+
+def held_out_data(
+    bars: pl.DataFrame,
+    spec: FeatureSpec,
+    scaler: FeatureScaler,
+    test_range: tuple[datetime, datetime],
+    sentiment: pl.DataFrame | None = None,
+    forecasts: pl.DataFrame | None = None,
+    rule: SessionRule | None = None,
+) -> tuple[Sessions, pl.DataFrame]:
+    """held_out_sessions and the bars (ts, session, step, close) they were built from, for evaluate_network."""
+    frame = compute_features(bars, spec, sentiment, forecasts)
+    test_f = episode_frame(frame, bars, spec, test_range, rule)
     if test_f.height == 0:
         raise ValueError(
             f"no bars of {spec.traded} in the test range {test_range[0]} to {test_range[1]}"
         )
-    return build_sessions(test_f, scaler.transform(test_f.select(spec.names()).to_numpy()))
+    sessions = build_sessions(test_f, scaler.transform(test_f.select(spec.names()).to_numpy()))
+    closes = bars.filter(pl.col("symbol") == spec.traded).select("ts", "close")
+    test_bars = test_f.select("ts", "session", "step").join(
+        closes, on="ts", how="left", maintain_order="left"
+    )
+    return sessions, test_bars
 
 
 def greedy_positions(module: DQNLightning, sessions: Sessions, costs: Costs) -> np.ndarray:
-    return greedy_net_positions(module.online, sessions, costs)
+    """Greedy positions of each session played on its own from flat (as in training)."""
+    return _session_positions(module.online, sessions, costs)
 
 
 def greedy_net_positions(net: NestedLSTMQNet, sessions: Sessions, costs: Costs) -> np.ndarray:
-    """The positions a network holds acting greedily over the sessions (no exploration)."""
+    """The positions [N, T] a network holds after each bar's decision, trading the sessions
+    one after another as the backtest's engine does.
+
+    Greedy on the same Q-values (ties to the first action, NaN outputs hold); a decision on
+    every bar, an episode's last included; the position carried from one episode into the
+    next (the recurrent state restarts, the position does not); flat where the end-of-session
+    rule forces it (Sessions.forced_flat). Episodes are in time order (build_sessions sorts
+    their keys). `costs` do not change a greedy decision.
+    """
+    q = greedy_q_paths(net, sessions.features)
+    b, t = sessions.mask.shape
+    lengths = sessions.lengths.numpy()
+    forced = (
+        np.zeros((b, t), dtype=bool)
+        if sessions.forced_flat is None
+        else sessions.forced_flat.numpy().astype(bool)
+    )
+    rows = np.arange(b)
+    # Every episode played from both starting positions at once; then stitched in order.
+    held = np.zeros((2, b, t), dtype=np.float32)
+    for start in (0, 1):
+        pos = np.full(b, start, dtype=np.int64)
+        for step in range(t):
+            qs = q[rows, step, pos]
+            finite = np.isfinite(qs).all(axis=1)
+            a = np.where(finite, np.nan_to_num(qs, nan=-np.inf).argmax(axis=1), HOLD)
+            new = np.where(a == FLAT, 0, np.where(a == LONG, 1, pos))
+            new = np.where(forced[:, step], 0, new)
+            pos = np.where(step < lengths, new, pos)
+            held[start, :, step] = pos
+    out = np.zeros((b, t), dtype=np.float32)
+    start = 0
+    for i in range(b):
+        out[i] = held[start, i]
+        if lengths[i] > 0:
+            start = int(held[start, i, int(lengths[i]) - 1])
+    return out
+
+
+def _session_positions(net: NestedLSTMQNet, sessions: Sessions, costs: Costs) -> np.ndarray:
+    """The positions a network holds acting greedily over each session from flat (no exploration)."""
     played = act_sessions(net, sessions, costs, 0.0, np.random.default_rng(0))
     pos = played["positions"].copy()
     # positions[t] is the position before action t; the held position after it is next_position.
@@ -208,58 +314,110 @@ def session_log_returns(sessions: Sessions, positions: np.ndarray, costs: Costs)
     return np.log(money.numpy())
 
 
-def baseline_positions(sessions: Sessions) -> dict[str, np.ndarray]:
-    """Buy-and-hold, flat, and a simple rule: long while the last 30 bars rose (past data only)."""
-    n, t = sessions.returns.shape
-    # returns[:, t] is bar t -> t+1; at bar t the known past is returns[:, :t].
-    past = torch.cat([torch.zeros(n, 1), torch.cumsum(sessions.returns, dim=1)[:, :-1]], dim=1)
-    window = 30
-    lagged = (
-        torch.cat([torch.zeros(n, window), past[:, :-window]], dim=1)
-        if t > window
-        else torch.zeros(n, t)
+def positions_on_bars(sessions: Sessions, positions: np.ndarray, bars: pl.DataFrame) -> np.ndarray:
+    """Per bar of `bars` (session, step columns, as build_sessions read them), the held position.
+
+    Bars of an episode too short to play (build_sessions' min_len) are flat.
+    """
+    row_of = {key: i for i, key in enumerate(sessions.keys)}
+    # str() of the numpy values, exactly as build_sessions names its keys.
+    rows = np.array([row_of.get(str(k), -1) for k in bars.get_column("session").to_numpy()])
+    steps = bars.get_column("step").to_numpy().astype(np.int64)
+    out = np.zeros(bars.height, dtype=np.float64)
+    ok = rows >= 0
+    out[ok] = positions[rows[ok], steps[ok]]
+    return out
+
+
+def _chained_bars(sessions: Sessions) -> pl.DataFrame:
+    """Bars rebuilt from the sessions' own returns when no prices are at hand, one bar a day.
+
+    The return between sessions is not in Sessions, so pass the real bars where there are any.
+    """
+    mask = sessions.mask.numpy()
+    rows, steps = np.nonzero(mask)
+    rets = sessions.returns.numpy().astype(np.float64)[rows, steps]
+    # ret[t] is bar t -> t+1, so bar t's close is the product of the returns before it.
+    close = np.exp(np.concatenate(([0.0], np.cumsum(rets)[:-1])))
+    start = datetime(2000, 1, 3, 21, tzinfo=UTC)
+    return pl.DataFrame(
+        {
+            "ts": pl.datetime_range(
+                start, start + timedelta(days=max(len(close) - 1, 0)), "1d", eager=True
+            ).head(len(close)),
+            "close": close,
+            "session": np.asarray(sessions.keys)[rows],
+            "step": steps,
+        }
     )
-    return {
-        "buy_and_hold": np.ones((n, t), dtype=np.float32),
-        "flat": np.zeros((n, t), dtype=np.float32),
-        "momentum_rule": ((past - lagged) > 0).to(torch.float32).numpy(),
-    }
 
 
-def summarise(per_session: np.ndarray) -> dict[str, float]:
-    n = len(per_session)
-    mean = float(per_session.mean()) if n else 0.0
-    std = float(per_session.std(ddof=1)) if n > 1 else 0.0
-    t_stat = mean / (std / np.sqrt(n)) if std > 0 else 0.0
-    peak = np.maximum.accumulate(np.concatenate([[0.0], np.cumsum(per_session)]))
-    drawdown = float(np.max(peak - np.concatenate([[0.0], np.cumsum(per_session)])))
-    return {
-        "sessions": float(n),
-        "mean_session_log_return": mean,
-        "total_return": float(np.expm1(per_session.sum())),
-        "t_stat": float(t_stat),
-        "hit_rate": float((per_session > 0).mean()) if n else 0.0,
-        "max_drawdown": float(-np.expm1(-drawdown)),
-    }
-
-
-def evaluate(module: DQNLightning, sessions: Sessions, costs: Costs) -> dict[str, dict[str, float]]:
+def evaluate(
+    module: DQNLightning,
+    sessions: Sessions,
+    costs: Costs,
+    bars: pl.DataFrame | None = None,
+    symbol: str = "",
+) -> dict[str, dict[str, float]]:
     """The agent beside the baselines on the same held-out sessions and costs."""
-    return evaluate_network(module.online, sessions, costs)
+    return evaluate_network(module.online, sessions, costs, bars, symbol)
 
 
 def evaluate_network(
-    net: NestedLSTMQNet, sessions: Sessions, costs: Costs
+    net: NestedLSTMQNet,
+    sessions: Sessions,
+    costs: Costs,
+    bars: pl.DataFrame | None = None,
+    symbol: str = "",
 ) -> dict[str, dict[str, float]]:
-    """A Q-network (trained now or loaded from the registry) beside the baselines on the same sessions."""
-    out = {
-        "agent": summarise(
-            session_log_returns(sessions, greedy_net_positions(net, sessions, costs), costs)
-        )
+    """A Q-network beside buy-and-hold, flat and the momentum rule on the same bars and costs.
+
+    `bars` are the held-out bars the sessions were built from (ts, close, session, step, in
+    time order). Every policy is traded as one book over the whole window with
+    core.baselines.trade_positions and measured with core.metrics.summarize, as the backtest
+    does: buy-and-hold is close to close (returns between sessions included) and drawdown is
+    per bar. `symbol` picks the days per year (core.baselines.periods_per_year). Each result
+    also carries `sessions`, `mean_session_log_return` and `t_stat` over the episodes.
+    """
+    frame = (bars if bars is not None else _chained_bars(sessions)).sort("ts")
+    ts = frame.get_column("ts")
+    close = frame.get_column("close").to_numpy().astype(np.float64)
+    paths = {
+        "agent": positions_on_bars(sessions, greedy_net_positions(net, sessions, costs), frame),
+        "buy_and_hold": np.ones(frame.height),
+        "flat": np.zeros(frame.height),
+        "momentum_rule": momentum_positions(frame),
     }
-    for name, pos in baseline_positions(sessions).items():
-        out[name] = summarise(session_log_returns(sessions, pos, costs))
+    episode = frame.get_column("session").cast(pl.String).to_numpy()
+    last = np.flatnonzero(np.append(episode[1:] != episode[:-1], True))
+    out: dict[str, dict[str, float]] = {}
+    for name, path in paths.items():
+        book = trade_positions(
+            ts,
+            close,
+            path,
+            symbol=symbol or "agent",
+            cash=1.0,
+            fee_bps=costs.fee_bps,
+            slippage_bps=costs.slippage_bps,
+        )
+        per_episode = np.diff(np.log(np.concatenate(([1.0], book.equity[last]))))
+        out[name] = {
+            **benchmark_metrics({name: book}, periods_per_year=periods_per_year(symbol))[name],
+            **_episode_stats(per_episode),
+        }
     return out
+
+
+def _episode_stats(per_episode: np.ndarray) -> dict[str, float]:
+    n = len(per_episode)
+    mean = float(per_episode.mean()) if n else 0.0
+    std = float(per_episode.std(ddof=1)) if n > 1 else 0.0
+    return {
+        "sessions": float(n),
+        "mean_session_log_return": mean,
+        "t_stat": float(mean / (std / np.sqrt(n))) if std > 0 else 0.0,
+    }
 
 
 def objective(metrics: dict[str, float], drawdown_penalty: float = 1.0) -> float:

@@ -66,7 +66,7 @@ def train_agent_seed(
     )
     bar.n = len(history)
     bar.close()
-    metrics = evaluate(module, data.test, costs)
+    metrics = evaluate(module, data.test, costs, data.test_bars, data.spec.traded)
     agent = metrics["agent"]
     model_id = f"dqn-{data.spec.traded.replace('/', '-')}-{run_id}"
     artifact = models_dir / model_id

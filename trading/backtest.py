@@ -8,9 +8,10 @@ rule (trading.baselines) run on the same bars and costs beside it, each with its
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -18,13 +19,13 @@ import polars as pl
 
 from adapters.clock import ManualClock
 from adapters.sim_broker import SimulatedBroker
+from core.sessions import SessionRule, session_rule, timeframe_span
 from models.dqn import greedy_q_paths
-from models.env import build_sessions
-from models.features import compute_features
+from models.env import assign_episodes, build_sessions
+from models.features import FeatureSpec, compute_features
 from models.registry import AgentPolicy
 from trading.baselines import benchmark_books, benchmark_metrics
-from trading.calendar import NYSECalendar, calendar_for
-from trading.engine import MINUTE, Book, EngineConfig, PrecomputedQ, TradingEngine
+from trading.engine import Book, EngineConfig, PrecomputedQ, TradingEngine
 from trading.ledger import SCHEMAS, Ledger
 from trading.metrics import summarize
 from trading.orders import OrderManager
@@ -54,21 +55,21 @@ def session_q_paths(policy: AgentPolicy, frame: pl.DataFrame) -> dict[str, np.nd
     return {key: q[i, : int(lengths[i])] for i, key in enumerate(sessions.keys)}
 
 
-def session_closes(symbol: str, days: list[date]) -> dict[date, datetime]:
-    """When each session of `days` closes (UTC): NYSE hours for stocks, UTC midnight for coins."""
-    cal = calendar_for(symbol)
-    out: dict[date, datetime] = {}
-    if isinstance(cal, NYSECalendar) and days:
-        # One slice of the schedule instead of a lookup per day.
-        by_day = {s.day: s for s in cal.sessions_between(min(days), max(days) + timedelta(days=1))}
-        return {day: by_day[day].close for day in days if day in by_day}
-    for day in days:
-        session = cal.session_at(datetime(day.year, day.month, day.day, 12, tzinfo=UTC))
-        if session is None and isinstance(cal, NYSECalendar):
-            session = cal.session_on(day)
-        if session is not None:
-            out[day] = session.close
-    return out
+def warmup_days(spec: FeatureSpec, rule: SessionRule) -> int:
+    """Calendar days of bars to load before a backtest's start so the first decision sees every
+    feature window full: the longest window in bars of the timeframe, spread over the
+    calendar's trading hours, weekends and holidays (never less than a week)."""
+    need = max((*spec.return_windows, *spec.vol_windows, spec.volume_window)) + 1
+    span = timeframe_span(rule.timeframe)
+    if span >= timedelta(days=1):
+        per_day = 1.0 / (span / timedelta(days=1))
+    elif rule.has_close:
+        per_day = max(1.0, timedelta(minutes=390) / span)  # a regular NYSE-like session
+    else:
+        per_day = timedelta(days=1) / span
+    trading_days = need / per_day
+    week = 7.0 / (7.0 if rule.calendar == "24/7" else 5.0)
+    return max(7, math.ceil(trading_days * week * 1.1) + 5)
 
 
 def run_backtest(
@@ -88,21 +89,31 @@ def run_backtest(
     progress: Callable[[int, int], None] | None = None,
     sentiment: pl.DataFrame | None = None,
     forecasts: pl.DataFrame | None = None,
+    rule: SessionRule | None = None,
 ) -> BacktestResult:
-    """Run the agent over bars in [start, end) (bars before `start` only warm the features up)."""
+    """Run the agent over bars in [start, end) (bars before `start` only warm the features up).
+
+    `rule` (core.sessions) cuts the range into the policy's episodes and trading days, as
+    training's held-out evaluation cuts it, and says whether positions go flat before a
+    session's close; None infers it from the symbol and flatten_before_close_min (0: never
+    flat). A given rule's flatten_min wins over flatten_before_close_min.
+    """
     spec = policy.spec
     symbol = spec.traded
+    if rule is None:
+        rule = session_rule(
+            symbol,
+            spec.timeframe,
+            flatten_at_close=flatten_before_close_min > 0,
+            flatten_min=flatten_before_close_min,
+        )
     features = compute_features(bars, spec, sentiment, forecasts)
     traded = bars.filter(pl.col("symbol") == symbol).select("ts", "open", "close")
-    frame = (
-        features.join(traded, on="ts", how="left")
-        .filter((pl.col("ts") >= start) & (pl.col("ts") < end))
-        .sort("ts")
-    )
-    if frame.height == 0:
+    in_range = features.filter((pl.col("ts") >= start) & (pl.col("ts") < end)).sort("ts")
+    if in_range.height == 0:
         raise ValueError(f"no {symbol} bars between {start} and {end}")
-    # Steps restart at each session inside the range (the policy's episode).
-    frame = frame.with_columns(pl.int_range(pl.len()).over("session").alias("step"))
+    # Episodes restart the policy's recurrent state; trading days reset the daily-loss limit.
+    frame = assign_episodes(in_range, traded, rule).join(traded, on="ts", how="left").sort("ts")
     q_paths = session_q_paths(policy, frame)
     names = spec.names()
     x = frame.select(names).to_numpy()
@@ -112,9 +123,27 @@ def run_backtest(
     open_list = frame.get_column("open").cast(pl.Float64).to_list()
     close_list = closes.astype(np.float64).tolist()
     steps = frame.get_column("step").to_list()
-    sessions = frame.get_column("session").to_list()
-    closes_by_day = session_closes(symbol, sorted(set(sessions)))
-
+    span = timeframe_span(rule.timeframe)
+    # Where an episode or a trading day begins: {bar index: (episode key or None, day or
+    # None, the day's session close where positions go flat before it, else None)}. A dict
+    # lookup per bar costs what the old per-bar comparison did (the minute path).
+    new_episode = (pl.col("session") != pl.col("session").shift()).fill_null(True)
+    new_day = (pl.col("day") != pl.col("day").shift()).fill_null(True)
+    marks = (
+        frame.with_row_index("i")
+        .filter(new_episode | new_day)
+        .select(
+            "i",
+            pl.when(new_episode).then(pl.col("session")),
+            pl.when(new_day).then(pl.col("day")),
+            pl.col("session_close") if rule.flattens else pl.lit(None).alias("session_close"),
+            new_day.alias("new_day"),
+        )
+    )
+    events: dict[int, tuple[Any, Any, datetime | None, bool]] = {
+        int(i): (episode, day, close, bool(is_new_day))
+        for i, episode, day, close, is_new_day in marks.iter_rows()
+    }
     clock = ManualClock(ts_list[0])
     sim = SimulatedBroker(
         clock, cash=cash, fee_bps=fee_bps, slippage_bps=slippage_bps, id_prefix=f"sim:{run_id}"
@@ -128,7 +157,7 @@ def run_backtest(
             model_id=model_id,
             feature_names=tuple(names),
             fractional="/" in symbol,
-            flatten_before_close_min=flatten_before_close_min,
+            flatten_before_close_min=rule.flatten_min if rule.flattens else 0.0,
             store_inputs=False,
         ),
         PrecomputedQ(q_paths),
@@ -147,14 +176,19 @@ def run_backtest(
     qty_after: list[float] = []
     cash_after: list[float] = []
     book = engine.book
-    current = None
+    session_close: datetime | None = None
     for i in range(n):
         ts = ts_list[i]
-        if sessions[i] != current:
-            current = sessions[i]
-            engine.begin_session(str(current), current)
+        event = events.get(i)
+        if event is not None:
+            episode, day, close_of_day, is_new_day = event
+            if episode is not None:
+                engine.begin_session(str(episode))
+            if is_new_day:
+                engine.start_day(day)
+                session_close = close_of_day
         close = close_list[i]
-        after = ts + MINUTE
+        after = ts + span
         clock.set(after)
         # Fills come only from bars here: nothing to sync without one or an open order.
         if sim.on_bar(symbol, ts, open_list[i], close) or engine.open_orders:
@@ -167,7 +201,8 @@ def run_backtest(
                 price=close,
                 row=x[i],
                 step=steps[i],
-                session_close=closes_by_day.get(current) if current is not None else None,
+                session_close=session_close,
+                bar_close=after,
             )
         )
         qty_after.append(book.qty.get(symbol, 0.0))
@@ -184,7 +219,7 @@ def run_backtest(
     ledger.rows["equity"].extend(
         {
             "account": account,
-            "ts": ts + MINUTE,
+            "ts": ts + span,
             "cash": c,
             "positions_value": pv,
             "equity": c + pv,

@@ -131,5 +131,15 @@ class CryptoCalendar:
         return session
 
 
-def calendar_for(symbol: str) -> NYSECalendar | CryptoCalendar:
-    return CryptoCalendar() if is_coin(symbol) else NYSECalendar()
+def calendar_for(symbol: str, calendar: str | None = None) -> NYSECalendar | CryptoCalendar:
+    """The live calendar of `symbol`: its stored calendar name when given (symbols table),
+    else the one inferred from the name. Live trading knows XNYS and 24/7 only."""
+    if calendar is None:
+        return CryptoCalendar() if is_coin(symbol) else NYSECalendar()
+    if calendar == CryptoCalendar.name:
+        return CryptoCalendar()
+    if calendar == NYSECalendar.name:
+        return NYSECalendar()
+    raise ValueError(
+        f"{symbol} trades on calendar {calendar}; live trading supports XNYS and 24/7 only"
+    )

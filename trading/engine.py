@@ -225,9 +225,17 @@ class TradingEngine:
     def mark(self, symbol: str, price: float) -> None:
         self.book.marks[symbol] = price
 
-    def begin_session(self, key: str, day: Any) -> None:
+    def begin_session(self, key: str, day: Any = None) -> None:
+        """A new episode of the policy (its recurrent state restarts); with `day`, also a new
+        trading day. Episodes and trading days differ outside minute bars: a 63-bar episode
+        of daily bars holds 63 trading days, each with its own daily-loss budget."""
         self.session_key = key
         self.q_source.begin_session(key)
+        if day is not None:
+            self.start_day(day)
+
+    def start_day(self, day: Any) -> None:
+        """A new trading day: the daily-loss limit is measured from the equity now."""
         self.risk.start_day(day, self.book.equity())
 
     def warm_up(self, row: np.ndarray, step: int) -> None:
@@ -256,11 +264,16 @@ class TradingEngine:
         step: int,
         session_close: datetime | None,
         allocation: float | None = None,
+        bar_close: datetime | None = None,
     ) -> str:
-        """One decision on the bar that started at bar_ts (closed at bar_ts + 1 min)."""
+        """One decision on the bar that started at bar_ts and closed at bar_close (default bar_ts + 1 min).
+
+        session_close is the close of the bar's own session where positions go flat before
+        it (None: no forced flat, as for daily bars and 24/7 or 24/5 markets).
+        """
         cfg = self.config
         symbol = cfg.symbol
-        when = bar_ts + MINUTE
+        when = bar_ts + MINUTE if bar_close is None else bar_close
         self._now = now
         current = self.book.qty.get(symbol, 0.0)
         q_both = self.q_source.q(row, step)
@@ -272,12 +285,16 @@ class TradingEngine:
         action = qs.index(max(qs)) if finite else 1
         flag = 0.0 if action == FLAT else 1.0 if action == LONG else float(position)
         reason_prefix = None
+        # Only a bar of the session that closes within the window: a bar after the close
+        # (extended hours) is not "before the close" of anything.
         if (
             cfg.flatten_before_close_min > 0
             and session_close is not None
-            and (session_close - when).total_seconds() <= cfg.flatten_before_close_min * 60
+            and 0 <= (session_close - when).total_seconds() <= cfg.flatten_before_close_min * 60
         ):
-            flag, reason_prefix = 0.0, "flatten before the close"
+            # An override whenever the model wanted to be long, whether or not the position moves.
+            reason_prefix = "flatten before the close" if flag > 0 else None
+            flag = 0.0
         equity = self.book.equity()
         target = self._target_qty(flag, current, equity, price)
         verdict = self.risk.check(
@@ -291,7 +308,7 @@ class TradingEngine:
         )
         did = decision_id(cfg.run_id, symbol, when)
         reason = verdict.reason
-        if reason_prefix and target != current:
+        if reason_prefix:
             reason = reason_prefix if reason is None else f"{reason_prefix}; {reason}"
         self.ledger.decision(
             {

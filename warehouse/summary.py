@@ -67,3 +67,14 @@ ORDER BY corr_next_hour DESC"""
 def load_sentiment_summary(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """Per symbol: posts, mean sentiment and its correlation with this and the next hour's return."""
     return load_frame(con, SENTIMENT_SQL)
+
+
+def load_symbol_coverage(con: duckdb.DuckDBPyConnection, symbols: list[str]) -> pl.DataFrame:
+    """Stored bars of `symbols` per (symbol, timeframe), all sources together: bars, first_bar, last_bar."""
+    return load_frame(
+        con,
+        "SELECT symbol, timeframe, sum(bars)::BIGINT AS bars, min(first_bar) AS first_bar,"
+        " max(last_bar) AS last_bar FROM v_bar_coverage WHERE list_contains(?, symbol)"
+        " GROUP BY ALL ORDER BY symbol, timeframe",
+        [symbols],
+    )

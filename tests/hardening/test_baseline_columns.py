@@ -314,4 +314,4 @@ def test_a_backtest_reports_the_momentum_rules_own_trades_and_costs(tmp_path: Pa
     assert (bh["trades"], bh["exposure"]) == (1.0, 1.0) and bh["fees"] > 0
     text = path.read_text(encoding="utf-8")
     assert "<th>Momentum (30 bars)</th>" in text and "<th>Baseline</th>" not in text
-    assert "Momentum (30 bars): long while the last 30 bars of the session rose" in text
+    assert "Momentum (30 bars): long while the close rose over the last 30 bars" in text

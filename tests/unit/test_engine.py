@@ -236,8 +236,9 @@ def test_flatten_before_close_makes_the_last_decision_go_flat(tmp_path: Path) ->
     bought = math.floor(CASH * 0.5 / 100.0)
     assert rig.orders() == [("buy", bought), ("sell", bought)]
     reasons = [d["risk_reason"] for d in rig.decisions()]
-    # The decision one minute before the close sells, so the sell fills inside the session.
-    assert reasons == [None, None, None, "flatten before the close", None]
+    # The decision one minute before the close sells, so the sell fills inside the session;
+    # the last one overrides the model's "long" again, recorded though nothing moves.
+    assert reasons == [None, None, None, "flatten before the close", "flatten before the close"]
     sells = [f for f in rig.ledger.rows["fills"] if f["side"] == "sell"]
     assert [f["ts"] for f in sells] == [T0 + 4 * MIN]
     assert sells[0]["ts"] < close
