@@ -113,6 +113,8 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     for key in ("model_id", "start", "end", "warehouse"):
         if getattr(args, key):
             kwargs[key] = getattr(args, key)
+    if args.episode_bars is not None:
+        kwargs["episode_bars"] = args.episode_bars
     result = backtest(BacktestConfig(**kwargs))
     _metrics_table(
         f"backtest {result['run_id']}: {result['decisions']:,} decisions, {result['orders']} orders",
@@ -388,10 +390,13 @@ def cmd_train(args: argparse.Namespace) -> int:
         "cycles": args.cycles,
         "seeds": args.seeds,
         "budget_s": args.budget_s,
+        "episode_bars": args.episode_bars,
         "warehouse": args.warehouse,
     }
     config = TrainAgentConfig(
-        **{k: v for k, v in fields.items() if v is not None}, resume=not args.no_resume
+        **{k: v for k, v in fields.items() if v is not None},
+        resume=not args.no_resume,
+        flatten_at_close=not args.no_flatten_at_close,
     )
     result = train_agent(config)
     _table(
@@ -619,6 +624,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, nargs="+")
     p.add_argument("--budget-s", type=float, help="stop each seed after this many seconds")
     p.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
+    p.add_argument(
+        "--episode-bars",
+        type=int,
+        help="bars per training episode (0 = one trading day; default per timeframe: "
+        "minute one session, 1Hour 120, 1Day 63)",
+    )
+    p.add_argument(
+        "--no-flatten-at-close",
+        action="store_true",
+        help="intraday exchange bars: do not go flat at each session's close",
+    )
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_train)
 
@@ -674,6 +690,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-id", dest="model_id", help="default: production, else best candidate")
     p.add_argument("--start", type=date.fromisoformat)
     p.add_argument("--end", type=date.fromisoformat)
+    p.add_argument(
+        "--episode-bars",
+        type=int,
+        help="bars per policy episode (default: as the model was trained)",
+    )
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_backtest)
 
