@@ -2,8 +2,9 @@
 
 Market orders fill at the open of the first bar that starts at or after the order was
 submitted (the next bar: a decision is made on a closed bar), moved against us by
-`slippage_bps`, with a fee of `fee_bps` of the traded value -- the same cost model the
-agents are trained with (models.env.Costs). Long-only: a sell larger than the position
+`slippage_bps`, with a fee of `fee_bps` of the traded value (core.fills, the rule train's
+held-out evaluation fills with) -- the same cost model the agents are trained with
+(models.env.Costs). Long-only: a sell larger than the position
 is rejected, as a cash account would.
 """
 
@@ -24,6 +25,7 @@ from adapters.protocols import (
     OrderRequest,
     Position,
 )
+from core.fills import fill_fee, fill_price
 
 
 class SimDuplicateOrderError(DuplicateOrderError):
@@ -93,14 +95,13 @@ class SimulatedBroker:
 
     def _execute(self, order: Order, open_: float, ts: datetime) -> Fill | None:
         held = self._holdings.setdefault(order.symbol, _Holding())
-        sign = 1.0 if order.side == "buy" else -1.0
-        price = open_ * (1 + sign * self.slip_rate)
+        price = fill_price(open_, order.side, self.slip_rate)
         qty = order.qty
         if order.side == "sell" and qty > held.qty + 1e-9:
             self._orders[order.client_order_id] = replace(order, status="rejected")
             return None
         notional = qty * price
-        fee = notional * self.fee_rate
+        fee = fill_fee(qty, price, self.fee_rate)
         if order.side == "buy":
             self.cash -= notional + fee
             held.cost += notional

@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from core.fills import fill_fee, fill_price
 from core.metrics import summarize
 
 MOMENTUM_WINDOW = 30
@@ -63,7 +64,7 @@ def periods_per_year(symbol: str) -> float:
 
 @dataclass(frozen=True)
 class PositionBook:
-    """A 0/1 position path traded at each bar's close: what it held, paid and was worth."""
+    """A 0/1 position path traded as a book: what it held, paid and was worth."""
 
     ts: pl.Series
     equity: npt.NDArray[np.float64]
@@ -91,13 +92,21 @@ def trade_positions(
     cash: float,
     fee_bps: float,
     slippage_bps: float,
+    opens: npt.ArrayLike | None = None,
 ) -> PositionBook:
-    """Trade a 0/1 position path with the simulated broker's costs, filled at each bar's close.
+    """Trade a 0/1 position path with the simulated broker's costs (core.fills).
 
-    ``positions[t]`` is decided on bar t's close and filled at that close moved against us
-    by ``slippage_bps``, with a fee of ``fee_bps`` of the notional: a buy spends all cash
-    (``qty = cash / (price * (1 + fee))``, fractional units), a sell sells every unit. The
-    fills are stamped with the bar's ``ts``.
+    ``positions[t]`` is decided on bar t's close. Without ``opens`` it fills at that close
+    moved against us by ``slippage_bps``, with a fee of ``fee_bps`` of the notional: a buy
+    spends all cash (``qty = cash / (price * (1 + fee))``, fractional units), a sell sells
+    every unit (the benchmarks' rule).
+
+    With ``opens`` (each bar's open) it fills as the backtest's engine and simulated broker
+    do: at the next bar's open moved against us by the slippage, a buy sized on the decision
+    bar's close (``qty = equity / close``, fractional units: the engine rounds to whole
+    shares or 6-decimal coin units), a sell of every unit; a decision on the last bar never
+    fills, and a forced flat before a session's close fills at the next session's open.
+    The fills are stamped with the ``ts`` of the bar they fill on.
     """
     c = np.asarray(close, dtype=np.float64).reshape(-1)
     p = np.asarray(positions, dtype=np.float64).reshape(-1)
@@ -107,7 +116,17 @@ def trade_positions(
         raise ValueError("positions must be 0 (flat) or 1 (long)")
     fee_rate, slip = fee_bps / 1e4, slippage_bps / 1e4
     change = np.diff(np.concatenate(([0.0], p)))
-    turns = np.flatnonzero(change)
+    if opens is None:
+        decided = np.flatnonzero(change)
+        turns = decided
+        reference = c
+    else:
+        reference = np.asarray(opens, dtype=np.float64).reshape(-1)
+        if reference.size != c.size:
+            raise ValueError(f"{reference.size} opens and {c.size} closes differ")
+        # A decision fills on the next bar; the last bar's has no bar to fill on.
+        decided = np.flatnonzero(change[:-1])
+        turns = decided + 1
     sides: list[str] = []
     qtys: list[float] = []
     prices: list[float] = []
@@ -115,21 +134,24 @@ def trade_positions(
     units_after = np.empty(turns.size)
     cash_after = np.empty(turns.size)
     units, money = 0.0, float(cash)
-    for i, t in enumerate(turns.tolist()):
-        if change[t] > 0:
-            price = float(c[t]) * (1.0 + slip)
+    for i, (d, t) in enumerate(zip(decided.tolist(), turns.tolist(), strict=True)):
+        side = "buy" if change[d] > 0 else "sell"
+        price = fill_price(float(reference[t]), side, slip)
+        if side == "sell":
+            qty = units
+        elif opens is None:
             qty = money / (price * (1.0 + fee_rate))
-            fee = qty * price * fee_rate
+        else:
+            # The engine's size: the equity on the decision bar's close (flat: the cash).
+            qty = money / float(c[d])
+        fee = fill_fee(qty, price, fee_rate)
+        if side == "buy":
             money -= qty * price + fee
             units = qty
-            sides.append("buy")
         else:
-            price = float(c[t]) * (1.0 - slip)
-            qty = units
-            fee = qty * price * fee_rate
             money += qty * price - fee
             units = 0.0
-            sides.append("sell")
+        sides.append(side)
         qtys.append(qty)
         prices.append(price)
         fees.append(fee)

@@ -61,7 +61,7 @@ class PreparedData:
     train: Sessions
     test: Sessions
     test_bars: pl.DataFrame | None = None
-    """The held-out bars (ts, close, session, step) the test sessions were built from."""
+    """The held-out bars (ts, session, step, open, close) the test sessions were built from."""
 
 
 def split_frame(frame: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
@@ -117,9 +117,9 @@ def prepare_data(
     scaler = FeatureScaler.fit(train_f, names)
     train = build_sessions(train_f, scaler.transform(train_f.select(names).to_numpy()))
     test = build_sessions(test_f, scaler.transform(test_f.select(names).to_numpy()))
-    closes = bars.filter(pl.col("symbol") == spec.traded).select("ts", "close")
+    prices = bars.filter(pl.col("symbol") == spec.traded).select("ts", "open", "close")
     test_bars = test_f.select("ts", "session", "step").join(
-        closes, on="ts", how="left", maintain_order="left"
+        prices, on="ts", how="left", maintain_order="left"
     )
     return PreparedData(spec, scaler, train, test, test_bars)
 
@@ -239,7 +239,7 @@ def held_out_data(
     forecasts: pl.DataFrame | None = None,
     rule: SessionRule | None = None,
 ) -> tuple[Sessions, pl.DataFrame]:
-    """held_out_sessions and the bars (ts, session, step, close) they were built from, for evaluate_network."""
+    """held_out_sessions and the bars (ts, session, step, open, close) they were built from, for evaluate_network."""
     frame = compute_features(bars, spec, sentiment, forecasts)
     test_f = episode_frame(frame, bars, spec, test_range, rule)
     if test_f.height == 0:
@@ -247,9 +247,9 @@ def held_out_data(
             f"no bars of {spec.traded} in the test range {test_range[0]} to {test_range[1]}"
         )
     sessions = build_sessions(test_f, scaler.transform(test_f.select(spec.names()).to_numpy()))
-    closes = bars.filter(pl.col("symbol") == spec.traded).select("ts", "close")
+    prices = bars.filter(pl.col("symbol") == spec.traded).select("ts", "open", "close")
     test_bars = test_f.select("ts", "session", "step").join(
-        closes, on="ts", how="left", maintain_order="left"
+        prices, on="ts", how="left", maintain_order="left"
     )
     return sessions, test_bars
 
@@ -372,16 +372,25 @@ def evaluate_network(
 ) -> dict[str, dict[str, float]]:
     """A Q-network beside buy-and-hold, flat and the momentum rule on the same bars and costs.
 
-    `bars` are the held-out bars the sessions were built from (ts, close, session, step, in
-    time order). Every policy is traded as one book over the whole window with
-    core.baselines.trade_positions and measured with core.metrics.summarize, as the backtest
-    does: buy-and-hold is close to close (returns between sessions included) and drawdown is
-    per bar. `symbol` picks the days per year (core.baselines.periods_per_year). Each result
-    also carries `sessions`, `mean_session_log_return` and `t_stat` over the episodes.
+    `bars` are the held-out bars the sessions were built from (ts, open, close, session,
+    step, in time order; without an open each bar opens at the previous close). Every policy
+    is traded as one book over the whole window with core.baselines.trade_positions and
+    measured with core.metrics.summarize, as the backtest does: the agent's decisions fill
+    at the next bar's open with the simulated broker's slippage and fee (core.fills), as the
+    backtest's engine and broker fill them; the benchmarks fill at the decision bar's close,
+    as the backtest's benchmark books do (buy-and-hold close to close, returns between
+    sessions included); drawdown is per bar. `symbol` picks the days per year
+    (core.baselines.periods_per_year). Each result also carries `sessions`,
+    `mean_session_log_return` and `t_stat` over the episodes.
     """
     frame = (bars if bars is not None else _chained_bars(sessions)).sort("ts")
     ts = frame.get_column("ts")
     close = frame.get_column("close").to_numpy().astype(np.float64)
+    opens = (
+        frame.get_column("open").to_numpy().astype(np.float64)
+        if "open" in frame.columns
+        else np.concatenate((close[:1], close[:-1]))
+    )
     paths = {
         "agent": positions_on_bars(sessions, greedy_net_positions(net, sessions, costs), frame),
         "buy_and_hold": np.ones(frame.height),
@@ -400,6 +409,7 @@ def evaluate_network(
             cash=1.0,
             fee_bps=costs.fee_bps,
             slippage_bps=costs.slippage_bps,
+            opens=opens if name == "agent" else None,
         )
         per_episode = np.diff(np.log(np.concatenate(([1.0], book.equity[last]))))
         out[name] = {
