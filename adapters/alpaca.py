@@ -38,7 +38,7 @@ from adapters.protocols import (
     OrderRequest,
     Position,
 )
-from adapters.schema import BAR_SCHEMA, TIMEFRAMES, conform_bars
+from core.bar_schema import BAR_SCHEMA, TIMEFRAMES, conform_bars
 from core.universe import is_coin
 
 SOURCE = "alpaca"

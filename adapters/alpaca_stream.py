@@ -23,7 +23,7 @@ from websockets.exceptions import WebSocketException
 
 from adapters.clock import SystemClock
 from adapters.protocols import BarHandler, BarSource, Clock
-from adapters.schema import BAR_SCHEMA, conform_bars
+from core.bar_schema import BAR_SCHEMA, conform_bars
 from core.universe import is_coin
 
 log = logging.getLogger(__name__)

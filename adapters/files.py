@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import polars as pl
 
-from adapters.schema import TIMEFRAMES, conform_bars
+from core.bar_schema import TIMEFRAMES, conform_bars
 
 
 class BarFileError(ValueError):

@@ -9,6 +9,8 @@ from typing import Literal, Protocol, runtime_checkable
 
 import polars as pl
 
+from core.posts import Post
+
 
 @runtime_checkable
 class Clock(Protocol):
@@ -21,7 +23,7 @@ class Clock(Protocol):
 
 @runtime_checkable
 class BarSource(Protocol):
-    """Historical bars. Yields frames in the canonical schema (adapters.schema.BAR_SCHEMA)."""
+    """Historical bars. Yields frames in the canonical schema (core.bar_schema.BAR_SCHEMA)."""
 
     name: str
 
@@ -46,23 +48,6 @@ class BarStream(Protocol):
         ...
 
     def stop(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class Post:
-    """One Reddit submission as fetched; created_utc is the event time, fetched_at the ingest time."""
-
-    id: str
-    subreddit: str
-    title: str
-    body: str
-    author: str | None
-    score: int
-    num_comments: int
-    created_utc: datetime
-    fetched_at: datetime
-    url: str | None = None
-    source: str = "reddit"
 
 
 @runtime_checkable

@@ -31,7 +31,8 @@ from prawcore.requestor import Requestor
 from prawcore.sessions import FiniteRetryStrategy, Session
 
 from adapters.clock import SystemClock
-from adapters.protocols import Clock, Post
+from adapters.protocols import Clock
+from core.posts import Post
 
 log = logging.getLogger(__name__)
 

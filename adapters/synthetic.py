@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 from scipy.signal import lfilter
 
-from adapters.schema import SYNTHETIC, conform_bars
+from core.bar_schema import SYNTHETIC, conform_bars
 from core.universe import COIN_SYMBOLS, EQUITY_SYMBOLS, is_coin
 
 Signal = Literal["none", "autocorr", "sentiment"]
@@ -101,7 +101,8 @@ def _series_id(name: str) -> int:
     return int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "little")
 
 
-def _rng(seed: int, name: str, day: int = -1) -> np.random.Generator:
+def named_rng(seed: int, name: str, day: int = -1) -> np.random.Generator:
+    """A generator fixed by (seed, name, day): each series and day draws its own stream."""
     return np.random.Generator(
         np.random.PCG64(np.random.SeedSequence([seed, _series_id(name), day + 1]))
     )
@@ -168,8 +169,8 @@ def _factor_path(seed: int, name: str, n: int) -> _FactorPath:
     """A common factor's daily GARCH path over n steps, simulated in numpy from a seeded RNG."""
     g = calibrated_garch()
     omega, alpha, beta = g.simulated()
-    z = _std_t(_rng(seed, f"{name}:z"), g.nu, n)
-    z_gap = _std_t(_rng(seed, f"{name}:gap"), g.nu, n)
+    z = _std_t(named_rng(seed, f"{name}:z"), g.nu, n)
+    z_gap = _std_t(named_rng(seed, f"{name}:gap"), g.nu, n)
     h = np.empty(n)
     h[0] = g.sample_var
     # Heavy-tailed shocks can compound into variance far beyond anything observed; the
@@ -230,8 +231,8 @@ def _daily_path(seed: int, symbol: str, anchor: date) -> _DailyPath:
     # series it was fitted on), calendar days for coins.
     factor = _factor_path(seed, "factor:crypto" if coin else "factor:equity", n_all)
     g = calibrated_garch()
-    e_intra = _std_t(_rng(seed, f"daily:{symbol}:z"), g.nu, n_all)
-    e_gap = _std_t(_rng(seed, f"daily:{symbol}:gap"), g.nu, n_all)
+    e_intra = _std_t(named_rng(seed, f"daily:{symbol}:z"), g.nu, n_all)
+    e_gap = _std_t(named_rng(seed, f"daily:{symbol}:gap"), g.nu, n_all)
     sd = prof.vol_mult * factor.sd
     mix = np.sqrt(1 - prof.rho**2)
     shock_i = prof.rho * factor.z_intraday + mix * e_intra
@@ -387,13 +388,15 @@ class SyntheticBarSource:
         s_raw = np.empty((k, n + lag)) if cfg.signal == "sentiment" else None
         for row, i in enumerate(idx):
             day = int(path.days[i])
-            f[row] = _rng(cfg.seed, factor_name, day).standard_normal(n)
-            r = _rng(cfg.seed, symbol, day)
+            f[row] = named_rng(cfg.seed, factor_name, day).standard_normal(n)
+            r = named_rng(cfg.seed, symbol, day)
             e[row] = r.standard_normal(n)
             wick[row] = np.abs(r.standard_normal((n, 2)))
             vol_noise[row] = r.standard_normal(n)
             if s_raw is not None:
-                s_raw[row] = _rng(cfg.seed, f"sentiment:{symbol}", day).standard_normal(n + lag)
+                s_raw[row] = named_rng(cfg.seed, f"sentiment:{symbol}", day).standard_normal(
+                    n + lag
+                )
         shocks = prof.rho * f + np.sqrt(1 - prof.rho**2) * e
         sentiment = None
         if cfg.signal == "autocorr" and cfg.signal_strength > 0:

@@ -11,8 +11,9 @@ import numpy as np
 import polars as pl
 
 from adapters.clock import SystemClock
-from adapters.protocols import Clock, Post
-from adapters.synthetic import SyntheticBarSource, SyntheticConfig, _rng
+from adapters.protocols import Clock
+from adapters.synthetic import SyntheticBarSource, SyntheticConfig, named_rng
+from core.posts import Post
 from core.universe import COIN_SYMBOLS, is_coin
 
 SYNTHETIC_POST_SOURCE = "synthetic"
@@ -193,7 +194,7 @@ class SyntheticPostSource:
         """One subreddit's posts of one UTC day: ids, times, subjects, random draws for text."""
         cfg = self.config
         ordinal = (day - date(1970, 1, 1)).days
-        rng = _rng(cfg.seed, f"posts:{subreddit.lower()}", ordinal)
+        rng = named_rng(cfg.seed, f"posts:{subreddit.lower()}", ordinal)
         n = int(rng.poisson(cfg.posts_per_hour * 24))
         mix = SUBREDDIT_MIX.get(subreddit.lower(), _ANY_MIX)
         seconds = np.sort(rng.uniform(0, 86_400, n))

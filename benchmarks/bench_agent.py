@@ -12,10 +12,10 @@ import torch
 
 from adapters.synthetic import SyntheticBarSource
 from benchmarks.harness import Figure, benchmark
+from benchmarks.proofs import planted_sentiment_market, random_walk_sessions, t_stat
 from models.dqn import DQNLightning, DQNParams, act_sessions, n_updates
 from models.env import Costs
 from models.features import FeatureSpec, compute_features
-from models.proofs import planted_sentiment_market, random_walk_sessions, t_stat
 from models.qnet import Architecture
 from models.registry import load_agent, save_agent
 from models.train import greedy_positions, prepare_data, session_log_returns, train_dqn

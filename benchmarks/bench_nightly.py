@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Any
 
 from adapters.clock import ManualClock
-from adapters.protocols import Post
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
 from adapters.synthetic_posts import SyntheticPostConfig, SyntheticPostSource
 from benchmarks.harness import Figure, benchmark
 from core.post_quality import frame_from_posts
+from core.posts import Post
 from core.settings import DEFAULT_SUBREDDITS
 from core.universe import COIN_SYMBOLS
 from flows.config import NightlyRetrainConfig

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 
 import polars as pl
 
-from adapters.schema import BAR_COLUMNS
 from core.bar_quality import JUMP_REASONS, QUARANTINE_COLUMNS, ValidatedBars, row_hash
+from core.bar_schema import BAR_COLUMNS
 
 SCALE_REASON = "scale_mismatch"
 # A median close this many times above (or below 1/this) the stored history is not a market

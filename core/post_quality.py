@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 
 import polars as pl
 
-from adapters.protocols import Post
+from core.posts import Post
 
 POST_SCHEMA: dict[str, pl.DataType] = {
     "post_id": pl.String(),

@@ -33,9 +33,9 @@ from core.settings import get_settings
 from flows.config import CryptoTradingConfig
 from flows.live_trading import (
     LIVE_LOCK_TIMEOUT_S,
+    Arrivals,
     LiveTradingRefused,
     StreamThread,
-    _Arrivals,
     check_mode,
     follow_stream_health,
     load_compatible_model,
@@ -381,7 +381,7 @@ def _stream(
     wait the coins that have one decide, the others skip that minute.
     """
     logger = get_run_logger()
-    arrivals = _Arrivals()
+    arrivals = Arrivals()
     turn = threading.Lock()  # DuckDB: the stream's writes and the decisions take turns
     traded = sorted(runners)
 

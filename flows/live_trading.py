@@ -566,7 +566,7 @@ class StreamThread:
         self.thread.join(timeout=10)
 
 
-class _Arrivals:
+class Arrivals:
     """The newest bar the stream handler has stored, per symbol; the decision loop waits on it.
 
     Bars come over a real socket into the stream's thread whatever the clock says, so the
@@ -613,7 +613,7 @@ def _live_loop(
     account: str,
 ) -> None:
     """Paper/live: the stream thread stores bars; this thread decides on minute boundaries."""
-    arrivals = _Arrivals()
+    arrivals = Arrivals()
     # DuckDB (2.0) breaks when two threads of one process open and close connections to
     # one file at the same moment ("python_arrow_scan does not exist", "unique file handle
     # conflict"): the stream thread's writes and this thread's decisions take turns.

@@ -53,7 +53,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
 from core import metrics
-from models.registry import ModelLoadError
+from models.errors import ModelLoadError
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]

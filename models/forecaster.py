@@ -29,8 +29,8 @@ import polars as pl
 import xgboost as xgb
 from scipy.stats import spearmanr
 
+from models.errors import ModelLoadError
 from models.features import FeatureSpec, compute_features
-from models.registry import ModelLoadError
 
 DEFAULT_HORIZON_MINUTES = 40_320
 """Four weeks: the forecast horizon of the coin forecasters."""

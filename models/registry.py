@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+# Re-exported: callers catch the registry's load error as models.registry.ModelLoadError.
+from models.errors import ModelLoadError as ModelLoadError
 from models.features import FeatureScaler, FeatureSpec
 from models.genome import Genome
 from models.qnet import Architecture, NestedLSTMQNet, RecurrentState
@@ -20,10 +22,6 @@ WEIGHTS = "weights.safetensors"
 META = "meta.json"
 SINGLE_FILE_FORMATS = (".json",)
 """Suffixes a one-file artifact (a genome) may have: JSON only, never a pickle (.pkl/.pt)."""
-
-
-class ModelLoadError(RuntimeError):
-    """A model artifact is missing, altered, or was trained on other features."""
 
 
 def artifact_sha256(directory: Path) -> str:
@@ -148,7 +146,7 @@ def folder_sha256(directory: Path) -> str:
     """
     if (directory / WEIGHTS).exists():
         return artifact_sha256(directory)
-    # Imported here: both modules import ModelLoadError from this one.
+    # Imported here: sklearn and xgboost load only when a forecaster or allocator folder is hashed.
     from models.allocator import ARRAYS, allocator_sha256
     from models.forecaster import MODEL_FILE, forecaster_sha256
 

@@ -14,7 +14,7 @@ from prefect.client.schemas.objects import State
 from prefect.logging import get_run_logger
 
 from adapters.protocols import BarSource, Clock
-from adapters.schema import TIMEFRAMES
+from core.bar_schema import TIMEFRAMES
 from core.stamp_shift import find_stamp_shift
 from warehouse.bars import (
     IngestReport,

@@ -12,8 +12,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from adapters.protocols import Clock, Post, PostSource
+from adapters.protocols import Clock, PostSource
 from core.post_quality import frame_from_posts
+from core.posts import Post
 from models.sentiment import compute_post_sentiment
 from tasks.bars import retry_transient
 from warehouse.posts import PostIngestReport, ingest_post_frames

@@ -26,8 +26,8 @@ import duckdb
 import polars as pl
 
 from adapters.protocols import Broker
-from adapters.schema import BAR_COLUMNS, BAR_SCHEMA, TIMEFRAMES
 from core.bar_quality import DEFAULT_JUMP_RULES, ValidatedBars, validate_bars
+from core.bar_schema import BAR_COLUMNS, BAR_SCHEMA, TIMEFRAMES
 from models.features import FeatureSpec
 from trading.calendar import Session
 from trading.engine import MINUTE, TradingEngine
@@ -35,8 +35,8 @@ from trading.inputs import InputLoader, value_at
 from trading.ledger import Ledger
 from trading.live_features import LiveFeatures
 from warehouse.bars import (
-    _recent_closes,
     ingest_bar_frames,
+    recent_closes,
     write_bars,
     write_quarantine,
     write_stream_bars,
@@ -466,7 +466,7 @@ class BarStore:
                 [{"symbol": s, "timeframe": tf} for s, tf in missing]
             )
         )
-        for sym, tf, _ts, close in _recent_closes(con, fresh).iter_rows():
+        for sym, tf, _ts, close in recent_closes(con, fresh).iter_rows():
             self.previous.setdefault((sym, tf), close)
         self._seeded |= missing
 

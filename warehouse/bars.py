@@ -14,9 +14,9 @@ from typing import Any
 import duckdb
 import polars as pl
 
-from adapters.schema import BAR_COLUMNS, BAR_KEY, BAR_SCHEMA
 from core.bar_quality import JUMP_REASONS, check_jumps, validate_bars
 from core.bar_scale import SCALE_REFERENCE_BARS, SCALE_WINDOW, check_scale
+from core.bar_schema import BAR_COLUMNS, BAR_KEY, BAR_SCHEMA
 from warehouse.db import connect
 from warehouse.io import load_frame, upsert
 
@@ -84,7 +84,7 @@ def write_stream_bars(con: duckdb.DuckDBPyConnection, good: pl.DataFrame, now: d
     if good.height == 0:
         return
     # The jump/split rule against the newest stored bar: validate_bars saw this minute alone.
-    screened = check_jumps(good, _recent_closes(con, good))
+    screened = check_jumps(good, recent_closes(con, good))
     if screened.quarantine.height:
         write_quarantine(con, screened.quarantine, now)
         good = screened.good
@@ -143,7 +143,7 @@ def previous_closes(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> pl.D
         con.unregister(view)
 
 
-def _recent_closes(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> pl.DataFrame:
+def recent_closes(con: duckdb.DuckDBPyConnection, frame: pl.DataFrame) -> pl.DataFrame:
     """previous_closes for a stream batch (one minute): one small query, 10 days back at most.
 
     The reference is the newest stored bar before the batch's earliest bar.

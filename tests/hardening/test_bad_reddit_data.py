@@ -13,8 +13,8 @@ from typing import Any
 
 import polars as pl
 
-from adapters.protocols import Post
 from core.post_quality import MAX_TEXT_CHARS
+from core.posts import Post
 from models.sentiment import MODEL_NAME
 from tasks.reddit import store_posts
 from warehouse.db import connect

@@ -19,9 +19,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.files import BarFileError, FileBarSource
-from adapters.protocols import Post
 from core.bar_quality import validate_bars
 from core.post_quality import DELETED_TEXTS, MAX_TEXT_CHARS
+from core.posts import Post
 from tasks.reddit import store_posts
 from tests.unit.test_bar_quality import frame
 from warehouse.bars import ingest_bar_frames

@@ -21,7 +21,7 @@ from adapters.alpaca_stream import (
     AlpacaStreamConnectionLimitError,
 )
 from adapters.clock import ManualClock
-from adapters.schema import BAR_SCHEMA, conform_bars
+from core.bar_schema import BAR_SCHEMA, conform_bars
 from tests.fakes.alpaca_stream import (
     CRYPTO_PATH,
     FakeAlpacaStreamServer,

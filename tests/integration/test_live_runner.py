@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.clock import ManualClock
-from adapters.schema import BAR_COLUMNS
 from adapters.sim_broker import SimulatedBroker
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
+from core.bar_schema import BAR_COLUMNS
 from core.universe import EQUITY_SYMBOLS
 from models.features import FeatureScaler, FeatureSpec, compute_features
 from models.qnet import Architecture, NestedLSTMQNet

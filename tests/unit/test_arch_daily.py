@@ -8,7 +8,7 @@ import polars as pl
 import pytest
 
 from adapters.arch_daily import ArchDailyBarSource, daily_log_returns
-from adapters.schema import BAR_SCHEMA
+from core.bar_schema import BAR_SCHEMA
 
 Y2010 = (datetime(2010, 1, 1, tzinfo=UTC), datetime(2011, 1, 1, tzinfo=UTC))
 

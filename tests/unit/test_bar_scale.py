@@ -8,9 +8,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from adapters.schema import conform_bars
 from core.bar_quality import validate_bars
 from core.bar_scale import check_scale, compute_scale_mismatches, format_factor
+from core.bar_schema import conform_bars
 from warehouse.bars import ingest_bar_frames, scale_references
 from warehouse.db import connect
 

@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 import pytest
 
-from adapters.protocols import Post
 from core.post_quality import MAX_TEXT_CHARS, frame_from_posts, validate_posts
+from core.posts import Post
 from models.sentiment import (
     FINANCE_LEXICON,
     MARKET,

@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 import pytest
 
-from adapters.schema import BAR_SCHEMA, PRICE_COLUMNS
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig, calibrated_garch
 from core.bar_quality import validate_bars
+from core.bar_schema import BAR_SCHEMA, PRICE_COLUMNS
 from core.universe import EQUITY_SYMBOLS
 
 

@@ -1,4 +1,4 @@
-"""The canonical bar frame every BarSource yields and the warehouse stores."""
+"""The canonical bar frame every BarSource yields and the warehouse stores (a domain type, so it lives in core)."""
 
 from __future__ import annotations
 
