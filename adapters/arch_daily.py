@@ -10,7 +10,8 @@ from functools import lru_cache
 import numpy as np
 import polars as pl
 
-from adapters.schema import conform_bars
+from adapters.bundled_daily import fetch_bundled_daily
+from core.bar_schema import conform_bars
 
 # symbol -> (arch.data module, source label). These are real series, not synthetic.
 _DATASETS: dict[str, tuple[str, str]] = {
@@ -71,9 +72,6 @@ class ArchDailyBarSource:
     def fetch_bars(
         self, symbols: Sequence[str], timeframe: str, start: datetime, end: datetime
     ) -> Iterator[pl.DataFrame]:
-        # "" asks for the source's native timeframe (the ingest task passes it for file-like sources).
-        if timeframe not in ("1Day", ""):
-            raise ValueError(f"the arch source only has daily bars (1Day), not {timeframe!r}")
-        for symbol in symbols or list(_DATASETS):
-            df = load_daily(symbol)
-            yield df.filter((pl.col("ts") >= start) & (pl.col("ts") < end))
+        return fetch_bundled_daily(
+            "arch", "bars", load_daily, list(_DATASETS), symbols, timeframe, start, end
+        )

@@ -10,13 +10,15 @@ from datetime import datetime
 
 import polars as pl
 
-from adapters.schema import BAR_COLUMNS, BAR_KEY, PRICE_COLUMNS, TIMEFRAMES, conform_bars
+from core.bar_schema import BAR_COLUMNS, BAR_KEY, PRICE_COLUMNS, TIMEFRAMES, conform_bars
 
 # Reasons in priority order: a row is quarantined under the first one it fails.
 REASONS: dict[str, str] = {
     "missing_key": "symbol, timeframe or timestamp is missing or unparsable",
     "bad_timeframe": f"timeframe is not one of {', '.join(TIMEFRAMES)}",
     "nan_price": "a price is missing, NaN or infinite",
+    "partial_ohlc": "some but not all of open, high and low are missing (a bar is either full "
+    "OHLC or close-only)",
     "non_positive_price": "a price is zero or negative",
     "high_below_low": "high is below low",
     "ohlc_outside_range": "open or close lies outside [low, high]",
@@ -207,10 +209,24 @@ def validate_bars(
     bars = bars.with_row_index("_i")
 
     o, h, lo, c = (pl.col(x) for x in PRICE_COLUMNS)
+    # A bar is full OHLC or close-only (open, high, low all null: sources such as skfolio
+    # publish only a close). The value rules below judge the columns a row has: a null
+    # compares as null, which fill_null(False) reads as "not broken".
+    ohl_missing = [pl.col(x).is_null() for x in ("open", "high", "low")]
+    partial = pl.any_horizontal(*ohl_missing) & ~pl.all_horizontal(*ohl_missing)
+    # A source adapter nulls a value it could not parse and keeps the row's text in `raw`:
+    # such a null is a bad price that was sent (nan_price), not one the source lacks.
+    unparsed = pl.col("raw").is_not_null()
     static_rules: list[tuple[str, pl.Expr]] = [
         ("missing_key", pl.any_horizontal(*(pl.col(k).is_null() for k in BAR_KEY))),
         ("bad_timeframe", ~pl.col("timeframe").is_in(list(TIMEFRAMES))),
-        ("nan_price", pl.any_horizontal(*(_bad(x) for x in PRICE_COLUMNS))),
+        (
+            "nan_price",
+            _bad("close")
+            | pl.any_horizontal(*(x.is_nan() | x.is_infinite() for x in (o, h, lo)))
+            | (partial & unparsed),
+        ),
+        ("partial_ohlc", partial),
         ("non_positive_price", pl.any_horizontal(*(pl.col(x) <= 0 for x in PRICE_COLUMNS))),
         ("high_below_low", h < lo),
         ("ohlc_outside_range", (o > h) | (o < lo) | (c > h) | (c < lo)),

@@ -1,15 +1,17 @@
-"""Buy-and-hold and the momentum rule beside a strategy: positions, fills, equity, metrics (train, evaluate, backtest).
+"""Benchmarks beside a strategy (buy-and-hold, momentum, flat, trend, volatility target): positions, fills, equity, metrics.
 
-Each benchmark is a 0/1 position path traded as a book: every change of position is a
-fill with the simulated broker's cost model (price moved against us by the slippage, a
-fee on the traded notional), and the equity is the cash and units those fills leave.
-So the equity pays exactly the costs its fills list, and :func:`core.metrics.summarize`
-counts the benchmarks' trades, turnover, fees and exposure as it counts the strategy's.
+Each benchmark is a position path (0 flat, 1 all in, fractions between) traded as a book:
+every change of position is a fill with the simulated broker's cost model (price moved
+against us by the slippage, a fee on the traded notional), and the equity is the cash and
+units those fills leave. So the equity pays exactly the costs its fills list, and
+:func:`core.metrics.summarize` counts the benchmarks' trades, turnover, fees and exposure
+as it counts the strategy's. Where the bars have opens, a benchmark's decision fills at
+the next bar's open, as the agent's does (train, evaluate, backtest alike).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,15 +19,32 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
-from core.fills import fill_fee, fill_price
+from core.fills import fill_fee, fill_price, fill_references
 from core.metrics import summarize
 
 MOMENTUM_WINDOW = 30
 """Bars of the momentum rule's look-back, counted across the whole window (not per episode)."""
 
+TREND_WINDOW = 200
+"""Bars of the trend rule's simple moving average: the classic 200-day average on daily bars.
+Like the momentum look-back it is counted in bars of whatever timeframe is traded (200 hours
+on hourly bars, 200 minutes on minute bars): a rule defined in bars needs no calendar."""
+
+VOL_WINDOW = 20
+"""Bars of the volatility target's trailing realised volatility (about a month of daily bars;
+counted in bars of the timeframe, as the other rules' windows are)."""
+
+VOL_TARGET = 0.10
+"""Annualised volatility the volatility-targeted buy-and-hold aims at (never levered above 1)."""
+
 BUY_AND_HOLD = "buy_and_hold"
 MOMENTUM = "baseline"
 """Keys of the benchmarks in metrics and equity frames (``baseline`` is the momentum rule)."""
+FLAT = "flat"
+TREND = "trend"
+VOL_TARGETED = "vol_target"
+"""Keys of the opt-in benchmarks (benchmark_books(extra=...))."""
+EXTRA_BENCHMARKS: tuple[str, ...] = (FLAT, TREND, VOL_TARGETED)
 
 
 def momentum_label(window: int = MOMENTUM_WINDOW) -> str:
@@ -33,14 +52,37 @@ def momentum_label(window: int = MOMENTUM_WINDOW) -> str:
     return f"Momentum ({window} bars)"
 
 
-BENCHMARK_LABELS: dict[str, str] = {BUY_AND_HOLD: "Buy & hold", MOMENTUM: momentum_label()}
+def trend_label(window: int = TREND_WINDOW) -> str:
+    """The trend rule's name as reports show it, from its moving average's length."""
+    return f"Trend ({window}-bar average)"
+
+
+def vol_target_label(target: float = VOL_TARGET, window: int = VOL_WINDOW) -> str:
+    """The volatility-targeted buy-and-hold's name as reports show it."""
+    return f"Vol target ({100 * target:g}%, {window} bars)"
+
+
+BENCHMARK_LABELS: dict[str, str] = {
+    BUY_AND_HOLD: "Buy & hold",
+    MOMENTUM: momentum_label(),
+    FLAT: "Flat",
+    TREND: trend_label(),
+    VOL_TARGETED: vol_target_label(),
+}
 """Column names of the benchmarks in every report and table."""
 
 BENCHMARK_RULES: dict[str, str] = {
-    BUY_AND_HOLD: "long from the first bar's close to the end",
+    BUY_AND_HOLD: "long from the first bar's decision to the end",
     MOMENTUM: f"long while the close rose over the last {MOMENTUM_WINDOW} bars, else flat",
+    FLAT: "never invested: keeps its cash",
+    TREND: f"long while the close is above its {TREND_WINDOW}-bar simple moving average, else flat",
+    VOL_TARGETED: (
+        f"invested min(1, {100 * VOL_TARGET:g}% / annualised realised volatility of the last"
+        f" {VOL_WINDOW} bars), flat until that window is full"
+    ),
 }
-"""What each benchmark does, for the reports' legend."""
+"""What each benchmark does, for the reports' legend; every decision fills at the next bar's
+open where the bars have opens (as the agent's), else at the decision bar's close."""
 
 
 def momentum_positions(frame: pl.DataFrame, window: int = MOMENTUM_WINDOW) -> np.ndarray:
@@ -55,6 +97,60 @@ def momentum_positions(frame: pl.DataFrame, window: int = MOMENTUM_WINDOW) -> np
         (pl.col("close").log() - pl.col("close").log().shift(window)).fill_null(0.0).alias("m")
     )
     return (close.get_column("m").to_numpy() > 0).astype(np.float64)
+
+
+def flat_positions(frame: pl.DataFrame) -> np.ndarray:
+    """Always flat (0): what keeping the cash earns (nothing, and pays nothing)."""
+    return np.zeros(frame.height)
+
+
+def trend_positions(frame: pl.DataFrame, window: int = TREND_WINDOW) -> np.ndarray:
+    """Long (1) while the close is above its simple moving average of the last `window` bars
+    (bar t's own close included), else flat (0); past bars only.
+
+    Flat until `window` closes exist, counted across the whole window as momentum_positions is.
+    """
+    if window < 1:
+        raise ValueError("the trend rule's window must be at least one bar")
+    sma = pl.col("close").rolling_mean(window, min_samples=window)
+    above = frame.select((pl.col("close") > sma).fill_null(False).alias("up"))
+    return above.get_column("up").to_numpy().astype(np.float64)
+
+
+def vol_target_positions(
+    frame: pl.DataFrame,
+    bars_per_year: float,
+    target: float = VOL_TARGET,
+    window: int = VOL_WINDOW,
+) -> np.ndarray:
+    """Buy-and-hold scaled to a volatility target: ``min(1, target / realised vol)``; past bars only.
+
+    The realised volatility at bar t is the standard deviation of the last `window` bar log
+    returns ending at bar t's close (bars t - window .. t), annualised by ``sqrt(bars_per_year)``;
+    a decision on bar t reads nothing after it. Flat (0) until `window` returns exist; fully
+    invested (1) where the window did not move at all.
+    """
+    if window < 2:
+        raise ValueError("the volatility window needs at least two returns")
+    lr = pl.col("close").log().diff()
+    vol = frame.select(lr.rolling_std(window, min_samples=window).alias("v")).get_column("v")
+    v = vol.to_numpy().astype(np.float64) * np.sqrt(bars_per_year)
+    known = np.isfinite(v)
+    with np.errstate(divide="ignore"):
+        scale = np.where(v > 0, target / np.where(v > 0, v, 1.0), 1.0)
+    return np.where(known, np.minimum(1.0, scale), 0.0)
+
+
+def bar_opens(frame: pl.DataFrame) -> npt.NDArray[np.float64] | None:
+    """The opens a benchmark's fills read: None without an ``open`` column (fills at the
+    decision bar's close); a missing (null) open reads as that bar's close, so a close-only
+    bar fills at the next bar's close."""
+    if "open" not in frame.columns:
+        return None
+    return fill_references(
+        frame.get_column("open").cast(pl.Float64).to_numpy(),
+        frame.get_column("close").cast(pl.Float64).to_numpy(),
+    )
 
 
 def periods_per_year(symbol: str) -> float:
@@ -94,12 +190,12 @@ def trade_positions(
     slippage_bps: float,
     opens: npt.ArrayLike | None = None,
 ) -> PositionBook:
-    """Trade a 0/1 position path with the simulated broker's costs (core.fills).
+    """Trade a position path (0 flat, 1 all in, fractions between) with the simulated broker's costs (core.fills).
 
     ``positions[t]`` is decided on bar t's close. Without ``opens`` it fills at that close
-    moved against us by ``slippage_bps``, with a fee of ``fee_bps`` of the notional: a buy
-    spends all cash (``qty = cash / (price * (1 + fee))``, fractional units), a sell sells
-    every unit (the benchmarks' rule).
+    moved against us by ``slippage_bps``, with a fee of ``fee_bps`` of the notional: from
+    flat, going all in spends all cash (``qty = cash / (price * (1 + fee))``, fractional
+    units), going flat sells every unit (the benchmarks' rule).
 
     With ``opens`` (each bar's open) it fills as the backtest's engine and simulated broker
     do: at the next bar's open moved against us by the slippage, a buy sized on the decision
@@ -107,13 +203,17 @@ def trade_positions(
     shares or 6-decimal coin units), a sell of every unit; a decision on the last bar never
     fills, and a forced flat before a session's close fills at the next session's open.
     The fills are stamped with the ``ts`` of the bar they fill on.
+
+    A fraction ``w`` holds ``w`` of the equity valued at the decision bar's close: each change
+    of ``w`` trades the difference (a buy of the missing value, sized as above; a sell of
+    the excess units), so 0/1 paths trade exactly as described.
     """
     c = np.asarray(close, dtype=np.float64).reshape(-1)
     p = np.asarray(positions, dtype=np.float64).reshape(-1)
     if p.size != c.size or ts.len() != c.size:
         raise ValueError(f"{ts.len()} times, {c.size} closes and {p.size} positions differ")
-    if not np.isin(p, (0.0, 1.0)).all():
-        raise ValueError("positions must be 0 (flat) or 1 (long)")
+    if not (np.isfinite(p) & (p >= 0.0) & (p <= 1.0)).all():
+        raise ValueError("positions must be between 0 (flat) and 1 (all in)")
     fee_rate, slip = fee_bps / 1e4, slippage_bps / 1e4
     change = np.diff(np.concatenate(([0.0], p)))
     if opens is None:
@@ -121,9 +221,8 @@ def trade_positions(
         turns = decided
         reference = c
     else:
-        reference = np.asarray(opens, dtype=np.float64).reshape(-1)
-        if reference.size != c.size:
-            raise ValueError(f"{reference.size} opens and {c.size} closes differ")
+        # A close-only bar (no open) fills at its close: core.fills.fill_references.
+        reference = fill_references(opens, c)
         # A decision fills on the next bar; the last bar's has no bar to fill on.
         decided = np.flatnonzero(change[:-1])
         turns = decided + 1
@@ -131,31 +230,47 @@ def trade_positions(
     qtys: list[float] = []
     prices: list[float] = []
     fees: list[float] = []
-    units_after = np.empty(turns.size)
-    cash_after = np.empty(turns.size)
+    filled: list[int] = []
+    units_list: list[float] = []
+    cash_list: list[float] = []
     units, money = 0.0, float(cash)
-    for i, (d, t) in enumerate(zip(decided.tolist(), turns.tolist(), strict=True)):
-        side = "buy" if change[d] > 0 else "sell"
+    for d, t in zip(decided.tolist(), turns.tolist(), strict=True):
+        target, mark = float(p[d]), float(c[d])
+        # The value to add (> 0) or take out (< 0) to hold `target` of the equity at the mark.
+        shift = target * (money + units * mark) - units * mark
+        if target == 0.0:
+            if units == 0.0:
+                continue
+            side, qty = "sell", units
+        elif shift == 0.0:
+            continue
+        else:
+            side = "buy" if shift > 0 else "sell"
         price = fill_price(float(reference[t]), side, slip)
         if side == "sell":
-            qty = units
+            qty = units if target == 0.0 else -shift / mark
         elif opens is None:
-            qty = money / (price * (1.0 + fee_rate))
+            qty = shift / (price * (1.0 + fee_rate))
         else:
             # The engine's size: the equity on the decision bar's close (flat: the cash).
-            qty = money / float(c[d])
+            qty = shift / mark
         fee = fill_fee(qty, price, fee_rate)
         if side == "buy":
             money -= qty * price + fee
-            units = qty
+            units += qty
         else:
             money += qty * price - fee
-            units = 0.0
+            units = 0.0 if target == 0.0 else units - qty
         sides.append(side)
         qtys.append(qty)
         prices.append(price)
         fees.append(fee)
-        units_after[i], cash_after[i] = units, money
+        filled.append(t)
+        units_list.append(units)
+        cash_list.append(money)
+    turns = np.asarray(filled, dtype=np.int64)
+    units_after = np.asarray(units_list, dtype=np.float64)
+    cash_after = np.asarray(cash_list, dtype=np.float64)
     # Each bar holds what the last fill at or before it left (index 0 before the first
     # fill: the starting book, prepended).
     last = np.searchsorted(turns, np.arange(c.size), side="right")
@@ -182,11 +297,34 @@ def benchmark_books(
     cash: float,
     fee_bps: float,
     slippage_bps: float,
+    extra: Sequence[str] = (),
+    bars_per_year: float | None = None,
 ) -> dict[str, PositionBook]:
-    """Buy-and-hold and the momentum rule on ``frame``'s bars (ts, close, in time order), same costs."""
+    """Buy-and-hold and the momentum rule on ``frame``'s bars (ts, close, optional open, in time order), same costs.
+
+    With an ``open`` column every decision fills at the next bar's open, as the agent's
+    does (trade_positions(opens=...); a null open reads as that bar's close, see bar_opens);
+    without one, at the decision bar's close. ``extra`` adds opt-in benchmarks by key
+    (FLAT, TREND, VOL_TARGETED; EXTRA_BENCHMARKS for all): they are not traded by default,
+    because the volatility target rebalances on every bar and would cost the backtest's
+    speed goal a Python fill loop per bar. VOL_TARGETED needs ``bars_per_year`` (bars of the
+    timeframe in a year) to annualise its volatility.
+    """
     close = frame.get_column("close").to_numpy().astype(np.float64)
     paths = {BUY_AND_HOLD: np.ones(close.size), MOMENTUM: momentum_positions(frame)}
+    for key in extra:
+        if key == FLAT:
+            paths[key] = flat_positions(frame)
+        elif key == TREND:
+            paths[key] = trend_positions(frame)
+        elif key == VOL_TARGETED:
+            if bars_per_year is None:
+                raise ValueError("the volatility target needs bars_per_year")
+            paths[key] = vol_target_positions(frame, bars_per_year)
+        else:
+            raise ValueError(f"unknown benchmark {key!r}: use one of {', '.join(EXTRA_BENCHMARKS)}")
     ts = frame.get_column("ts")
+    opens = bar_opens(frame)
     return {
         key: trade_positions(
             ts,
@@ -196,6 +334,7 @@ def benchmark_books(
             cash=cash,
             fee_bps=fee_bps,
             slippage_bps=slippage_bps,
+            opens=opens,
         )
         for key, path in paths.items()
     }

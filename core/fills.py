@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+import numpy.typing as npt
+
 
 def fill_price(reference: float, side: str, slippage_rate: float) -> float:
     """A market order's fill price: ``reference`` (the fill bar's open, or a close) moved against us.
@@ -14,3 +17,17 @@ def fill_price(reference: float, side: str, slippage_rate: float) -> float:
 def fill_fee(qty: float, price: float, fee_rate: float) -> float:
     """The fee of a fill: ``fee_rate`` of its notional ``qty * price``."""
     return qty * price * fee_rate
+
+
+def fill_references(opens: npt.ArrayLike, closes: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Per bar, the price an order waiting for that bar fills at: its open, else its close.
+
+    A close-only bar (open null/NaN: skfolio's adjusted closes) has no open; its close is the
+    first price the series holds after the decision, so the fill waits for it. The one rule
+    for training's evaluation, the baselines (core.baselines) and the backtest.
+    """
+    o = np.asarray(opens, dtype=np.float64).reshape(-1)
+    c = np.asarray(closes, dtype=np.float64).reshape(-1)
+    if o.size != c.size:
+        raise ValueError(f"{o.size} opens and {c.size} closes differ")
+    return np.where(np.isfinite(o), o, c)

@@ -16,6 +16,7 @@ from core.sessions import session_rule
 from core.settings import get_settings, require_writable
 from flows.config import BacktestConfig, utc_midnight
 from flows.data_defaults import resolve_backtest_config
+from models.features import unavailable_note
 from models.registry import load_registered_agent
 from trading.backtest import run_backtest, warmup_days
 from trading.inputs import input_loader
@@ -80,6 +81,11 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
             f"no {spec.timeframe} bars for {list(spec.symbols)} between {config.start} and "
             f"{config.end} in {warehouse}; run ingest-bars (or make demo) first"
         )
+    note = unavailable_note(bars, spec)
+    if note is not None:
+        # Once, on the console too: close-only series (skfolio) lack what these need.
+        sys.stderr.write(note + "\n")
+        logger.info(note)
     loader = input_loader(spec, row.get("params") or {})
     sentiment = forecasts = None
     if loader is not None:

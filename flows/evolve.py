@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import tempfile
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
+from core.sessions import session_rule
 from core.settings import get_settings
 from flows.config import EvolveConfig, utc_midnight
 from flows.wiring import build_task_runner, share_api_with_workers
@@ -27,6 +29,7 @@ from warehouse.bars import load_bars
 from warehouse.db import connect
 from warehouse.registry import write_model
 from warehouse.search import generation_summary, load_individuals, write_individual
+from warehouse.symbols import load_symbols
 
 
 @flow(name="evolve-architecture-generations")
@@ -49,6 +52,11 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
     valid_range = (utc_midnight(config.valid_start), utc_midnight(config.valid_end))
     with connect(warehouse) as con:
         stored = load_individuals(con, search_id)
+        info = load_symbols(con, [spec.traded]).get(spec.traded)
+    # Episodes as `train` cuts them: the timeframe and the calendar stored with the symbol.
+    rule = asdict(
+        session_rule(spec.traded, spec.timeframe, info.calendar if info is not None else None)
+    )
     if stored:
         logger.info("resuming %s: %d individuals already scored", search_id, len(stored))
     population = initial_population(settings)
@@ -73,6 +81,7 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
                 costs,
                 config.seeds,
                 config.individual_timeout_s,
+                rule,
             )
             # Largest first: two workers finish a generation together instead of one waiting.
             for i, g in sorted(enumerate(population), key=lambda ig: -ig[1].cost())

@@ -12,6 +12,8 @@ from prefect.logging import get_run_logger
 
 from adapters.clock import SystemClock
 from adapters.files import FileBarSource
+from adapters.skfolio_daily import SkfolioDailyBarSource
+from adapters.skfolio_daily import asset_class as skfolio_asset_class
 from core.assets import SymbolInfo, resolve_symbol_info
 from core.settings import get_settings
 from flows.config import IngestBarsConfig, utc_midnight
@@ -107,7 +109,9 @@ def ingest_bars(config: IngestBarsConfig | None = None) -> dict[str, Any]:
         name: resolve_symbol_info(
             name,
             stored.get(name),
-            asset_class=config.asset_class,
+            # skfolio's ETFs are ETFs and its index an equity; a name alone cannot say so.
+            asset_class=config.asset_class
+            or (skfolio_asset_class(name) if isinstance(source, SkfolioDailyBarSource) else None),
             calendar=config.calendar,
             timezone=stamp_zone,
             source=provenance,

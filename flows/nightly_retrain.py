@@ -32,7 +32,7 @@ import math
 import tempfile
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,6 +45,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from core.sessions import SessionRule, session_rule
 from core.settings import get_settings
 from flows.config import GateConfig, NightlyRetrainConfig
 from flows.wiring import build_task_runner, share_api_with_workers
@@ -86,6 +87,7 @@ from warehouse.forecasts import FORECASTER_KIND, register_forecaster, write_fore
 from warehouse.gate import write_promotion_decisions
 from warehouse.posts import load_scored_posts
 from warehouse.registry import load_model_row, production_model_id, promote, write_model
+from warehouse.symbols import load_symbols
 
 TIMEFRAME = "1Min"
 AGENT_KIND = "dqn"
@@ -172,6 +174,8 @@ class _Symbol:
     forecaster: dict[str, Any] | None = None
     agent_ids: list[str] = field(default_factory=list)
     agents: list[dict[str, Any]] = field(default_factory=list)
+    rule: SessionRule | None = None
+    """How its agents' episodes are cut (as `train` cuts them); None: inferred from the symbol."""
 
 
 @dataclass
@@ -323,6 +327,16 @@ def _resolve_window(config: NightlyRetrainConfig, warehouse: str, wanted: list[s
     return _Window(start, end, test_start)
 
 
+def _session_rule(
+    con: Any, symbol: str, timeframe: str, episode_bars: int | None = None
+) -> SessionRule:
+    """The rule `train` cuts `symbol`'s episodes with: the timeframe and the calendar stored
+    with the symbol (inferred from it when none is stored); episode_bars None: the timeframe's default."""
+    info = load_symbols(con, [symbol]).get(symbol)
+    calendar = info.calendar if info is not None else None
+    return session_rule(symbol, timeframe, calendar, episode_bars=episode_bars)
+
+
 def _load_symbols(
     run: _Run, coins: list[str], spy: list[str], log: Callable[..., None]
 ) -> dict[str, _Symbol]:
@@ -336,7 +350,12 @@ def _load_symbols(
             if bars.filter(pl.col("symbol") == spy[0]).height == 0:
                 run.failures.append(_failure(spy[0], "data", f"no {TIMEFRAME} bars in the window"))
             else:
-                out[spy[0]] = _Symbol(spy[0], bars, FeatureSpec(symbols=tuple(spy)))
+                out[spy[0]] = _Symbol(
+                    spy[0],
+                    bars,
+                    FeatureSpec(symbols=tuple(spy)),
+                    rule=_session_rule(con, spy[0], TIMEFRAME),
+                )
         for coin in coins:
             bars = load_bars(con, [coin], TIMEFRAME, w.start, w.end)
             if bars.height == 0:
@@ -348,7 +367,7 @@ def _load_symbols(
                 log("%s: no %s bars in the window; skipped", coin, TIMEFRAME)
                 continue
             spec = FeatureSpec(symbols=(coin,), sentiment=True, forecast=True)
-            out[coin] = _Symbol(coin, bars, spec)
+            out[coin] = _Symbol(coin, bars, spec, rule=_session_rule(con, coin, TIMEFRAME))
         posts = load_scored_posts(con, w.start - span - lag, w.end, MODEL_NAME)
     per_coin, notes = coin_sentiment(
         posts, [c for c in coins if c in out], w.start, w.end, lag, span
@@ -519,6 +538,9 @@ def _submit_agents(run: _Run, s: _Symbol) -> list[tuple[str, PrefectFuture[dict[
         ),
         "data_sources": _sources(s.bars),
     }
+    rule = s.rule if s.rule is not None else session_rule(s.symbol, TIMEFRAME)
+    # How the ranges were cut, as `train` records it: `backtest` of the model cuts the same.
+    description |= {"calendar": rule.calendar, "episode_bars": rule.episode_bars}
     out: list[tuple[str, PrefectFuture[dict[str, Any]] | None]] = []
     for seed in c.seeds:
         run_id = f"nightly-{run.window.last_day:%Y%m%d}-{data_key}-s{seed}"
@@ -544,6 +566,7 @@ def _submit_agents(run: _Run, s: _Symbol) -> list[tuple[str, PrefectFuture[dict[
             run.warehouse,
             description,
             c.budget_s,
+            asdict(rule),
         )
         out.append((model_id, future))
     return out
@@ -623,11 +646,20 @@ def evaluate_registered_agent(
     """
     policy = load_registered_agent(row)
     have = set(bars.get_column("symbol").unique().to_list())
-    if policy.spec.timeframe != TIMEFRAME or not set(policy.spec.symbols) <= have:
-        with connect(warehouse) as con:
+    trained = row.get("params") or {}
+    episode_bars = trained.get("episode_bars")
+    with connect(warehouse) as con:
+        if policy.spec.timeframe != TIMEFRAME or not set(policy.spec.symbols) <= have:
             bars = load_bars(con, list(policy.spec.symbols), policy.spec.timeframe, *window)
+        # Its episodes as it was trained on them (the stored calendar, its episode length).
+        rule = _session_rule(
+            con,
+            policy.spec.traded,
+            policy.spec.timeframe,
+            None if episode_bars is None else int(episode_bars),
+        )
     sessions, held_out = held_out_data(
-        bars, policy.spec, policy.scaler, (test_start, window[1]), sentiment, forecasts
+        bars, policy.spec, policy.scaler, (test_start, window[1]), sentiment, forecasts, rule
     )
     return evaluate_network(policy.net, sessions, costs, held_out, policy.spec.traded)
 

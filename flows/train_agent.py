@@ -19,7 +19,7 @@ from flows.config import TrainAgentConfig, utc_midnight
 from flows.data_defaults import resolve_train_config
 from models.dqn import DQNParams
 from models.env import Costs
-from models.features import FeatureSpec
+from models.features import FeatureSpec, unavailable_note
 from models.qnet import Architecture
 from models.registry import load_registered_genome
 from models.train import prepare_data
@@ -155,6 +155,11 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
             f"no {config.timeframe} bars for {config.symbols} between {config.train_start} and "
             f"{config.test_end} in {warehouse}; run ingest-bars (or make demo) first"
         )
+    note = unavailable_note(bars, spec)
+    if note is not None:
+        # Once, on the console too: close-only series (skfolio) lack what these need.
+        sys.stderr.write(note + "\n")
+        logger.info(note)
     with connect(warehouse) as con:
         stored = load_symbols(con, [spec.traded]).get(spec.traded)
     # Episodes and the end-of-session rule follow the timeframe and the symbol's stored calendar.

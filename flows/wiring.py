@@ -66,6 +66,10 @@ def build_bar_source(config: IngestBarsConfig, settings: Settings) -> BarSource:
         )
     if config.source == "arch":
         return ArchDailyBarSource()
+    if config.source == "skfolio":
+        from adapters.skfolio_daily import SkfolioDailyBarSource
+
+        return SkfolioDailyBarSource()
     assert config.path is not None  # enforced by IngestBarsConfig
     return FileBarSource(
         Path(config.path),

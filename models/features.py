@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from core.assets import CALENDAR_24_5, CALENDAR_24_7, OWN_CALENDARS
+from core.sessions import calendar_zone
 from core.universe import EQUITY_SYMBOLS, is_coin
 
 FEATURE_VERSION = "1"
@@ -88,15 +90,16 @@ class FeatureSpec:
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
-@lru_cache(maxsize=1)
-def _nyse_sessions() -> pl.DataFrame:
+@lru_cache(maxsize=8)
+def _exchange_sessions(calendar: str) -> pl.DataFrame:
+    """session (the local date), session_open, session_close (UTC) of an exchange calendar."""
     import warnings
 
     import exchange_calendars as xcals
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=DeprecationWarning)
-        sched = xcals.get_calendar("XNYS", start="1990-01-02", end="2035-12-31").schedule
+        sched = xcals.get_calendar(calendar, start="1990-01-02", end="2035-12-31").schedule
     return pl.DataFrame(
         {
             "session": [d.date() for d in sched.index],
@@ -107,6 +110,49 @@ def _nyse_sessions() -> pl.DataFrame:
             .astype("datetime64[us]"),
         }
     ).with_columns(pl.col("session_open", "session_close").dt.replace_time_zone("UTC"))
+
+
+# Per-asset features and the bar columns they are computed from. Where an asset's bars hold
+# none of a column (close-only series such as skfolio's adjusted closes), the feature has no
+# information: compute_features' null rule makes it the constant 0.0, which the scaler keeps
+# at 0 (std 0 -> 1). The column stays so the schema hash does not depend on the data.
+FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
+    "volz": ("volume",),
+    "vwap_dev": ("vwap",),
+    "range": ("high", "low"),
+}
+
+
+def unavailable_features(bars: pl.DataFrame, spec: FeatureSpec) -> dict[str, str]:
+    """Feature name -> why it is unavailable: its asset's bars hold none of an input column.
+
+    Such a feature is the constant 0.0 (no information), never a made-up value; callers
+    say so once (train and backtest log it).
+    """
+    out: dict[str, str] = {}
+    for i, sym in enumerate(spec.symbols):
+        own = bars.filter(pl.col("symbol") == sym)
+        if own.height == 0:
+            continue
+        for name, inputs in FEATURE_INPUTS.items():
+            absent = [
+                c
+                for c in inputs
+                if c not in own.columns or own.get_column(c).null_count() == own.height
+            ]
+            if absent:
+                out[f"a{i}_{name}"] = f"{sym} bars have no {'/'.join(absent)}"
+    return out
+
+
+def unavailable_note(bars: pl.DataFrame, spec: FeatureSpec) -> str | None:
+    """The one line that says which features are unavailable and why (None: all are available)."""
+    unavailable = unavailable_features(bars, spec)
+    if not unavailable:
+        return None
+    return "features unavailable, kept as constant 0: " + "; ".join(
+        f"{name} ({why})" for name, why in unavailable.items()
+    )
 
 
 def _asset_features(bars: pl.DataFrame, i: int, spec: FeatureSpec) -> pl.DataFrame:
@@ -137,11 +183,16 @@ def compute_features(
     spec: FeatureSpec,
     sentiment: pl.DataFrame | None = None,
     forecasts: pl.DataFrame | None = None,
+    calendar: str | None = None,
 ) -> pl.DataFrame:
     """Feature rows on the traded symbol's bar grid.
 
     Columns: ts (bar start), session (episode key), step (bar index in the session),
     ret_next (outcome, not a feature), then spec.names().
+
+    `calendar` is the traded symbol's ('24/7', '24/5' or an exchange-calendars name, as
+    core.sessions.SessionRule.calendar): the intraday time-of-session features follow it.
+    None infers it from the symbol (24/7 for a coin pair, else NYSE).
 
     `sentiment` (ts, symbol, sentiment) and `forecasts` (ts, symbol, forecast) are joined
     as of each bar (the newest row at or before its ts, for the traded symbol); 0.0 where
@@ -158,20 +209,40 @@ def compute_features(
         # Left join on the traded grid: a missing bar of another asset reads as "no news" (0).
         frame = frame.join(_asset_features(other, i, spec), on="ts", how="left")
 
-    # Episodes: one trading session intraday (New York date; UTC date for coins), a month for daily bars.
-    if spec.intraday and not is_coin(spec.traded):
-        local_day = pl.col("ts").dt.convert_time_zone("America/New_York").dt.date()
+    # Episodes: one trading session intraday (the calendar's trading day), a month for daily
+    # bars (a SessionRule recuts them). The time of session follows the traded symbol's
+    # calendar: an exchange's own open and close, the FX day (17:00 to 17:00 New York), or
+    # the UTC day around the clock; None infers it as before (24/7 for coins, else NYSE).
+    cal = calendar or (CALENDAR_24_7 if is_coin(spec.traded) else "XNYS")
+    if spec.intraday and cal not in OWN_CALENDARS:
+        local_day = pl.col("ts").dt.convert_time_zone(calendar_zone(cal)).dt.date()
+        sessions = _exchange_sessions(cal)
+        # In minutes of the calendar's regular session (390 on NYSE): early closes end short of 1.
+        length = float(
+            sessions.select(
+                (pl.col("session_close") - pl.col("session_open")).dt.total_minutes().median()
+            ).item()
+        )
         frame = frame.with_columns(local_day.alias("session")).join(
-            _nyse_sessions(), on="session", how="left"
+            sessions, on="session", how="left"
         )
         frame = frame.with_columns(
-            ((pl.col("ts") - pl.col("session_open")).dt.total_minutes() / 390.0).alias(
+            ((pl.col("ts") - pl.col("session_open")).dt.total_minutes() / length).alias(
                 "time_of_session"
             ),
-            ((pl.col("session_close") - pl.col("ts")).dt.total_minutes() / 390.0).alias(
+            ((pl.col("session_close") - pl.col("ts")).dt.total_minutes() / length).alias(
                 "time_to_close"
             ),
         ).drop("session_open", "session_close")
+    elif spec.intraday and cal == CALENDAR_24_5:
+        # The FX day opens at 17:00 New York: shifted by 7 hours it is a calendar day.
+        fx = pl.col("ts").dt.convert_time_zone("America/New_York").dt.offset_by("7h")
+        frame = frame.with_columns(
+            fx.dt.date().alias("session"),
+            ((fx.dt.hour().cast(pl.Int32) * 60 + fx.dt.minute().cast(pl.Int32)) / 1440.0).alias(
+                "time_of_session"
+            ),
+        ).with_columns((1.0 - pl.col("time_of_session")).alias("time_to_close"))
     elif spec.intraday:
         frame = frame.with_columns(
             pl.col("ts").dt.date().alias("session"),

@@ -11,6 +11,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from core.sessions import SessionRule, session_rule
 from models.dqn import DQNParams
 from models.env import Costs
 from models.features import FeatureSpec
@@ -89,9 +90,12 @@ def evaluate_genome(
     costs: Costs,
     seeds: list[int],
     timeout_s: float | None,
+    rule: SessionRule | None = None,
 ) -> Evaluation:
     """Train the genome once per seed at a fixed budget; fitness = mean validation objective.
 
+    `rule` cuts both ranges into episodes as `train` cuts them (core.sessions.session_rule
+    from the symbol's stored calendar); None infers it from the traded symbol and timeframe.
     Never raises: a crash or a timeout scores WORST_FITNESS with its reason, so the search goes on.
     """
     # One thread per evaluation: workers run side by side, and results must not depend on
@@ -101,7 +105,9 @@ def evaluate_genome(
     per_seed: list[float] = []
     try:
         spec = genome.feature_spec(base_spec)
-        data = prepare_data(bars, spec, train_range, valid_range)
+        if rule is None:
+            rule = session_rule(spec.traded, spec.timeframe)
+        data = prepare_data(bars, spec, train_range, valid_range, rule=rule)
         params = genome.params(base_params)
         for seed in seeds:
             remaining = (

@@ -18,11 +18,14 @@ import pytorch_lightning as pl_lightning
 import torch
 
 from core.baselines import (
+    BUY_AND_HOLD,
+    MOMENTUM,
+    benchmark_books,
     benchmark_metrics,
-    momentum_positions,
     periods_per_year,
     trade_positions,
 )
+from core.baselines import FLAT as FLAT_BENCHMARK
 from core.sessions import SessionRule
 from models.dqn import (
     CycleStats,
@@ -102,7 +105,10 @@ def prepare_data(
     spec's sentiment and forecast columns (see compute_features); without them they read 0.
     `rule` cuts the episodes (core.sessions.session_rule); None keeps the feature sessions.
     """
-    frame = compute_features(bars, spec, sentiment, forecasts)
+    # The time-of-session features follow the rule's calendar (None: inferred from the symbol).
+    frame = compute_features(
+        bars, spec, sentiment, forecasts, calendar=rule.calendar if rule is not None else None
+    )
     train_f = episode_frame(frame, bars, spec, train_range, rule)
     test_f = episode_frame(frame, bars, spec, test_range, rule)
     if train_f.height == 0:
@@ -240,7 +246,10 @@ def held_out_data(
     rule: SessionRule | None = None,
 ) -> tuple[Sessions, pl.DataFrame]:
     """held_out_sessions and the bars (ts, session, step, open, close) they were built from, for evaluate_network."""
-    frame = compute_features(bars, spec, sentiment, forecasts)
+    # The time-of-session features follow the rule's calendar (None: inferred from the symbol).
+    frame = compute_features(
+        bars, spec, sentiment, forecasts, calendar=rule.calendar if rule is not None else None
+    )
     test_f = episode_frame(frame, bars, spec, test_range, rule)
     if test_f.height == 0:
         raise ValueError(
@@ -375,11 +384,11 @@ def evaluate_network(
     `bars` are the held-out bars the sessions were built from (ts, open, close, session,
     step, in time order; without an open each bar opens at the previous close). Every policy
     is traded as one book over the whole window with core.baselines.trade_positions and
-    measured with core.metrics.summarize, as the backtest does: the agent's decisions fill
-    at the next bar's open with the simulated broker's slippage and fee (core.fills), as the
-    backtest's engine and broker fill them; the benchmarks fill at the decision bar's close,
-    as the backtest's benchmark books do (buy-and-hold close to close, returns between
-    sessions included); drawdown is per bar. `symbol` picks the days per year
+    measured with core.metrics.summarize, as the backtest does: every decision, the agent's
+    and the benchmarks' (core.baselines.benchmark_books), fills at the next bar's open with
+    the simulated broker's slippage and fee (core.fills), as the backtest's engine and
+    broker fill them (buy-and-hold held to the end, returns between sessions included);
+    drawdown is per bar. `symbol` picks the days per year
     (core.baselines.periods_per_year). Each result also carries `sessions`,
     `mean_session_log_return` and `t_stat` over the episodes.
     """
@@ -391,26 +400,35 @@ def evaluate_network(
         if "open" in frame.columns
         else np.concatenate((close[:1], close[:-1]))
     )
-    paths = {
-        "agent": positions_on_bars(sessions, greedy_net_positions(net, sessions, costs), frame),
-        "buy_and_hold": np.ones(frame.height),
-        "flat": np.zeros(frame.height),
-        "momentum_rule": momentum_positions(frame),
+    agent = trade_positions(
+        ts,
+        close,
+        positions_on_bars(sessions, greedy_net_positions(net, sessions, costs), frame),
+        symbol=symbol or "agent",
+        cash=1.0,
+        fee_bps=costs.fee_bps,
+        slippage_bps=costs.slippage_bps,
+        opens=opens,
+    )
+    # The benchmarks read the same opens, so they pay the agent's fill rule.
+    benchmarks = benchmark_books(
+        frame.with_columns(pl.Series("open", opens)),
+        symbol=symbol or "agent",
+        cash=1.0,
+        fee_bps=costs.fee_bps,
+        slippage_bps=costs.slippage_bps,
+        extra=(FLAT_BENCHMARK,),
+    )
+    books = {
+        "agent": agent,
+        "buy_and_hold": benchmarks[BUY_AND_HOLD],
+        "flat": benchmarks[FLAT_BENCHMARK],
+        "momentum_rule": benchmarks[MOMENTUM],
     }
     episode = frame.get_column("session").cast(pl.String).to_numpy()
     last = np.flatnonzero(np.append(episode[1:] != episode[:-1], True))
     out: dict[str, dict[str, float]] = {}
-    for name, path in paths.items():
-        book = trade_positions(
-            ts,
-            close,
-            path,
-            symbol=symbol or "agent",
-            cash=1.0,
-            fee_bps=costs.fee_bps,
-            slippage_bps=costs.slippage_bps,
-            opens=opens if name == "agent" else None,
-        )
+    for name, book in books.items():
         per_episode = np.diff(np.log(np.concatenate(([1.0], book.equity[last]))))
         out[name] = {
             **benchmark_metrics({name: book}, periods_per_year=periods_per_year(symbol))[name],

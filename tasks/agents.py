@@ -15,6 +15,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 from tqdm import tqdm
 
+from core.sessions import SessionRule, session_rule
 from models.dqn import CycleStats, DQNParams
 from models.env import Costs
 from models.features import FeatureSpec
@@ -147,16 +148,23 @@ def train_agent_on_bars(
     warehouse: str,
     description: dict[str, Any],
     budget_s: float | None = None,
+    rule: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """train_agent_seed with the features computed where the task runs (a thread, a process, a Dask worker).
 
     Plain values in and out. One torch thread, whatever the runner: a seed's weights then do
-    not depend on how many threads a worker process was given.
+    not depend on how many threads a worker process was given. `rule` (a
+    core.sessions.SessionRule as a dict) cuts the episodes as `train` cuts them; None infers
+    it from the traded symbol and timeframe (core.sessions.session_rule).
     """
     torch.set_num_threads(1)
-    data = prepare_data(
-        bars, FeatureSpec.from_dict(spec), train_range, test_range, sentiment, forecasts
+    feature_spec = FeatureSpec.from_dict(spec)
+    cut = (
+        SessionRule(**rule)
+        if rule is not None
+        else session_rule(feature_spec.traded, feature_spec.timeframe)
     )
+    data = prepare_data(bars, feature_spec, train_range, test_range, sentiment, forecasts, rule=cut)
     result: dict[str, Any] = train_agent_seed.fn(
         data,
         run_id,

@@ -10,6 +10,7 @@ import polars as pl
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from core.sessions import SessionRule
 from models.dqn import DQNParams
 from models.env import Costs
 from models.features import FeatureSpec
@@ -32,8 +33,11 @@ def evaluate_individual(
     costs: dict[str, float],
     seeds: list[int],
     timeout_s: float | None,
+    rule: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Plain dicts in and out: the task may run in another process or on a Dask worker."""
+    """Plain dicts in and out: the task may run in another process or on a Dask worker.
+
+    `rule` is a core.sessions.SessionRule as a dict (None: inferred from the symbol)."""
     result = evaluate_genome(
         Genome.from_dict(genome),
         bars,
@@ -44,5 +48,6 @@ def evaluate_individual(
         Costs(**costs),
         seeds,
         timeout_s,
+        SessionRule(**rule) if rule is not None else None,
     )
     return asdict(result)

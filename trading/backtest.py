@@ -19,6 +19,7 @@ import polars as pl
 
 from adapters.clock import ManualClock
 from adapters.sim_broker import SimulatedBroker
+from core.fills import fill_references
 from core.sessions import SessionRule, session_rule, timeframe_span
 from models.dqn import greedy_q_paths
 from models.env import assign_episodes, build_sessions
@@ -107,7 +108,7 @@ def run_backtest(
             flatten_at_close=flatten_before_close_min > 0,
             flatten_min=flatten_before_close_min,
         )
-    features = compute_features(bars, spec, sentiment, forecasts)
+    features = compute_features(bars, spec, sentiment, forecasts, calendar=rule.calendar)
     traded = bars.filter(pl.col("symbol") == symbol).select("ts", "open", "close")
     in_range = features.filter((pl.col("ts") >= start) & (pl.col("ts") < end)).sort("ts")
     if in_range.height == 0:
@@ -120,7 +121,11 @@ def run_backtest(
     ts_list = frame.get_column("ts").to_list()
     closes = frame.get_column("close").to_numpy()
     # Plain lists: indexing them per bar is several times cheaper than numpy scalars.
-    open_list = frame.get_column("open").cast(pl.Float64).to_list()
+    # The price each bar fills waiting orders at: its open, or a close-only bar's close
+    # (core.fills.fill_references, the rule training's evaluation and the baselines use).
+    open_list = fill_references(
+        frame.get_column("open").cast(pl.Float64).to_numpy(), closes
+    ).tolist()
     close_list = closes.astype(np.float64).tolist()
     steps = frame.get_column("step").to_list()
     span = timeframe_span(rule.timeframe)
@@ -228,6 +233,7 @@ def run_backtest(
     )
 
     ts_col = frame.get_column("ts").cast(pl.Datetime("us", "UTC"))
+    # frame carries each bar's open: the benchmarks fill at the next bar's open, as the agent.
     books = benchmark_books(
         frame.with_columns(ts_col),
         symbol=symbol,

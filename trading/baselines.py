@@ -1,4 +1,4 @@
-"""Buy-and-hold and the momentum rule beside a strategy: re-exported from core.baselines, the one implementation train and backtest share."""
+"""The benchmarks beside a strategy: re-exported from core.baselines, the one implementation train and backtest share."""
 
 from __future__ import annotations
 
@@ -6,28 +6,48 @@ from core.baselines import (
     BENCHMARK_LABELS,
     BENCHMARK_RULES,
     BUY_AND_HOLD,
+    EXTRA_BENCHMARKS,
+    FLAT,
     MOMENTUM,
     MOMENTUM_WINDOW,
+    TREND,
+    TREND_WINDOW,
+    VOL_TARGET,
+    VOL_TARGETED,
+    VOL_WINDOW,
     PositionBook,
     benchmark_books,
     benchmark_metrics,
+    flat_positions,
     momentum_label,
     momentum_positions,
     periods_per_year,
     trade_positions,
+    trend_positions,
+    vol_target_positions,
 )
 
 __all__ = [
     "BENCHMARK_LABELS",
     "BENCHMARK_RULES",
     "BUY_AND_HOLD",
+    "EXTRA_BENCHMARKS",
+    "FLAT",
     "MOMENTUM",
     "MOMENTUM_WINDOW",
+    "TREND",
+    "TREND_WINDOW",
+    "VOL_TARGET",
+    "VOL_TARGETED",
+    "VOL_WINDOW",
     "PositionBook",
     "benchmark_books",
     "benchmark_metrics",
+    "flat_positions",
     "momentum_label",
     "momentum_positions",
     "periods_per_year",
     "trade_positions",
+    "trend_positions",
+    "vol_target_positions",
 ]

@@ -46,7 +46,8 @@ def session_report(
         return None
     bars = load_frame(
         con,
-        "SELECT symbol, ts, close FROM bars WHERE timeframe = '1Min' AND list_contains(?, symbol)"
+        "SELECT symbol, ts, open, close FROM bars WHERE timeframe = '1Min'"
+        " AND list_contains(?, symbol)"
         " AND ts >= ? AND ts < ? ORDER BY symbol, ts",
         [symbols, start - MINUTE, end],
     )
@@ -63,14 +64,16 @@ def session_report(
         " ORDER BY ts",
         [run_id],
     )
-    # Benchmarks on the first symbol's bars, aligned to the equity points (a bar's close).
+    # Benchmarks on the first symbol's bars, aligned to the equity points (a bar's close);
+    # with each bar's open, so a benchmark's decision fills at the next bar's open as the
+    # session's own orders do.
     main = (
         bars.filter(pl.col("symbol") == symbols[0])
         .with_columns((pl.col("ts") + MINUTE).alias("ts"))
         .join(equity.select("ts"), on="ts", how="inner")
         .with_columns(pl.col("ts").dt.date().alias("session"))
     )
-    curve = equity.join(main.select("ts", "close", "session"), on="ts", how="inner")
+    curve = equity.join(main.select("ts", "open", "close", "session"), on="ts", how="inner")
     if curve.height < 2:
         return None
     books = benchmark_books(

@@ -63,8 +63,10 @@ def test_buy_and_hold_is_close_to_close_across_the_gaps_between_sessions() -> No
     costs = Costs(fee_bps=10.0, slippage_bps=5.0)
     bh = _evaluate(frame, costs)["buy_and_hold"]
     one_entry = (1 + costs.slippage_bps / 1e4) * (1 + costs.fee_bps / 1e4)
-    assert bh["total_return"] == pytest.approx(150.0 / 100.0 / one_entry - 1, rel=1e-9)
-    assert bh["trades"] == 1.0 and bh["exposure"] == 1.0
+    # As the agent's: decided on the first close, filled at the next bar's open (here the
+    # previous close, 100: the bars have no open), sized on the decision close (1/100 units).
+    assert bh["total_return"] == pytest.approx(150.0 / 100.0 - one_entry, rel=1e-9)
+    assert bh["trades"] == 1.0 and bh["exposure"] == pytest.approx(8 / 9)
 
 
 def test_drawdown_is_measured_per_bar_not_on_session_totals() -> None:
@@ -83,7 +85,8 @@ def test_momentum_looks_back_across_episodes_shorter_than_its_window() -> None:
     expected = (np.arange(n) >= MOMENTUM_WINDOW).astype(np.float64)
     assert momentum_positions(frame).tolist() == expected.tolist()
     momentum = _evaluate(frame, Costs(0.0, 0.0))["momentum_rule"]
-    assert momentum["exposure"] == pytest.approx((n - MOMENTUM_WINDOW) / n)
+    # Long from bar MOMENTUM_WINDOW's decision, held from the next bar (filled at its open).
+    assert momentum["exposure"] == pytest.approx((n - MOMENTUM_WINDOW - 1) / n)
 
 
 @pytest.mark.slow
@@ -129,8 +132,11 @@ def test_train_and_backtest_report_the_same_baselines_on_the_same_bars(tmp_path:
                 metric,
             )
     # Over several sessions the overnight moves count: the old per-session sum differed.
-    closes = data.test_bars.sort("ts").get_column("close")
+    assert data.test_bars is not None
+    held_bars = data.test_bars.sort("ts")
+    closes, opens = held_bars.get_column("close"), held_bars.get_column("open")
     first_fill = (1 + 1e-4) * (1 + 1e-4)
+    # Decided on the first close (sized on it), filled at the second bar's open, as the agent.
     assert held_out["buy_and_hold"]["total_return"] == pytest.approx(
-        closes[-1] / closes[0] / first_fill - 1, rel=1e-9
+        (closes[-1] - opens[1] * first_fill) / closes[0], rel=1e-9
     )

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from adapters.schema import BAR_COLUMNS
 from core.bar_quality import REASONS, validate_bars
+from core.bar_schema import BAR_COLUMNS
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
 T0 = datetime(2024, 1, 2, 14, 30, tzinfo=UTC)
@@ -45,7 +45,10 @@ CASES = [
     ("missing_key", {"symbol": None}),
     ("bad_timeframe", {"timeframe": "7Min"}),
     ("nan_price", {"close": float("nan")}),
-    ("nan_price", {"open": None}),
+    ("nan_price", {"close": None}),
+    # A missing open beside a high and low: neither full OHLC nor close-only.
+    ("partial_ohlc", {"open": None}),
+    ("partial_ohlc", {"high": None, "low": None}),
     ("nan_price", {"high": float("inf")}),
     ("non_positive_price", {"low": 0.0}),
     ("non_positive_price", {"open": -1.0, "low": -2.0}),

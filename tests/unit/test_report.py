@@ -255,7 +255,8 @@ def test_report_markdown_is_a_table_with_the_path(small: Backtest) -> None:
     assert lines[0] == "| metric | Strategy | Buy & hold | Momentum (30 bars) |"
     assert lines[1] == "|---|---:|---:|---:|"
     assert len(lines) == 2 + len(SUMMARY_KEYS) + 4
-    assert lines[-3].startswith("Buy & hold: long from the first bar's close")
+    assert lines[-3].startswith("Buy & hold: long from the first bar's decision")
+    assert "at the next bar's open" in lines[-3]
     for line, label in zip(lines[2:], LABELS, strict=False):
         assert line.startswith(f"| {label} | ")
         assert line.count("|") == 5
