@@ -12,6 +12,8 @@ from pathlib import Path
 from benchmarks import (  # noqa: F401 -- registers their benchmarks
     bench_agent,
     bench_alpaca,
+    bench_evaluate,
+    bench_gate,
     bench_ingest,
     bench_nightly,
     bench_search,

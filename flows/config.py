@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from core.assets import AssetClass
 from core.universe import ARCH_DAILY_SYMBOLS, COIN_SYMBOLS, EQUITY_SYMBOLS
 
-BarSourceName = Literal["auto", "alpaca", "synthetic", "arch", "file"]
+BarSourceName = Literal["auto", "alpaca", "synthetic", "arch", "skfolio", "file"]
 # numpy's seed sequences refuse negative seeds: say so before a run starts, naming the field.
 Seed = Annotated[int, Field(ge=0)]
 Window = Annotated[int, Field(ge=1)]
@@ -35,19 +35,21 @@ class IngestBarsConfig(BaseModel):
     source: BarSourceName = Field(
         default="synthetic",
         description="synthetic: generated minute bars (labelled synthetic); arch: real S&P 500 / "
-        "NASDAQ daily bars 1999-2018; file: your own CSV/Parquet (set path); alpaca: Alpaca's "
+        "NASDAQ daily bars 1999-2018; skfolio: real adjusted daily closes, close-only (S&P 500 "
+        "index SPX 1990-2022, factor ETFs MTUM QUAL SIZE USMV VLUE 2014-2022); file: your own CSV/Parquet (set path); alpaca: Alpaca's "
         "market-data API (needs APCA_API_KEY_ID and APCA_API_SECRET_KEY); auto: alpaca when those "
         "are set, synthetic otherwise.",
     )
     symbols: list[str] | None = Field(
         default=None,
         description="Symbols to ingest; empty means the source's default universe "
-        "(synthetic: 4 ETFs + 14 coins; arch: ^GSPC, ^IXIC; file: every symbol in it).",
+        "(synthetic: 4 ETFs + 14 coins; arch: ^GSPC, ^IXIC; skfolio: SPX and the 5 ETFs; "
+        "file: every symbol in it).",
     )
     start: date | None = Field(
         default=None,
         description="First day (inclusive, UTC); default: the source's own range "
-        "(synthetic: the demo window; arch: 1999; file: everything).",
+        "(synthetic: the demo window; arch: 1999; skfolio: 1990; file: everything).",
     )
     end: date | None = Field(
         default=None, description="Last day (exclusive, UTC); default as start."
@@ -144,6 +146,7 @@ class IngestBarsConfig(BaseModel):
             "alpaca": recent,
             "synthetic": (DEMO_START, DEMO_END),
             "arch": (date(1999, 1, 1), date(2019, 1, 1)),
+            "skfolio": (date(1990, 1, 1), date(2023, 1, 1)),
             "file": (date(1900, 1, 1), date(2200, 1, 1)),
         }[self.source]
         return (self.start or defaults[0], self.end or defaults[1])
@@ -155,14 +158,22 @@ class IngestBarsConfig(BaseModel):
             return [*EQUITY_SYMBOLS, *COIN_SYMBOLS]
         if self.source == "arch":
             return list(ARCH_DAILY_SYMBOLS)
+        if self.source == "skfolio":
+            from adapters.skfolio_daily import SKFOLIO_DAILY_SYMBOLS
+
+            return list(SKFOLIO_DAILY_SYMBOLS)
         return []
 
     def default_timeframe(self) -> str | None:
         if self.timeframe:
             return self.timeframe
-        return {"synthetic": "1Min", "alpaca": "1Min", "auto": "1Min", "arch": "1Day"}.get(
-            self.source
-        )
+        return {
+            "synthetic": "1Min",
+            "alpaca": "1Min",
+            "auto": "1Min",
+            "arch": "1Day",
+            "skfolio": "1Day",
+        }.get(self.source)
 
 
 class DemoConfig(BaseModel):
@@ -786,3 +797,69 @@ class NightlyRetrainConfig(BaseModel):
             },
         )
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
+
+
+class EvaluateConfig(BaseModel):
+    """Parameters of the `evaluate` flow: a walk-forward evaluation of the default agent beside the baselines."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbol: str = Field(
+        default="SPX",
+        description="Traded symbol; its stored bars are used (SPX: `ingest-bars --source skfolio`).",
+    )
+    timeframe: str | None = Field(
+        default=None, description="Bar timeframe; empty = the symbol's stored timeframe."
+    )
+    first_test_year: int = Field(
+        default=2000, ge=1900, le=2200, description="First calendar year tested; one fold a year."
+    )
+    window: Literal["expanding", "rolling"] = Field(
+        default="expanding",
+        description="Training window: everything before the test year, or the last train_bars.",
+    )
+    train_bars: int | None = Field(
+        default=None, ge=2, description="Bars of a rolling training window (window=rolling only)."
+    )
+    min_train_bars: int = Field(
+        default=500, ge=2, description="Folds with fewer training bars are skipped."
+    )
+    embargo_bars: int = Field(
+        default=5, ge=0, description="Bars between training and test left out of both."
+    )
+    seeds: list[Seed] = Field(
+        default_factory=lambda: [0, 1, 2, 3, 4],
+        min_length=1,
+        description="Agents trained per fold, one per seed.",
+    )
+    cycles: int = Field(default=1000, ge=1, description="Training cycles per seed and fold.")
+    budget_s: float | None = Field(
+        default=None, gt=0, description="Seconds of training per seed and fold (empty: all cycles)."
+    )
+    episode_bars: int | None = Field(
+        default=None,
+        ge=0,
+        description="Bars per training episode; empty = the timeframe's default.",
+    )
+    fee_bps: float = Field(default=1.0, ge=0, description="Fee per trade, basis points of value.")
+    slippage_bps: float = Field(default=1.0, ge=0, description="Fill price moved against us, bps.")
+    reps: int = Field(
+        default=1000,
+        ge=100,
+        description="Bootstrap replications of the SPA test and Sharpe interval.",
+    )
+    workers: int = Field(default=2, ge=1, description="Folds trained at once (threads).")
+    warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
+    reports_dir: str | None = Field(
+        default=None, description="Where HTML reports go (default: <data_dir>/reports)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> EvaluateConfig:
+        if self.window == "rolling" and self.train_bars is None:
+            raise ValueError("window=rolling needs train_bars")
+        return self
+
+    def recipe(self) -> dict[str, Any]:
+        """What shapes the result (not where it is written or how many threads): the eval id's input."""
+        return self.model_dump(mode="json", exclude={"warehouse", "reports_dir", "workers"})

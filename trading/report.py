@@ -61,7 +61,7 @@ _PERCENT = {"total_return", "cagr", "max_drawdown", "hit_rate", "exposure"}
 _RATIO = {"sharpe", "sortino", "calmar"}
 _COUNT = {"trades", "round_trips"}
 
-_CSS = """
+REPORT_CSS = """
 body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
        color: #222; background: #fafafa; }
 main { max-width: 1240px; margin: 0 auto; padding: 16px 24px 40px; }
@@ -149,7 +149,8 @@ def _benchmark_legend(columns: Sequence[str]) -> str:
         return ""
     return (
         "; ".join(parts)
-        + ". Each is filled at the bar's close with the same fee and slippage as the strategy; "
+        + ". Each decision is filled as the strategy's, at the next bar's open (the decision"
+        " bar's close where the bars have no open), with the same fee and slippage; "
         "its trades, turnover, fees and exposure come from its own fills."
     )
 
@@ -290,7 +291,19 @@ def _legend_above(
             handle.set_sizes([36.0])  # thinned-out markers stay legible in the legend
 
 
-def _png(fig: Figure) -> str:
+def html_head(title: str) -> list[str]:
+    """The opening lines of a self-contained report page, up to its escaped <h1> title."""
+    e = html.escape
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{e(title)}</title><style>{REPORT_CSS}</style></head><body><main>",
+        f"<h1>{e(title)}</h1>",
+    ]
+
+
+def png_base64(fig: Figure) -> str:
     FigureCanvasAgg(fig)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
@@ -330,7 +343,9 @@ def _equity_figure(equity: pl.DataFrame, timeline: _Timeline) -> _Figure:
         "all starting from the same value, each after its own costs. "
         f"X axis: bar number over {len(timeline):,} bars; a tick marks {marks}."
     )
-    return _Figure("Equity", _png(fig), caption + _decimation_note(len(timeline)), "equity curves")
+    return _Figure(
+        "Equity", png_base64(fig), caption + _decimation_note(len(timeline)), "equity curves"
+    )
 
 
 def _drawdown_figure(equity: pl.DataFrame, timeline: _Timeline) -> _Figure:
@@ -355,7 +370,9 @@ def _drawdown_figure(equity: pl.DataFrame, timeline: _Timeline) -> _Figure:
         "Drawdown: equity / running peak - 1, bar by bar (intraday falls included), for the "
         "strategy (shaded) and buy-and-hold (line)."
     )
-    return _Figure("Drawdown", _png(fig), caption + _decimation_note(len(timeline)), "drawdowns")
+    return _Figure(
+        "Drawdown", png_base64(fig), caption + _decimation_note(len(timeline)), "drawdowns"
+    )
 
 
 def _positions(
@@ -480,7 +497,9 @@ def _price_figure(
     if notes:
         caption += f" Markers are capped at {MAX_MARKERS:,} per symbol: " + "; ".join(notes) + "."
     caption += _decimation_note(len(timeline))
-    return _Figure("Prices and trades", _png(fig), caption, "prices with buy and sell markers")
+    return _Figure(
+        "Prices and trades", png_base64(fig), caption, "prices with buy and sell markers"
+    )
 
 
 def _sentiment_figure(sentiment: pl.DataFrame, timeline: _Timeline) -> _Figure | None:
@@ -516,7 +535,7 @@ def _sentiment_figure(sentiment: pl.DataFrame, timeline: _Timeline) -> _Figure |
         "Sentiment in [-1, 1] per symbol (mean of the values falling on a bar); a value "
         "observed between bars (nights, weekends) is drawn at the next bar."
     )
-    return _Figure("Sentiment", _png(fig), caption + _decimation_note(longest), "sentiment")
+    return _Figure("Sentiment", png_base64(fig), caption + _decimation_note(longest), "sentiment")
 
 
 def _decimation_note(n: int) -> str:
@@ -605,11 +624,7 @@ def write_report(
     e = html.escape
     first, last = np.datetime_as_string(timeline.us[[0, -1]].astype("datetime64[us]"), unit="m")
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{e(title)}</title><style>{_CSS}</style></head><body><main>",
-        f"<h1>{e(title)}</h1>",
+        *html_head(title),
         f'<p class="span">{e(first.replace("T", " "))} to {e(last.replace("T", " "))} UTC, '
         f"{len(timeline):,} bars, {fills.height:,} fills</p>",
     ]

@@ -57,6 +57,7 @@ def test_deploy_all_and_run_ingest_on_a_process_worker(
         "live-trading/live-trading",
         "crypto-trading/crypto-trading",
         "backtest/backtest",
+        "evaluate/evaluate",
         "demo/demo",
     ):
         assert name in deployed, name

@@ -1,0 +1,81 @@
+"""Command-line options generated from a flow's typed config: each field once, its description as the help."""
+
+from __future__ import annotations
+
+import argparse
+import types
+import typing
+from collections.abc import Collection
+from datetime import date
+from typing import Any
+
+from pydantic import BaseModel
+
+_SCALARS: dict[Any, Any] = {int: int, float: float, str: str, date: date.fromisoformat}
+
+
+def _option_kind(annotation: Any) -> tuple[Any, Any, bool] | None:
+    """(argparse type, choices, many) of a field's annotation; None when it has no CLI form."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        return _option_kind(args[0]) if len(args) == 1 else None
+    if origin is typing.Annotated:
+        return _option_kind(typing.get_args(annotation)[0])
+    if origin is typing.Literal:
+        choices = typing.get_args(annotation)
+        return type(choices[0]), list(choices), False
+    if origin is list:
+        inner = _option_kind(typing.get_args(annotation)[0])
+        return None if inner is None or inner[2] else (inner[0], inner[1], True)
+    if annotation is bool:
+        return bool, None, False
+    if annotation in _SCALARS:
+        return _SCALARS[annotation], None, False
+    return None
+
+
+def add_config_options(
+    parser: argparse.ArgumentParser, model: type[BaseModel], exclude: Collection[str] = ()
+) -> None:
+    """One ``--field-name`` option per field of `model` (booleans as ``--x/--no-x``), default: the config's.
+
+    Fields whose type has no command-line form (nested configs, dicts) are left out.
+    """
+    for name, field in model.model_fields.items():
+        if name in exclude:
+            continue
+        kind = _option_kind(field.annotation)
+        if kind is None:
+            continue
+        convert, choices, many = kind
+        flag = "--" + name.replace("_", "-")
+        default = field.get_default(call_default_factory=True)
+        help_text = (field.description or "").replace("%", "%%")
+        if default is not None:
+            shown = " ".join(str(v) for v in default) if many else default
+            help_text += f" (default: {shown})"
+        if convert is bool:
+            parser.add_argument(
+                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+            )
+            continue
+        parser.add_argument(
+            flag,
+            dest=name,
+            type=convert,
+            choices=choices,
+            nargs="+" if many else None,
+            default=None,
+            help=help_text,
+        )
+
+
+def config_from_args(model: type[BaseModel], args: argparse.Namespace) -> Any:
+    """The config of the options given on the command line; the rest keep the config's defaults."""
+    given = {
+        name: getattr(args, name)
+        for name in model.model_fields
+        if getattr(args, name, None) is not None
+    }
+    return model(**given)
