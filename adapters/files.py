@@ -405,13 +405,16 @@ class FileBarSource:
       (or epoch numbers) are converted to UTC, and naming `tz` for such a file is an error.
       Daily bars are stamped at 00:00 America/New_York on the date as written (the
       warehouse convention; for stamps with an offset, the UTC date).
-    - A file with only a close/price column gets open = high = low = close; a file
-      without volume gets null volume.
+    - A file without open/high/low columns is close-only: its bars have null open, high
+      and low (the warehouse's close-only series; nothing is invented) and `close_only`
+      says so once the file is loaded. A file without volume gets null volume.
     - The decimal separator is read from the numbers (1,234.5 / 0.5 vs 1.234,5 / 0,5), whatever
       the delimiter; `decimal='.'` or `','` overrides it, and a file whose numbers do not
       decide ("1,234" only) is an AmbiguousDecimalError that names the option.
-    - A cell that does not parse becomes null and the row carries its original cells as
-      JSON in `raw`, so validation quarantines it with its content; no row is dropped.
+    - A cell that does not parse becomes null (an open/high/low cell NaN, so that a row
+      whose open/high/low all failed is not taken for a close-only bar) and the row carries its
+      original cells as JSON in `raw`, so validation quarantines it with its content; no
+      row is dropped.
     - Layouts it cannot read (workbooks, no header, no timestamp or price column, one
       column per symbol, no parsable timestamp at all) are a BarFileError saying what to do.
     - Rows are stably sorted by (symbol, ts): a file's row order is not a delivery order.
@@ -445,6 +448,15 @@ class FileBarSource:
         self._loaded: dict[str | None, pl.DataFrame] = {}
         self._symbol_column: str | None = None
         self._naive = False
+        self._close_only = False
+
+    @property
+    def close_only(self) -> bool:
+        """The file has no open/high/low columns: its bars are close-only (null open/high/low).
+
+        Known once the file is loaded (symbols(), load() or fetch_bars()).
+        """
+        return self._close_only
 
     @property
     def naive_zone(self) -> str | None:
@@ -514,9 +526,14 @@ class FileBarSource:
         # Parsed values go to their own frame: a source column may share a canonical name.
         parsed = raw.select(exprs)
         self._check_timestamps(parsed, raw, source_cols)
-        for c in ("open", "high", "low"):
-            if c not in parsed.columns:
-                parsed = parsed.with_columns(pl.col("close").alias(c))
+        # No open/high/low column: a close-only series, its open/high/low null rather than
+        # copies of the close, which would be invented prices.
+        self._close_only = not any(c in cols for c in ("open", "high", "low"))
+        parsed = parsed.with_columns(
+            pl.lit(None, dtype=pl.Float64).alias(c)
+            for c in ("open", "high", "low")
+            if c not in parsed.columns
+        )
 
         # Rows where a present cell failed to parse keep their original text for quarantine.
         checks = [
@@ -537,6 +554,15 @@ class FileBarSource:
             pl.DataFrame([text.get_column(c) for c in source_cols])
             .select(pl.any_horizontal(pl.all().is_not_null()))
             .to_series()
+        )
+        # An unparsable open/high/low cell becomes NaN, not null: null is a price the file
+        # lacks (an empty cell, or a close-only file), NaN one it sent unreadably, which
+        # validation quarantines as nan_price even when all three failed (all null would
+        # read as a close-only bar). A null close is quarantined either way.
+        parsed = parsed.with_columns(
+            pl.when(flag).then(float("nan")).otherwise(pl.col(dst)).alias(dst)
+            for (_, dst), flag in zip(checks, flags, strict=True)
+            if dst in ("open", "high", "low")
         )
         flags.append(ts_present & parsed.get_column("ts").is_null())
         failed = pl.DataFrame(flags).select(pl.any_horizontal(pl.all())).to_series()

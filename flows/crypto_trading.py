@@ -41,6 +41,7 @@ from flows.live_trading import (
     load_compatible_model,
     on_broker_time,
     require_replay_bars,
+    stored_calendar,
 )
 from trading.allocation import coin_weights
 from trading.calendar import CryptoCalendar
@@ -205,6 +206,7 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
             broker,
             ledger,
             inputs=input_loader(policy.spec, row.get("params") or {}),
+            calendar=stored_calendar(warehouse, coin),
         )
     if sim is None:
         assert poller is not None

@@ -100,10 +100,15 @@ def ingest_bars(config: IngestBarsConfig | None = None) -> dict[str, Any]:
     names: list[str] = [s for s in symbols if s]
     stamp_zone: str | None = None
     provenance = source.name
+    notes: list[str] = []
     if isinstance(source, FileBarSource):
         names = source.symbols(timeframe, wanted=names)
         stamp_zone = source.naive_zone
         provenance = source.source_label
+        if source.close_only:
+            # Said once: its bars are stored with null open/high/low, nothing invented.
+            notes.append(f"{source.path.name}: close-only: no open/high/low columns")
+            logger.info("%s", notes[-1])
     stored = load_symbol_infos(warehouse, names)
     infos = {
         name: resolve_symbol_info(
@@ -169,7 +174,7 @@ def ingest_bars(config: IngestBarsConfig | None = None) -> dict[str, Any]:
     if config.source == "synthetic" and config.signal == "sentiment":
         ingest_synthetic_sentiment(source, [s for s in symbols if s], start, end, warehouse)
     rows = series_rows(per_symbol, infos, symbol_rows)
-    warnings = [w for s in per_symbol.values() for w in s.warnings]
+    warnings = [*notes, *(w for s in per_symbol.values() for w in s.warnings)]
     create_markdown_artifact(
         key="ingest-bars-report",
         markdown=report_markdown(f"ingest-bars ({source.name})", rows, warnings),

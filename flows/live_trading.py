@@ -47,6 +47,7 @@ from trading.session_report import session_report
 from warehouse.bars import load_bars
 from warehouse.db import connect
 from warehouse.registry import choose_model
+from warehouse.symbols import load_symbol_infos
 
 LIVE_LOCK_TIMEOUT_S = 2.0
 """paper/live: how long a minute's write or decision waits for a warehouse another process
@@ -93,6 +94,13 @@ def newest_session(con: Any, symbol: str, timeframe: str) -> date | None:
     from zoneinfo import ZoneInfo
 
     return newest.astimezone(ZoneInfo("America/New_York")).date()
+
+
+def stored_calendar(warehouse: Path, symbol: str) -> str | None:
+    """The symbol's calendar in the symbols table (None: not stored, inferred from its name),
+    which the live features' time of session follows as training's did."""
+    info = load_symbol_infos(warehouse, [symbol]).get(symbol)
+    return None if info is None else info.calendar
 
 
 def _session_of_day(symbol: str, day: date) -> Session | None:
@@ -341,6 +349,7 @@ def _run_session(
         broker,
         ledger,
         inputs=input_loader(spec, row.get("params") or {}),
+        calendar=stored_calendar(warehouse, spec.traded),
     )
     warmed = runner.start(clock.now())
     with connect(warehouse) as con:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import polars as pl
@@ -110,6 +112,62 @@ def _exchange_sessions(calendar: str) -> pl.DataFrame:
             .astype("datetime64[us]"),
         }
     ).with_columns(pl.col("session_open", "session_close").dt.replace_time_zone("UTC"))
+
+
+@lru_cache(maxsize=8)
+def _session_minutes(calendar: str) -> float:
+    """Length of an exchange calendar's regular session in minutes (390 on NYSE): the unit of
+    time_of_session, so early closes end short of 1."""
+    return float(
+        _exchange_sessions(calendar)
+        .select((pl.col("session_close") - pl.col("session_open")).dt.total_minutes().median())
+        .item()
+    )
+
+
+@lru_cache(maxsize=8)
+def _session_bounds(calendar: str) -> dict[date, tuple[datetime, datetime]]:
+    """_exchange_sessions as a dict by local date: the live path's one-bar lookup."""
+    frame = _exchange_sessions(calendar)
+    return {
+        day: (open_, close)
+        for day, open_, close in frame.select(
+            "session", "session_open", "session_close"
+        ).iter_rows()
+    }
+
+
+def feature_calendar(traded: str, calendar: str | None) -> str:
+    """The calendar the time-of-session features follow: the given one, else inferred from the
+    traded symbol (24/7 for a coin pair, else NYSE), as before calendars were stored."""
+    return calendar or (CALENDAR_24_7 if is_coin(traded) else "XNYS")
+
+
+_NEW_YORK = ZoneInfo("America/New_York")
+
+
+def session_times(ts: datetime, calendar: str) -> tuple[float, float]:
+    """(time_of_session, time_to_close) of one intraday bar starting at `ts` (UTC), exactly as
+    compute_features has them on `calendar`: the live path's one-bar version of the same
+    definitions and the same session table. NaN (0 after the null rule) outside any session."""
+    if calendar == CALENDAR_24_5:
+        # The FX day opens at 17:00 New York: shifted by 7 hours it is a calendar day.
+        fx = (ts + timedelta(hours=7)).astimezone(_NEW_YORK)
+        frac = (fx.hour * 60 + fx.minute) / 1440.0
+        return frac, 1.0 - frac
+    if calendar == CALENDAR_24_7:
+        utc = ts.astimezone(UTC)
+        frac = (utc.hour * 60 + utc.minute) / 1440.0
+        return frac, 1.0 - frac
+    bounds = _session_bounds(calendar).get(ts.astimezone(ZoneInfo(calendar_zone(calendar))).date())
+    if bounds is None:
+        return float("nan"), float("nan")
+    length = _session_minutes(calendar)
+    # polars' total_minutes truncates toward zero; int() does the same.
+    return (
+        int((ts - bounds[0]).total_seconds() / 60) / length,
+        int((bounds[1] - ts).total_seconds() / 60) / length,
+    )
 
 
 # Per-asset features and the bar columns they are computed from. Where an asset's bars hold
@@ -213,16 +271,12 @@ def compute_features(
     # bars (a SessionRule recuts them). The time of session follows the traded symbol's
     # calendar: an exchange's own open and close, the FX day (17:00 to 17:00 New York), or
     # the UTC day around the clock; None infers it as before (24/7 for coins, else NYSE).
-    cal = calendar or (CALENDAR_24_7 if is_coin(spec.traded) else "XNYS")
+    # trading.live_features computes the same values bar by bar with session_times().
+    cal = feature_calendar(spec.traded, calendar)
     if spec.intraday and cal not in OWN_CALENDARS:
         local_day = pl.col("ts").dt.convert_time_zone(calendar_zone(cal)).dt.date()
         sessions = _exchange_sessions(cal)
-        # In minutes of the calendar's regular session (390 on NYSE): early closes end short of 1.
-        length = float(
-            sessions.select(
-                (pl.col("session_close") - pl.col("session_open")).dt.total_minutes().median()
-            ).item()
-        )
+        length = _session_minutes(cal)
         frame = frame.with_columns(local_day.alias("session")).join(
             sessions, on="session", how="left"
         )

@@ -106,30 +106,24 @@ class LiveRunner:
     decided: set[datetime] = field(default_factory=set)
     warmed: bool = False
     con: Any = None
+    """A connection held for a whole fast replay; None opens one per minute (live: never hold one)."""
     inputs: InputLoader | None = None
     """The model's sentiment/forecast inputs (trading.inputs.input_loader); None: it has none."""
     lock_timeout_s: float | None = None
     """How long a decision waits for a warehouse another process holds (None: the setting)."""
     last_inputs: tuple[float | None, float | None] = (None, None)
     """The model's last sentiment and forecast inputs read (used while the warehouse is locked)."""
+    calendar: str | None = None
+    """The traded symbol's calendar (symbols table) for the time-of-session features, as
+    training's compute_features took it; None infers it from the symbol the same way."""
     features: LiveFeatures = field(init=False)
-    """A connection held for a whole fast replay; None opens one per minute (live: never hold one)."""
+    """The traded and other assets' recent bars and feature rows (trading.live_features)."""
 
     def _connect(self) -> Any:
         return nullcontext(self.con) if self.con is not None else connect(self.warehouse)
 
     def __post_init__(self) -> None:
-        self.features = LiveFeatures(self.spec, self._session_times)
-
-    def _session_times(self, ts: datetime) -> tuple[float, float]:
-        """time_of_session and time_to_close exactly as models.features.compute_features has them."""
-        if "/" in self.spec.traded:
-            frac = (ts.hour * 60 + ts.minute) / 1440.0
-            return frac, 1.0 - frac
-        return (
-            int((ts - self.session.open).total_seconds() // 60) / 390.0,
-            int((self.session.close - ts).total_seconds() // 60) / 390.0,
-        )
+        self.features = LiveFeatures(self.spec, self.calendar)
 
     def _bars(self, con: Any, start: datetime, end: datetime) -> pl.DataFrame:
         cols = ", ".join(BAR_SCHEMA)

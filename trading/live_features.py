@@ -4,21 +4,22 @@ Recomputing the batch polars features for every minute costs ~10 ms of fixed ove
 a live decision has a 5 ms budget. This keeps, per asset, the few dozen past bars the
 feature windows need and evaluates each feature for the newest bar only, with the batch
 function's exact definitions (same windows, ddof=1 standard deviations, the same null ->
-0 rules and float32 cast). tests/unit/test_live_features.py holds the two equal, feature
-by feature, over whole sessions.
+0 rules and float32 cast). The time-of-session pair follows the traded symbol's calendar
+through models.features.session_times, the batch function's own definition.
+tests/unit/test_live_features.py holds the two equal, feature by feature, over whole
+sessions on NYSE, 24/5 FX and 24/7 calendars.
 """
 
 from __future__ import annotations
 
 import math
 from collections import deque
-from collections.abc import Callable
 from datetime import datetime
 
 import numpy as np
 import polars as pl
 
-from models.features import FeatureSpec
+from models.features import FeatureSpec, feature_calendar, session_times
 
 
 def _std(values: list[float]) -> float | None:
@@ -100,14 +101,13 @@ class _Asset:
 class LiveFeatures:
     """Feature rows of the traded symbol's newest bar, kept up to date bar by bar."""
 
-    def __init__(
-        self, spec: FeatureSpec, session_times: Callable[[datetime], tuple[float, float]]
-    ) -> None:
-        """session_times(ts) -> (time_of_session, time_to_close) exactly as compute_features defines them."""
+    def __init__(self, spec: FeatureSpec, calendar: str | None = None) -> None:
+        """`calendar` is the traded symbol's, as compute_features takes it (the symbols
+        table's, or the SessionRule's); None infers it from the symbol the same way."""
         if not spec.intraday:
             raise ValueError("live features are for intraday bars")
         self.spec = spec
-        self.session_times = session_times
+        self.calendar = feature_calendar(spec.traded, calendar)
         self.assets = {sym: _Asset(spec) for sym in spec.symbols}
         self.names = spec.names()
 
@@ -144,7 +144,7 @@ class LiveFeatures:
             values += [f.get(f"ret_{w}", float("nan")) for w in self.spec.return_windows]
             values += [f.get(f"vol_{w}", float("nan")) for w in self.spec.vol_windows]
             values += [f.get(k, float("nan")) for k in ("volz", "vwap_dev", "range")]
-        values += list(self.session_times(ts))
+        values += list(session_times(ts, self.calendar))
         if self.spec.sentiment:
             values.append(0.0 if sentiment is None else sentiment)
         if self.spec.forecast:

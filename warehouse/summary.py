@@ -8,18 +8,26 @@ import polars as pl
 from warehouse.io import load_frame
 
 EXAMPLE_SQL = """\
--- Daily return and intraday range of each ETF, from SYNTHETIC minute bars
-SELECT symbol,
-       CAST(timezone('America/New_York', ts) AS DATE)              AS day,
-       count(*)                                                     AS minutes,
-       arg_min(open, ts)                                            AS open,
-       arg_max(close, ts)                                           AS close,
-       round(100 * (arg_max(close, ts) / arg_min(open, ts) - 1), 3) AS return_pct,
-       round(100 * (max(high) / min(low) - 1), 3)                   AS range_pct
-FROM bars
-WHERE timeframe = '1Min' AND source = 'synthetic'
-  AND symbol IN ('SPY', 'VTI', 'VXUS', 'BND')
-GROUP BY ALL
+-- Daily return and intraday range of each ETF, from SYNTHETIC minute bars. The return runs
+-- from the day's first open, or from the previous day's close where there is none
+-- (close-only bars have a NULL open); a close-only day has no range (NULL).
+WITH days AS (
+    SELECT symbol,
+           CAST(timezone('America/New_York', ts) AS DATE) AS day,
+           count(*)                                        AS minutes,
+           arg_min(open, ts)                               AS open,
+           arg_max(close, ts)                              AS close,
+           round(100 * (max(high) / min(low) - 1), 3)      AS range_pct
+    FROM bars
+    WHERE timeframe = '1Min' AND source = 'synthetic'
+      AND symbol IN ('SPY', 'VTI', 'VXUS', 'BND')
+    GROUP BY ALL
+)
+SELECT symbol, day, minutes, open, close,
+       round(100 * (close / coalesce(open, lag(close) OVER w) - 1), 3) AS return_pct,
+       range_pct
+FROM days
+WINDOW w AS (PARTITION BY symbol ORDER BY day)
 ORDER BY day DESC, symbol
 LIMIT 8"""
 

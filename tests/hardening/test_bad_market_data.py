@@ -224,7 +224,7 @@ def test_a_split_never_reaches_the_features_as_a_minus_90_percent_return(
         feats = compute_features(stored, spec)
         for w in spec.return_windows:
             assert feats[f"a0_ret_{w}"].abs().max() < 0.05, (when, w)
-        live = LiveFeatures(spec, lambda ts: (0.0, 0.0))
+        live = LiveFeatures(spec)
         worst = 0.0
         for (minute,), one in stored.group_by(["ts"], maintain_order=True):
             live.push_frame(one)

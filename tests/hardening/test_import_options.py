@@ -189,6 +189,25 @@ def test_a_conflicting_reimport_is_refused_until_reclassify(
 
 @pytest.mark.prefect
 @pytest.mark.usefixtures("prefect_harness")
+def test_a_close_only_file_is_stored_close_only_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """SYNTHETIC closes. Stored with null open/high/low (they used to be copies of the close)."""
+    warehouse = tmp_path / "w.duckdb"
+    path = tmp_path / "closes.csv"
+    path.write_text("Date,Close\n2024-01-02,10.5\n2024-01-03,10.7\n2024-01-04,10.6\n")
+    code, out, err = ingest(capsys, warehouse, path, "--symbol", "ACME")
+    assert code == 0, err
+    assert "warning: closes.csv: close-only: no open/high/low columns" in out
+    with connect(warehouse) as con:
+        rows = con.execute(
+            "SELECT open, high, low, close FROM bars WHERE symbol = 'ACME' ORDER BY ts"
+        ).fetchall()
+    assert rows == [(None, None, None, 10.5), (None, None, None, 10.7), (None, None, None, 10.6)]
+
+
+@pytest.mark.prefect
+@pytest.mark.usefixtures("prefect_harness")
 def test_cli_refusals_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     warehouse = tmp_path / "w.duckdb"
     nosym = fx_file(tmp_path / "eurusd.csv", weeks=1)

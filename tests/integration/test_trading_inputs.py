@@ -27,11 +27,6 @@ START = datetime(2024, 3, 1, tzinfo=UTC)
 DAY = datetime(2024, 3, 4, tzinfo=UTC)
 
 
-def _coin_times(ts: datetime) -> tuple[float, float]:
-    frac = (ts.hour * 60 + ts.minute) / 1440.0
-    return frac, 1.0 - frac
-
-
 def _warehouse(path: Path) -> None:
     bars = SyntheticBarSource(SyntheticConfig(seed=5, signal="sentiment"))
     later = DAY + timedelta(days=2)  # "now" for validation: after every bar and post
@@ -88,7 +83,7 @@ def test_live_inputs_equal_the_batch_inputs_minute_by_minute(tmp_path: Path) -> 
     assert batch.get_column("sentiment").n_unique() > 5
     assert batch.get_column("forecast").n_unique() > 3
 
-    live = LiveFeatures(spec, _coin_times)
+    live = LiveFeatures(spec)
     live.push_frame(bars.filter(pl.col("ts") < DAY))
     names = spec.names()
     expected = {

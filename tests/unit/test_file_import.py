@@ -10,8 +10,10 @@ import polars as pl
 import pytest
 
 from adapters.files import AmbiguousDecimalError, BarFileError, FileBarSource, detect_decimal
+from core.bar_quality import validate_bars
 
 ALL = (datetime(1990, 1, 1, tzinfo=UTC), datetime(2100, 1, 1, tzinfo=UTC))
+NOW = datetime(2030, 1, 1, tzinfo=UTC)
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "faulty_bars.csv"
 
 
@@ -187,11 +189,44 @@ def test_the_shipped_faulty_sample(tmp_path: Path) -> None:
     assert df.filter(pl.col("raw").is_not_null()).height == 1
 
 
-def test_close_only_file_fills_open_high_low(tmp_path: Path) -> None:
+def test_close_only_file_imports_as_close_only(tmp_path: Path) -> None:
+    """It used to get open = high = low = close: invented prices (a zero range, an open that
+    was never traded). The bars table takes close-only rows (migration 0010): nulls."""
     p = write(tmp_path, "close.csv", "date,price\n2024-01-02,10\n2024-01-03,11\n")
-    df = load(p, symbol="C")
-    assert df.select("open", "high", "low", "close").row(0) == (10.0, 10.0, 10.0, 10.0)
+    source = FileBarSource(p, symbol="C")
+    df = pl.concat(list(source.fetch_bars([], "", *ALL)))
+    assert df.select("open", "high", "low", "close").row(0) == (None, None, None, 10.0)
     assert df["volume"].null_count() == 2
+    assert source.close_only
+    checked = validate_bars(df, NOW)
+    assert checked.good.height == 2 and checked.quarantine.height == 0
+
+
+def test_a_file_with_open_high_low_is_not_close_only(tmp_path: Path) -> None:
+    p = write(tmp_path, "ohlc.csv", "date,open,high,low,close\n2024-01-02,9,11,8,10\n")
+    source = FileBarSource(p, symbol="C", timeframe="1Day")
+    df = pl.concat(list(source.fetch_bars([], "", *ALL)))
+    assert df.select("open", "high", "low", "close").row(0) == (9.0, 11.0, 8.0, 10.0)
+    assert not source.close_only
+
+
+def test_unparsable_open_high_low_is_quarantined_not_close_only(tmp_path: Path) -> None:
+    """Cells present but unparsable are a bad price (nan_price, with their text); empty
+    cells are a price the file lacks, and a row lacking all three is close-only."""
+    p = write(
+        tmp_path,
+        "bad_ohl.csv",
+        "Date,Open,High,Low,Close\n"
+        "2024-01-02,1,2,0.5,1.5\n"
+        "2024-01-03,abc,n/a,--,1.6\n"
+        "2024-01-04,,,,1.7\n",
+    )
+    df = load(p, symbol="BAD", timeframe="1Day")
+    checked = validate_bars(df, NOW)
+    assert checked.good["close"].to_list() == [1.5, 1.7]
+    bad = checked.quarantine
+    assert bad["reason"].to_list() == ["nan_price"]
+    assert json.loads(bad["raw"].item())["Open"] == "abc"
 
 
 def test_no_price_columns_is_a_clear_error(tmp_path: Path) -> None:

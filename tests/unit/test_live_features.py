@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import polars as pl
@@ -11,7 +10,6 @@ import pytest
 
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
 from models.features import FeatureSpec, compute_features
-from trading.calendar import NYSECalendar
 from trading.live_features import LiveFeatures
 
 START = datetime(2024, 3, 4, tzinfo=UTC)
@@ -23,35 +21,75 @@ def _bars(symbols: list[str], start: datetime, end: datetime) -> pl.DataFrame:
     return pl.concat(list(source.fetch_bars(symbols, "1Min", start, end)))
 
 
-NEW_YORK = ZoneInfo("America/New_York")
+FX_START = datetime(2024, 3, 3, 22, tzinfo=UTC)  # Sunday 17:00 New York (EST)
+FX_END = datetime(2024, 3, 16, tzinfo=UTC)  # spans the US DST switch of 10 March
 
 
-def _session_times(ts: datetime) -> tuple[float, float]:
-    session = NYSECalendar().session_on(ts.astimezone(NEW_YORK).date())
-    assert session is not None
-    return (
-        int((ts - session.open).total_seconds() // 60) / 390.0,
-        int((session.close - ts).total_seconds() // 60) / 390.0,
+def _hourly(symbols: list[str], fx_week: bool) -> pl.DataFrame:
+    """SYNTHETIC hourly bars: the synthetic coin minutes summed into hours under other names.
+
+    fx_week keeps the FX week only (Sunday 17:00 to Friday 17:00 New York).
+    """
+    coins = ["BTC/USD", "ETH/USD"][: len(symbols)]
+    minutes = _bars(coins, FX_START, FX_END)
+    hours = (
+        minutes.sort("ts")
+        .group_by_dynamic("ts", every="1h", group_by="symbol")
+        .agg(
+            pl.col("open").first(),
+            pl.col("high").max(),
+            pl.col("low").min(),
+            pl.col("close").last(),
+            pl.col("volume").sum(),
+            pl.col("vwap").mean(),
+        )
+        .with_columns(pl.col("symbol").replace(dict(zip(coins, symbols, strict=True))))
     )
-
-
-def _coin_times(ts: datetime) -> tuple[float, float]:
-    frac = (ts.hour * 60 + ts.minute) / 1440.0
-    return frac, 1.0 - frac
+    if fx_week:
+        ny = pl.col("ts").dt.convert_time_zone("America/New_York").dt.offset_by("7h")
+        hours = hours.filter(ny.dt.weekday() <= 5)
+    return hours
 
 
 @pytest.mark.parametrize(
-    ("spec", "times"),
+    ("spec", "calendar", "hourly"),
     [
-        (FeatureSpec(), _session_times),
-        (FeatureSpec(symbols=("BTC/USD", "ETH/USD"), return_windows=(1, 15, 240)), _coin_times),
+        (FeatureSpec(), None, None),
+        (FeatureSpec(), "XNYS", None),
+        (FeatureSpec(symbols=("BTC/USD", "ETH/USD"), return_windows=(1, 15, 240)), None, None),
+        (
+            FeatureSpec(symbols=("EURUSD", "GBPUSD"), timeframe="1Hour", return_windows=(1, 5)),
+            "24/5",
+            True,
+        ),
+        (
+            FeatureSpec(symbols=("SOLUSD",), timeframe="1Hour", return_windows=(1, 5)),
+            "24/7",
+            False,
+        ),
+        # Bars around the clock on London's schedule: those outside its sessions read 0.
+        (
+            FeatureSpec(symbols=("VOD",), timeframe="1Hour", return_windows=(1, 5)),
+            "XLON",
+            False,
+        ),
     ],
-    ids=["etfs", "coins"],
+    ids=["etfs", "etfs-xnys", "coins", "fx-hourly-24/5", "hourly-24/7", "hourly-xlon"],
 )
-def test_bar_by_bar_rows_equal_the_batch_rows(spec: FeatureSpec, times: object) -> None:
-    bars = _bars(list(spec.symbols), START, END)
-    batch = compute_features(bars, spec)
-    live = LiveFeatures(spec, times)  # type: ignore[arg-type]
+def test_bar_by_bar_rows_equal_the_batch_rows(
+    spec: FeatureSpec, calendar: str | None, hourly: bool | None
+) -> None:
+    """Time of session included: the live side takes the calendar training's features took
+    (an FX model on the NYSE clock, or a 24/7 one named without a '/', saw other values)."""
+    if hourly is None:
+        bars = _bars(list(spec.symbols), START, END)
+    else:
+        bars = _hourly(list(spec.symbols), hourly)
+    batch = compute_features(bars, spec, calendar=calendar)
+    if hourly is not None:
+        # Not all zeros: the comparison below covers a real time of session.
+        assert batch.get_column("time_of_session").n_unique() >= 9
+    live = LiveFeatures(spec, calendar)
     names = spec.names()
     checked = 0
     by_minute = bars.sort("ts", "symbol").partition_by("ts", maintain_order=True)
@@ -78,7 +116,7 @@ def test_bar_by_bar_rows_equal_the_batch_rows(spec: FeatureSpec, times: object) 
 def test_a_bar_that_is_not_the_newest_gives_no_row() -> None:
     spec = FeatureSpec()
     bars = _bars(list(spec.symbols), START, START + timedelta(days=1))
-    live = LiveFeatures(spec, _session_times)
+    live = LiveFeatures(spec)
     live.push_frame(bars)
     first = bars.get_column("ts").min()
     assert isinstance(first, datetime)
