@@ -2,8 +2,8 @@
 
 Market orders fill at the open of the first bar that starts at or after the order was
 submitted (the next bar: a decision is made on a closed bar), moved against us by
-`slippage_bps`, with a fee of `fee_bps` of the traded value (core.fills, the rule train's
-held-out evaluation fills with) -- the same cost model the agents are trained with
+`slippage_bps`, with a fee of `fee_bps` of the traded value and `sell_fee_bps` more on a sell
+(core.fills, the rule train's held-out evaluation fills with; core.costs gives the numbers) -- the same cost model the agents are trained with
 (models.env.Costs). Long-only: a sell larger than the position
 is rejected, as a cash account would.
 """
@@ -51,6 +51,7 @@ class SimulatedBroker:
         fee_bps: float = 1.0,
         slippage_bps: float = 1.0,
         id_prefix: str = "sim",
+        sell_fee_bps: float = 0.0,
     ) -> None:
         if cash <= 0:
             raise ValueError("starting cash must be positive")
@@ -58,6 +59,7 @@ class SimulatedBroker:
         self.cash = float(cash)
         self.fee_rate = fee_bps / 1e4
         self.slip_rate = slippage_bps / 1e4
+        self.sell_fee_rate = sell_fee_bps / 1e4
         self.id_prefix = id_prefix
         self._ids = itertools.count(1)
         self._orders: dict[str, Order] = {}  # by client_order_id
@@ -101,7 +103,7 @@ class SimulatedBroker:
             self._orders[order.client_order_id] = replace(order, status="rejected")
             return None
         notional = qty * price
-        fee = fill_fee(qty, price, self.fee_rate)
+        fee = fill_fee(qty, price, self.fee_rate, side=order.side, sell_fee_rate=self.sell_fee_rate)
         if order.side == "buy":
             self.cash -= notional + fee
             held.cost += notional

@@ -189,6 +189,7 @@ def trade_positions(
     fee_bps: float,
     slippage_bps: float,
     opens: npt.ArrayLike | None = None,
+    sell_fee_bps: float = 0.0,
 ) -> PositionBook:
     """Trade a position path (0 flat, 1 all in, fractions between) with the simulated broker's costs (core.fills).
 
@@ -202,7 +203,8 @@ def trade_positions(
     bar's close (``qty = equity / close``, fractional units: the engine rounds to whole
     shares or 6-decimal coin units), a sell of every unit; a decision on the last bar never
     fills, and a forced flat before a session's close fills at the next session's open.
-    The fills are stamped with the ``ts`` of the bar they fill on.
+    The fills are stamped with the ``ts`` of the bar they fill on. A sell's fee adds
+    ``sell_fee_bps`` of its notional (core.costs.CostModel: the US equities' SEC fee).
 
     A fraction ``w`` holds ``w`` of the equity valued at the decision bar's close: each change
     of ``w`` trades the difference (a buy of the missing value, sized as above; a sell of
@@ -214,7 +216,7 @@ def trade_positions(
         raise ValueError(f"{ts.len()} times, {c.size} closes and {p.size} positions differ")
     if not (np.isfinite(p) & (p >= 0.0) & (p <= 1.0)).all():
         raise ValueError("positions must be between 0 (flat) and 1 (all in)")
-    fee_rate, slip = fee_bps / 1e4, slippage_bps / 1e4
+    fee_rate, slip, sell_rate = fee_bps / 1e4, slippage_bps / 1e4, sell_fee_bps / 1e4
     change = np.diff(np.concatenate(([0.0], p)))
     if opens is None:
         decided = np.flatnonzero(change)
@@ -254,7 +256,7 @@ def trade_positions(
         else:
             # The engine's size: the equity on the decision bar's close (flat: the cash).
             qty = shift / mark
-        fee = fill_fee(qty, price, fee_rate)
+        fee = fill_fee(qty, price, fee_rate, side=side, sell_fee_rate=sell_rate)
         if side == "buy":
             money -= qty * price + fee
             units += qty
@@ -299,6 +301,7 @@ def benchmark_books(
     slippage_bps: float,
     extra: Sequence[str] = (),
     bars_per_year: float | None = None,
+    sell_fee_bps: float = 0.0,
 ) -> dict[str, PositionBook]:
     """Buy-and-hold and the momentum rule on ``frame``'s bars (ts, close, optional open, in time order), same costs.
 
@@ -335,6 +338,7 @@ def benchmark_books(
             fee_bps=fee_bps,
             slippage_bps=slippage_bps,
             opens=opens,
+            sell_fee_bps=sell_fee_bps,
         )
         for key, path in paths.items()
     }

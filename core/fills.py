@@ -1,4 +1,4 @@
-"""The simulated broker's fill rule (price moved against us by the slippage, a fee on the notional), shared by every book."""
+"""The simulated broker's fill rule (price moved against us by the slippage, a fee on the notional, more on sells), shared by every book."""
 
 from __future__ import annotations
 
@@ -14,9 +14,12 @@ def fill_price(reference: float, side: str, slippage_rate: float) -> float:
     return reference * (1.0 + slippage_rate) if side == "buy" else reference * (1.0 - slippage_rate)
 
 
-def fill_fee(qty: float, price: float, fee_rate: float) -> float:
-    """The fee of a fill: ``fee_rate`` of its notional ``qty * price``."""
-    return qty * price * fee_rate
+def fill_fee(
+    qty: float, price: float, fee_rate: float, *, side: str = "buy", sell_fee_rate: float = 0.0
+) -> float:
+    """The fee of a fill: ``fee_rate`` of its notional ``qty * price``, plus ``sell_fee_rate``
+    of it on a sell (the US equities' regulatory fee, core.costs.CostModel.sell_fee_bps)."""
+    return qty * price * (fee_rate + (sell_fee_rate if side == "sell" else 0.0))
 
 
 def fill_references(opens: npt.ArrayLike, closes: npt.ArrayLike) -> npt.NDArray[np.float64]:

@@ -12,6 +12,8 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
 from tqdm import tqdm
 
+from core.assets import infer_asset_class
+from core.costs import configured_costs
 from core.sessions import session_rule
 from core.settings import get_settings, require_writable
 from flows.config import BacktestConfig, utc_midnight
@@ -60,6 +62,11 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
     trained = row.get("params") or {}
     with connect(warehouse) as con:
         stored = load_symbols(con, [spec.traded]).get(spec.traded)
+    # Costs follow the symbol's asset class (stored at import, else inferred from its name).
+    asset_class = stored.asset_class if stored is not None else infer_asset_class(spec.traded)
+    costs = configured_costs(asset_class, config.fee_bps, config.slippage_bps)
+    sys.stderr.write(costs.describe(asset_class) + "\n")
+    logger.info(costs.describe(asset_class))
     # The calendar stored with the symbol at import; the episodes the model was trained on.
     episode_bars = config.episode_bars
     if episode_bars is None and trained.get("episode_bars") is not None:
@@ -114,8 +121,9 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
         end=end,
         ledger=ledger,
         cash=config.cash,
-        fee_bps=config.fee_bps,
-        slippage_bps=config.slippage_bps,
+        fee_bps=costs.fee_bps,
+        slippage_bps=costs.slippage_bps,
+        sell_fee_bps=costs.sell_fee_bps,
         limits=RiskLimits(**config.risk.model_dump()),
         flatten_before_close_min=config.flatten_before_close_min,
         rule=rule,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import sys
@@ -18,6 +19,8 @@ from prefect.logging import get_run_logger
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from tqdm import tqdm
 
+from core.assets import AssetClass, infer_asset_class
+from core.costs import configured_costs
 from core.sessions import session_rule
 from core.settings import get_settings, require_writable
 from flows.config import EvaluateConfig
@@ -59,8 +62,10 @@ def evaluate_folds(
     return [f.result() for f in futures]
 
 
-def _load(config: EvaluateConfig, warehouse: Path) -> tuple[pl.DataFrame, str, str | None]:
-    """The symbol's stored bars (all of them), their timeframe and the symbol's calendar."""
+def _load(
+    config: EvaluateConfig, warehouse: Path
+) -> tuple[pl.DataFrame, str, str | None, AssetClass]:
+    """The symbol's stored bars (all of them), their timeframe, the symbol's calendar and asset class."""
     with connect(warehouse) as con:
         coverage = load_symbol_coverage(con, [config.symbol])
         stored = load_symbols(con, [config.symbol]).get(config.symbol)
@@ -80,12 +85,19 @@ def _load(config: EvaluateConfig, warehouse: Path) -> tuple[pl.DataFrame, str, s
         bars = load_bars(
             con, [config.symbol], timeframe, row["first_bar"], row["last_bar"] + timedelta(days=1)
         )
-    return bars, timeframe, stored.calendar if stored is not None else None
+    # Costs follow the asset class stored at import, else the one inferred from the name.
+    asset_class = stored.asset_class if stored is not None else infer_asset_class(config.symbol)
+    return bars, timeframe, stored.calendar if stored is not None else None, asset_class
 
 
-def eval_id(config: EvaluateConfig, bars: pl.DataFrame) -> str:
-    """The same config over the same bars is the same evaluation (its rows are rewritten)."""
-    digest = hashlib.sha256(json.dumps(config.recipe(), sort_keys=True).encode())
+def recipe(config: EvaluateConfig, costs: Costs) -> dict[str, Any]:
+    """What shapes the result: the config with the cost model it resolved to (per asset class)."""
+    return {**config.recipe(), "costs": dataclasses.asdict(costs)}
+
+
+def eval_id(config: EvaluateConfig, costs: Costs, bars: pl.DataFrame) -> str:
+    """The same config and costs over the same bars is the same evaluation (its rows are rewritten)."""
+    digest = hashlib.sha256(json.dumps(recipe(config, costs), sort_keys=True).encode())
     digest.update(bars.select("ts", "close").write_csv().encode())
     return f"ev-{config.symbol.replace('/', '-')}-{digest.hexdigest()[:12]}"
 
@@ -100,7 +112,7 @@ def _seed_table(summary_overall: pl.DataFrame) -> list[str]:
 
 
 def _plan(
-    config: EvaluateConfig, ts: pl.Series, timeframe: str, calendar: str | None
+    config: EvaluateConfig, ts: pl.Series, timeframe: str, calendar: str | None, costs: Costs
 ) -> WalkForwardPlan:
     """The folds and the training of `config` over the stored bars' stamps."""
     folds = walk_forward_folds(
@@ -124,7 +136,7 @@ def _plan(
         list(config.seeds),
         Architecture(),
         DQNParams(cycles=config.cycles),
-        Costs(config.fee_bps, config.slippage_bps),
+        costs,
         config.budget_s,
     )
 
@@ -155,7 +167,12 @@ def _run_folds(
 
 
 def _judge(
-    warehouse: Path, config: EvaluateConfig, frame: pl.DataFrame, per_year: float, now: datetime
+    warehouse: Path,
+    config: EvaluateConfig,
+    costs: Costs,
+    frame: pl.DataFrame,
+    per_year: float,
+    now: datetime,
 ) -> WalkForwardSummary:
     """Record each seed's chained out-of-sample stream as a trial, then judge with every trial counted.
 
@@ -164,7 +181,7 @@ def _judge(
     """
     first: datetime = frame["ts"].min()  # type: ignore[assignment]
     last: datetime = frame["ts"].max()  # type: ignore[assignment]
-    recipe = {k: v for k, v in config.recipe().items() if k != "seeds"}
+    trial_config = {k: v for k, v in recipe(config, costs).items() if k != "seeds"}
     with connect(warehouse) as con:
         for seed, (sharpe, n_obs) in seed_sharpes(frame, per_year).items():
             record_trial(
@@ -173,7 +190,7 @@ def _judge(
                 dataset=config.symbol,
                 data_start=first,
                 data_end=last,
-                config=recipe,
+                config=trial_config,
                 sharpe=sharpe,
                 n_obs=n_obs,
                 periods_per_year=per_year,
@@ -215,6 +232,7 @@ def _store(
     summary: WalkForwardSummary,
     folds: Sequence[Fold],
     now: datetime,
+    costs: Costs,
 ) -> Path:
     """The HTML report, then the evaluation's rows (the row names the report); the report's path."""
     synthetic = any(s.startswith("synthetic") for s in sources)
@@ -227,10 +245,9 @@ def _store(
             ("SYNTHETIC data: " if synthetic else "Real data: ") + ", ".join(sources) + ".",
             f"{len(folds)} walk-forward folds ({config.window} training window, "
             f"{config.embargo_bars}-bar embargo), {len(config.seeds)} seeds per fold, "
-            f"{config.cycles} training cycles per seed; costs {config.fee_bps:g} bp fee + "
-            f"{config.slippage_bps:g} bp slippage per trade.",
+            f"{config.cycles} training cycles per seed; {costs.describe()}.",
         ],
-        config=config.recipe(),
+        config=recipe(config, costs),
     )
     run = {
         "eval_id": run_id,
@@ -238,7 +255,7 @@ def _store(
         "symbol": config.symbol,
         "timeframe": timeframe,
         "data_sources": ",".join(sources),
-        "config": config.recipe(),
+        "config": recipe(config, costs),
         "n_folds": len(folds),
         "n_seeds": len(config.seeds),
         "test_start": frame["ts"].min(),
@@ -260,9 +277,10 @@ def evaluate(config: EvaluateConfig | None = None) -> dict[str, Any]:
     warehouse = Path(config.warehouse) if config.warehouse else settings.warehouse_path
     reports = Path(config.reports_dir) if config.reports_dir else settings.data_dir / "reports"
     require_writable(reports, f"the reports folder {reports}", "reports_dir or TRADINGML_DATA_DIR")
-    bars, timeframe, calendar = _load(config, warehouse)
+    bars, timeframe, calendar, asset_class = _load(config, warehouse)
     ts = bars.sort("ts")["ts"]
-    plan = _plan(config, ts, timeframe, calendar)
+    costs = configured_costs(asset_class, config.fee_bps, config.slippage_bps)
+    plan = _plan(config, ts, timeframe, calendar, costs)
     folds = plan.folds
     sources = sorted(str(s) for s in bars["source"].unique().to_list())
     _say(
@@ -270,15 +288,16 @@ def evaluate(config: EvaluateConfig | None = None) -> dict[str, Any]:
         f"evaluate {config.symbol} ({timeframe}, {', '.join(sources)}): {len(folds)} folds "
         f"{folds[0].label}..{folds[-1].label} x {len(config.seeds)} seeds, {config.cycles} cycles each",
     )
+    _say(logger, costs.describe(asset_class))
     # Close-only series (skfolio) lack what some features need.
     _say(logger, unavailable_note(bars, plan.spec))
     per_year = bars_per_year(config.symbol, timeframe, ts)
     frame = _run_folds(bars, plan, ts, per_year, config.workers)
     now = datetime.now(UTC)
-    summary = _judge(warehouse, config, frame, per_year, now)
-    run_id = eval_id(config, bars)
+    summary = _judge(warehouse, config, costs, frame, per_year, now)
+    run_id = eval_id(config, costs, bars)
     path = _store(
-        warehouse, reports, config, run_id, timeframe, sources, frame, summary, folds, now
+        warehouse, reports, config, run_id, timeframe, sources, frame, summary, folds, now, costs
     )
     title = _title(config, timeframe, folds)
     table = _seed_table(summary.overall)

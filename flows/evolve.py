@@ -16,6 +16,8 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
+from core.assets import infer_asset_class
+from core.costs import configured_costs
 from core.sessions import session_rule
 from core.settings import get_settings
 from flows.config import EvolveConfig, utc_midnight
@@ -47,12 +49,16 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
     search_id = config.search_id()
     spec = FeatureSpec(symbols=tuple(config.symbols), timeframe=config.timeframe)
     base = DQNParams(cycles=config.cycles, checkpoint_every=config.cycles).to_dict()
-    costs = {"fee_bps": config.fee_bps, "slippage_bps": config.slippage_bps}
     train_range = (utc_midnight(config.train_start), utc_midnight(config.train_end))
     valid_range = (utc_midnight(config.valid_start), utc_midnight(config.valid_end))
     with connect(warehouse) as con:
         stored = load_individuals(con, search_id)
         info = load_symbols(con, [spec.traded]).get(spec.traded)
+    # Costs follow the symbol's asset class (stored at import, else inferred from its name).
+    asset_class = info.asset_class if info is not None else infer_asset_class(spec.traded)
+    cost_model = configured_costs(asset_class, config.fee_bps, config.slippage_bps)
+    logger.info(cost_model.describe(asset_class))
+    costs = asdict(cost_model)
     # Episodes as `train` cuts them: the timeframe and the calendar stored with the symbol.
     rule = asdict(
         session_rule(spec.traded, spec.timeframe, info.calendar if info is not None else None)

@@ -13,12 +13,13 @@ from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
+from core.assets import infer_asset_class
+from core.costs import configured_costs
 from core.sessions import session_rule
 from core.settings import get_settings
 from flows.config import TrainAgentConfig, utc_midnight
 from flows.data_defaults import resolve_train_config
 from models.dqn import DQNParams
-from models.env import Costs
 from models.features import FeatureSpec, unavailable_note
 from models.qnet import Architecture
 from models.registry import load_registered_genome
@@ -141,7 +142,6 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
         arch = Architecture.from_dict({**genome.architecture().to_dict(), **config.architecture})
         params = DQNParams.from_dict({**genome.params(params).to_dict(), **config.params})
         logger.info("architecture from %s", genome_used)
-    costs = Costs(config.fee_bps, config.slippage_bps)
     with connect(warehouse) as con:
         bars = load_bars(
             con,
@@ -162,6 +162,11 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
         logger.info(note)
     with connect(warehouse) as con:
         stored = load_symbols(con, [spec.traded]).get(spec.traded)
+    # Costs follow the symbol's asset class (stored at import, else inferred from its name).
+    asset_class = stored.asset_class if stored is not None else infer_asset_class(spec.traded)
+    costs = configured_costs(asset_class, config.fee_bps, config.slippage_bps)
+    sys.stderr.write(costs.describe(asset_class) + "\n")
+    logger.info(costs.describe(asset_class))
     # Episodes and the end-of-session rule follow the timeframe and the symbol's stored calendar.
     rule = session_rule(
         spec.traded,

@@ -13,6 +13,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from core.costs import CostModel
 from core.sessions import SessionRule, trading_day, with_forced_flat
 
 FLAT, HOLD, LONG = 0, 1, 2
@@ -118,16 +119,9 @@ def assign_episodes(frame: pl.DataFrame, closes: pl.DataFrame, rule: SessionRule
     )
 
 
-@dataclass(frozen=True)
-class Costs:
-    """Trading costs charged on every change of position, in basis points of the traded value."""
-
-    fee_bps: float = 1.0
-    slippage_bps: float = 1.0
-
-    @property
-    def rate(self) -> float:
-        return (self.fee_bps + self.slippage_bps) / 1e4
+Costs = CostModel
+"""Trading costs (core.costs.CostModel): commission and half-spread on every change of position,
+a regulatory fee on sells, in basis points of the traded value."""
 
 
 def next_position(position: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
@@ -142,8 +136,14 @@ def step_money(
     ret: torch.Tensor,
     costs: Costs,
 ) -> torch.Tensor:
-    """Money after re-positioning at a bar's close and holding to the next bar's close."""
-    after_costs = money * (1.0 - costs.rate * (new_position - position).abs())
+    """Money after re-positioning at a bar's close and holding to the next bar's close.
+
+    A change of position pays commission + half-spread on the value traded; the part that
+    sells (a lower position) also pays the sell-side fee (core.costs.CostModel).
+    """
+    change = new_position - position
+    cost = costs.rate * change.abs() + costs.sell_fee_rate * (-change).clamp(min=0.0)
+    after_costs = money * (1.0 - cost)
     return after_costs * (1.0 + new_position * torch.expm1(ret))
 
 

@@ -91,13 +91,15 @@ def run_backtest(
     sentiment: pl.DataFrame | None = None,
     forecasts: pl.DataFrame | None = None,
     rule: SessionRule | None = None,
+    sell_fee_bps: float = 0.0,
 ) -> BacktestResult:
     """Run the agent over bars in [start, end) (bars before `start` only warm the features up).
 
     `rule` (core.sessions) cuts the range into the policy's episodes and trading days, as
     training's held-out evaluation cuts it, and says whether positions go flat before a
     session's close; None infers it from the symbol and flatten_before_close_min (0: never
-    flat). A given rule's flatten_min wins over flatten_before_close_min.
+    flat). A given rule's flatten_min wins over flatten_before_close_min. Costs: `fee_bps` and
+    `slippage_bps` on every fill, `sell_fee_bps` more on sells (core.costs.CostModel).
     """
     spec = policy.spec
     symbol = spec.traded
@@ -151,7 +153,12 @@ def run_backtest(
     }
     clock = ManualClock(ts_list[0])
     sim = SimulatedBroker(
-        clock, cash=cash, fee_bps=fee_bps, slippage_bps=slippage_bps, id_prefix=f"sim:{run_id}"
+        clock,
+        cash=cash,
+        fee_bps=fee_bps,
+        slippage_bps=slippage_bps,
+        id_prefix=f"sim:{run_id}",
+        sell_fee_bps=sell_fee_bps,
     )
     engine = TradingEngine(
         EngineConfig(
@@ -240,6 +247,7 @@ def run_backtest(
         cash=cash,
         fee_bps=fee_bps,
         slippage_bps=slippage_bps,
+        sell_fee_bps=sell_fee_bps,
     )
     eq = pl.DataFrame(
         {

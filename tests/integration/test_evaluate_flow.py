@@ -10,6 +10,7 @@ import polars as pl
 import pytest
 
 from core.baselines import BUY_AND_HOLD, benchmark_books
+from core.costs import costs_for
 from core.metrics import returns_from_equity
 from flows.cli import main
 from flows.config import EvaluateConfig, IngestBarsConfig
@@ -56,6 +57,7 @@ def test_evaluate_writes_folds_baselines_statistics_and_is_idempotent(tmp_path: 
     html = Path(result["report"]).read_text()
     assert "Walk-forward evaluation: SPX (1Day), test 2012 to 2013" in html
     assert "Real data: skfolio:sp500_index." in html
+    assert "costs: 0 bp fee + 2 bp half-spread per fill + 0.278 bp regulatory fee on sells" in html
     with connect(warehouse) as con:
         run = load_evaluation(con, result["eval_id"])
         metrics = load_evaluation_metrics(con, result["eval_id"])
@@ -77,9 +79,16 @@ def test_evaluate_writes_folds_baselines_statistics_and_is_idempotent(tmp_path: 
 
     # One number, one implementation: the 2013 fold's buy-and-hold is core.baselines' book.
     fold_2013 = bars.filter(pl.col("ts").dt.year() == 2013).select("ts", "open", "close")
-    book = benchmark_books(fold_2013, symbol="SPX", cash=1.0, fee_bps=1.0, slippage_bps=1.0)[
-        BUY_AND_HOLD
-    ]
+    # At the asset class's default costs: SPX is stored as a stock (skfolio import).
+    costs = costs_for("stock")
+    book = benchmark_books(
+        fold_2013,
+        symbol="SPX",
+        cash=1.0,
+        fee_bps=costs.fee_bps,
+        slippage_bps=costs.slippage_bps,
+        sell_fee_bps=costs.sell_fee_bps,
+    )[BUY_AND_HOLD]
     expected = returns_from_equity(np.concatenate(([1.0], book.equity)))
     stored = returns.filter((pl.col("policy") == BUY_AND_HOLD) & (pl.col("ts").dt.year() == 2013))[
         "ret"
