@@ -103,6 +103,10 @@ class WalkForwardPlan:
     costs: Costs
     budget_s: float | None = None
     """Seconds of training per seed and fold (None: the full `params.cycles`)."""
+    sentiment: pl.DataFrame | None = None
+    """(ts, symbol, sentiment) for a spec with sentiment=True (compute_features; None: 0)."""
+    forecasts: pl.DataFrame | None = None
+    """(ts, symbol, forecast) for a spec with forecast=True (compute_features; None: 0)."""
 
 
 @dataclass(frozen=True)
@@ -131,6 +135,7 @@ def _book_returns(
         cash=1.0,
         fee_bps=costs.fee_bps,
         slippage_bps=costs.slippage_bps,
+        sell_fee_bps=costs.sell_fee_bps,
         opens=opens,
     )
     return returns_from_equity(np.concatenate(([1.0], book.equity)))
@@ -163,7 +168,15 @@ def run_fold(
     """
     symbol = plan.spec.traded
     train_range, test_range = fold_ranges(ts, fold, plan.spec.timeframe)
-    data = prepare_data(bars, plan.spec, train_range, test_range, rule=plan.rule)
+    data = prepare_data(
+        bars,
+        plan.spec,
+        train_range,
+        test_range,
+        sentiment=plan.sentiment,
+        forecasts=plan.forecasts,
+        rule=plan.rule,
+    )
     history = bars.filter(pl.col("symbol") == symbol).sort("ts").select("ts", "open", "close")
     window = test_bars(bars, symbol, test_range)
     inside = (history.get_column("ts") >= test_range[0]) & (
