@@ -257,11 +257,17 @@ class TrainAgentConfig(BaseModel):
     seeds: list[Seed] = Field(
         default_factory=lambda: [1, 2], min_length=1, description="One model per seed."
     )
-    fee_bps: float = Field(
-        default=1.0, ge=0, description="Fee per change of position, basis points."
+    fee_bps: float | None = Field(
+        default=None,
+        ge=0,
+        description="Fee per change of position, basis points (None: the traded symbol's "
+        "asset-class default, core.costs; given, a flat fee + slippage with no sell-side fee).",
     )
-    slippage_bps: float = Field(
-        default=1.0, ge=0, description="Slippage per change of position, basis points."
+    slippage_bps: float | None = Field(
+        default=None,
+        ge=0,
+        description="Slippage (half-spread) per change of position, basis points (None: the "
+        "asset-class default).",
     )
     architecture: dict[str, Any] = Field(
         default_factory=dict,
@@ -356,8 +362,12 @@ class EvolveConfig(BaseModel):
         default_factory=lambda: [1, 2], min_length=2, description="Fitness = mean over these."
     )
     search_seed: Seed = Field(default=0, description="Seed of populations and selection.")
-    fee_bps: float = Field(default=1.0, ge=0)
-    slippage_bps: float = Field(default=1.0, ge=0)
+    fee_bps: float | None = Field(
+        default=None, ge=0, description="None: the symbol's asset-class default (core.costs)."
+    )
+    slippage_bps: float | None = Field(
+        default=None, ge=0, description="None: the symbol's asset-class default (core.costs)."
+    )
     individual_timeout_s: float | None = Field(
         default=600.0,
         gt=0,
@@ -495,8 +505,17 @@ class BacktestConfig(BaseModel):
     cash: float = Field(
         default=100_000.0, gt=0, description="Starting cash of the simulated account."
     )
-    fee_bps: float = Field(default=1.0, ge=0, description="Fee per trade, basis points of value.")
-    slippage_bps: float = Field(default=1.0, ge=0, description="Fill price moved against us, bps.")
+    fee_bps: float | None = Field(
+        default=None,
+        ge=0,
+        description="Fee per trade, basis points of value (None: the symbol's asset-class "
+        "default, core.costs; given, a flat fee + slippage with no sell-side fee).",
+    )
+    slippage_bps: float | None = Field(
+        default=None,
+        ge=0,
+        description="Fill price moved against us (half-spread), bps (None: asset-class default).",
+    )
     flatten_before_close_min: float = Field(
         default=1.0,
         ge=0,
@@ -620,19 +639,10 @@ class CryptoTradingConfig(BaseModel):
 
 
 class GateConfig(BaseModel):
-    """Margins of the nightly promotion gate (models/gate.py): better than the reference, and not riskier."""
+    """The nightly promotion gate (models/gate.py): significance levels and margins."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    agent_objective_margin: float = Field(
-        default=0.0,
-        description="An agent must beat the reference's held-out objective (total return - "
-        "drawdown_penalty x max drawdown) by more than this.",
-    )
-    forecaster_ic_margin: float = Field(
-        default=0.0,
-        description="A forecaster must beat the reference's out-of-fold rank IC by more than this.",
-    )
     allocator_calmar_margin: float = Field(
         default=0.0,
         description="The allocator must beat the reference's held-out Calmar by more than this.",
@@ -643,10 +653,25 @@ class GateConfig(BaseModel):
         description="A candidate's max drawdown may exceed the reference's by at most this "
         "(absolute: 0.02 = 2 percentage points); agents and the allocator.",
     )
-    drawdown_penalty: float = Field(
-        default=1.0,
+    alpha: float = Field(
+        default=0.05,
+        gt=0.0,
+        lt=1.0,
+        description="Significance level of the statistical gate: an agent's SPA p-value against "
+        "the champion and every baseline, a forecaster's HAC p-value of rank IC > 0.",
+    )
+    dsr_min: float = Field(
+        default=0.95,
         ge=0.0,
-        description="The agents' objective: total return - this x max drawdown.",
+        le=1.0,
+        description="An agent's deflated Sharpe ratio (over every trial recorded on its symbol) "
+        "must be at least this.",
+    )
+    forecaster_min_independent_labels: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="Fewer out-of-fold rows / label horizon than this: the forecaster is not "
+        "promoted (too few independent labels to test).",
     )
     promote: bool = Field(
         default=True,
@@ -841,8 +866,17 @@ class EvaluateConfig(BaseModel):
         ge=0,
         description="Bars per training episode; empty = the timeframe's default.",
     )
-    fee_bps: float = Field(default=1.0, ge=0, description="Fee per trade, basis points of value.")
-    slippage_bps: float = Field(default=1.0, ge=0, description="Fill price moved against us, bps.")
+    fee_bps: float | None = Field(
+        default=None,
+        ge=0,
+        description="Fee per trade, basis points of value (None: the symbol's asset-class "
+        "default, core.costs; given, a flat fee + slippage with no sell-side fee).",
+    )
+    slippage_bps: float | None = Field(
+        default=None,
+        ge=0,
+        description="Fill price moved against us (half-spread), bps (None: asset-class default).",
+    )
     reps: int = Field(
         default=1000,
         ge=100,

@@ -14,8 +14,11 @@ c. agents: the SPY agent (as train-agent trains it) and one agent per coin whose
    seed on each; newest `agent_test_days` days held out;
 d. the SVM allocator on a daily per-coin panel of the coin agents' outputs (models/portfolio.py);
 e. the gate (models/gate.py): each candidate against the champion on the same
-   out-of-sample data (else a naive baseline); every decision into `promotion_decisions`
-   and a Prefect artifact; the best passing candidate per kind and symbol is promoted;
+   out-of-sample data and the naive baselines -- agents by SPA + deflated Sharpe on per-bar
+   held-out returns (each recorded in `trials` first), forecasters by a HAC test of the
+   out-of-fold rank IC for overlapping labels, the allocator by the point Calmar rule;
+   every decision and its statistics into `promotion_decisions` and a Prefect artifact;
+   the best passing candidate per kind and symbol is promoted;
 f. a summary per coin (forecaster, agents, verdicts) and the failures.
 
 A symbol that fails (no bars, too few labeled rows, an exception in its task) is recorded
@@ -37,6 +40,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -45,6 +49,8 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
+from core import metrics as core_metrics
+from core.baselines import periods_per_year
 from core.sessions import SessionRule, session_rule
 from core.settings import get_settings
 from flows.config import GateConfig, NightlyRetrainConfig
@@ -60,7 +66,8 @@ from models.allocator import (
     train_allocator,
 )
 from models.dqn import DQNParams
-from models.env import Costs
+from models.env import Costs, Sessions
+from models.evaluation import judge_candidate
 from models.features import FeatureSpec
 from models.forecaster import ForecasterConfig, forecaster_spec, load_forecaster
 from models.gate import (
@@ -68,17 +75,18 @@ from models.gate import (
     GateDecision,
     GateRule,
     Score,
-    agent_score,
+    VerdictFunction,
+    agent_decision,
     allocator_score,
     choose_promotions,
-    forecaster_score,
+    forecaster_decision,
     judge,
 )
 from models.portfolio import compute_allocator_panel, compute_q_advantage
-from models.qnet import Architecture
+from models.qnet import Architecture, NestedLSTMQNet
 from models.registry import load_registered_agent, verify_artifact
 from models.sentiment import MODEL_NAME, coin_sentiment
-from models.train import evaluate_network, held_out_data
+from models.train import evaluate_network, held_out_data, held_out_returns
 from tasks.agents import train_agent_on_bars
 from tasks.forecasters import fit_forecaster
 from warehouse.bars import load_bars, newest_bars
@@ -88,6 +96,7 @@ from warehouse.gate import write_promotion_decisions
 from warehouse.posts import load_scored_posts
 from warehouse.registry import load_model_row, production_model_id, promote, write_model
 from warehouse.symbols import load_symbols
+from warehouse.trials import load_trial_sharpes, record_trial
 
 TIMEFRAME = "1Min"
 AGENT_KIND = "dqn"
@@ -604,17 +613,15 @@ def _forecaster_decision(run: _Run, s: _Symbol) -> GateDecision:
     metrics = f.get("metrics") or {}
     champion = f.get("champion") or {}
     champ_cv = f.get("champion_cv")
-    return judge(
+    return forecaster_decision(
         candidate_id=str(f["model_id"]),
         kind=FORECASTER_KIND,
         symbol=s.symbol,
-        objective="out-of-fold rank IC (purged walk-forward CV)",
-        candidate=forecaster_score(metrics),
-        baseline_name="zero_forecast",
-        baseline=Score(float(metrics.get("naive_rank_ic", 0.0))),
-        rule=_rule(run.config.gate.forecaster_ic_margin, False, run),
+        metrics_=metrics,
         champion_id=champion.get("id") if champ_cv is not None else None,
-        champion=forecaster_score(champ_cv) if champ_cv is not None else None,
+        champion_metrics=champ_cv,
+        alpha=run.config.gate.alpha,
+        min_independent_labels=run.config.gate.forecaster_min_independent_labels,
         eval_start=_parse_ts(f.get("eval_start")),
         eval_end=_parse_ts(f.get("eval_end")),
         details={
@@ -626,6 +633,46 @@ def _forecaster_decision(run: _Run, s: _Symbol) -> GateDecision:
             "champion_cv": {k: v for k, v in (champ_cv or {}).items() if k != "folds"},
         },
     )
+
+
+@dataclass(frozen=True)
+class HeldOutAgent:
+    """A registered agent's network with its held-out sessions and bars, ready to be evaluated."""
+
+    net: NestedLSTMQNet
+    sessions: Sessions
+    bars: pl.DataFrame
+    symbol: str
+
+
+def _held_out_agent(
+    warehouse: str,
+    row: dict[str, Any],
+    bars: pl.DataFrame,
+    window: tuple[datetime, datetime],
+    test_start: datetime,
+    sentiment: pl.DataFrame | None = None,
+    forecasts: pl.DataFrame | None = None,
+) -> HeldOutAgent:
+    """Load a registered agent (sha256 checked) and cut its held-out sessions (see evaluate_registered_agent)."""
+    policy = load_registered_agent(row)
+    have = set(bars.get_column("symbol").unique().to_list())
+    trained = row.get("params") or {}
+    episode_bars = trained.get("episode_bars")
+    with connect(warehouse) as con:
+        if policy.spec.timeframe != TIMEFRAME or not set(policy.spec.symbols) <= have:
+            bars = load_bars(con, list(policy.spec.symbols), policy.spec.timeframe, *window)
+        # Its episodes as it was trained on them (the stored calendar, its episode length).
+        rule = _session_rule(
+            con,
+            policy.spec.traded,
+            policy.spec.timeframe,
+            None if episode_bars is None else int(episode_bars),
+        )
+    sessions, held_out = held_out_data(
+        bars, policy.spec, policy.scaler, (test_start, window[1]), sentiment, forecasts, rule
+    )
+    return HeldOutAgent(policy.net, sessions, held_out, policy.spec.traded)
 
 
 def evaluate_registered_agent(
@@ -644,24 +691,8 @@ def evaluate_registered_agent(
     model judged on them; bars of assets its spec needs beyond `bars` are loaded.
     Returns evaluate_network's table: 'agent' beside 'buy_and_hold', 'flat', 'momentum_rule'.
     """
-    policy = load_registered_agent(row)
-    have = set(bars.get_column("symbol").unique().to_list())
-    trained = row.get("params") or {}
-    episode_bars = trained.get("episode_bars")
-    with connect(warehouse) as con:
-        if policy.spec.timeframe != TIMEFRAME or not set(policy.spec.symbols) <= have:
-            bars = load_bars(con, list(policy.spec.symbols), policy.spec.timeframe, *window)
-        # Its episodes as it was trained on them (the stored calendar, its episode length).
-        rule = _session_rule(
-            con,
-            policy.spec.traded,
-            policy.spec.timeframe,
-            None if episode_bars is None else int(episode_bars),
-        )
-    sessions, held_out = held_out_data(
-        bars, policy.spec, policy.scaler, (test_start, window[1]), sentiment, forecasts, rule
-    )
-    return evaluate_network(policy.net, sessions, costs, held_out, policy.spec.traded)
+    h = _held_out_agent(warehouse, row, bars, window, test_start, sentiment, forecasts)
+    return evaluate_network(h.net, h.sessions, costs, h.bars, h.symbol)
 
 
 def agent_decisions(
@@ -675,64 +706,106 @@ def agent_decisions(
     gate: GateConfig,
     sentiment: pl.DataFrame | None = None,
     forecasts: pl.DataFrame | None = None,
+    *,
+    verdict_function: VerdictFunction = judge_candidate,
 ) -> list[GateDecision]:
-    """The gate's decisions for a symbol's agent candidates.
+    """The gate's decisions for a symbol's agent candidates (models.gate.agent_decision).
 
     Every candidate and the champion (the symbol's production dqn) are evaluated by the same
-    code on the same held-out sessions; the objective is total return - drawdown_penalty x
-    max drawdown. Without a champion (or with one that cannot be loaded) the reference is
-    buy-and-hold on those sessions. A candidate already in production is not judged again.
+    code on the same held-out bars and costs, as per-bar return streams beside buy-and-hold,
+    flat and the momentum rule (models.train.held_out_returns). Each candidate is recorded
+    as a trial (kind 'agent', dataset = the symbol, the held-out range) before any is
+    judged, so the deflated Sharpe ratio counts tonight's seeds and every earlier trial on
+    the symbol. Without a champion (or with one that cannot be evaluated) it must beat the
+    baselines only. A candidate already in production is not judged again.
+    ``verdict_function`` is models.evaluation.judge_candidate; tests may plant another.
     """
-    penalty = gate.drawdown_penalty
-    rule = GateRule(gate.agent_objective_margin, gate.drawdown_margin)
+    span = (test_start, window[1])
 
-    def evaluate(row: dict[str, Any]) -> dict[str, dict[str, float]]:
-        return evaluate_registered_agent(
-            warehouse, row, bars, window, test_start, costs, sentiment, forecasts
-        )
+    def streams(row: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
+        h = _held_out_agent(warehouse, row, bars, window, test_start, sentiment, forecasts)
+        table = evaluate_network(h.net, h.sessions, costs, h.bars, h.symbol)
+        return held_out_returns(h.net, h.sessions, costs, h.bars, h.symbol), table
 
     with connect(warehouse) as con:
         rows = {m: load_model_row(con, m) for m in candidate_ids}
         champ_id = production_model_id(con, AGENT_KIND, symbol)
         champ_row = load_model_row(con, champ_id) if champ_id else None
-    champion: Score | None = None
+    champion: np.ndarray | None = None
     details: dict[str, Any] = {}
     if champ_row is not None and champ_id not in rows:
         try:
-            champion = agent_score(evaluate(champ_row)["agent"], penalty)
+            champion = streams(champ_row)[0]["agent"]
             trained = (champ_row["params"] or {}).get("train_range")
             if trained and str(trained[-1]) > str(test_start):
                 details["note"] = (
                     f"the champion trained until {trained[-1]}, into the held-out days: "
                     "its numbers there are in-sample (the comparison favours it)"
                 )
-        except Exception as exc:  # noqa: BLE001 -- an unusable champion is judged by the baseline
+        except Exception as exc:  # noqa: BLE001 -- an unusable champion: judged by the baselines
             details["note"] = f"champion {champ_id} could not be evaluated: {exc}"
+    judged = {
+        m: (row, *streams(row))
+        for m, row in rows.items()
+        if row is not None and row["stage"] != "production"
+    }
+    if not judged:
+        return []
+    # Bars per year of these streams: held-out bars per session x sessions per year.
+    _, first_returns, first_table = next(iter(judged.values()))
+    bars_per_year = (
+        first_returns["agent"].size
+        / max(first_table["agent"]["sessions"], 1.0)
+        * periods_per_year(symbol)
+    )
+    with connect(warehouse) as con:
+        for model_id, (row, returns, _) in judged.items():
+            record_trial(
+                con,
+                kind="agent",
+                dataset=symbol,
+                data_start=span[0],
+                data_end=span[1],
+                config={"model_id": model_id, "architecture": row.get("architecture")},
+                seed=(row.get("params") or {}).get("seed"),
+                sharpe=core_metrics.sharpe(returns["agent"], bars_per_year),
+                n_obs=int(returns["agent"].size),
+                periods_per_year=bars_per_year,
+                created_at=datetime.now(UTC),
+            )
+        trials = load_trial_sharpes(con, symbol, "agent")
+    trial_sharpes = trials.get_column("sharpe").drop_nulls().to_numpy()
     out: list[GateDecision] = []
-    for model_id, row in rows.items():
-        if row is None or row["stage"] == "production":
-            continue
-        evaluation = evaluate(row)
+    for model_id, (_row, returns, table) in judged.items():
+        if champion is not None and champion.size != returns["agent"].size:
+            raise ValueError(
+                f"champion {champ_id} has {champion.size} held-out bars, {model_id} "
+                f"{returns['agent'].size}: not the same bars"
+            )
         out.append(
-            judge(
+            agent_decision(
                 candidate_id=model_id,
                 kind=AGENT_KIND,
                 symbol=symbol,
-                objective=f"held-out total_return - {penalty} * max_drawdown",
-                candidate=agent_score(evaluation["agent"], penalty),
-                baseline_name="buy_and_hold",
-                baseline=agent_score(evaluation["buy_and_hold"], penalty),
-                rule=rule,
+                candidate_returns=returns["agent"],
+                baseline_returns={k: v for k, v in returns.items() if k != "agent"},
+                periods_per_year=bars_per_year,
+                n_trials=trials.height,
+                trial_sharpes=trial_sharpes if trial_sharpes.size >= 2 else None,
                 champion_id=champ_id if champion is not None else None,
-                champion=champion,
-                eval_start=test_start,
-                eval_end=window[1],
+                champion_returns=champion,
+                alpha=gate.alpha,
+                dsr_min=gate.dsr_min,
+                drawdown_margin=gate.drawdown_margin,
+                eval_start=span[0],
+                eval_end=span[1],
                 details={
                     **details,
-                    "sessions": evaluation["agent"]["sessions"],
-                    "candidate": evaluation["agent"],
-                    "baselines": {k: v for k, v in evaluation.items() if k != "agent"},
+                    "sessions": table["agent"]["sessions"],
+                    "candidate": table["agent"],
+                    "baselines": {k: v for k, v in table.items() if k != "agent"},
                 },
+                verdict_function=verdict_function,
             )
         )
     return out
@@ -993,6 +1066,7 @@ def _verdict(d: GateDecision, promoted: bool) -> dict[str, Any]:
         "passed": d.verdict.passed,
         "promoted": promoted,
         "reason": d.verdict.reason,
+        "statistics": _json_safe(d.statistics),
     }
 
 

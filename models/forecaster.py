@@ -27,9 +27,11 @@ from typing import Any, Literal
 import numpy as np
 import polars as pl
 import xgboost as xgb
-from scipy.stats import spearmanr
+from scipy.stats import rankdata, spearmanr
+from scipy.stats import t as student_t
 
 from models.errors import ModelLoadError
+from models.evaluation import overlapping_mean_test
 from models.features import FeatureSpec, compute_features
 
 DEFAULT_HORIZON_MINUTES = 40_320
@@ -315,6 +317,45 @@ def forecast_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     }
 
 
+def rank_ic_terms(y: np.ndarray, pred: np.ndarray) -> np.ndarray:
+    """Per-row products of the standardised ranks of outcome and forecast: their mean is the rank IC.
+
+    Spearman's rho is the Pearson correlation of the ranks, i.e. the mean of these products
+    (ranks standardised with the population std); a constant side ranks nothing: all zeros.
+    """
+    y = np.asarray(y, dtype=np.float64)
+    pred = np.asarray(pred, dtype=np.float64)
+    if y.size < 2 or np.ptp(pred) == 0 or np.ptp(y) == 0:
+        return np.zeros(y.size, dtype=np.float64)
+    ry, rp = rankdata(y), rankdata(pred)
+    return ((ry - ry.mean()) / ry.std()) * ((rp - rp.mean()) / rp.std())
+
+
+def rank_ic_test(y: np.ndarray, pred: np.ndarray, label_horizon: int) -> dict[str, float]:
+    """Is the out-of-fold rank IC > 0, given labels that overlap ``label_horizon`` rows?
+
+    The Hansen-Hodrick t-test (models.evaluation.overlapping_mean_test) of the mean of
+    :func:`rank_ic_terms`; its t is read against Student's t with (independent labels - 1)
+    degrees of freedom rather than rows - 1, because with a 4-week label on hourly rows a
+    year holds only about 13 independent labels and the HAC variance is itself that noisy.
+    Returns rank_ic_t, rank_ic_p (one-sided, H1: IC > 0), rank_ic_n (rows),
+    rank_ic_label_horizon (rows) and rank_ic_independent_labels (rows / horizon).
+    """
+    terms = rank_ic_terms(y, pred)
+    test = overlapping_mean_test(terms, label_horizon)
+    independent = terms.size / label_horizon
+    p = float("nan")
+    if np.isfinite(test.t_stat) and independent >= 2.0:
+        p = float(student_t.sf(test.t_stat, df=independent - 1.0))
+    return {
+        "rank_ic_t": float(test.t_stat),
+        "rank_ic_p": p,
+        "rank_ic_n": float(terms.size),
+        "rank_ic_label_horizon": float(label_horizon),
+        "rank_ic_independent_labels": float(independent),
+    }
+
+
 # ---- training and cross-validation ----
 
 
@@ -389,7 +430,13 @@ def cross_validate(rows: pl.DataFrame, names: Sequence[str], config: ForecasterC
             }
         )
     if ys:
-        report.overall = forecast_metrics(np.concatenate(ys), np.concatenate(preds))
+        y_all, pred_all = np.concatenate(ys), np.concatenate(preds)
+        # Labels span horizon_minutes on a grid of every_minutes: that many rows overlap.
+        horizon_rows = max(1, -(-config.horizon_minutes // config.every_minutes))
+        report.overall = {
+            **forecast_metrics(y_all, pred_all),
+            **rank_ic_test(y_all, pred_all, horizon_rows),
+        }
     return report
 
 

@@ -1,6 +1,15 @@
 """The promotion gate: does a candidate beat the reference (champion, else a naive baseline) out of sample? Pure.
 
-Rule, for every kind of model: a candidate passes when
+Agents are judged statistically (:func:`agent_decision`, models.evaluation.judge_candidate):
+on the same held-out bars and costs, SPA p <= alpha against the champion and every baseline
+(buy-and-hold, flat, the momentum rule), a deflated Sharpe ratio >= dsr_min counting every
+trial recorded on the symbol, and a drawdown within the margin. Forecasters
+(:func:`forecaster_decision`): the out-of-fold rank IC is significantly > 0 by a
+Hansen-Hodrick t-test that accounts for overlapping labels, with enough independent labels,
+and above the champion's. The allocator (and the genome search, which has no gate here)
+keeps the older point rule below.
+
+Point rule (the allocator): a candidate passes when
 
     candidate.objective > reference.objective + objective_margin            (it is better)
     AND candidate.max_drawdown <= reference.max_drawdown + drawdown_margin  (and not riskier)
@@ -18,12 +27,16 @@ zero) counts as -inf, and a reference drawdown that is not a number counts as 0.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from models.train import objective as agent_objective
+import numpy as np
+import numpy.typing as npt
+
+from core import metrics
+from models.evaluation import GateVerdict, judge_candidate
 
 ALLOCATOR_SYMBOL = "CRYPTO"
 """`models.symbol` of the SVM allocator: one portfolio model over the coins (a real value, so
@@ -101,6 +114,25 @@ def decide(candidate: Score, reference: Score, rule: GateRule, reference_name: s
     return Verdict(passed, beats, dd_ok, reason)
 
 
+STATISTICS_COLUMNS = (
+    "test",
+    "spa_p",
+    "dsr",
+    "n_trials",
+    "sharpe_diff",
+    "sharpe_diff_lo",
+    "sharpe_diff_hi",
+    "p_value",
+    "n_obs",
+)
+"""promotion_decisions' statistics columns (migration 0013), null where a test does not apply."""
+
+AGENT_TEST = "spa+dsr"
+"""`test` of an agent's verdict: models.evaluation.judge_candidate."""
+FORECASTER_TEST = "hac_rank_ic"
+"""`test` of a forecaster's verdict: the Hansen-Hodrick t-test of the out-of-fold rank IC."""
+
+
 @dataclass(frozen=True)
 class GateDecision:
     """A candidate judged against its reference, with the baseline's numbers kept beside."""
@@ -122,6 +154,9 @@ class GateDecision:
     eval_start: datetime | None = None
     eval_end: datetime | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    statistics: dict[str, Any] = field(default_factory=dict)
+    """The statistical test's numbers, stored in promotion_decisions' columns of the same names
+    (STATISTICS_COLUMNS); empty for the point rule."""
 
     def row(self, decided_at: datetime, flow_run_id: str | None, promoted: bool) -> dict[str, Any]:
         """The promotion_decisions row of this decision."""
@@ -151,6 +186,7 @@ class GateDecision:
             "eval_start": self.eval_start,
             "eval_end": self.eval_end,
             "details": self.details,
+            **{name: self.statistics.get(name) for name in STATISTICS_COLUMNS},
         }
 
 
@@ -215,11 +251,6 @@ def choose_promotions(decisions: Iterable[GateDecision]) -> dict[tuple[str, str]
 # ---- the objectives, one per kind ----
 
 
-def agent_score(metrics: Mapping[str, float], drawdown_penalty: float) -> Score:
-    """An agent (or a baseline policy) on held-out sessions: total return - penalty * max drawdown."""
-    return Score(agent_objective(dict(metrics), drawdown_penalty), float(metrics["max_drawdown"]))
-
-
 def forecaster_score(metrics: Mapping[str, Any]) -> Score:
     """A forecaster's out-of-fold rank IC (no drawdown)."""
     return Score(float(metrics.get("rank_ic", math.nan)))
@@ -236,3 +267,219 @@ def allocator_score(metrics: Mapping[str, float], min_drawdown: float) -> Score:
         return Score(-math.inf, mdd)
     floor = max(mdd, min_drawdown) if math.isfinite(mdd) else min_drawdown
     return Score(growth / floor, mdd)
+
+
+# ---- the statistical rule: agents and forecasters ----
+
+VerdictFunction = Callable[..., GateVerdict]
+"""models.evaluation.judge_candidate's signature; injectable so tests can plant a verdict."""
+
+
+def _sharpe_or_zero(returns: npt.NDArray[np.float64], periods_per_year: float) -> float:
+    """core.metrics.sharpe, reading an all-zero stream (cash) as 0 rather than undefined."""
+    if returns.size >= 2 and not np.any(returns):
+        return 0.0
+    return metrics.sharpe(returns, periods_per_year)
+
+
+def _stream_score(returns: npt.NDArray[np.float64], periods_per_year: float) -> Score:
+    """A return stream's annualised Sharpe (the objective compared) and its max drawdown."""
+    return Score(_sharpe_or_zero(returns, periods_per_year), metrics.max_drawdown(returns))
+
+
+def agent_decision(
+    *,
+    candidate_id: str,
+    kind: str,
+    symbol: str,
+    candidate_returns: npt.ArrayLike,
+    baseline_returns: Mapping[str, npt.ArrayLike],
+    periods_per_year: float,
+    n_trials: int,
+    trial_sharpes: npt.ArrayLike | None = None,
+    champion_id: str | None = None,
+    champion_returns: npt.ArrayLike | None = None,
+    alpha: float = 0.05,
+    dsr_min: float = 0.95,
+    drawdown_margin: float = 0.02,
+    eval_start: datetime | None = None,
+    eval_end: datetime | None = None,
+    details: Mapping[str, Any] | None = None,
+    verdict_function: VerdictFunction = judge_candidate,
+) -> GateDecision:
+    """An agent judged by judge_candidate on per-bar held-out returns (same bars, same costs).
+
+    Promoted only if it beats the champion (when one was evaluated) and every baseline with
+    SPA p <= alpha, its deflated Sharpe ratio over ``n_trials`` is >= dsr_min, and its drawdown
+    is within the margin. The stored objective is the annualised Sharpe ratio; the reference
+    is the champion, else the baseline with the highest Sharpe ratio (the hardest to beat).
+    ``baseline_returns`` must hold 'buy_and_hold' (recorded as the decision's baseline).
+    """
+    c = np.asarray(candidate_returns, dtype=np.float64)
+    bases = {k: np.asarray(v, dtype=np.float64) for k, v in baseline_returns.items()}
+    champ = None if champion_returns is None else np.asarray(champion_returns, dtype=np.float64)
+    v = verdict_function(
+        c,
+        champ,
+        bases,
+        n_trials,
+        periods_per_year,
+        trial_sharpes=trial_sharpes,
+        alpha=alpha,
+        dsr_min=dsr_min,
+        drawdown_margin=drawdown_margin,
+    )
+    if champ is not None and champion_id is not None:
+        reference, ref_name, ref_id = (
+            _stream_score(champ, periods_per_year),
+            "champion",
+            champion_id,
+        )
+        label = f"champion {champion_id} and the baselines"
+    else:
+        scores = {k: _stream_score(r, periods_per_year) for k, r in bases.items()}
+        best = max(
+            scores,
+            key=lambda k: scores[k].objective if math.isfinite(scores[k].objective) else -math.inf,
+        )
+        reference, ref_name, ref_id = scores[best], f"baseline:{best}", None
+        label = "the baselines"
+    beats = v.spa_ok and v.dsr_ok
+    if v.promoted:
+        head = f"beats {label}"
+    elif not beats:
+        head = f"does not clearly beat {label}"
+    else:
+        head = f"riskier than {v.drawdown_reference}"
+    reason = f"{head}: " + "; ".join(v.reasons)
+    return GateDecision(
+        candidate_id=candidate_id,
+        kind=kind,
+        symbol=symbol,
+        objective=(
+            f"held-out annualised Sharpe; SPA p <= {alpha} vs champion and baselines, "
+            f"DSR >= {dsr_min}, drawdown margin {drawdown_margin}"
+        ),
+        candidate=Score(_sharpe_or_zero(c, periods_per_year), v.max_drawdown),
+        reference=reference,
+        reference_name=ref_name,
+        reference_id=ref_id,
+        baseline_name="buy_and_hold",
+        baseline=_stream_score(bases["buy_and_hold"], periods_per_year),
+        rule=GateRule(0.0, drawdown_margin),
+        verdict=Verdict(v.promoted, beats, v.drawdown_ok, reason),
+        eval_start=eval_start,
+        eval_end=eval_end,
+        details={
+            **dict(details or {}),
+            "spa_p_by_reference": dict(v.spa_p_by_reference),
+            "sharpe_diff_reference": v.reference,
+            "drawdown_reference": v.drawdown_reference,
+            "periods_per_year": periods_per_year,
+            "alpha": alpha,
+            "dsr_min": dsr_min,
+        },
+        statistics={
+            "test": AGENT_TEST,
+            "spa_p": v.spa_p,
+            "dsr": v.dsr,
+            "n_trials": v.n_trials,
+            "sharpe_diff": v.sharpe_diff.estimate,
+            "sharpe_diff_lo": v.sharpe_diff.low,
+            "sharpe_diff_hi": v.sharpe_diff.high,
+            "n_obs": v.n_obs,
+        },
+    )
+
+
+def forecaster_decision(
+    *,
+    candidate_id: str,
+    kind: str,
+    symbol: str,
+    metrics_: Mapping[str, Any],
+    champion_id: str | None = None,
+    champion_metrics: Mapping[str, Any] | None = None,
+    alpha: float = 0.05,
+    min_independent_labels: float = 10.0,
+    eval_start: datetime | None = None,
+    eval_end: datetime | None = None,
+    details: Mapping[str, Any] | None = None,
+) -> GateDecision:
+    """A forecaster judged on its out-of-fold rank IC with a test for overlapping labels.
+
+    ``metrics_`` is the CV report (models.forecaster.CVReport.to_dict): its rank IC and the
+    test of it (``rank_ic_p``: one-sided p of "mean rank IC > 0" by the Hansen-Hodrick t-test,
+    ``rank_ic_independent_labels``: rows / label horizon in rows). Promoted only when there
+    are at least ``min_independent_labels`` independent labels, p <= alpha, and the rank IC
+    beats the champion's (cross-validated on the same folds) when there is one. Too few
+    labels, or no test in the metrics, is a refusal: never promoted by default.
+    """
+    candidate = forecaster_score(metrics_)
+    champion = forecaster_score(champion_metrics) if champion_metrics is not None else None
+    baseline = Score(float(metrics_.get("naive_rank_ic", 0.0)))
+    if champion is not None and champion_id is not None:
+        reference, ref_name, ref_id, label = (
+            champion,
+            "champion",
+            champion_id,
+            f"champion {champion_id}",
+        )
+    else:
+        reference, ref_name, ref_id, label = baseline, "baseline:zero_forecast", None, "zero"
+    p = float(metrics_.get("rank_ic_p", math.nan))
+    independent = float(metrics_.get("rank_ic_independent_labels", math.nan))
+    horizon = metrics_.get("rank_ic_label_horizon")
+    ic = candidate.objective
+    ref_ic = reference.objective if _finite(reference.objective) else -math.inf
+    beats_reference = _finite(ic) and ic > ref_ic
+    significant = _finite(p) and p <= alpha and _finite(ic) and ic > 0.0
+    if not (_finite(independent) and independent >= min_independent_labels):
+        passed = False
+        reason = (
+            f"not promoted: too few independent labels ({independent:.1f} < "
+            f"{min_independent_labels:g}; horizon {horizon} rows)"
+        )
+    else:
+        passed = significant and beats_reference
+        test_text = (
+            f"rank IC {ic:.4f}, HAC p = {p:.4f} {'<=' if significant else '>'} {alpha} "
+            f"over {independent:.1f} independent labels"
+        )
+        ref_text = f"rank IC {ic:.4f} {'>' if beats_reference else '<='} {label} {ref_ic:.4f}"
+        if passed:
+            reason = f"beats {label}: {test_text}; {ref_text}"
+        elif not significant:
+            reason = f"rank IC not significantly > 0: {test_text}"
+        else:
+            reason = f"does not beat {label}: {ref_text}"
+    return GateDecision(
+        candidate_id=candidate_id,
+        kind=kind,
+        symbol=symbol,
+        objective=(
+            "out-of-fold rank IC (purged walk-forward CV); HAC test for overlapping labels, "
+            f"p <= {alpha}, >= {min_independent_labels:g} independent labels"
+        ),
+        candidate=candidate,
+        reference=reference,
+        reference_name=ref_name,
+        reference_id=ref_id,
+        baseline_name="zero_forecast",
+        baseline=baseline,
+        rule=GateRule(0.0, None),
+        verdict=Verdict(passed, beats_reference and significant, True, reason),
+        eval_start=eval_start,
+        eval_end=eval_end,
+        details={
+            **dict(details or {}),
+            "rank_ic_t": metrics_.get("rank_ic_t"),
+            "rank_ic_label_horizon": horizon,
+            "rank_ic_independent_labels": independent,
+        },
+        statistics={
+            "test": FORECASTER_TEST,
+            "p_value": p,
+            "n_obs": metrics_.get("rank_ic_n"),
+        },
+    )

@@ -20,12 +20,14 @@ import torch
 from core.baselines import (
     BUY_AND_HOLD,
     MOMENTUM,
+    PositionBook,
     benchmark_books,
     benchmark_metrics,
     periods_per_year,
     trade_positions,
 )
 from core.baselines import FLAT as FLAT_BENCHMARK
+from core.metrics import returns_from_equity
 from core.sessions import SessionRule
 from models.dqn import (
     CycleStats,
@@ -372,6 +374,72 @@ def evaluate(
     return evaluate_network(module.online, sessions, costs, bars, symbol)
 
 
+def _evaluation_books(
+    net: NestedLSTMQNet,
+    sessions: Sessions,
+    costs: Costs,
+    bars: pl.DataFrame | None,
+    symbol: str,
+) -> tuple[pl.DataFrame, dict[str, PositionBook]]:
+    """The held-out bars and the books of the agent and the benchmarks on them (see evaluate_network)."""
+    frame = (bars if bars is not None else _chained_bars(sessions)).sort("ts")
+    ts = frame.get_column("ts")
+    close = frame.get_column("close").to_numpy().astype(np.float64)
+    opens = (
+        frame.get_column("open").to_numpy().astype(np.float64)
+        if "open" in frame.columns
+        else np.concatenate((close[:1], close[:-1]))
+    )
+    agent = trade_positions(
+        ts,
+        close,
+        positions_on_bars(sessions, greedy_net_positions(net, sessions, costs), frame),
+        symbol=symbol or "agent",
+        cash=1.0,
+        fee_bps=costs.fee_bps,
+        slippage_bps=costs.slippage_bps,
+        sell_fee_bps=costs.sell_fee_bps,
+        opens=opens,
+    )
+    # The benchmarks read the same opens, so they pay the agent's fill rule.
+    benchmarks = benchmark_books(
+        frame.with_columns(pl.Series("open", opens)),
+        symbol=symbol or "agent",
+        cash=1.0,
+        fee_bps=costs.fee_bps,
+        slippage_bps=costs.slippage_bps,
+        sell_fee_bps=costs.sell_fee_bps,
+        extra=(FLAT_BENCHMARK,),
+    )
+    books = {
+        "agent": agent,
+        "buy_and_hold": benchmarks[BUY_AND_HOLD],
+        "flat": benchmarks[FLAT_BENCHMARK],
+        "momentum_rule": benchmarks[MOMENTUM],
+    }
+    return frame, books
+
+
+def held_out_returns(
+    net: NestedLSTMQNet,
+    sessions: Sessions,
+    costs: Costs,
+    bars: pl.DataFrame | None = None,
+    symbol: str = "",
+) -> dict[str, np.ndarray]:
+    """Per-bar simple returns of the agent and the benchmarks, from the books evaluate_network measures.
+
+    Keys 'agent', 'buy_and_hold', 'flat', 'momentum_rule'; each stream starts from the book's
+    cash, so it has one return per held-out bar (the first bar's from the starting cash) and
+    all streams cover the same bars: what the statistical promotion gate compares.
+    """
+    _, books = _evaluation_books(net, sessions, costs, bars, symbol)
+    return {
+        name: returns_from_equity(np.concatenate(([book.cash], book.equity)))
+        for name, book in books.items()
+    }
+
+
 def evaluate_network(
     net: NestedLSTMQNet,
     sessions: Sessions,
@@ -392,39 +460,7 @@ def evaluate_network(
     (core.baselines.periods_per_year). Each result also carries `sessions`,
     `mean_session_log_return` and `t_stat` over the episodes.
     """
-    frame = (bars if bars is not None else _chained_bars(sessions)).sort("ts")
-    ts = frame.get_column("ts")
-    close = frame.get_column("close").to_numpy().astype(np.float64)
-    opens = (
-        frame.get_column("open").to_numpy().astype(np.float64)
-        if "open" in frame.columns
-        else np.concatenate((close[:1], close[:-1]))
-    )
-    agent = trade_positions(
-        ts,
-        close,
-        positions_on_bars(sessions, greedy_net_positions(net, sessions, costs), frame),
-        symbol=symbol or "agent",
-        cash=1.0,
-        fee_bps=costs.fee_bps,
-        slippage_bps=costs.slippage_bps,
-        opens=opens,
-    )
-    # The benchmarks read the same opens, so they pay the agent's fill rule.
-    benchmarks = benchmark_books(
-        frame.with_columns(pl.Series("open", opens)),
-        symbol=symbol or "agent",
-        cash=1.0,
-        fee_bps=costs.fee_bps,
-        slippage_bps=costs.slippage_bps,
-        extra=(FLAT_BENCHMARK,),
-    )
-    books = {
-        "agent": agent,
-        "buy_and_hold": benchmarks[BUY_AND_HOLD],
-        "flat": benchmarks[FLAT_BENCHMARK],
-        "momentum_rule": benchmarks[MOMENTUM],
-    }
+    frame, books = _evaluation_books(net, sessions, costs, bars, symbol)
     episode = frame.get_column("session").cast(pl.String).to_numpy()
     last = np.flatnonzero(np.append(episode[1:] != episode[:-1], True))
     out: dict[str, dict[str, float]] = {}

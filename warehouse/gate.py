@@ -39,6 +39,16 @@ _SCHEMA: dict[str, Any] = {
     "eval_start": pl.Datetime("us", "UTC"),
     "eval_end": pl.Datetime("us", "UTC"),
     "details": pl.String,
+    # The statistics of the verdict (migration 0013); null where a test does not apply.
+    "test": pl.String,
+    "spa_p": pl.Float64,
+    "dsr": pl.Float64,
+    "n_trials": pl.Int64,
+    "sharpe_diff": pl.Float64,
+    "sharpe_diff_lo": pl.Float64,
+    "sharpe_diff_hi": pl.Float64,
+    "p_value": pl.Float64,
+    "n_obs": pl.Int64,
 }
 
 
@@ -62,6 +72,9 @@ def write_promotion_decisions(
         for name, dtype in _SCHEMA.items():
             if dtype == pl.Float64:
                 data[name] = _number(data[name])
+            elif dtype == pl.Int64:
+                value = data[name]
+                data[name] = None if value is None else int(value)
         data["details"] = json.dumps(row.get("details") or {}, sort_keys=True, default=str)
         prepared.append(data)
     frame = pl.DataFrame(prepared, schema=_SCHEMA)
