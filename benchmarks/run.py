@@ -16,6 +16,7 @@ from benchmarks import (  # noqa: F401 -- registers their benchmarks
     bench_gate,
     bench_ingest,
     bench_nightly,
+    bench_proof_pipeline,
     bench_search,
     bench_sentiment,
     bench_soak,

@@ -23,6 +23,25 @@ def utc_midnight(day: date) -> datetime:
 
 
 # The embedded demo window: six months of synthetic minute bars.
+def fee_field() -> Any:
+    """A flow's fee option: unset means the traded symbol's asset-class costs (core.costs)."""
+    return Field(
+        default=None,
+        ge=0,
+        description="Fee per trade, basis points of value (None: the symbol's asset-class "
+        "default, core.costs; given, a flat fee + slippage with no sell-side fee).",
+    )
+
+
+def slippage_field() -> Any:
+    """A flow's slippage option: unset means the asset-class half-spread (core.costs)."""
+    return Field(
+        default=None,
+        ge=0,
+        description="Fill price moved against us (half-spread), bps (None: asset-class default).",
+    )
+
+
 DEMO_START = date(2024, 1, 1)
 DEMO_END = date(2024, 7, 1)
 
@@ -257,18 +276,8 @@ class TrainAgentConfig(BaseModel):
     seeds: list[Seed] = Field(
         default_factory=lambda: [1, 2], min_length=1, description="One model per seed."
     )
-    fee_bps: float | None = Field(
-        default=None,
-        ge=0,
-        description="Fee per change of position, basis points (None: the traded symbol's "
-        "asset-class default, core.costs; given, a flat fee + slippage with no sell-side fee).",
-    )
-    slippage_bps: float | None = Field(
-        default=None,
-        ge=0,
-        description="Slippage (half-spread) per change of position, basis points (None: the "
-        "asset-class default).",
-    )
+    fee_bps: float | None = fee_field()
+    slippage_bps: float | None = slippage_field()
     architecture: dict[str, Any] = Field(
         default_factory=dict,
         description="Overrides of models.qnet.Architecture, e.g. {'fast_hidden': 32}.",
@@ -362,12 +371,8 @@ class EvolveConfig(BaseModel):
         default_factory=lambda: [1, 2], min_length=2, description="Fitness = mean over these."
     )
     search_seed: Seed = Field(default=0, description="Seed of populations and selection.")
-    fee_bps: float | None = Field(
-        default=None, ge=0, description="None: the symbol's asset-class default (core.costs)."
-    )
-    slippage_bps: float | None = Field(
-        default=None, ge=0, description="None: the symbol's asset-class default (core.costs)."
-    )
+    fee_bps: float | None = fee_field()
+    slippage_bps: float | None = slippage_field()
     individual_timeout_s: float | None = Field(
         default=600.0,
         gt=0,
@@ -505,17 +510,8 @@ class BacktestConfig(BaseModel):
     cash: float = Field(
         default=100_000.0, gt=0, description="Starting cash of the simulated account."
     )
-    fee_bps: float | None = Field(
-        default=None,
-        ge=0,
-        description="Fee per trade, basis points of value (None: the symbol's asset-class "
-        "default, core.costs; given, a flat fee + slippage with no sell-side fee).",
-    )
-    slippage_bps: float | None = Field(
-        default=None,
-        ge=0,
-        description="Fill price moved against us (half-spread), bps (None: asset-class default).",
-    )
+    fee_bps: float | None = fee_field()
+    slippage_bps: float | None = slippage_field()
     flatten_before_close_min: float = Field(
         default=1.0,
         ge=0,
@@ -866,17 +862,8 @@ class EvaluateConfig(BaseModel):
         ge=0,
         description="Bars per training episode; empty = the timeframe's default.",
     )
-    fee_bps: float | None = Field(
-        default=None,
-        ge=0,
-        description="Fee per trade, basis points of value (None: the symbol's asset-class "
-        "default, core.costs; given, a flat fee + slippage with no sell-side fee).",
-    )
-    slippage_bps: float | None = Field(
-        default=None,
-        ge=0,
-        description="Fill price moved against us (half-spread), bps (None: asset-class default).",
-    )
+    fee_bps: float | None = fee_field()
+    slippage_bps: float | None = slippage_field()
     reps: int = Field(
         default=1000,
         ge=100,
