@@ -45,9 +45,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 def error_lines(text: str) -> list[str]:
-    """What the command said on stderr, less the backtest's progress bar."""
+    """What the command said on stderr, less the backtest's progress bar and its costs line."""
     assert "Traceback" not in text
-    return [line for line in text.splitlines() if line.strip() and "bar/s]" not in line]
+    return [
+        line
+        for line in text.splitlines()
+        if line.strip() and "bar/s]" not in line and not line.startswith("costs: ")
+    ]
 
 
 def count(warehouse: Path, sql: str, params: list[Any]) -> int:
