@@ -43,9 +43,10 @@ from warehouse.summary import (
 )
 
 DEMO_COINS = ("BTC/USD", "ETH/USD", "DOGE/USD")
-GATE_SQL = """select kind, symbol, candidate_id, reference, round(candidate_objective, 4) as candidate,
-       round(reference_objective, 4) as reference_value, test, round(spa_p, 4) as spa_p,
-       round(dsr, 4) as dsr, round(p_value, 4) as p_value, passed, promoted
+GATE_SQL = """select kind, symbol, replace(reference, 'baseline:', '') as reference,
+       round(candidate_objective, 2) as candidate, round(reference_objective, 2) as ref_value,
+       test, round(spa_p, 3) as spa_p, round(dsr, 3) as dsr, round(p_value, 3) as p_value,
+       promoted
 from promotion_decisions
 where decided_at = (select max(decided_at) from promotion_decisions)
 order by kind, symbol"""
