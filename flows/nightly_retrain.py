@@ -74,19 +74,21 @@ from models.gate import (
     ALLOCATOR_SYMBOL,
     GateDecision,
     GateRule,
+    HeldOutStreams,
     Score,
     VerdictFunction,
-    agent_decision,
+    agent_decisions_on_streams,
     allocator_score,
     choose_promotions,
     forecaster_decision,
     judge,
+    streams_bars_per_year,
 )
 from models.portfolio import compute_allocator_panel, compute_q_advantage
 from models.qnet import Architecture, NestedLSTMQNet
 from models.registry import load_registered_agent, verify_artifact
 from models.sentiment import MODEL_NAME, coin_sentiment
-from models.train import evaluate_network, held_out_data, held_out_returns
+from models.train import evaluate_network, evaluate_network_with_returns, held_out_data
 from tasks.agents import train_agent_on_bars
 from tasks.forecasters import fit_forecaster
 from warehouse.bars import load_bars, newest_bars
@@ -709,11 +711,11 @@ def agent_decisions(
     *,
     verdict_function: VerdictFunction = judge_candidate,
 ) -> list[GateDecision]:
-    """The gate's decisions for a symbol's agent candidates (models.gate.agent_decision).
+    """The gate's decisions for a symbol's agent candidates (models.gate.agent_decisions_on_streams).
 
     Every candidate and the champion (the symbol's production dqn) are evaluated by the same
     code on the same held-out bars and costs, as per-bar return streams beside buy-and-hold,
-    flat and the momentum rule (models.train.held_out_returns). Each candidate is recorded
+    flat and the momentum rule (models.train.evaluate_network_with_returns: one pass). Each candidate is recorded
     as a trial (kind 'agent', dataset = the symbol, the held-out range) before any is
     judged, so the deflated Sharpe ratio counts tonight's seeds and every earlier trial on
     the symbol. Without a champion (or with one that cannot be evaluated) it must beat the
@@ -722,10 +724,10 @@ def agent_decisions(
     """
     span = (test_start, window[1])
 
-    def streams(row: dict[str, Any]) -> tuple[dict[str, np.ndarray], dict[str, dict[str, float]]]:
+    def streams(model_id: str, row: dict[str, Any]) -> HeldOutStreams:
         h = _held_out_agent(warehouse, row, bars, window, test_start, sentiment, forecasts)
-        table = evaluate_network(h.net, h.sessions, costs, h.bars, h.symbol)
-        return held_out_returns(h.net, h.sessions, costs, h.bars, h.symbol), table
+        table, returns = evaluate_network_with_returns(h.net, h.sessions, costs, h.bars, h.symbol)
+        return HeldOutStreams(model_id, returns, table)
 
     with connect(warehouse) as con:
         rows = {m: load_model_row(con, m) for m in candidate_ids}
@@ -733,9 +735,9 @@ def agent_decisions(
         champ_row = load_model_row(con, champ_id) if champ_id else None
     champion: np.ndarray | None = None
     details: dict[str, Any] = {}
-    if champ_row is not None and champ_id not in rows:
+    if champ_id is not None and champ_row is not None and champ_id not in rows:
         try:
-            champion = streams(champ_row)[0]["agent"]
+            champion = streams(champ_id, champ_row).returns["agent"]
             trained = (champ_row["params"] or {}).get("train_range")
             if trained and str(trained[-1]) > str(test_start):
                 details["note"] = (
@@ -745,21 +747,15 @@ def agent_decisions(
         except Exception as exc:  # noqa: BLE001 -- an unusable champion: judged by the baselines
             details["note"] = f"champion {champ_id} could not be evaluated: {exc}"
     judged = {
-        m: (row, *streams(row))
+        m: (row, streams(m, row))
         for m, row in rows.items()
         if row is not None and row["stage"] != "production"
     }
     if not judged:
         return []
-    # Bars per year of these streams: held-out bars per session x sessions per year.
-    _, first_returns, first_table = next(iter(judged.values()))
-    bars_per_year = (
-        first_returns["agent"].size
-        / max(first_table["agent"]["sessions"], 1.0)
-        * periods_per_year(symbol)
-    )
+    per_year = streams_bars_per_year(next(iter(judged.values()))[1], periods_per_year(symbol))
     with connect(warehouse) as con:
-        for model_id, (row, returns, _) in judged.items():
+        for model_id, (row, st) in judged.items():
             record_trial(
                 con,
                 kind="agent",
@@ -768,47 +764,30 @@ def agent_decisions(
                 data_end=span[1],
                 config={"model_id": model_id, "architecture": row.get("architecture")},
                 seed=(row.get("params") or {}).get("seed"),
-                sharpe=core_metrics.sharpe(returns["agent"], bars_per_year),
-                n_obs=int(returns["agent"].size),
-                periods_per_year=bars_per_year,
+                sharpe=core_metrics.sharpe(st.returns["agent"], per_year),
+                n_obs=int(st.returns["agent"].size),
+                periods_per_year=per_year,
                 created_at=datetime.now(UTC),
             )
         trials = load_trial_sharpes(con, symbol, "agent")
     trial_sharpes = trials.get_column("sharpe").drop_nulls().to_numpy()
-    out: list[GateDecision] = []
-    for model_id, (_row, returns, table) in judged.items():
-        if champion is not None and champion.size != returns["agent"].size:
-            raise ValueError(
-                f"champion {champ_id} has {champion.size} held-out bars, {model_id} "
-                f"{returns['agent'].size}: not the same bars"
-            )
-        out.append(
-            agent_decision(
-                candidate_id=model_id,
-                kind=AGENT_KIND,
-                symbol=symbol,
-                candidate_returns=returns["agent"],
-                baseline_returns={k: v for k, v in returns.items() if k != "agent"},
-                periods_per_year=bars_per_year,
-                n_trials=trials.height,
-                trial_sharpes=trial_sharpes if trial_sharpes.size >= 2 else None,
-                champion_id=champ_id if champion is not None else None,
-                champion_returns=champion,
-                alpha=gate.alpha,
-                dsr_min=gate.dsr_min,
-                drawdown_margin=gate.drawdown_margin,
-                eval_start=span[0],
-                eval_end=span[1],
-                details={
-                    **details,
-                    "sessions": table["agent"]["sessions"],
-                    "candidate": table["agent"],
-                    "baselines": {k: v for k, v in table.items() if k != "agent"},
-                },
-                verdict_function=verdict_function,
-            )
-        )
-    return out
+    return agent_decisions_on_streams(
+        [st for _, st in judged.values()],
+        kind=AGENT_KIND,
+        symbol=symbol,
+        bars_per_year=per_year,
+        n_trials=trials.height,
+        trial_sharpes=trial_sharpes if trial_sharpes.size >= 2 else None,
+        champion_id=champ_id,
+        champion_returns=champion,
+        alpha=gate.alpha,
+        dsr_min=gate.dsr_min,
+        drawdown_margin=gate.drawdown_margin,
+        eval_start=span[0],
+        eval_end=span[1],
+        details=details,
+        verdict_function=verdict_function,
+    )
 
 
 def apply_gate(

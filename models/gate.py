@@ -483,3 +483,75 @@ def forecaster_decision(
             "n_obs": metrics_.get("rank_ic_n"),
         },
     )
+
+
+@dataclass(frozen=True)
+class HeldOutStreams:
+    """One agent's held-out per-bar returns beside the baselines', and evaluate_network's table."""
+
+    model_id: str
+    returns: Mapping[str, np.ndarray]
+    """'agent' and each baseline (models.train.held_out_returns' keys)."""
+    table: Mapping[str, Mapping[str, float]]
+
+
+def streams_bars_per_year(streams: HeldOutStreams, periods_per_year: float) -> float:
+    """Bars per year of held-out streams: held-out bars per session x sessions per year."""
+    sessions = max(float(streams.table["agent"]["sessions"]), 1.0)
+    return float(streams.returns["agent"].size / sessions * periods_per_year)
+
+
+def agent_decisions_on_streams(
+    candidates: Iterable[HeldOutStreams],
+    *,
+    kind: str,
+    symbol: str,
+    bars_per_year: float,
+    n_trials: int,
+    trial_sharpes: npt.ArrayLike | None,
+    champion_id: str | None,
+    champion_returns: np.ndarray | None,
+    alpha: float,
+    dsr_min: float,
+    drawdown_margin: float,
+    eval_start: datetime,
+    eval_end: datetime,
+    details: Mapping[str, Any],
+    verdict_function: VerdictFunction = judge_candidate,
+) -> list[GateDecision]:
+    """agent_decision for each candidate, all on the same held-out bars as the champion's."""
+    out: list[GateDecision] = []
+    for c in candidates:
+        agent = c.returns["agent"]
+        if champion_returns is not None and champion_returns.size != agent.size:
+            raise ValueError(
+                f"champion {champion_id} has {champion_returns.size} held-out bars, "
+                f"{c.model_id} {agent.size}: not the same bars"
+            )
+        out.append(
+            agent_decision(
+                candidate_id=c.model_id,
+                kind=kind,
+                symbol=symbol,
+                candidate_returns=agent,
+                baseline_returns={k: v for k, v in c.returns.items() if k != "agent"},
+                periods_per_year=bars_per_year,
+                n_trials=n_trials,
+                trial_sharpes=trial_sharpes,
+                champion_id=champion_id if champion_returns is not None else None,
+                champion_returns=champion_returns,
+                alpha=alpha,
+                dsr_min=dsr_min,
+                drawdown_margin=drawdown_margin,
+                eval_start=eval_start,
+                eval_end=eval_end,
+                details={
+                    **details,
+                    "sessions": c.table["agent"]["sessions"],
+                    "candidate": dict(c.table["agent"]),
+                    "baselines": {k: dict(v) for k, v in c.table.items() if k != "agent"},
+                },
+                verdict_function=verdict_function,
+            )
+        )
+    return out

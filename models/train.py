@@ -6,7 +6,7 @@ import logging
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -434,6 +434,10 @@ def held_out_returns(
     all streams cover the same bars: what the statistical promotion gate compares.
     """
     _, books = _evaluation_books(net, sessions, costs, bars, symbol)
+    return _book_returns(books)
+
+
+def _book_returns(books: Mapping[str, PositionBook]) -> dict[str, np.ndarray]:
     return {
         name: returns_from_equity(np.concatenate(([book.cash], book.equity)))
         for name, book in books.items()
@@ -460,7 +464,24 @@ def evaluate_network(
     (core.baselines.periods_per_year). Each result also carries `sessions`,
     `mean_session_log_return` and `t_stat` over the episodes.
     """
+    return _book_table(*_evaluation_books(net, sessions, costs, bars, symbol), symbol)
+
+
+def evaluate_network_with_returns(
+    net: NestedLSTMQNet,
+    sessions: Sessions,
+    costs: Costs,
+    bars: pl.DataFrame | None = None,
+    symbol: str = "",
+) -> tuple[dict[str, dict[str, float]], dict[str, np.ndarray]]:
+    """evaluate_network's table and held_out_returns' streams from one pass over the network."""
     frame, books = _evaluation_books(net, sessions, costs, bars, symbol)
+    return _book_table(frame, books, symbol), _book_returns(books)
+
+
+def _book_table(
+    frame: pl.DataFrame, books: Mapping[str, PositionBook], symbol: str
+) -> dict[str, dict[str, float]]:
     episode = frame.get_column("session").cast(pl.String).to_numpy()
     last = np.flatnonzero(np.append(episode[1:] != episode[:-1], True))
     out: dict[str, dict[str, float]] = {}
