@@ -246,11 +246,6 @@ def result_frame(results: Sequence[FoldResult]) -> pl.DataFrame:
     return pl.concat(parts)
 
 
-def fold_years(folds: Sequence[Fold], ts: pl.Series) -> list[tuple[str, datetime, datetime]]:
-    """Each fold's label with its test window's first and last bar stamps (for tables and reports)."""
-    return [(f.label, ts[f.test_start], ts[f.test_end - 1]) for f in folds]
-
-
 AGENT_MEAN = "agent_mean"
 """The seeds' average per-bar return: one capital split equally over the seeds' agents. The
 candidate the statistics judge; the per-seed rows show what a single training run gives."""
