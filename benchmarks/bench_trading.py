@@ -29,7 +29,7 @@ from trading.ledger import Ledger
 from trading.live import BarStore, LiveRunner
 from trading.orders import OrderManager
 from trading.risk import RiskEngine
-from warehouse.bars import ingest_bar_frames, load_bars
+from warehouse.bars import delete_bars_between, ingest_bar_frames, load_bars
 from warehouse.db import connect
 
 YEAR = (datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))
@@ -114,7 +114,7 @@ def bench_trading(scratch: Path) -> list[Figure]:
     # The session's bars arrive as new bars do live: not stored yet (the year's ingest above
     # stored them; the stream would be storing them for the first time).
     with connect(path) as con:
-        con.execute("DELETE FROM bars WHERE ts >= ? AND ts < ?", [session.open, session.close])
+        delete_bars_between(con, session.open, session.close)
     store = BarStore(path)
     t = time.perf_counter()
     with connect(path) as con:

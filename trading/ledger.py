@@ -20,8 +20,8 @@ import duckdb
 import polars as pl
 
 from adapters.protocols import Fill, Order
-from warehouse.db import WarehouseLockedError, connect
-from warehouse.io import upsert
+from warehouse.db import WarehouseLockedError, connect, transaction
+from warehouse.io import insert_rows, upsert
 
 log = logging.getLogger(__name__)
 
@@ -205,16 +205,11 @@ class Ledger:
                 subset=list(KEYS[name]), keep="last", maintain_order=True
             )
         counts: dict[str, int] = {}
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             for name, frame in frames.items():
                 counts[name] = upsert(
                     con, name, frame, KEYS[name], bookkeeping=BOOKKEEPING.get(name, ())
                 ).total
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
         for path in outbox_files:
             path.unlink(missing_ok=True)
         for name, n in counts.items():
@@ -229,23 +224,15 @@ class Ledger:
         caller upserts instead -- the same rows end up stored either way.
         """
         counts: dict[str, int] = {}
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             for name, rows in self.rows.items():
                 if not rows:
                     continue
                 cols = list(SCHEMAS[name])
                 keyed = {tuple(r.get(k) for k in KEYS[name]): r for r in rows}  # last wins
-                values = ", ".join(["(" + ", ".join("?" * len(cols)) + ")"] * len(keyed))
-                con.execute(
-                    f"INSERT INTO {name} ({', '.join(cols)}) VALUES {values}",
-                    [r.get(c) for r in keyed.values() for c in cols],
+                counts[name] = insert_rows(
+                    con, name, cols, [[r.get(c) for c in cols] for r in keyed.values()]
                 )
-                counts[name] = len(keyed)
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
         for name, n in counts.items():
             self.flushed[name] += n
         self.rows = {name: [] for name in SCHEMAS}

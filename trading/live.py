@@ -27,7 +27,7 @@ import polars as pl
 
 from adapters.protocols import Broker
 from core.bar_quality import DEFAULT_JUMP_RULES, ValidatedBars, validate_bars
-from core.bar_schema import BAR_COLUMNS, BAR_SCHEMA, TIMEFRAMES
+from core.bar_schema import BAR_SCHEMA, TIMEFRAMES
 from models.features import FeatureSpec
 from trading.calendar import Session
 from trading.engine import MINUTE, TradingEngine
@@ -35,14 +35,17 @@ from trading.inputs import InputLoader, value_at
 from trading.ledger import Ledger
 from trading.live_features import LiveFeatures
 from warehouse.bars import (
+    bars_by_minute,
     ingest_bar_frames,
+    insert_new_bars,
+    last_bars_before,
     recent_closes,
     write_bars,
     write_quarantine,
     write_stream_bars,
 )
-from warehouse.db import WarehouseLockedError, connect
-from warehouse.io import load_frame
+from warehouse.db import WarehouseLockedError, connect, transaction
+from warehouse.trade_history import first_equity_in
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +85,7 @@ def load_tail(
     con: Any, symbols: tuple[str, ...], timeframe: str, until: datetime, n: int = HISTORY_BARS
 ) -> pl.DataFrame:
     """The last `n` bars of each symbol that start before `until` (searching 10 days back)."""
-    cols = ", ".join(BAR_SCHEMA)
-    return load_frame(
-        con,
-        f"SELECT {cols} FROM bars WHERE timeframe = ? AND list_contains(?, symbol)"
-        " AND ts < ? AND ts >= ? QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC) <= ?"
-        " ORDER BY symbol, ts",
-        [timeframe, list(symbols), until, until - timedelta(days=10), n],
-    )
+    return last_bars_before(con, symbols, timeframe, until, n, lookback=timedelta(days=10))
 
 
 @dataclass
@@ -126,13 +122,7 @@ class LiveRunner:
         self.features = LiveFeatures(self.spec, self.calendar)
 
     def _bars(self, con: Any, start: datetime, end: datetime) -> pl.DataFrame:
-        cols = ", ".join(BAR_SCHEMA)
-        return load_frame(
-            con,
-            f"SELECT {cols} FROM bars WHERE timeframe = ? AND list_contains(?, symbol)"
-            " AND ts >= ? AND ts < ? ORDER BY ts, symbol",
-            [self.spec.timeframe, list(self.spec.symbols), start, end],
-        )
+        return bars_by_minute(con, self.spec.symbols, self.spec.timeframe, start, end)
 
     def start(self, now: datetime) -> int:
         """Load the history the features need, then feed the session's closed bars so far to the policy."""
@@ -283,11 +273,7 @@ class LiveRunner:
 
 def day_start_equity(con: Any, account: str, session: Session) -> float | None:
     """The account's first recorded equity of `session` (its start, for the daily loss limit)."""
-    row = con.execute(
-        "SELECT equity FROM equity WHERE account = ? AND ts > ? AND ts <= ? ORDER BY ts LIMIT 1",
-        [account, session.open, session.close + MINUTE],
-    ).fetchone()
-    return None if row is None or row[0] is None else float(row[0])
+    return first_equity_in(con, account, session.open, session.close + MINUTE)
 
 
 def _floor_minute(when: datetime) -> datetime:
@@ -305,14 +291,6 @@ def store_bars(warehouse: Path, frame: pl.DataFrame, now: datetime, con: Any = N
 
 
 _SCHEMA = pl.Schema(BAR_SCHEMA)
-_ROW = f"({', '.join('?' * (len(BAR_COLUMNS) + 1))})"
-
-
-def _insert_sql(n: int) -> str:
-    """One INSERT of n rows (one statement: executemany costs a round trip per row)."""
-    return f"INSERT INTO bars ({', '.join((*BAR_COLUMNS, 'ingested_at'))}) VALUES " + ", ".join(
-        [_ROW] * n
-    )
 
 
 @dataclass
@@ -409,11 +387,10 @@ class BarStore:
             write_quarantine(con, checked.quarantine, now)
         good = checked.good
         if good.height:
-            params = [x for r in good.rows() for x in (*r, now)]
             try:
                 # Autocommit: `con` must not be inside a transaction (a failed statement
                 # would abort it).
-                con.execute(_insert_sql(good.height), params)
+                insert_new_bars(con, good, now)
             except duckdb.ConstraintException:
                 # A bar stored before (a revision, a repeat): the upsert keeps one row.
                 write_stream_bars(con, good, now)
@@ -507,8 +484,7 @@ class BarStore:
         if not files:
             return 0
         merged = 0
-        con.execute("BEGIN TRANSACTION")
-        try:
+        with transaction(con):
             for path in files:
                 part = pl.read_parquet(path)
                 at = part.get_column("_at")[0] if part.height else now
@@ -518,10 +494,6 @@ class BarStore:
                     merged += part.height
                 else:
                     write_quarantine(con, part, at)
-            con.execute("COMMIT")
-        except Exception:
-            con.execute("ROLLBACK")
-            raise
         for path in files:
             path.unlink(missing_ok=True)
         log.info("merged %d outboxed bar(s) into the warehouse", merged)

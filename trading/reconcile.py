@@ -11,26 +11,14 @@ from adapters.protocols import Broker, Fill, Order, Side
 from trading.engine import FINAL, MINUTE, Book, TradingEngine, decision_id
 from trading.ledger import Ledger
 from trading.orders import OrderManager, OrderOutcome, client_order_id, transient
+from warehouse.trade_history import booked_fills, net_positions, order_statuses, recorded_fill_ids
 
 log = logging.getLogger(__name__)
 
 
 def warehouse_positions(con: Any, *, run_id: str | None, mode: str) -> dict[str, float]:
     """Net quantity per symbol from stored fills: of one run (replay), or of the whole account (paper/live)."""
-    if run_id is not None:
-        rows = con.execute(
-            "SELECT f.symbol, sum(CASE f.side WHEN 'buy' THEN f.qty ELSE -f.qty END) FROM fills f"
-            " JOIN orders o USING (client_order_id) JOIN decisions d ON d.decision_id = o.decision_id"
-            " WHERE d.run_id = ? GROUP BY f.symbol",
-            [run_id],
-        ).fetchall()
-    else:
-        rows = con.execute(
-            "SELECT symbol, sum(CASE side WHEN 'buy' THEN qty ELSE -qty END) FROM fills"
-            " WHERE mode = ? GROUP BY symbol",
-            [mode],
-        ).fetchall()
-    return {str(s): float(q) for s, q in rows if q is not None and abs(float(q)) > 1e-12}
+    return net_positions(con, run_id=run_id, mode=mode)
 
 
 def reconcile(
@@ -135,29 +123,11 @@ def recover_orders(
         return []
     # Fills already recorded are booked already: a route that repeats one after the
     # restart (stream replay, a poll) must not book it again.
-    engine.seen_fills.update(
-        str(row[0])
-        for row in con.execute(
-            "SELECT fill_id FROM fills WHERE list_contains(?, client_order_id)", [list(candidates)]
-        ).fetchall()
-    )
+    engine.seen_fills.update(recorded_fill_ids(con, list(candidates)))
     if not isinstance(broker, _ListsOrders):
         return []
-    recorded: dict[str, str] = {
-        str(cid): str(status)
-        for cid, status in con.execute(
-            "SELECT client_order_id, status FROM orders WHERE list_contains(?, client_order_id)",
-            [list(candidates)],
-        ).fetchall()
-    }
-    booked = {
-        str(cid): (float(qty), float(cost))
-        for cid, qty, cost in con.execute(
-            "SELECT client_order_id, sum(qty), sum(qty * price) FROM fills"
-            " WHERE list_contains(?, client_order_id) GROUP BY ALL",
-            [list(candidates)],
-        ).fetchall()
-    }
+    recorded = order_statuses(con, list(candidates))
+    booked = booked_fills(con, list(candidates))
     recovered: list[Fill] = []
     for order in broker.list_orders(status="all", limit=500):
         did = candidates.get(order.client_order_id)

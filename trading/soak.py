@@ -67,6 +67,11 @@ from trading.reconcile import (
 from trading.risk import RiskEngine
 from warehouse.bars import ingest_bar_frames
 from warehouse.db import connect, open_connection
+from warehouse.trade_history import (
+    filled_qty_by_broker_order,
+    late_order_count,
+    placed_client_order_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -566,26 +571,10 @@ def compare(warehouse: Path, sim: SimulatedBroker, soak: _Soak) -> SoakResult:
     )
     duplicates = sum(n - 1 for n in by_cid.values()) + sum(n - 1 for n in by_minute.values())
     with connect(warehouse, timeout_s=30) as con:
-        stored = dict(
-            con.execute(
-                "SELECT broker_order_id, sum(qty) FROM fills WHERE mode = ? GROUP BY 1",
-                [MODE],
-            ).fetchall()
-        )
-        recorded = {
-            str(r[0])
-            for r in con.execute(
-                "SELECT client_order_id FROM orders WHERE mode = ? AND broker_order_id IS NOT NULL",
-                [MODE],
-            ).fetchall()
-        }
+        stored = filled_qty_by_broker_order(con, MODE)
+        recorded = placed_client_order_ids(con, MODE)
         ours = warehouse_positions(con, run_id=None, mode=MODE)
-        stale = con.execute(
-            "SELECT count(*) FROM orders o JOIN decisions d USING (decision_id)"
-            " WHERE o.mode = ? AND o.broker_order_id IS NOT NULL"
-            " AND o.submitted_at - d.ts > INTERVAL 150 SECOND",
-            [MODE],
-        ).fetchall()[0][0]
+        stale = late_order_count(con, MODE)
     filled = {o.id: o.filled_qty for o in orders if o.filled_qty > 0}
     lost = sum(1 for oid, qty in filled.items() if abs(float(stored.get(oid) or 0.0) - qty) > 1e-9)
     lost += sum(1 for oid in stored if oid not in filled)

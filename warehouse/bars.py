@@ -18,7 +18,7 @@ from core.bar_quality import JUMP_REASONS, check_jumps, validate_bars
 from core.bar_scale import SCALE_REFERENCE_BARS, SCALE_WINDOW, check_scale
 from core.bar_schema import BAR_COLUMNS, BAR_KEY, BAR_SCHEMA
 from warehouse.db import connect
-from warehouse.io import load_frame, upsert
+from warehouse.io import insert_rows, load_frame, upsert
 
 
 @dataclass
@@ -105,6 +105,29 @@ def write_stream_bars(con: duckdb.DuckDBPyConnection, good: pl.DataFrame, now: d
         )
     finally:
         con.unregister(view)
+
+
+_INSERTED_COLUMNS = (*BAR_COLUMNS, "ingested_at")
+
+
+def insert_new_bars(con: duckdb.DuckDBPyConnection, good: pl.DataFrame, now: datetime) -> int:
+    """Plain INSERT of validated bars with new keys in ONE statement (the live fast path).
+
+    A bar whose key is stored already raises duckdb.ConstraintException and none of the
+    frame is written; the caller then upserts (write_stream_bars). Autocommit: `con` must
+    not be inside a transaction, which the failed statement would abort. Returns rows written.
+    """
+    if good.height == 0:
+        return 0
+    if good.columns != list(BAR_COLUMNS):
+        good = good.select(BAR_COLUMNS)
+    return insert_rows(con, "bars", _INSERTED_COLUMNS, [(*row, now) for row in good.rows()])
+
+
+def delete_bars_between(con: duckdb.DuckDBPyConnection, start: datetime, end: datetime) -> int:
+    """Delete every stored bar (all symbols and timeframes) with start <= ts < end; returns how many."""
+    row = con.execute("DELETE FROM bars WHERE ts >= ? AND ts < ?", [start, end]).fetchone()
+    return 0 if row is None else int(row[0])
 
 
 def _series_stamps(frame: pl.DataFrame) -> pl.DataFrame:
@@ -290,6 +313,44 @@ def load_bars(
         [list(symbols), timeframe, start, end],
     )
     return df.cast(BAR_SCHEMA)  # type: ignore[arg-type]
+
+
+def last_bars_before(
+    con: duckdb.DuckDBPyConnection,
+    symbols: Sequence[str],
+    timeframe: str,
+    until: datetime,
+    n: int,
+    *,
+    lookback: timedelta = timedelta(days=10),
+) -> pl.DataFrame:
+    """The last `n` bars of each symbol that start before `until` (searching `lookback` back),
+    sorted by (symbol, ts), in the canonical columns."""
+    cols = ", ".join(BAR_SCHEMA)
+    return load_frame(
+        con,
+        f"SELECT {cols} FROM bars WHERE timeframe = ? AND list_contains(?, symbol)"
+        " AND ts < ? AND ts >= ? QUALIFY row_number() OVER (PARTITION BY symbol ORDER BY ts DESC) <= ?"
+        " ORDER BY symbol, ts",
+        [timeframe, list(symbols), until, until - lookback, n],
+    )
+
+
+def bars_by_minute(
+    con: duckdb.DuckDBPyConnection,
+    symbols: Sequence[str],
+    timeframe: str,
+    start: datetime,
+    end: datetime,
+) -> pl.DataFrame:
+    """Bars with start time in [start, end), sorted by (ts, symbol): minute after minute."""
+    cols = ", ".join(BAR_SCHEMA)
+    return load_frame(
+        con,
+        f"SELECT {cols} FROM bars WHERE timeframe = ? AND list_contains(?, symbol)"
+        " AND ts >= ? AND ts < ? ORDER BY ts, symbol",
+        [timeframe, list(symbols), start, end],
+    )
 
 
 def last_bar_ts(con: duckdb.DuckDBPyConnection, symbol: str, timeframe: str) -> datetime | None:

@@ -1,4 +1,4 @@
-"""Short-lived DuckDB connections that wait out file locks; a locked-down one for the SQL console."""
+"""Short-lived DuckDB connections that wait out file locks, transactions on them; a locked-down one for the SQL console."""
 
 from __future__ import annotations
 
@@ -29,6 +29,21 @@ class WarehouseLockedError(RuntimeError):
             f"{waited_s:.1f} s. Stop that process, or wait and retry (TRADINGML_LOCK_TIMEOUT_S "
             "sets how long to wait)."
         )
+
+
+@contextmanager
+def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """BEGIN on entry, COMMIT on a clean exit; on an exception ROLLBACK and re-raise.
+
+    A failed COMMIT is rolled back too. `con` must not be inside a transaction already.
+    """
+    con.execute("BEGIN TRANSACTION")
+    try:
+        yield con
+        con.execute("COMMIT")
+    except Exception:
+        con.execute("ROLLBACK")
+        raise
 
 
 def _is_lock_conflict(exc: duckdb.Error) -> bool:

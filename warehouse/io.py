@@ -1,4 +1,4 @@
-"""polars <-> DuckDB: frame reads and idempotent upserts keyed on natural keys."""
+"""polars <-> DuckDB: frame reads, plain row inserts and idempotent upserts keyed on natural keys."""
 
 from __future__ import annotations
 
@@ -84,6 +84,28 @@ def upsert(
     finally:
         con.unregister(view)
     return UpsertResult(inserted, updated, df.height - inserted - updated)
+
+
+def insert_rows(
+    con: duckdb.DuckDBPyConnection,
+    table: str,
+    columns: Sequence[str],
+    rows: Sequence[Sequence[Any]],
+) -> int:
+    """Plain INSERT of `rows` (values in `columns` order) as ONE statement; returns the row count.
+
+    One multi-row VALUES list, not executemany (a round trip per row). A key already
+    stored raises duckdb.ConstraintException and nothing of the statement is written.
+    """
+    if not rows:
+        return 0
+    one = "(" + ", ".join("?" * len(columns)) + ")"
+    con.execute(
+        f"INSERT INTO {_q(table)} ({', '.join(_q(c) for c in columns)}) VALUES "
+        + ", ".join([one] * len(rows)),
+        [value for row in rows for value in row],
+    )
+    return len(rows)
 
 
 def _any_key_in_box(
