@@ -264,14 +264,19 @@ def deflated_sharpe_ratio(
 # ---- bootstrap tests against references ----
 
 
+MIN_BLOCK_ESTIMATE_OBS = 8
+"""Shortest series arch.bootstrap.optimal_block_length estimates a length for (checked: 4-7 raise)."""
+
+
 def default_block_size(series: npt.ArrayLike) -> int:
     """Mean block length of the stationary bootstrap: Politis-White's optimal length, rounded up.
 
     (arch.bootstrap.optimal_block_length; 1 for serially independent data, capped at
-    sqrt(T) so that a short, trending series still yields many blocks.)
+    sqrt(T) so that a short, trending series still yields many blocks.) Under 8 observations
+    arch's estimator fails (its lag regression has no rows) and sqrt(T) < 3: blocks of 1.
     """
     x = _as_float_array(series)
-    if x.size < 4 or np.ptp(x) == 0.0:
+    if x.size < MIN_BLOCK_ESTIMATE_OBS or np.ptp(x) == 0.0:
         return 1
     length = float(optimal_block_length(x)["stationary"].iloc[0])
     cap = max(1, int(math.sqrt(x.size)))

@@ -333,3 +333,15 @@ def test_gate_refuses_mismatched_or_missing_numbers() -> None:
         judge_candidate(np.array([0.1, math.nan, 0.0]), None, {"b": np.zeros(3)}, 1, PPY)
     with pytest.raises(ValueError, match="champion or at least one baseline"):
         judge_candidate(np.zeros(10), None, {}, 1, PPY)
+
+
+@pytest.mark.parametrize("n", [4, 5, 6, 7])
+def test_a_few_days_are_judged_with_blocks_of_one_instead_of_crashing(n: int) -> None:
+    # arch's optimal_block_length raises on 4-7 observations (an allocator judged on a few
+    # held-out days): the gate must still give a verdict.
+    rng = np.random.default_rng(n)
+    candidate, base = rng.normal(0.001, 0.01, n), rng.normal(0.0, 0.01, n)
+    assert default_block_size(candidate - base) == 1
+    verdict = judge_candidate(candidate, None, {"buy_and_hold": base}, 1, PPY, seed=1)
+    assert verdict.n_obs == n
+    assert 0.0 <= verdict.spa_p <= 1.0
