@@ -37,5 +37,10 @@ def bench_proof_pipeline(scratch: Path) -> list[Figure]:
         Figure("pipeline_random_walk_passed", 1.0 if walk.verdict == PASS else 0.0, "bool", ">= 1"),
         Figure("leak_control_detected", 1.0 if control.verdict == LEAK else 0.0, "bool", ">= 1"),
         Figure("leak_control_t", round(control.t_stat, 2), "t", "-"),
+        # The promotion gate on the same agents: no random-walk agent should pass it (the
+        # whole-pipeline counterpart of bench_gate's Monte Carlo), and the leaky ones show
+        # that it can say yes.
+        Figure("gate_false_promotion_pipeline", round(walk.promoted_share, 3), "share", "<= 0.05"),
+        Figure("leak_control_promoted", round(control.promoted_share, 3), "share", "-"),
         Figure("proof_pipeline_s", round(seconds, 1), "s", "<= 600"),
     ]

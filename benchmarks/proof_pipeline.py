@@ -17,7 +17,12 @@ from adapters.synthetic import named_rng
 from core.sessions import session_rule
 from models.dqn import DQNParams
 from models.env import Costs
-from models.evaluation import compute_return_metrics, newey_west_mean_test, walk_forward_folds
+from models.evaluation import (
+    compute_return_metrics,
+    judge_candidate,
+    newey_west_mean_test,
+    walk_forward_folds,
+)
 from models.features import FeatureSpec
 from models.qnet import Architecture
 from models.walk_forward import AGENT, WalkForwardPlan, bars_per_year, result_frame, run_fold
@@ -61,6 +66,9 @@ class SeedOutcome:
     n_obs: int
     ingested: int
     """Bars the warehouse accepted (the ingest path's validation and upsert)."""
+    promoted: bool = False
+    """Whether the promotion gate (judge_candidate, one trial) would promote this agent over the
+    baselines on its out-of-sample bars: a random-walk agent promoted is a false promotion."""
 
 
 @dataclass(frozen=True)
@@ -74,11 +82,18 @@ class ProofResult:
     seeds: list[SeedOutcome] = field(default_factory=list)
     leak: bool = False
 
+    @property
+    def promoted_share(self) -> float:
+        """Share of the seeds' agents the promotion gate would promote over the baselines."""
+        return sum(o.promoted for o in self.seeds) / len(self.seeds) if self.seeds else 0.0
+
     def line(self) -> str:
         kind = "leaky control" if self.leak else "random walk"
+        promoted = sum(o.promoted for o in self.seeds)
         return (
             f"{kind}: {self.verdict} over {len(self.seeds)} seeds; t = {self.t_stat:.2f}, "
-            f"mean daily return {self.mean_return * 1e4:.2f} bp, exposure {self.mean_exposure:.0%}"
+            f"mean daily return {self.mean_return * 1e4:.2f} bp, exposure {self.mean_exposure:.0%}; "
+            f"the gate promotes {promoted} of {len(self.seeds)}"
         )
 
 
@@ -174,6 +189,12 @@ def run_seed(seed: int, budget: ProofBudget, workdir: Path, *, leak: bool = Fals
     frame = result_frame([run_fold(stored, plan, f, ts, per_year) for f in folds])
     agent = frame.filter(pl.col("policy") == AGENT).sort("ts")
     m = compute_return_metrics(agent["return"], per_year, agent["position"])
+    # The gate on the same out-of-sample bars: the agent against every baseline of the folds.
+    baselines = {
+        str(p): rows.sort("ts")["return"].to_numpy()
+        for (p,), rows in frame.filter(pl.col("policy") != AGENT).group_by("policy")
+    }
+    verdict = judge_candidate(agent["return"].to_numpy(), None, baselines, 1, per_year, seed=seed)
     return SeedOutcome(
         seed,
         float(agent["return"].mean()),  # type: ignore[arg-type]
@@ -181,6 +202,7 @@ def run_seed(seed: int, budget: ProofBudget, workdir: Path, *, leak: bool = Fals
         m["sharpe"],
         int(m["n_obs"]),
         report.inserted,
+        verdict.promoted,
     )
 
 

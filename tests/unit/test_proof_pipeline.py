@@ -99,3 +99,7 @@ def test_pipeline_runs_random_walks_and_catches_the_planted_look_ahead(tmp_path:
     assert control.t_stat > 2
     # The look-ahead earns what no random walk can: well over 10 bp a day after costs.
     assert min(o.mean_return for o in control.seeds) > 1e-3
+    # The promotion gate on the same out-of-sample bars: the random walks are refused and
+    # the look-ahead's agents pass it (so the gate is not one that never says yes).
+    assert walk.promoted_share == 0.0, walk.line()
+    assert control.promoted_share == 1.0, control.line()
