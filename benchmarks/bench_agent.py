@@ -22,6 +22,8 @@ from models.train import greedy_positions, prepare_data, session_log_returns, tr
 
 YEAR = (datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))
 TEST = (datetime(2024, 1, 1, tzinfo=UTC), datetime(2024, 2, 1, tzinfo=UTC))
+PLANTED_SEEDS = (1, 2, 3, 4, 5)
+"""Each seed plants its own market (synthetic seed 10 + seed) and trains its own agent."""
 
 
 def _window_update_seconds(
@@ -135,12 +137,21 @@ def bench_agent(scratch: Path) -> list[Figure]:
     decisions = int((data.train.lengths - 1).sum())
     print(f"  evaluated {decisions:,} decisions in {eval_s:.2f} s")
 
-    # Proofs at full budget.
-    market = planted_sentiment_market(seed=11)
-    planted, _ = train_dqn(
-        market.data.train, Architecture(), DQNParams(exploration_fraction=0.3), market.costs, seed=1
-    )
-    share = market.oracle_share(planted)
+    # Proofs at full budget. Learning: the agent's share of the DP reference (the best position
+    # path on the planted expected returns, after the same costs) on five planted markets.
+    t = time.perf_counter()
+    shares = []
+    for seed in PLANTED_SEEDS:
+        market = planted_sentiment_market(seed=10 + seed)
+        planted, _ = train_dqn(
+            market.data.train,
+            Architecture(),
+            DQNParams(exploration_fraction=0.3),
+            market.costs,
+            seed=seed,
+        )
+        shares.append(market.dp_share(planted))
+    planted_s = time.perf_counter() - t
     train_rw, test_rw = random_walk_sessions(seed=123)
     worst_t = 0.0
     for seed in (1, 2, 3):
@@ -150,7 +161,10 @@ def bench_agent(scratch: Path) -> list[Figure]:
         )
         worst_t = max(worst_t, abs(t_stat(per_session)))
     print(
-        f"  planted signal: {share:.0%} of the oracle's excess; random walk: max |t| {worst_t:.2f} over 3 seeds"
+        f"  planted signal: {np.mean(shares):.0%} of the DP reference's excess on average, "
+        f"worst {min(shares):.0%} over {len(shares)} seeds ({planted_s:.0f} s; "
+        + ", ".join(f"{x:.2f}" for x in shares)
+        + f"); random walk: max |t| {worst_t:.2f} over 3 seeds"
     )
     return [
         Figure("train_1000_cycles_s", round(train_s, 2), "s", "<= 60"),
@@ -158,6 +172,7 @@ def bench_agent(scratch: Path) -> list[Figure]:
         Figure("train_speedup_vs_window", round(window / ours, 1), "x", ">= 30"),
         Figure("inference_ms", round(inference_ms, 3), "ms", "<= 1"),
         Figure("eval_year_minutes_s", round(eval_s, 2), "s", "<= 2"),
-        Figure("planted_signal_oracle_share", round(share, 3), "share", ">= 0.5"),
+        Figure("planted_signal_dp_share_mean", round(float(np.mean(shares)), 3), "share", ">= 0.5"),
+        Figure("planted_signal_dp_share_worst", round(min(shares), 3), "share", ">= 0.25"),
         Figure("random_walk_abs_t", round(worst_t, 2), "abs t", "< 2"),
     ]

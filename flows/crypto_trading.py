@@ -42,6 +42,7 @@ from flows.live_trading import (
     on_broker_time,
     require_replay_bars,
     stored_calendar,
+    symbol_costs,
 )
 from trading.allocation import coin_weights
 from trading.calendar import CryptoCalendar
@@ -116,11 +117,16 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
         run_id = f"{mode}-crypto-{day}-{digest}"
         account = f"replay:{run_id}"
         clock = ManualClock(start)
+        costs, asset_class = symbol_costs(
+            warehouse, sorted(models), config.fee_bps, config.slippage_bps
+        )
+        logger.info("%s: %s", ", ".join(sorted(models)), costs.describe(asset_class))
         sim = SimulatedBroker(
             clock,
             cash=config.cash,
-            fee_bps=config.fee_bps,
-            slippage_bps=config.slippage_bps,
+            fee_bps=costs.fee_bps,
+            slippage_bps=costs.slippage_bps,
+            sell_fee_bps=costs.sell_fee_bps,
             id_prefix=f"sim:{run_id}",
         )
         broker = sim

@@ -25,6 +25,8 @@ from prefect.logging import get_run_logger
 from adapters.clock import ManualClock, OffsetClock, measure_offset
 from adapters.protocols import BarStream, Broker, Clock
 from adapters.sim_broker import SimulatedBroker
+from core.assets import infer_asset_class
+from core.costs import CostModel, configured_costs
 from core.settings import Settings, get_settings
 from flows.config import LiveTradingConfig
 from models.registry import AgentPolicy, ModelLoadError, load_registered_agent
@@ -103,6 +105,23 @@ def stored_calendar(warehouse: Path, symbol: str) -> str | None:
     return None if info is None else info.calendar
 
 
+def symbol_costs(
+    warehouse: Path, symbols: Iterable[str], fee_bps: float | None, slippage_bps: float | None
+) -> tuple[CostModel, str]:
+    """The costs a run over `symbols` charges, and their asset class: configured_costs of the
+    class stored with the symbols (else inferred from their names), as train, backtest and
+    evaluate charge it. One simulated broker holds one cost model: one class per run."""
+    names = list(symbols)
+    infos = load_symbol_infos(warehouse, names)
+    classes = {infos[s].asset_class if s in infos else infer_asset_class(s) for s in names}
+    if len(classes) != 1:
+        raise LiveTradingRefused(
+            f"{', '.join(names)} span asset classes {sorted(classes)}: one run trades one class"
+        )
+    asset_class = classes.pop()
+    return configured_costs(asset_class, fee_bps, slippage_bps), asset_class
+
+
 def _session_of_day(symbol: str, day: date) -> Session | None:
     cal = calendar_for(symbol)
     if isinstance(cal, NYSECalendar):
@@ -177,6 +196,10 @@ def live_trading(config: LiveTradingConfig | None = None) -> dict[str, Any]:
         row, policy = load_compatible_model(con, config.symbol, config.model_id)
         replay_day = config.replay_date or newest_session(con, config.symbol, policy.spec.timeframe)
     spec = policy.spec
+    costs, asset_class = symbol_costs(
+        warehouse, [config.symbol], config.fee_bps, config.slippage_bps
+    )
+    logger.info(costs.describe(asset_class))
 
     clock: Clock
     sim: SimulatedBroker | None = None
@@ -237,8 +260,9 @@ def live_trading(config: LiveTradingConfig | None = None) -> dict[str, Any]:
         sim = SimulatedBroker(
             clock,
             cash=config.cash,
-            fee_bps=config.fee_bps,
-            slippage_bps=config.slippage_bps,
+            fee_bps=costs.fee_bps,
+            slippage_bps=costs.slippage_bps,
+            sell_fee_bps=costs.sell_fee_bps,
             id_prefix=f"sim:{run_id}",
         )
         broker = sim
@@ -258,6 +282,7 @@ def live_trading(config: LiveTradingConfig | None = None) -> dict[str, Any]:
             stream,
             session_now,
             settings.data_dir / "outbox",
+            costs,
         )
 
 
@@ -276,6 +301,7 @@ def _run_session(
     stream: BarStream | None,
     session: Session,
     outbox: Path,
+    costs: CostModel,
 ) -> dict[str, Any]:
     logger = get_run_logger()
     ledger = Ledger(
@@ -416,8 +442,8 @@ def _run_session(
             path=reports / f"{run_id}.html",
             title=f"{mode} session {session.day} of {spec.traded}",
             notes=notes,
-            fee_bps=config.fee_bps,
-            slippage_bps=config.slippage_bps,
+            fee_bps=costs.fee_bps,
+            slippage_bps=costs.slippage_bps,
         )
     lat = sorted(runner.latencies_ms)
     summary = {

@@ -22,7 +22,18 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, IterableDataset
 
-from models.env import FLAT, HOLD, LONG, Costs, Sessions, next_position, step_money
+from models.env import (
+    FLAT,
+    HOLD,
+    LONG,
+    Costs,
+    Sessions,
+    ends_flat,
+    exit_money,
+    forced_flat_mask,
+    next_position,
+    step_money,
+)
 from models.qnet import Architecture, NestedLSTMQNet
 
 
@@ -147,6 +158,10 @@ class DQNLightning(pl.LightningModule):
             enc_target = self.target.encode(x)
             # Double DQN: the online net picks the next action, the target net values it.
             best = self.online.q(enc[:, 1:].detach(), pos_next[:, :-1]).argmax(dim=-1, keepdim=True)
+            forced = batch.get("forced")
+            if forced is not None:
+                # Where the end-of-session rule forces flat, flat is the only action taken there.
+                best = torch.where(forced[:, 1:, None], FLAT, best)
             q_next = self.target.q(enc_target[:, 1:], pos_next[:, :-1]).gather(-1, best).squeeze(-1)
             # A session close is a time limit: bootstrap from the final bar, never treat it as terminal.
             target = rewards[:, :-1] + self.params.gamma * q_next
@@ -202,8 +217,15 @@ def act_sessions(
     rng: np.random.Generator,
     reward_scale: float = 100.0,
 ) -> dict[str, np.ndarray]:
-    """Play sessions epsilon-greedily; the policy only changes position, so Q comes from one pass."""
+    """Play sessions epsilon-greedily; the policy only changes position, so Q comes from one pass.
+
+    Where the end-of-session rule forces flat (Sessions.forced_flat) the action taken is flat,
+    and a session whose last bar is forced flat pays the exit in its last reward: training pays
+    the forced end-of-session exit the backtest and live pay.
+    """
     q = greedy_q_paths(net, sessions.features)
+    forced = forced_flat_mask(sessions)
+    closes = ends_flat(sessions.mask, sessions.forced_flat).numpy()
     b, t = sessions.returns.shape
     lengths = sessions.lengths.numpy()
     actions = np.full((b, t), HOLD, dtype=np.int8)
@@ -222,14 +244,12 @@ def act_sessions(
             break
         greedy = q[rows, step, pos.astype(np.int64)].argmax(axis=1)
         a = np.where(explore[:, step], random_actions[:, step], greedy)
+        a = np.where(forced[:, step], FLAT, a)
         new_pos = np.where(a == FLAT, 0.0, np.where(a == LONG, 1.0, pos)).astype(np.float32)
-        stepped = step_money(
-            money,
-            torch.from_numpy(pos).double(),
-            torch.from_numpy(new_pos).double(),
-            rets[:, step],
-            costs,
-        )
+        held = torch.from_numpy(new_pos).double()
+        stepped = step_money(money, torch.from_numpy(pos).double(), held, rets[:, step], costs)
+        exits = torch.from_numpy(active & closes & (step == lengths - 2))
+        stepped = torch.where(exits, exit_money(stepped, held, costs), stepped)
         act = torch.from_numpy(active)
         new_money = torch.where(act, stepped, money)
         rewards[:, step] = np.where(active, np.log((new_money / money).numpy()) * reward_scale, 0.0)
@@ -320,13 +340,16 @@ class ExperienceStream(IterableDataset[dict[str, torch.Tensor]]):
                 )
             idx = self.memory.sample(rng, p.batch_sessions)
             sess_idx = torch.as_tensor(self.memory.session[idx])
-            yield {
+            batch = {
                 "features": self.sessions.features[sess_idx],
                 "mask": self.sessions.mask[sess_idx],
                 "actions": torch.as_tensor(self.memory.actions[idx]),
                 "positions": torch.as_tensor(self.memory.positions[idx]),
                 "rewards": torch.as_tensor(self.memory.rewards[idx]),
             }
+            if self.sessions.forced_flat is not None:
+                batch["forced"] = self.sessions.forced_flat[sess_idx]
+            yield batch
 
 
 class ExperienceDataModule(pl.LightningDataModule):

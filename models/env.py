@@ -151,7 +151,10 @@ class VecMarketEnv:
     """Step-by-step interface over N sessions (used by tests, evaluation and live-like loops).
 
     obs = (features of the current bar [N, F], position [N]); reward = log growth of money
-    times `reward_scale`; truncated is True on each session's last decision.
+    times `reward_scale`; truncated is True on each session's last decision. Where the
+    end-of-session rule forces flat (Sessions.forced_flat) the position goes flat whatever the
+    action, paying the exit; a session whose last bar is forced flat also closes the position
+    held into it at the last decision (the engine's flatten before the close).
     """
 
     n_actions = 3
@@ -173,6 +176,8 @@ class VecMarketEnv:
         self.money = torch.full((self.n,), initial_money)
         self.max_money = self.money.clone()
         self.done = torch.zeros(self.n, dtype=torch.bool)
+        self._forced = torch.from_numpy(forced_flat_mask(sessions))
+        self._ends_flat = ends_flat(sessions.mask, sessions.forced_flat)
 
     @property
     def n_features(self) -> int:
@@ -199,15 +204,21 @@ class VecMarketEnv:
             )
         active = ~self.done
         new_pos = torch.where(active, next_position(self.position, action), self.position)
+        # The end-of-session rule overrides the action: flat, paying the exit.
+        new_pos = torch.where(active & self._forced[:, self.t], 0.0, new_pos)
         ret = torch.where(active, self.sessions.returns[:, self.t], torch.zeros(self.n))
         money = step_money(self.money, self.position, new_pos, ret, self.costs)
+        last_decision = self.sessions.lengths - 2
+        truncated = active & (self.t >= last_decision)
+        # A session whose last bar is forced flat closes the held position at that bar's close.
+        money = torch.where(
+            truncated & self._ends_flat, exit_money(money, new_pos, self.costs), money
+        )
         money = torch.where(active, money, self.money)
         reward = torch.log(money / self.money) * self.reward_scale
         self.money, self.position = money, new_pos
         self.max_money = torch.maximum(self.max_money, money)
         self.t += 1
-        last_decision = self.sessions.lengths - 2
-        truncated = active & (self.t - 1 >= last_decision)
         self.done = self.done | truncated
         terminated = torch.zeros(self.n, dtype=torch.bool)  # a session close is never terminal
         t_obs = min(self.t, self.sessions.features.shape[1] - 1)
@@ -219,18 +230,52 @@ class VecMarketEnv:
         )
 
 
+def forced_flat_mask(sessions: Sessions) -> np.ndarray:
+    """[N, T] bars whose decision the end-of-session rule forces flat (all False without a rule)."""
+    if sessions.forced_flat is None:
+        return np.zeros(tuple(sessions.mask.shape), dtype=bool)
+    return sessions.forced_flat.numpy().astype(bool)
+
+
+def ends_flat(mask: torch.Tensor, forced: torch.Tensor | None) -> torch.Tensor:
+    """[N] sessions whose last bar is forced flat: the position held into it is closed at its
+    close and pays the exit, as the engine's flatten before the close does."""
+    n = mask.shape[0]
+    if forced is None:
+        return torch.zeros(n, dtype=torch.bool)
+    lengths = mask.sum(dim=1)
+    last = (lengths - 1).clamp(min=0)
+    return forced[torch.arange(n), last].to(torch.bool) & (lengths >= 2)
+
+
+def exit_money(money: torch.Tensor, position: torch.Tensor, costs: Costs) -> torch.Tensor:
+    """Money after closing `position` at the current close (the forced end-of-session exit)."""
+    zero = torch.zeros_like(position)
+    return step_money(money, position, zero, zero, costs)
+
+
 def play_positions(
-    returns: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, costs: Costs
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    positions: torch.Tensor,
+    costs: Costs,
+    forced: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Final money (per 1.0 start) of a fixed position path [N, T] over sessions, same cost model as the env."""
+    """Final money (per 1.0 start) of a fixed position path [N, T] over sessions, same cost model as the env.
+
+    `forced` (Sessions.forced_flat) overrides the path with flat where the end-of-session rule
+    forces it, and a session whose last bar is forced flat ends flat, paying the exit; without
+    it, positions left open at the close are valued at the close (no rule: no forced exit).
+    """
     money = torch.ones(returns.shape[0], dtype=torch.float64)
     prev = torch.zeros(returns.shape[0], dtype=torch.float64)
     r = returns.to(torch.float64)
+    flat = torch.zeros_like(mask) if forced is None else forced.to(torch.bool)
     for t in range(returns.shape[1] - 1):
         active = mask[:, t + 1]
         pos = torch.where(active, positions[:, t].to(torch.float64), prev)
+        pos = torch.where(active & flat[:, t], 0.0, pos)
         stepped = step_money(money, prev, pos, r[:, t], costs)
         money = torch.where(active, stepped, money)
         prev = pos
-    # Positions left open at the close are valued at the close; no forced exit cost.
-    return money
+    return torch.where(ends_flat(mask, forced), exit_money(money, prev, costs), money)

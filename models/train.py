@@ -321,7 +321,11 @@ def _session_positions(net: NestedLSTMQNet, sessions: Sessions, costs: Costs) ->
 
 
 def session_log_returns(sessions: Sessions, positions: np.ndarray, costs: Costs) -> np.ndarray:
-    money = play_positions(sessions.returns, sessions.mask, torch.from_numpy(positions), costs)
+    """Each session's log return of a position path played from flat, with the env's costs and
+    its forced end-of-session exit (models.env.play_positions)."""
+    money = play_positions(
+        sessions.returns, sessions.mask, torch.from_numpy(positions), costs, sessions.forced_flat
+    )
     return np.log(money.numpy())
 
 
