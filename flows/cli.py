@@ -258,10 +258,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "with the same costs",
             agent["seed_rows"],
         )
-    bt = result["backtest"]
+    bt, spy = result["backtest"], result["spy_agent"]
+    _table(
+        "SPY agent: the promotion gate on the selection months (reasons: promotion_decisions)",
+        [{k: v for k, v in row.items() if k != "reason"} for row in spy["gate"]],
+    )
     _metrics_table(
-        f"Backtest of the promoted agent {result['promoted']} over the held-out months "
-        f"({bt['decisions']:,} decisions, {bt['orders']} orders; "
+        f"Backtest of SPY agent {spy['model_id']} ({spy['status']}) over the report months "
+        f"only ({spy['ranges']}; {bt['decisions']:,} decisions, {bt['orders']} orders; "
         f"{'SYNTHETIC bars' if bt['synthetic'] else 'market bars'})",
         bt["metrics"],
     )
@@ -457,10 +461,16 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     )
     print(f"genome: {best['genome']}")
     print(f"plot: {result['plot']}")
-    if result["registered"]:
+    print("fitness folds (train -> validation): " + "; ".join(
+        f"{f['train'][0]}..{f['train'][1]} -> {f['valid'][1]}" for f in result["folds"]
+    ))  # fmt: skip
+    print(f"gate on the judging range: {result['verdict']['line']}")
+    if result["registered"] and not result["verdict"]["promoted"]:
         print(
-            f"registered as {result['registered']}; make it train-agent's default: tradingml promote {result['registered']}"
+            f"registered as {result['registered']} (candidate); make it train-agent's default anyway: tradingml promote {result['registered']}"
         )
+    elif result["registered"]:
+        print(f"registered as {result['registered']} and promoted by the gate")
     return 0
 
 
@@ -670,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evolve", help="run the evolve-architecture flow (evolutionary search)")
     p.add_argument("--population", type=int)
     p.add_argument("--generations", type=int)
-    p.add_argument("--cycles", type=int, help="training cycles per individual and seed")
+    p.add_argument("--cycles", type=int, help="training cycles per individual, fold and seed")
     p.add_argument("--seeds", type=int, nargs="+")
     p.add_argument("--runner", choices=["process", "dask", "serial"])
     p.add_argument("--workers", type=int)

@@ -206,7 +206,13 @@ class DemoConfig(BaseModel):
     )
     train_end: date = Field(
         default=date(2024, 5, 1),
-        description="The demo's SPY agent trains before this day and is tested from it on.",
+        description="The demo's SPY agent trains before this day; from it on, the selection "
+        "range: the gate judges the agent there (the agent's held-out evaluation).",
+    )
+    report_start: date = Field(
+        default=date(2024, 6, 1),
+        description="First day of the report range, up to `end`: the SPY agent's backtest and "
+        "replay, on months used neither to train nor to select it.",
     )
     seed: Seed | None = Field(
         default=None, description="Synthetic generator seed (default: settings)."
@@ -235,10 +241,11 @@ class DemoConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> DemoConfig:
-        if not self.start < self.train_end < self.end:
+        if not self.start < self.train_end < self.report_start < self.end:
             raise ValueError(
-                f"train_end ({self.train_end}) must fall strictly between start ({self.start}) "
-                f"and end ({self.end}): the demo agent trains before it and is tested after it"
+                f"need start < train_end < report_start < end, got {self.start}, "
+                f"{self.train_end}, {self.report_start}, {self.end}: the SPY agent trains, is "
+                "selected by the gate and is reported on three non-empty, disjoint ranges"
             )
         return self
 
@@ -351,12 +358,33 @@ class EvolveConfig(BaseModel):
         default_factory=lambda: list(EQUITY_SYMBOLS), description="Assets; first is traded."
     )
     timeframe: str = Field(default="1Min", description="Bar timeframe in the warehouse.")
-    train_start: date = Field(default=DEMO_START, description="First day of training data.")
-    train_end: date = Field(
-        default=date(2024, 5, 1), description="End (exclusive) of training data."
+    search_start: date = Field(
+        default=DEMO_START,
+        description="First day of the search range: every fold's training and validation days "
+        "lie in [search_start, search_end).",
     )
-    valid_start: date = Field(default=date(2024, 5, 1), description="First day of validation data.")
-    valid_end: date = Field(default=DEMO_END, description="End (exclusive) of validation data.")
+    search_end: date = Field(
+        default=date(2024, 3, 18),
+        description="End (exclusive) of the search range. Its first half only trains; the "
+        "second half is cut into `folds` validation windows, each fold training on all days "
+        "before its window (expanding). Default: the demo data's first 11 weeks.",
+    )
+    folds: int = Field(
+        default=3,
+        ge=1,
+        description="Walk-forward validation folds; fitness = mean over folds x seeds.",
+    )
+    test_start: date = Field(
+        default=date(2024, 3, 18),
+        description="First day of the judging range, after the search range: the winner "
+        "(trained on the whole search range) is judged here by the statistical gate against "
+        "the default genome and the baselines. It must not overlap the search range.",
+    )
+    test_end: date = Field(
+        default=date(2024, 5, 1),
+        description="End (exclusive) of the judging range. Default: before train-agent's "
+        "held-out window (May-June 2024), which neither selects nor judges a genome.",
+    )
     population: int = Field(default=16, ge=2, description="Individuals per generation.")
     generations: int = Field(default=4, ge=1, description="Generations.")
     elite: int = Field(default=2, ge=0, description="Best individuals kept unchanged.")
@@ -365,10 +393,19 @@ class EvolveConfig(BaseModel):
         default=0.25, ge=0.0, le=1.0, description="Per-gene redraw probability."
     )
     cycles: int = Field(
-        default=60, ge=1, description="Training cycles per individual and seed (the budget)."
+        default=200,
+        ge=1,
+        description="Training cycles per individual, fold and seed (the budget). 200 = 25 "
+        "gradient updates of 8-64 replayed sessions (one per 8 cycles), so that fitness "
+        "measures what a genome learns rather than its random start (40-60 cycles were 5-8 "
+        "updates: noise); train-agent's 1000 would make 16 x 4 individuals x 3 folds x 2 "
+        "seeds take many hours on 2 cores.",
     )
     seeds: list[Seed] = Field(
-        default_factory=lambda: [1, 2], min_length=2, description="Fitness = mean over these."
+        default_factory=lambda: [1, 2],
+        min_length=2,
+        description="Fitness = mean over folds x these seeds; the winner and the default "
+        "genome are judged as the mean of one agent per seed.",
     )
     search_seed: Seed = Field(default=0, description="Seed of populations and selection.")
     fee_bps: float | None = fee_field()
@@ -397,8 +434,14 @@ class EvolveConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> EvolveConfig:
-        if self.valid_start < self.train_end:
-            raise ValueError("validation data must come after the training data")
+        if not (self.search_start < self.search_end and self.test_start < self.test_end):
+            raise ValueError("search_start < search_end and test_start < test_end are required")
+        if self.test_start < self.search_end:
+            raise ValueError(
+                f"the judging range ({self.test_start} to {self.test_end}) must start on or "
+                f"after search_end ({self.search_end}): a genome must not be judged on the "
+                "folds that selected it"
+            )
         if self.elite >= self.population:
             raise ValueError("elite must be smaller than the population")
         return self
@@ -409,8 +452,13 @@ class EvolveConfig(BaseModel):
         import json
 
         payload = self.model_dump(
-            mode="json", exclude={"runner", "workers", "dask_address", "warehouse", "register_best"}
-        )
+            mode="json",
+            # The judging range does not shape the search: a new one re-judges the same search.
+            exclude={
+                "runner", "workers", "dask_address", "warehouse", "register_best",
+                "test_start", "test_end",
+            },
+        )  # fmt: skip
         return (
             "nas-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         )
@@ -572,8 +620,8 @@ class LiveTradingConfig(BaseModel):
         default=None, ge=1, description="Stop after this many decisions (default: the close)."
     )
     cash: float = Field(default=100_000.0, gt=0, description="replay: simulated starting cash.")
-    fee_bps: float = Field(default=1.0, ge=0)
-    slippage_bps: float = Field(default=1.0, ge=0)
+    fee_bps: float | None = fee_field()
+    slippage_bps: float | None = slippage_field()
     flatten_before_close_min: float = Field(default=1.0, ge=0)
     reconcile_every_min: int = Field(
         default=5, ge=1, description="Reconcile with the broker this often."
@@ -618,8 +666,8 @@ class CryptoTradingConfig(BaseModel):
     )
     max_minutes: int | None = Field(default=None, ge=1, description="Stop after this many minutes.")
     cash: float = Field(default=100_000.0, gt=0)
-    fee_bps: float = Field(default=1.0, ge=0)
-    slippage_bps: float = Field(default=1.0, ge=0)
+    fee_bps: float | None = fee_field()
+    slippage_bps: float | None = slippage_field()
     flatten_before_close_min: float = Field(
         default=1.0, ge=0, description="Go flat this close to 00:00 UTC (the agents' episode end)."
     )
@@ -639,10 +687,6 @@ class GateConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    allocator_calmar_margin: float = Field(
-        default=0.0,
-        description="The allocator must beat the reference's held-out Calmar by more than this.",
-    )
     drawdown_margin: float = Field(
         default=0.02,
         ge=0.0,
@@ -746,8 +790,8 @@ class NightlyRetrainConfig(BaseModel):
     params: dict[str, Any] = Field(
         default_factory=dict, description="Overrides of models.dqn.DQNParams."
     )
-    fee_bps: float = Field(default=1.0, ge=0)
-    slippage_bps: float = Field(default=1.0, ge=0)
+    fee_bps: float | None = fee_field()
+    slippage_bps: float | None = slippage_field()
     budget_s: float | None = Field(
         default=None,
         gt=0,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,7 +12,10 @@ import polars as pl
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
 
+from core.assets import infer_asset_class
+from core.costs import configured_costs
 from core.settings import get_settings
 from core.universe import COIN_SYMBOLS, EQUITY_SYMBOLS
 from flows.backtest import backtest
@@ -18,6 +23,7 @@ from flows.config import (
     BacktestConfig,
     CryptoTradingConfig,
     DemoConfig,
+    GateConfig,
     IngestBarsConfig,
     LiveTradingConfig,
     NightlyRetrainConfig,
@@ -28,12 +34,15 @@ from flows.config import (
 from flows.crypto_trading import crypto_trading
 from flows.ingest_bars import ingest_bars
 from flows.live_trading import live_trading
-from flows.nightly_retrain import nightly_retrain
+from flows.nightly_retrain import agent_decisions, apply_gate, nightly_retrain
 from flows.scrape_reddit import scrape_reddit
 from flows.train_agent import train_agent
+from models.evaluation import judge_candidate
+from models.gate import GateDecision, VerdictFunction
+from warehouse.bars import load_bars
 from warehouse.db import connect
 from warehouse.io import load_frame
-from warehouse.registry import choose_model, promote
+from warehouse.registry import load_promotion_history, production_model_id
 from warehouse.summary import (
     EXAMPLE_SQL,
     SENTIMENT_SQL,
@@ -41,6 +50,7 @@ from warehouse.summary import (
     load_quarantine_counts,
     load_sentiment_summary,
 )
+from warehouse.symbols import load_symbols
 
 DEMO_COINS = ("BTC/USD", "ETH/USD", "DOGE/USD")
 GATE_SQL = """select kind, symbol, replace(reference, 'baseline:', '') as reference,
@@ -52,6 +62,140 @@ where decided_at = (select max(decided_at) from promotion_decisions)
 order by kind, symbol"""
 
 SAMPLE_FILE = Path(__file__).resolve().parents[1] / "examples" / "faulty_bars.csv"
+
+PROMOTED = "promoted by the gate"
+NOT_PROMOTED = "candidate, not promoted"
+
+
+def _days(first: date, end: date) -> str:
+    """A half-open range [first, end) of days in words, its last day inclusive."""
+    return f"{first} to {end - timedelta(days=1)}"
+
+
+def demo_ranges(config: DemoConfig) -> str:
+    """The log line's account of the minute agent's three disjoint ranges."""
+    return (
+        f"train {_days(config.start, config.train_end)}, "
+        f"select (the gate) {_days(config.train_end, config.report_start)}, "
+        f"report {_days(config.report_start, config.end)}"
+    )
+
+
+@dataclass(frozen=True)
+class GatedAgent:
+    """The demo's minute agent after the gate: the model shown, whether the gate promoted it, why."""
+
+    model_id: str
+    promoted: bool
+    decisions: tuple[GateDecision, ...]
+
+    @property
+    def label(self) -> str:
+        """'promoted by the gate' or 'candidate, not promoted'."""
+        return PROMOTED if self.promoted else NOT_PROMOTED
+
+    def verdicts(self) -> list[dict[str, Any]]:
+        """One row per judged candidate: its statistics and the gate's reason."""
+        return [
+            {
+                "candidate": d.candidate_id,
+                "sharpe": round(d.candidate.objective, 3),
+                "reference": d.reference_name,
+                "spa_p": d.statistics.get("spa_p"),
+                "dsr": d.statistics.get("dsr"),
+                "n_trials": d.statistics.get("n_trials"),
+                "passed": d.verdict.passed,
+                "reason": d.verdict.reason,
+            }
+            for d in self.decisions
+        ]
+
+
+def gate_minute_agent(
+    warehouse: str,
+    symbol: str,
+    model_ids: list[str],
+    config: DemoConfig,
+    decided_at: datetime,
+    *,
+    gate: GateConfig | None = None,
+    verdict_function: VerdictFunction = judge_candidate,
+) -> GatedAgent:
+    """Judge the minute agent's candidates on the selection range [train_end, report_start)
+    exactly as nightly-retrain judges agents (flows.nightly_retrain.agent_decisions: each a
+    trial first, SPA + deflated Sharpe against the champion and the baselines), store the
+    verdicts and promote only what passes (apply_gate). The report range's bars are not even
+    loaded. Returns the production candidate if the gate promoted one (now or on an earlier
+    run), else the candidate with the best selection Sharpe -- never promoted here."""
+    gate = gate or GateConfig()
+    window = (utc_midnight(config.start), utc_midnight(config.report_start))
+    with connect(warehouse) as con:
+        bars = load_bars(con, [symbol], "1Min", *window)
+        stored = load_symbols(con, [symbol]).get(symbol)
+    # The costs train-agent charged this symbol: its asset class's defaults.
+    costs = configured_costs(
+        stored.asset_class if stored is not None else infer_asset_class(symbol)
+    )
+    decisions = agent_decisions(
+        warehouse,
+        symbol,
+        model_ids,
+        bars,
+        window,
+        utc_midnight(config.train_end),
+        costs,
+        gate,
+        verdict_function=verdict_function,
+    )
+    apply_gate(
+        warehouse,
+        decisions,
+        decided_at,
+        promote_passing=gate.promote,
+        flow_run_id=str(flow_run.id) if flow_run.id else None,
+    )
+    with connect(warehouse) as con:
+        production = production_model_id(con, "dqn", symbol)
+        history = load_promotion_history(con, "dqn", symbol)
+    # Ours and in production by the gate's hand (a manual `tradingml promote` does not count).
+    if production is not None and production in model_ids:
+        by_gate = history.filter(
+            (pl.col("model_id") == production) & (pl.col("to_stage") == "production")
+        ).get_column("actor")
+        if by_gate.len() > 0 and by_gate[-1] == "gate":
+            return GatedAgent(production, True, tuple(decisions))
+    scored = [d for d in decisions if math.isfinite(d.candidate.objective)]
+    best = max(scored, key=lambda d: d.candidate.objective).candidate_id if scored else None
+    return GatedAgent(best or model_ids[0], False, tuple(decisions))
+
+
+def _brief(d: GateDecision) -> str:
+    """A verdict in a few words: the candidate, the gate's head reason, SPA p and DSR."""
+    spa, dsr = d.statistics.get("spa_p"), d.statistics.get("dsr")
+    numbers = ", ".join(
+        f"{name} {value:.3f}"
+        for name, value in (("SPA p", spa), ("DSR", dsr))
+        if isinstance(value, float) and math.isfinite(value)
+    )
+    return f"{d.candidate_id} {d.verdict.reason.split(':')[0]} ({numbers})"
+
+
+def report_configs(
+    config: DemoConfig, warehouse: str, agent: GatedAgent, symbol: str = "SPY"
+) -> tuple[BacktestConfig, LiveTradingConfig]:
+    """The backtest over the report range only, and the replay, of the gated agent by its id."""
+    return (
+        BacktestConfig(
+            symbol=symbol,
+            model_id=agent.model_id,
+            start=config.report_start,
+            end=config.end,
+            warehouse=warehouse,
+        ),
+        LiveTradingConfig(
+            symbol=symbol, mode="replay", model_id=agent.model_id, warehouse=warehouse
+        ),
+    )
 
 
 def _markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -65,7 +209,7 @@ def _markdown_table(rows: list[dict[str, Any]]) -> str:
 
 @flow(name="demo", log_prints=True)
 def demo(config: DemoConfig | None = None) -> dict[str, Any]:
-    """Ingest bars and posts, train two agents, promote one, backtest it, replay a live session; summarise."""
+    """Ingest bars and posts, train two agents, gate one, backtest it, replay a live session; summarise."""
     config = config or DemoConfig()
     logger = get_run_logger()
     warehouse = config.warehouse or str(get_settings().warehouse_path)
@@ -125,15 +269,14 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
             warehouse=warehouse,
         )
     )
-    logger.info(
-        "5/10 a deep-Q agent for SPY on the SYNTHETIC minute bars (held-out: the last two months)"
-    )
+    logger.info("5/10 a deep-Q agent for SPY on the SYNTHETIC minute bars: %s", demo_ranges(config))
+    # Its held-out evaluation is the selection range only: the report range stays unseen.
     minute_agent = train_agent(
         TrainAgentConfig(
             train_start=config.start,
             train_end=config.train_end,
             test_start=config.train_end,
-            test_end=config.end,
+            test_end=config.report_start,
             cycles=config.agent_cycles,
             warehouse=warehouse,
         )
@@ -155,17 +298,32 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
     )
 
     logger.info(
-        "7/10 promote the SPY minute agent with the best held-out objective, then backtest it "
-        "over the held-out months through the live execution path (simulated broker)"
+        "7/10 the promotion gate judges the SPY candidates on the selection months (SPA + "
+        "deflated Sharpe, as nightly); the report months then get a backtest through the "
+        "live execution path (simulated broker): %s",
+        demo_ranges(config),
     )
-    with connect(warehouse) as con:
-        best = choose_model(con, "SPY", None)
-        promote(con, str(best["model_id"]), datetime.now(UTC))
-    backtest_result = backtest(
-        BacktestConfig(symbol="SPY", start=config.train_end, end=config.end, warehouse=warehouse)
+    gated = gate_minute_agent(
+        warehouse, "SPY", list(minute_agent["models"]), config, datetime.now(UTC)
     )
-    logger.info("8/10 replay the newest stored SPY session as a live session (replay mode)")
-    session = live_trading(LiveTradingConfig(symbol="SPY", mode="replay", warehouse=warehouse))
+    if gated.promoted:
+        logger.info("gate: SPY agent %s %s", gated.model_id, PROMOTED)
+    else:
+        logger.info(
+            "gate refused every SPY candidate (%s); backtesting and replaying %s anyway: "
+            "%s, to show the machinery",
+            "; ".join(_brief(d) for d in gated.decisions) or "none judged",
+            gated.model_id,
+            NOT_PROMOTED,
+        )
+    backtest_config, replay_config = report_configs(config, warehouse, gated)
+    backtest_result = backtest(backtest_config)
+    logger.info(
+        "8/10 replay the newest stored SPY session as a live session (replay mode) with %s (%s)",
+        gated.model_id,
+        gated.label,
+    )
+    session = live_trading(replay_config)
     verdicts = pl.DataFrame()
     nightly: dict[str, Any] = {}
     crypto: dict[str, Any] = {"status": "not run", "why": "the nightly step is off (nightly=false)"}
@@ -226,6 +384,9 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
                 _markdown_table(coverage.to_dicts()),
                 "## Quarantined rows",
                 _markdown_table(quarantine.to_dicts()),
+                "## The SYNTHETIC SPY minute agent through the promotion gate",
+                f"{demo_ranges(config)}. Shown: `{gated.model_id}`, {gated.label}.",
+                _markdown_table(gated.verdicts()),
                 "## Sentiment of the SYNTHETIC posts against returns",
                 f"```sql\n{SENTIMENT_SQL}\n```",
                 _markdown_table(sentiment.to_dicts()),
@@ -252,7 +413,13 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
         "example_sql": EXAMPLE_SQL,
         "example_rows": example.to_dicts(),
         "agents": {"SPY minute (synthetic)": minute_agent, "^GSPC daily (real)": daily_agent},
-        "promoted": str(best["model_id"]),
+        "promoted": gated.model_id if gated.promoted else None,
+        "spy_agent": {
+            "model_id": gated.model_id,
+            "status": gated.label,
+            "ranges": demo_ranges(config),
+            "gate": gated.verdicts(),
+        },
         "backtest": backtest_result,
         "session": session,
         "nightly": {k: v for k, v in nightly.items() if k in ("window", "failures", "notes")},

@@ -1,4 +1,4 @@
-"""`evolve-architecture` flow: an evolutionary search of the Q-network, individuals evaluated in parallel."""
+"""`evolve-architecture` flow: an evolutionary search of the Q-network (walk-forward multi-seed fitness, individuals in parallel), its winner judged by the statistical gate on a later, disjoint range."""
 
 from __future__ import annotations
 
@@ -15,28 +15,50 @@ import polars as pl
 from prefect import flow
 from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
+from prefect.runtime import flow_run
 
+from core import metrics as core_metrics
 from core.assets import infer_asset_class
+from core.baselines import periods_per_year
 from core.costs import configured_costs
-from core.sessions import session_rule
+from core.sessions import SessionRule, session_rule
 from core.settings import get_settings
 from flows.config import EvolveConfig, utc_midnight
 from flows.wiring import build_task_runner, share_api_with_workers
 from models.dqn import DQNParams
+from models.env import Costs
 from models.features import FeatureSpec
-from models.genome import Genome
-from models.search import Scored, SearchSettings, initial_population, next_generation
+from models.gate import GateDecision
+from models.genome import Genome, default_genome
+from models.search import (
+    JudgingOverlapError,
+    Scored,
+    SearchFold,
+    SearchSettings,
+    initial_population,
+    judge_genome,
+    judging_streams,
+    next_generation,
+    search_folds,
+)
 from tasks.search import evaluate_individual
 from warehouse.bars import load_bars
 from warehouse.db import connect
-from warehouse.registry import write_model
+from warehouse.gate import write_promotion_decisions
+from warehouse.registry import promote, write_model
 from warehouse.search import generation_summary, load_individuals, write_individual
 from warehouse.symbols import load_symbols
+from warehouse.trials import load_trial_sharpes, record_trial
 
 
 @flow(name="evolve-architecture-generations")
 def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str) -> dict[str, Any]:
-    """Run (or resume) the generations; each individual is stored as soon as it is scored."""
+    """Run (or resume) the generations, then judge the winner on the judging range.
+
+    Each individual is stored as soon as it is scored, and recorded as a trial (kind
+    'genome', the search range) so the gate's deflated Sharpe ratio counts every genome
+    tried. The winner is registered as a candidate (register_best) and promoted only if the
+    statistical gate passes on the judging range."""
     logger = get_run_logger()
     settings = SearchSettings(
         config.population,
@@ -49,8 +71,15 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
     search_id = config.search_id()
     spec = FeatureSpec(symbols=tuple(config.symbols), timeframe=config.timeframe)
     base = DQNParams(cycles=config.cycles, checkpoint_every=config.cycles).to_dict()
-    train_range = (utc_midnight(config.train_start), utc_midnight(config.train_end))
-    valid_range = (utc_midnight(config.valid_start), utc_midnight(config.valid_end))
+    search_range = (utc_midnight(config.search_start), utc_midnight(config.search_end))
+    test_range = (utc_midnight(config.test_start), utc_midnight(config.test_end))
+    folds = search_folds(*search_range, config.folds)
+    logger.info(
+        "fitness folds (train -> validation): %s; judging range %s to %s",
+        "; ".join(f"{_day(f.train[0])}..{_day(f.train[1])} -> {_day(f.valid[1])}" for f in folds),
+        _day(test_range[0]),
+        _day(test_range[1]),
+    )
     with connect(warehouse) as con:
         stored = load_individuals(con, search_id)
         info = load_symbols(con, [spec.traded]).get(spec.traded)
@@ -67,6 +96,9 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
         logger.info("resuming %s: %d individuals already scored", search_id, len(stored))
     population = initial_population(settings)
     everyone: list[dict[str, Any]] = []
+    # Per-fold fitness of the individuals scored in this run (nas_individuals has no column
+    # for it): returned with the best and shown in the generation tables.
+    per_fold: dict[tuple[int, int], list[float]] = {}
     for gen in range(settings.generations):
         done = {r["individual"]: r for r in stored if r["generation"] == gen}
         for i, r in done.items():
@@ -81,8 +113,7 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
                 g.to_dict(),
                 bars,
                 spec.to_dict(),
-                train_range,
-                valid_range,
+                [asdict(f) for f in folds],
                 base,
                 costs,
                 config.seeds,
@@ -112,7 +143,9 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
             }
             with connect(warehouse) as con:
                 write_individual(con, row)
+                _record_search_trial(con, spec.traded, search_id, search_range, row, ev)
             rows[i] = row
+            per_fold[(gen, i)] = ev["per_fold"]
             if ev["status"] != "ok":
                 logger.warning("gen %d individual %d %s: %s", gen, i, ev["status"], ev["error"])
         ranked = sorted(rows.values(), key=lambda r: r["fitness"], reverse=True)
@@ -120,12 +153,16 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
         lines = [
             f"## {search_id}, generation {gen}",
             "",
-            "| rank | individual | fitness | std | status | genome |",
-            "|---:|---:|---:|---:|---|---|",
+            f"fitness = mean over {len(folds)} folds x {len(config.seeds)} seeds",
+            "",
+            "| rank | individual | fitness | std | per fold | status | genome |",
+            "|---:|---:|---:|---:|---|---|---|",
         ]
         for rank, r in enumerate(ranked[:5], start=1):
+            folds_text = ", ".join(f"{x:.4f}" for x in per_fold.get((gen, r["individual"]), []))
             lines.append(
-                f"| {rank} | {r['individual']} | {r['fitness']:.4f} | {r['fitness_std']:.4f} | {r['status']} "
+                f"| {rank} | {r['individual']} | {r['fitness']:.4f} | {r['fitness_std']:.4f} "
+                f"| {folds_text or 'stored'} | {r['status']} "
                 f"| `{json.dumps(r['genome'], sort_keys=True)}` |"
             )
         create_markdown_artifact(key=f"evolve-gen-{gen}", markdown="\n".join(lines))
@@ -149,18 +186,151 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
     if any(str(src).startswith("synthetic") for src in sources):
         label += " (SYNTHETIC)"
     plot = _plot_fitness(summary, search_id, label, get_settings().data_dir / "reports")
-    registered = (
-        _register_genome(best, spec, warehouse, search_id) if config.register_best else None
+    decision, note = _judge(
+        config, best, bars, spec, folds, test_range, base, costs, rule, warehouse
     )
+    registered = (
+        _register_genome(best, spec, warehouse, search_id, decision)
+        if config.register_best
+        else None
+    )
+    verdict = _store_verdict(warehouse, decision, registered, note)
+    logger.info("judging %s to %s: %s", _day(test_range[0]), _day(test_range[1]), verdict["line"])
     return {
         "search_id": search_id,
         "best": {
             k: best[k]
             for k in ("generation", "individual", "genome", "genome_hash", "fitness", "fitness_std")
-        },
+        }
+        | {"fitness_per_fold": per_fold.get((best["generation"], best["individual"]))},
         "generations": summary.to_dicts(),
         "plot": str(plot),
         "registered": registered,
+        "folds": [
+            {
+                "train": [_day(f.train[0]), _day(f.train[1])],
+                "valid": [_day(f.valid[0]), _day(f.valid[1])],
+            }
+            for f in folds
+        ],
+        "verdict": verdict,
+    }
+
+
+def _day(ts: datetime) -> str:
+    return f"{ts:%Y-%m-%d}"
+
+
+def _record_search_trial(
+    con: Any,
+    symbol: str,
+    search_id: str,
+    search_range: tuple[datetime, datetime],
+    row: dict[str, Any],
+    ev: dict[str, Any],
+) -> None:
+    """One individual as a trial on the search range (an elite re-scored later is the same trial)."""
+    per_year = float(ev.get("bars_per_year") or math.nan)
+    record_trial(
+        con,
+        kind="genome",
+        dataset=symbol,
+        data_start=search_range[0],
+        data_end=search_range[1],
+        config={"search_id": search_id, "stage": "search"},
+        genome=row["genome"],
+        sharpe=float(ev.get("sharpe", math.nan)),
+        n_obs=int(ev.get("n_obs") or 0),
+        # A failed individual has no stream: its trial counts, with the symbol's days per year.
+        periods_per_year=per_year if per_year > 0 else periods_per_year(symbol),
+        created_at=datetime.now(UTC),
+    )
+
+
+def _judge(
+    config: EvolveConfig,
+    best: dict[str, Any],
+    bars: pl.DataFrame,
+    spec: FeatureSpec,
+    folds: list[SearchFold],
+    test_range: tuple[datetime, datetime],
+    base: dict[str, Any],
+    costs: dict[str, float],
+    rule: dict[str, Any],
+    warehouse: str,
+) -> tuple[GateDecision | None, str | None]:
+    """The winner against the default genome and the baselines on the judging range (models.search).
+
+    Both are trained on the whole search range with the search's seeds and budget. Returns
+    the gate's decision, or None and why when the judging range cannot be evaluated (e.g.
+    no bars there): the winner is then not promoted. An overlap with the search's folds is
+    never caught: it is a broken procedure, not a missing day.
+    """
+    genome = Genome.from_dict(best["genome"])
+    args = (bars, spec, folds, test_range, DQNParams.from_dict(base), Costs(**costs), config.seeds)
+    try:
+        candidate = judging_streams(genome, *args, SessionRule(**rule))
+        champion = judging_streams(default_genome(), *args, SessionRule(**rule))
+    except JudgingOverlapError:
+        raise
+    except Exception as exc:  # noqa: BLE001 -- no judging data: reported, and nothing promoted
+        return None, f"not judged: {' '.join(str(exc).split())[:300]}"
+    search_id = config.search_id()
+    with connect(warehouse) as con:
+        record_trial(
+            con,
+            kind="genome",
+            dataset=spec.traded,
+            data_start=test_range[0],
+            data_end=test_range[1],
+            config={"search_id": search_id, "stage": "judging"},
+            genome=best["genome"],
+            sharpe=core_metrics.sharpe(candidate.returns["agent"], candidate.bars_per_year),
+            n_obs=int(candidate.returns["agent"].size),
+            periods_per_year=candidate.bars_per_year,
+            created_at=datetime.now(UTC),
+        )
+        trials = load_trial_sharpes(con, spec.traded, "genome")
+    sharpes = trials.get_column("sharpe").drop_nulls().to_numpy()
+    decision = judge_genome(
+        f"genome-{genome.hash()}",
+        spec.traded,
+        candidate,
+        champion,
+        test_range,
+        n_trials=trials.height,
+        trial_sharpes=sharpes if sharpes.size >= 2 else None,
+        champion_id=f"default-genome-{default_genome().hash()}",
+        details={"search_id": search_id, "search_fitness": best["fitness"]},
+    )
+    return decision, None
+
+
+def _store_verdict(
+    warehouse: str, decision: GateDecision | None, registered: str | None, note: str | None
+) -> dict[str, Any]:
+    """Store the decision (promotion_decisions); promote a registered winner only if it passed."""
+    if decision is None:
+        return {"judged": False, "passed": False, "promoted": False, "line": note or "not judged"}
+    now = datetime.now(UTC)
+    passed = decision.verdict.passed
+    promoted = passed and registered is not None
+    with connect(warehouse) as con:
+        if promoted and registered is not None:
+            promote(con, registered, now, actor="gate", reason=decision.verdict.reason)
+        write_promotion_decisions(
+            con, [decision.row(now, str(flow_run.id) if flow_run.id else None, promoted)]
+        )
+    head = "PROMOTED" if promoted else ("passed" if passed else "rejected")
+    return {
+        "judged": True,
+        "passed": passed,
+        "promoted": promoted,
+        "reason": decision.verdict.reason,
+        **decision.statistics,
+        "candidate_sharpe": decision.candidate.objective,
+        "champion_sharpe": decision.reference.objective,
+        "line": f"{decision.candidate_id} {head}: {decision.verdict.reason}",
     }
 
 
@@ -194,7 +364,7 @@ def _plot_fitness(summary: pl.DataFrame, search_id: str, label: str, folder: Pat
     ax.plot(gens, summary["best"].to_list(), marker="o", label="best")
     ax.plot(gens, summary["median"].to_list(), marker="s", label="median")
     ax.set_xlabel("generation")
-    ax.set_ylabel("fitness (validation return - max drawdown)")
+    ax.set_ylabel("fitness (mean over folds x seeds of\nvalidation return - max drawdown)")
     ax.set_title(f"{search_id}: fitness by generation\n{label}", fontsize=9)
     ax.set_xticks(gens)
     ax.grid(alpha=0.3)
@@ -207,9 +377,13 @@ def _plot_fitness(summary: pl.DataFrame, search_id: str, label: str, folder: Pat
 
 
 def _register_genome(
-    best: dict[str, Any], spec: FeatureSpec, warehouse: str, search_id: str
+    best: dict[str, Any],
+    spec: FeatureSpec,
+    warehouse: str,
+    search_id: str,
+    decision: GateDecision | None,
 ) -> str:
-    """The best genome as a registry candidate; `tradingml promote` makes it train-agent's default."""
+    """The best genome as a registry candidate, with the gate's numbers; promoted later only if it passed."""
     genome = Genome.from_dict(best["genome"])
     model_id = f"genome-{genome.hash()}"
     path = get_settings().data_dir / "models" / f"{model_id}.json"
@@ -225,7 +399,12 @@ def _register_genome(
                 "feature_schema_hash": genome.feature_spec(spec).schema_hash(),
                 "architecture": genome.to_dict(),
                 "params": {"search_id": search_id},
-                "metrics": {"objective": best["fitness"], "fitness_std": best["fitness_std"]},
+                "metrics": {
+                    "objective": best["fitness"],
+                    "fitness_std": best["fitness_std"],
+                    "gate_passed": None if decision is None else decision.verdict.passed,
+                    **({} if decision is None else decision.statistics),
+                },
                 "artifact_path": str(path),
                 "artifact_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
                 "stage": "candidate",
@@ -246,8 +425,8 @@ def evolve_architecture(config: EvolveConfig | None = None) -> dict[str, Any]:
             con,
             config.symbols,
             config.timeframe,
-            utc_midnight(config.train_start),
-            utc_midnight(config.valid_end),
+            utc_midnight(config.search_start),
+            utc_midnight(config.test_end),
         )
     if bars.height == 0:
         raise ValueError(

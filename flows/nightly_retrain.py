@@ -12,11 +12,14 @@ c. agents: the SPY agent (as train-agent trains it) and one agent per coin whose
    stack the coin's forecast and sentiment, trained in parallel through the Prefect task
    runner (thread pool by default, a process pool, or Dask) with the same weights for a
    seed on each; newest `agent_test_days` days held out;
-d. the SVM allocator on a daily per-coin panel of the coin agents' outputs (models/portfolio.py);
+d. the SVM allocator on a daily per-coin panel of the coin agents' outputs on the held-out
+   days only (models/portfolio.py), its objective their trading P&L scaled by its weights:
+   fitted on the earlier held-out days, judged on the later ones (nested walk-forward);
 e. the gate (models/gate.py): each candidate against the champion on the same
    out-of-sample data and the naive baselines -- agents by SPA + deflated Sharpe on per-bar
    held-out returns (each recorded in `trials` first), forecasters by a HAC test of the
-   out-of-fold rank IC for overlapping labels, the allocator by the point Calmar rule;
+   out-of-fold rank IC for overlapping labels, the allocator by SPA + deflated Sharpe on its
+   daily traded returns over its judged days (recorded in `trials` first);
    every decision and its statistics into `promotion_decisions` and a Prefect artifact;
    the best passing candidate per kind and symbol is promoted;
 f. a summary per coin (forecaster, agents, verdicts) and the failures.
@@ -50,19 +53,31 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from core import metrics as core_metrics
+from core.assets import infer_asset_class
 from core.baselines import periods_per_year
+from core.costs import configured_costs
 from core.sessions import SessionRule, session_rule
 from core.settings import get_settings
 from flows.config import GateConfig, NightlyRetrainConfig
 from flows.wiring import build_task_runner, share_api_with_workers
 from models.allocator import (
+    ALLOCATOR as ALLOCATOR_NAME,
+)
+from models.allocator import (
+    BASELINES as ALLOCATOR_BASELINES,
+)
+from models.allocator import (
     FEATURES as ALLOCATOR_FEATURES,
 )
 from models.allocator import (
+    INPUT_SPAN as ALLOCATOR_INPUT_SPAN,
+)
+from models.allocator import (
     AllocatorConfig,
-    evaluate_allocator,
+    allocator_returns,
     load_allocator,
     save_allocator,
+    split_out_of_sample,
     train_allocator,
 )
 from models.dqn import DQNParams
@@ -73,18 +88,20 @@ from models.forecaster import ForecasterConfig, forecaster_spec, load_forecaster
 from models.gate import (
     ALLOCATOR_SYMBOL,
     GateDecision,
-    GateRule,
     HeldOutStreams,
-    Score,
     VerdictFunction,
+    agent_decision,
     agent_decisions_on_streams,
-    allocator_score,
     choose_promotions,
     forecaster_decision,
-    judge,
     streams_bars_per_year,
 )
-from models.portfolio import compute_allocator_panel, compute_q_advantage
+from models.portfolio import (
+    compute_allocator_panel,
+    compute_q_advantage,
+    daily_trading_returns,
+    with_agent_trading,
+)
 from models.qnet import Architecture, NestedLSTMQNet
 from models.registry import load_registered_agent, verify_artifact
 from models.sentiment import MODEL_NAME, coin_sentiment
@@ -103,6 +120,7 @@ from warehouse.trials import load_trial_sharpes, record_trial
 TIMEFRAME = "1Min"
 AGENT_KIND = "dqn"
 ALLOCATOR_KIND = "svm_allocator"
+ALLOCATOR_TRIAL_KIND = "allocator"  # the trials table's kind for svm_allocator candidates
 
 
 def _slug(symbol: str) -> str:
@@ -180,6 +198,8 @@ class _Symbol:
     symbol: str
     bars: pl.DataFrame
     spec: FeatureSpec
+    costs: Costs
+    """What its trades cost: its asset class's schedule unless the config pins fee/slippage."""
     sentiment: pl.DataFrame | None = None
     forecasts: pl.DataFrame | None = None
     forecaster: dict[str, Any] | None = None
@@ -196,7 +216,6 @@ class _Run:
     models_dir: Path
     window: _Window
     decided_at: datetime
-    costs: Costs
     failures: list[dict[str, str]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     decisions: list[tuple[GateDecision, bool]] = field(default_factory=list)
@@ -220,7 +239,6 @@ def retrain_and_gate(config: NightlyRetrainConfig, decided_at: datetime) -> dict
         models_dir,
         _resolve_window(config, warehouse, [*coins, *spy]),
         decided_at,
-        Costs(config.fee_bps, config.slippage_bps),
     )
     w = run.window
     logger.info(
@@ -282,7 +300,7 @@ def retrain_and_gate(config: NightlyRetrainConfig, decided_at: datetime) -> dict
                     s.bars,
                     (run.window.start, run.window.end),
                     run.window.test_start,
-                    run.costs,
+                    s.costs,
                     run.config.gate,
                     s.sentiment,
                     s.forecasts,
@@ -348,6 +366,18 @@ def _session_rule(
     return session_rule(symbol, timeframe, calendar, episode_bars=episode_bars)
 
 
+def _symbol_costs(
+    con: Any, symbol: str, config: NightlyRetrainConfig, log: Callable[..., None]
+) -> Costs:
+    """configured_costs of the asset class stored with `symbol` (else inferred from its name),
+    as train and backtest charge it; logged once per symbol."""
+    info = load_symbols(con, [symbol]).get(symbol)
+    asset_class = info.asset_class if info is not None else infer_asset_class(symbol)
+    costs = configured_costs(asset_class, config.fee_bps, config.slippage_bps)
+    log("%s: %s", symbol, costs.describe(asset_class))
+    return costs
+
+
 def _load_symbols(
     run: _Run, coins: list[str], spy: list[str], log: Callable[..., None]
 ) -> dict[str, _Symbol]:
@@ -365,6 +395,7 @@ def _load_symbols(
                     spy[0],
                     bars,
                     FeatureSpec(symbols=tuple(spy)),
+                    _symbol_costs(con, spy[0], run.config, log),
                     rule=_session_rule(con, spy[0], TIMEFRAME),
                 )
         for coin in coins:
@@ -378,7 +409,13 @@ def _load_symbols(
                 log("%s: no %s bars in the window; skipped", coin, TIMEFRAME)
                 continue
             spec = FeatureSpec(symbols=(coin,), sentiment=True, forecast=True)
-            out[coin] = _Symbol(coin, bars, spec, rule=_session_rule(con, coin, TIMEFRAME))
+            out[coin] = _Symbol(
+                coin,
+                bars,
+                spec,
+                _symbol_costs(con, coin, run.config, log),
+                rule=_session_rule(con, coin, TIMEFRAME),
+            )
         posts = load_scored_posts(con, w.start - span - lag, w.end, MODEL_NAME)
     per_coin, notes = coin_sentiment(
         posts, [c for c in coins if c in out], w.start, w.end, lag, span
@@ -530,8 +567,7 @@ def _submit_agents(run: _Run, s: _Symbol) -> list[tuple[str, PrefectFuture[dict[
         s.spec.to_dict(),
         arch,
         params,
-        c.fee_bps,
-        c.slippage_bps,
+        asdict(s.costs),
         forecaster_id,
         s.bars,
         s.sentiment,
@@ -572,7 +608,7 @@ def _submit_agents(run: _Run, s: _Symbol) -> list[tuple[str, PrefectFuture[dict[
             seed,
             arch,
             params,
-            {"fee_bps": c.fee_bps, "slippage_bps": c.slippage_bps},
+            asdict(s.costs),
             str(run.models_dir),
             run.warehouse,
             description,
@@ -604,10 +640,6 @@ def _agent_summary(run: _Run, model_id: str, result: dict[str, Any] | None) -> d
 
 
 # ---------------------------------------------------------------------------- e. the gate
-
-
-def _rule(objective_margin: float, drawdown: bool, run: _Run) -> GateRule:
-    return GateRule(objective_margin, run.config.gate.drawdown_margin if drawdown else None)
 
 
 def _forecaster_decision(run: _Run, s: _Symbol) -> GateDecision:
@@ -840,8 +872,12 @@ def _gate(run: _Run, decisions: list[GateDecision], log: Callable[..., None]) ->
 # ---------------------------------------------------------------------------- d. allocator
 
 
-def _allocator_config(run: _Run) -> AllocatorConfig:
+def _allocator_config(run: _Run, costs: Costs | None = None) -> AllocatorConfig:
+    """The config's overrides of AllocatorConfig; unless it sets cost_bps, a weight change pays
+    the coins' own round trip (buy and sell at their asset class's costs)."""
     values: dict[str, Any] = {"periods_per_year": 365.0}
+    if costs is not None:
+        values["cost_bps"] = 2.0 * (costs.fee_bps + costs.slippage_bps) + costs.sell_fee_bps
     for key, value in run.config.allocator.items():
         values[key] = tuple(value) if isinstance(value, list) else value  # JSON lists -> grids
     return AllocatorConfig(**values)
@@ -856,8 +892,46 @@ def _panel_agent(run: _Run, s: _Symbol) -> dict[str, Any] | None:
         return load_model_row(con, chosen) if chosen else None
 
 
+def _trained_until(row: dict[str, Any]) -> datetime:
+    """The (exclusive) end of an agent's training data, from its registered train_range."""
+    trained = (row.get("params") or {}).get("train_range")
+    end = _parse_ts(trained[-1]) if trained else None
+    if end is None:
+        raise ValueError(
+            f"agent {row['model_id']} has no train_range: its out-of-sample days are unknown"
+        )
+    return end if end.tzinfo is not None else end.replace(tzinfo=UTC)
+
+
+def _coin_panel(run: _Run, s: _Symbol, row: dict[str, Any]) -> pl.DataFrame:
+    """The coin's out-of-sample panel rows: the agent's inputs and its own trading on the held-out days.
+
+    The agent's trading is its held-out book (greedy positions, the coin's costs) played by
+    the code the agent gate uses (evaluate_network_with_returns), compounded to UTC days.
+    Only rows whose input day starts at or after both the agent's training end and the
+    held-out start are kept: the days the agent trained on, and the day straddling the split,
+    are in-sample (models.allocator.check_out_of_sample refuses them).
+    """
+    trained_until = _trained_until(row)
+    policy = load_registered_agent(row)
+    q = compute_q_advantage(policy, s.bars, s.sentiment, s.forecasts)
+    panel = compute_allocator_panel(
+        s.symbol, s.bars, q, s.sentiment, s.forecasts, drawdown_days=run.config.drawdown_days
+    )
+    w = run.window
+    h = _held_out_agent(
+        run.warehouse, row, s.bars, (w.start, w.end), w.test_start, s.sentiment, s.forecasts
+    )
+    _, streams = evaluate_network_with_returns(h.net, h.sessions, s.costs, h.bars, h.symbol)
+    daily = daily_trading_returns(h.bars.sort("ts").get_column("ts"), streams["agent"])
+    first_input_day = max(trained_until, w.test_start)
+    return with_agent_trading(panel, daily, str(row["model_id"]), trained_until).filter(
+        pl.col("period") - ALLOCATOR_INPUT_SPAN >= first_input_day
+    )
+
+
 def _allocator_step(run: _Run, coins: list[_Symbol], logger: Any) -> dict[str, Any]:
-    """Build the daily panel from the coin agents, train the allocator, register and gate it."""
+    """Build the out-of-sample daily panel from the coin agents, train the allocator, register and gate it."""
     panels: list[pl.DataFrame] = []
     agents: dict[str, str] = {}
     sources: set[str] = set()
@@ -868,18 +942,7 @@ def _allocator_step(run: _Run, coins: list[_Symbol], logger: Any) -> dict[str, A
             row = _panel_agent(run, s)
             if row is None:
                 continue
-            policy = load_registered_agent(row)
-            q = compute_q_advantage(policy, s.bars, s.sentiment, s.forecasts)
-            panels.append(
-                compute_allocator_panel(
-                    s.symbol,
-                    s.bars,
-                    q,
-                    s.sentiment,
-                    s.forecasts,
-                    drawdown_days=run.config.drawdown_days,
-                )
-            )
+            panels.append(_coin_panel(run, s, row))
             agents[s.symbol] = str(row["model_id"])
             sources.update(_sources(s.bars))
         except Exception as exc:  # noqa: BLE001
@@ -888,7 +951,10 @@ def _allocator_step(run: _Run, coins: list[_Symbol], logger: Any) -> dict[str, A
     if not panels:
         return {"status": "skipped", "reason": "no coin agent to build the panel from"}
     try:
-        return _train_and_gate_allocator(run, pl.concat(panels), agents, sorted(sources), logger)
+        costs = next(s.costs for s in coins if s.symbol in agents)
+        return _train_and_gate_allocator(
+            run, pl.concat(panels), agents, sorted(sources), costs, logger
+        )
     except Exception as exc:  # noqa: BLE001
         run.failures.append(_failure(ALLOCATOR_SYMBOL, "allocator", exc))
         logger.warning("allocator failed: %s", exc)
@@ -896,35 +962,50 @@ def _allocator_step(run: _Run, coins: list[_Symbol], logger: Any) -> dict[str, A
 
 
 def _train_and_gate_allocator(
-    run: _Run, panel: pl.DataFrame, agents: dict[str, str], sources: list[str], logger: Any
+    run: _Run,
+    panel: pl.DataFrame,
+    agents: dict[str, str],
+    sources: list[str],
+    costs: Costs,
+    logger: Any,
 ) -> dict[str, Any]:
-    cfg = _allocator_config(run)
-    day = timedelta(days=1)
-    # Train on days whose outcome was known before the held-out days; judge on rows whose
-    # inputs and outcome both lie in them (the day straddling the split is in neither).
-    fit_part = panel.filter(pl.col("period") <= run.window.test_start - day)
-    held = panel.filter(pl.col("period") >= run.window.test_start + day)
-    if held.filter(pl.col("next_return").is_not_null()).height == 0:
-        raise ValueError("no held-out period with a known outcome to judge the allocator on")
+    """Nested walk-forward: fit on the earlier out-of-sample days, judge on the later ones.
+
+    The agents were trained on [start, test_start); ``panel`` holds their outputs and trading
+    on the held-out days only. The allocator is tuned and fitted on the older part of those
+    days and judged, by the statistical gate on its daily traded P&L, on the newer part
+    (models.allocator.split_out_of_sample), beside the champion allocator on the same rows
+    and the baselines (agents at equal weights, the coins' buy-and-hold, cash). The
+    candidate is recorded as a trial (kind 'allocator') before it is judged, so the deflated
+    Sharpe ratio counts every allocator tried on these coins.
+    """
+    cfg = _allocator_config(run, costs)
+    fit_part, judged = split_out_of_sample(panel, cfg.judge_fraction)
     fit = train_allocator(fit_part, cfg)
-    table = evaluate_allocator(fit.allocator, held, cfg.periods_per_year)
+    streams = allocator_returns(fit.allocator, judged)
+    table = streams.table(cfg.periods_per_year)
     by = {str(r.pop("strategy")): r for r in table.iter_rows(named=True)}
+    judge_start, judge_end = streams.periods[0], run.window.end
+    candidate = streams.returns[ALLOCATOR_NAME]
+    sharpe = core_metrics.sharpe(candidate, cfg.periods_per_year)
     coins = sorted(agents)
     model_id = (
         f"svm-allocator-{run.window.last_day:%Y%m%d}-"
         f"{_fingerprint(panel, run.config.allocator, agents)}"
     )
     artifact = run.models_dir / model_id
+    split = {k: [str(v[0]), str(v[1])] for k, v in fit.split.items()}
+    split["judged"] = [str(judge_start), str(streams.periods[-1])]
     extra = {
         "nightly": True,
         "coins": coins,
         "agents": agents,
-        "split": {k: [str(v[0]), str(v[1])] for k, v in fit.split.items()},
+        "split": split,
+        "fitted_until": str(fit.fitted_until),
         "held_out": by,
         "validation": fit.validation.to_dicts(),
     }
     sha = save_allocator(artifact, fit.allocator, extra)
-    score = allocator_score(by["allocator"], cfg.min_drawdown)
     with connect(run.warehouse) as con:
         existing = load_model_row(con, model_id)
         if existing is None:
@@ -943,12 +1024,15 @@ def _train_and_gate_allocator(
                         "agents": agents,
                         "nightly": True,
                         "data_sources": sources,
+                        "split": split,
+                        "fitted_until": str(fit.fitted_until),
                     },
                     "metrics": _json_safe(
                         {
-                            **by["allocator"],
-                            "objective": score.objective,
-                            "baselines": {k: v for k, v in by.items() if k != "allocator"},
+                            **by[ALLOCATOR_NAME],
+                            "objective": sharpe,
+                            "objective_name": "daily traded P&L annualised Sharpe (judged days)",
+                            "baselines": {k: v for k, v in by.items() if k != ALLOCATOR_NAME},
                         }
                     ),
                     "artifact_path": str(artifact),
@@ -972,31 +1056,59 @@ def _train_and_gate_allocator(
     if stage == "production":
         logger.info("%s is already the production allocator; not judged again", model_id)
         return result
-    champion: Score | None = None
-    details: dict[str, Any] = {"held_out_periods": held.get_column("period").n_unique()}
-    if champ_row is not None:
+    champion: np.ndarray | None = None
+    details: dict[str, Any] = {
+        "judged_periods": len(streams.periods),
+        "fit_periods": split["fit"],
+        "validation_periods": split["validation"],
+        "held_out": _json_safe(by),
+    }
+    if champ_row is not None and champ_id != model_id:
         try:
             champ = load_allocator(
                 Path(str(champ_row["artifact_path"])), str(champ_row["artifact_sha256"])
             )
-            champ_table = evaluate_allocator(champ, held, cfg.periods_per_year)
-            champ_metrics = champ_table.filter(pl.col("strategy") == "allocator").row(0, named=True)
-            champion = allocator_score(champ_metrics, cfg.min_drawdown)
-        except Exception as exc:  # noqa: BLE001 -- an unusable champion is judged by the baseline
+            champion = allocator_returns(champ, judged).returns[ALLOCATOR_NAME]
+            fitted = _parse_ts((champ.meta.get("extra") or {}).get("fitted_until"))
+            if fitted is None or fitted > judge_start:
+                details["note"] = (
+                    f"the champion was fitted until {fitted or 'an unknown day'}, into the "
+                    "judged days: its numbers there are in-sample (the comparison favours it)"
+                )
+        except Exception as exc:  # noqa: BLE001 -- an unusable champion: judged by the baselines
             details["note"] = f"champion {champ_id} could not be evaluated: {exc}"
-    decision = judge(
+    with connect(run.warehouse) as con:
+        record_trial(
+            con,
+            kind=ALLOCATOR_TRIAL_KIND,
+            dataset=ALLOCATOR_SYMBOL,
+            data_start=judge_start,
+            data_end=judge_end,
+            config={"model_id": model_id, "params": vars(fit.params), "agents": agents},
+            sharpe=sharpe,
+            n_obs=int(candidate.size),
+            periods_per_year=cfg.periods_per_year,
+            created_at=datetime.now(UTC),
+        )
+        trials = load_trial_sharpes(con, ALLOCATOR_SYMBOL, ALLOCATOR_TRIAL_KIND)
+    trial_sharpes = trials.get_column("sharpe").drop_nulls().to_numpy()
+    gate = run.config.gate
+    decision = agent_decision(
         candidate_id=model_id,
         kind=ALLOCATOR_KIND,
         symbol=ALLOCATOR_SYMBOL,
-        objective=f"held-out Calmar: cagr / max(max_drawdown, {cfg.min_drawdown})",
-        candidate=score,
-        baseline_name="equal_weight",
-        baseline=allocator_score(by["equal_weight"], cfg.min_drawdown),
-        rule=_rule(run.config.gate.allocator_calmar_margin, True, run),
+        candidate_returns=candidate,
+        baseline_returns={name: streams.returns[name] for name in ALLOCATOR_BASELINES},
+        periods_per_year=cfg.periods_per_year,
+        n_trials=trials.height,
+        trial_sharpes=trial_sharpes if trial_sharpes.size >= 2 else None,
         champion_id=champ_id if champion is not None else None,
-        champion=champion,
-        eval_start=run.window.test_start,
-        eval_end=run.window.end,
+        champion_returns=champion,
+        alpha=gate.alpha,
+        dsr_min=gate.dsr_min,
+        drawdown_margin=gate.drawdown_margin,
+        eval_start=judge_start,
+        eval_end=judge_end,
         details=details,
     )
     _gate(run, [decision], logger.info)

@@ -1,31 +1,44 @@
-"""SVM allocator across the coin agents: labels, calibrated SVC, capped long-only weights, tuning, pickle-free artifacts.
+"""SVM allocator across the coin agents, learnt out of sample on the P&L they trade: labels, calibrated SVC, capped long-only weights, tuning, pickle-free artifacts.
 
-One row of the input frame is one coin at one period, with what was known at that period::
+One row of the input frame is one coin at one daily period, with what was known at that period::
 
-    period (datetime), symbol, q_adv, forecast, sentiment, vol, drawdown, next_return
+    period (datetime), symbol, q_adv, forecast, sentiment, vol, drawdown,
+    next_return, next_trade_return, agent_id, agent_trained_until
 
-- ``q_adv``: the coin agent's Q(long) - Q(flat) at that time; ``forecast``: its predicted
-  4-week log return; ``sentiment``; ``vol``: recent volatility; ``drawdown``: the coin's
-  current fall from its running peak over a window (<= 0 or a positive fraction, either
-  sign convention works as long as it is the same in training and use).
-- ``next_return``: the coin's simple return from this period to the next (null for the
-  newest period, whose outcome is unknown). It is only read for labels and evaluation,
-  never as an input.
+- ``q_adv``: the coin agent's Q(long) - Q(flat) over the day ending at ``period``;
+  ``forecast``: its predicted 4-week log return; ``sentiment``; ``vol``: recent
+  volatility; ``drawdown``: the coin's current fall from its running peak over a window.
+- ``next_trade_return``: what the coin's agent earned TRADING the day that starts at
+  ``period`` (its greedy positions, its asset class's costs: the evaluation books of
+  models.train, bars compounded to days -- models.portfolio.daily_trading_returns). This is
+  the P&L the allocator's weight scales in crypto-trading, so it is the objective: labels,
+  the tuning score, the evaluation table and the gate's stream all read it.
+- ``next_return``: the coin's own simple return over that day (buy-and-hold), read only
+  for the coins' buy-and-hold baseline.
+- ``agent_id``, ``agent_trained_until``: the agent the row's inputs and trading come from
+  and the (exclusive) end of its training data. The allocator is fitted and judged only on
+  rows whose input day ``[period - 1 day, period)`` starts at or after that end
+  (:func:`check_out_of_sample`, :class:`InSampleRowsError`): an agent's outputs on its own
+  training days are overfit and would teach the allocator to trust them.
 
-Label: ``next_return > cost_bps / 1e4`` (the move beats a round trip). Model:
-``Pipeline(StandardScaler, SVC(kernel="rbf"))`` fitted on the older part of the training
-periods, then one Platt sigmoid fitted on the newer part (``CalibratedClassifierCV`` over a
-``FrozenEstimator``), so the whole model is a handful of arrays and two numbers that
-:func:`save_allocator` writes as npz + JSON and :class:`ExportedAllocator` evaluates with
-numpy alone.
+Outcomes (the two ``next_*`` columns) are never inputs; both are null for the newest period.
+
+Label: ``next_trade_return > cost_bps / 1e4`` (the agent's day beats the cost of a weight
+round trip). Model: ``Pipeline(StandardScaler, SVC(kernel="rbf"))`` fitted on the older part
+of the training periods, then one Platt sigmoid fitted on the newer part
+(``CalibratedClassifierCV`` over a ``FrozenEstimator``), so the whole model is a handful of
+arrays and two numbers that :func:`save_allocator` writes as npz + JSON and
+:class:`ExportedAllocator` evaluates with numpy alone.
 
 Weights (per period, long-only): coins whose probability is >= ``threshold`` share the book
 in proportion to their probabilities, each capped at ``cap``; what the caps cut off, and
 everything when no coin passes, stays in cash (no redistribution: the cap is a risk limit,
-not a target).
+not a target). A coin's weight is the fraction of equity its agent trades with.
 
-Portfolios are rebalanced to their target weights every period and pay half the round-trip
-cost per unit of weight traded (entry included, final exit not), ignoring intra-period drift.
+The allocator's daily return is ``sum(weight * next_trade_return)`` minus half the
+round-trip cost per unit of weight changed (entry included, final exit not; charged as if
+the agent held its whole allocation at the change, an upper bound), ignoring intra-period
+drift.
 """
 
 from __future__ import annotations
@@ -38,7 +51,7 @@ import zipfile
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -61,12 +74,29 @@ IntArray = npt.NDArray[np.int64]
 FEATURES: tuple[str, ...] = ("q_adv", "forecast", "sentiment", "vol", "drawdown")
 """Model inputs, in the column order of the feature matrix (and of the exported arrays)."""
 
-INPUT_COLUMNS: tuple[str, ...] = ("period", "symbol", *FEATURES, "next_return")
+OUTCOMES: tuple[str, ...] = ("next_return", "next_trade_return")
+"""The day's outcomes: the coin's buy-and-hold return and its agent's trading return (never inputs)."""
+
+PROVENANCE: tuple[str, ...] = ("agent_id", "agent_trained_until")
+"""Which agent a row comes from and the end of its training data (out-of-sample check)."""
+
+INPUT_COLUMNS: tuple[str, ...] = ("period", "symbol", *FEATURES, *OUTCOMES, *PROVENANCE)
+
+INPUT_SPAN = timedelta(days=1)
+"""A row's inputs come from the day [period - INPUT_SPAN, period) (models.portfolio's daily panel)."""
 
 FORMAT = "svm-allocator/1"
 ARRAYS = "arrays.npz"
 META = "meta.json"
 _ARRAY_NAMES = ("scaler_mean", "scaler_scale", "support_vectors", "dual_coef")
+
+ALLOCATOR = "allocator"
+EQUAL_WEIGHT_AGENTS = "equal_weight_agents"
+BUY_AND_HOLD = "buy_and_hold"
+CASH = "cash"
+BASELINES: tuple[str, ...] = (EQUAL_WEIGHT_AGENTS, BUY_AND_HOLD, CASH)
+"""What the allocator must beat: the agents' trading at equal weights, equal money in the coins
+left to drift (buy-and-hold), and cash."""
 
 METRIC_KEYS: tuple[str, ...] = (
     "total_return",
@@ -84,7 +114,8 @@ class AllocatorConfig:
     """How the allocator is labelled, tuned and evaluated (parsed once by the caller)."""
 
     cost_bps: float = 20.0
-    """Round-trip cost in basis points: label = next_return beats it; portfolios pay half of it per unit traded."""
+    """Round-trip cost of a weight change in basis points: label = next_trade_return beats it;
+    portfolios pay half of it per unit of weight changed (the coins' buy-and-hold on entry)."""
     c_grid: tuple[float, ...] = (0.3, 1.0, 3.0)
     """SVC regularisation C values tried."""
     gamma_grid: tuple[float, ...] = (0.05, 0.2, 0.8)
@@ -102,14 +133,20 @@ class AllocatorConfig:
     curve cannot win on a tiny denominator, and all-cash scores 0."""
     periods_per_year: float = 52.0
     """Periods per year for CAGR and Sharpe (52 for weekly periods, 365 for daily crypto)."""
+    judge_fraction: float = 0.4
+    """Share of the out-of-sample periods, the newest, on which a fitted allocator is judged
+    (:func:`split_out_of_sample`); the older rest is what it is tuned and fitted on."""
     refit: bool = False
     """After tuning, refit the chosen C/gamma on all labelled periods (same train/calibration
     proportions). Off by default: the model returned is then exactly the one the validation
     metrics describe, and its threshold was chosen on its own calibrated probabilities."""
 
     def __post_init__(self) -> None:
-        if not (0.0 < self.validation_fraction < 1.0 and 0.0 < self.calibration_fraction < 1.0):
-            raise ValueError("validation_fraction and calibration_fraction must lie in (0, 1)")
+        fractions = (self.validation_fraction, self.calibration_fraction, self.judge_fraction)
+        if not all(0.0 < f < 1.0 for f in fractions):
+            raise ValueError(
+                "validation_fraction, calibration_fraction and judge_fraction must lie in (0, 1)"
+            )
         if not all(0.0 < cap <= 1.0 for cap in self.cap_grid):
             raise ValueError(f"caps must lie in (0, 1], got {self.cap_grid}")
         if not all(0.0 <= t <= 1.0 for t in self.threshold_grid):
@@ -134,10 +171,68 @@ class AllocatorParams:
 # --------------------------------------------------------------------------- pure pieces
 
 
+class InSampleRowsError(ValueError):
+    """Allocator rows whose inputs an agent produced on (or before) the end of its own training data."""
+
+
+def check_out_of_sample(frame: pl.DataFrame) -> None:
+    """Refuse rows whose input day starts before their agent's training end (InSampleRowsError).
+
+    An agent's q_adv and trading on the days it was trained on are in-sample: fitting the
+    allocator on them teaches it to trust overfit outputs, judging it on them flatters it.
+    The caller chooses the out-of-sample days; this refuses, it never drops rows silently.
+    """
+    missing = [name for name in ("period", "symbol", *PROVENANCE) if name not in frame.columns]
+    if missing:
+        raise ValueError(f"allocator frame lacks column(s) {missing}")
+    bad = frame.filter(
+        pl.col("agent_trained_until").is_null()
+        | (pl.col("period") - INPUT_SPAN < pl.col("agent_trained_until"))
+    )
+    if bad.height:
+        first = bad.sort("period").row(0, named=True)
+        raise InSampleRowsError(
+            f"{bad.height} allocator row(s) are in-sample for their agent (first: "
+            f"{first['symbol']} inputs from {first['period'] - INPUT_SPAN}, agent "
+            f"{first['agent_id']} trained until {first['agent_trained_until']}): "
+            "the allocator learns and is judged only on out-of-sample agent outputs"
+        )
+
+
+def split_out_of_sample(
+    frame: pl.DataFrame, judge_fraction: float
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(fit, judge): the nested walk-forward split of out-of-sample allocator rows, in time order.
+
+    The agents were trained on earlier days; their outputs on the days after feed the
+    allocator (every row is checked by :func:`check_out_of_sample`). Of those days, the
+    older ``1 - judge_fraction`` are what the allocator is tuned and fitted on and the newer
+    ``judge_fraction`` what it is judged on: its verdict then comes from days neither the
+    agents nor the allocator saw, as it will trade. A fit row's outcome is its next day,
+    which ends by the first judged period, so nothing the judged days reveal leaks into the
+    fit. Rows of the newest period (outcome unknown) stay with the judged part, which
+    ignores them. Needs at least three judged periods with a known outcome.
+    """
+    if not 0.0 < judge_fraction < 1.0:
+        raise ValueError(f"judge_fraction must lie in (0, 1), got {judge_fraction}")
+    check_out_of_sample(frame)
+    known = (
+        frame.filter(pl.col("next_trade_return").is_not_null()).get_column("period").unique().sort()
+    )
+    n_judge = max(3, round(known.len() * judge_fraction))
+    if known.len() - n_judge < 1:
+        raise ValueError(
+            f"{known.len()} out-of-sample period(s) with a known outcome are too few "
+            "to fit the allocator on some and judge it on three or more later ones"
+        )
+    start = known[known.len() - n_judge]
+    return frame.filter(pl.col("period") < start), frame.filter(pl.col("period") >= start)
+
+
 def compute_labels(frame: pl.DataFrame, cost_bps: float) -> pl.DataFrame:
-    """``frame`` plus ``label``: 1 when next_return > cost_bps / 1e4, 0 when not, null when unknown."""
+    """``frame`` plus ``label``: 1 when next_trade_return > cost_bps / 1e4, 0 when not, null when unknown."""
     hurdle = cost_bps / 1e4
-    return frame.with_columns(label=(pl.col("next_return") > hurdle).cast(pl.Int8))
+    return frame.with_columns(label=(pl.col("next_trade_return") > hurdle).cast(pl.Int8))
 
 
 def _row_weights(proba: FloatArray, group: IntArray, threshold: float, cap: float) -> FloatArray:
@@ -180,22 +275,29 @@ def feature_matrix(frame: pl.DataFrame) -> FloatArray:
 
 @dataclass(frozen=True)
 class _Panel:
-    """Labelled rows as dense period x symbol matrices (missing coins: return 0, not tradable)."""
+    """Labelled rows as dense period x symbol matrices (missing coins: returns 0, not tradable).
+
+    ``returns``: the coins' own next-day returns (buy-and-hold); ``trades``: their agents'
+    next-day trading returns (what an allocator's weight scales).
+    """
 
     periods: list[datetime]
     symbols: list[str]
     row_period: IntArray
     row_symbol: IntArray
     returns: FloatArray
+    trades: FloatArray
     tradable: npt.NDArray[np.bool_]
-    q_adv: FloatArray
 
     @classmethod
     def from_frame(cls, frame: pl.DataFrame) -> _Panel:
         if frame.select(pl.struct("period", "symbol").is_duplicated().any()).item():
             raise ValueError("the allocator frame holds duplicate (period, symbol) rows")
-        if frame.get_column("next_return").null_count():
-            raise ValueError("evaluation needs next_return on every row: drop the newest period")
+        if frame.select(pl.any_horizontal(pl.col(*OUTCOMES).is_null()).any()).item():
+            raise ValueError(
+                "evaluation needs next_return and next_trade_return on every row: "
+                "drop the newest period"
+            )
         periods = frame.get_column("period").unique().sort().to_list()
         symbols = sorted(frame.get_column("symbol").unique().to_list())
         row_period = frame.get_column("period").rank("dense").cast(pl.Int64).to_numpy() - 1
@@ -205,13 +307,13 @@ class _Panel:
         )
         shape = (len(periods), len(symbols))
         returns = np.zeros(shape)
+        trades = np.zeros(shape)
         tradable = np.zeros(shape, dtype=bool)
-        q_adv = np.zeros(shape)
         returns[row_period, row_symbol] = frame.get_column("next_return").to_numpy()
+        trades[row_period, row_symbol] = frame.get_column("next_trade_return").to_numpy()
         tradable[row_period, row_symbol] = True
-        q_adv[row_period, row_symbol] = frame.get_column("q_adv").to_numpy()
         return cls(
-            periods, symbols, row_period.astype(np.int64), row_symbol, returns, tradable, q_adv
+            periods, symbols, row_period.astype(np.int64), row_symbol, returns, trades, tradable
         )
 
     def matrix(self, values: FloatArray) -> FloatArray:
@@ -221,7 +323,8 @@ class _Panel:
 
 
 def _rebalanced_returns(weights: FloatArray, returns: FloatArray, cost_bps: float) -> FloatArray:
-    """Per-period portfolio returns, rebalancing to ``weights`` each period (rows = periods)."""
+    """Per-period returns of ``weights`` (rows = periods) on ``returns`` (the agents' trading
+    returns for the allocator), paying half the round trip per unit of weight changed."""
     previous = np.vstack([np.zeros((1, weights.shape[1])), weights[:-1]])
     turnover = np.abs(weights - previous).sum(axis=1)
     return np.asarray((weights * returns).sum(axis=1) - cost_bps / 2e4 * turnover)
@@ -256,33 +359,52 @@ def _tuning_score(returns: FloatArray, periods_per_year: float, min_drawdown: fl
     return growth / max(metrics.max_drawdown(returns), min_drawdown)
 
 
-def _comparison(
-    panel: _Panel, allocator_weights: FloatArray, cost_bps: float, periods_per_year: float
-) -> pl.DataFrame:
-    """The allocator beside equal weight, buy-and-hold of the basket and each agent alone."""
-    rows: list[dict[str, Any]] = []
+@dataclass(frozen=True)
+class StrategyReturns:
+    """Daily return streams of the allocator and its baselines over the same labelled periods."""
+
+    periods: list[datetime]
+    returns: dict[str, FloatArray]
+    """:data:`ALLOCATOR`, each of :data:`BASELINES`, and ``agent:<symbol>`` (one agent's trading
+    with the whole book, a coin absent a period earning 0)."""
+    exposure: dict[str, float]
+    """Mean invested fraction per strategy."""
+
+    def table(self, periods_per_year: float) -> pl.DataFrame:
+        """One row per strategy: ``strategy`` and :data:`METRIC_KEYS`."""
+        rows = [
+            {"strategy": name, **_summary(r, self.exposure[name], periods_per_year)}
+            for name, r in self.returns.items()
+        ]
+        schema = {"strategy": pl.String, **dict.fromkeys(METRIC_KEYS, pl.Float64)}
+        return pl.DataFrame(rows, schema=schema)
+
+
+def _strategies(panel: _Panel, allocator_weights: FloatArray, cost_bps: float) -> StrategyReturns:
+    """The allocator's traded P&L beside the agents at equal weights, the coins' buy-and-hold,
+    cash, and each agent alone."""
+    returns: dict[str, FloatArray] = {}
+    exposure: dict[str, float] = {}
 
     def add(name: str, weights: FloatArray) -> None:
-        exposure = float(weights.sum(axis=1).mean()) if weights.size else math.nan
-        returns = _rebalanced_returns(weights, panel.returns, cost_bps)
-        rows.append({"strategy": name, **_summary(returns, exposure, periods_per_year)})
+        exposure[name] = float(weights.sum(axis=1).mean()) if weights.size else math.nan
+        returns[name] = _rebalanced_returns(weights, panel.trades, cost_bps)
 
-    add("allocator", allocator_weights)
+    add(ALLOCATOR, allocator_weights)
     counts = panel.tradable.sum(axis=1, keepdims=True)
     add(
-        "equal_weight",
-        np.divide(panel.tradable, counts, out=np.zeros(panel.returns.shape), where=counts > 0),
+        EQUAL_WEIGHT_AGENTS,
+        np.divide(panel.tradable, counts, out=np.zeros(panel.trades.shape), where=counts > 0),
     )
-    hold = _buy_and_hold_returns(panel, cost_bps)
-    rows.append({"strategy": "buy_and_hold", **_summary(hold, 1.0, periods_per_year)})
-    # The inputs carry one agent signal, q_adv = Q(long) - Q(flat): the agent alone holds all
-    # of the book in its coin while it prefers long to flat, and cash otherwise.
+    returns[BUY_AND_HOLD] = _buy_and_hold_returns(panel, cost_bps)
+    exposure[BUY_AND_HOLD] = 1.0
+    returns[CASH] = np.zeros(len(panel.periods))
+    exposure[CASH] = 0.0
     for j, symbol in enumerate(panel.symbols):
-        alone = np.zeros(panel.returns.shape)
-        alone[:, j] = (panel.tradable[:, j] & (panel.q_adv[:, j] > 0.0)).astype(np.float64)
+        alone = np.zeros(panel.trades.shape)
+        alone[:, j] = panel.tradable[:, j].astype(np.float64)
         add(f"agent:{symbol}", alone)
-    schema = {"strategy": pl.String, **dict.fromkeys(METRIC_KEYS, pl.Float64)}
-    return pl.DataFrame(rows, schema=schema)
+    return StrategyReturns(panel.periods, returns, exposure)
 
 
 # --------------------------------------------------------------------------- models
@@ -398,7 +520,12 @@ def _fit_model(
     train, cal = parts["training"], parts["calibration"]
     pipeline = Pipeline([("scale", StandardScaler()), ("svc", SVC(kernel="rbf", C=c, gamma=gamma))])
     pipeline.fit(feature_matrix(train), train.get_column("label").to_numpy())
-    calibrated = CalibratedClassifierCV(FrozenEstimator(pipeline), method="sigmoid")
+    if np.bincount(cal.get_column("label").to_numpy()).min() < 2:
+        raise ValueError("the calibration slice needs two rows or more of each label")
+    # The frozen pipeline predicts the same on every fold, so the split only decides how many
+    # rows of each label the sigmoid needs: two (sklearn's default 5 would need five of each,
+    # too many for a few weeks of out-of-sample days). The fitted sigmoid is the same.
+    calibrated = CalibratedClassifierCV(FrozenEstimator(pipeline), method="sigmoid", cv=2)
     calibrated.fit(feature_matrix(cal), cal.get_column("label").to_numpy())
     return pipeline, calibrated
 
@@ -409,11 +536,18 @@ class AllocatorFit:
 
     allocator: SklearnAllocator
     validation: pl.DataFrame
-    """The scored model (before any refit) beside the baselines on the validation periods."""
+    """The scored model (before any refit) beside the baselines on the validation periods
+    (:meth:`StrategyReturns.table`)."""
     grid: pl.DataFrame
     """c, gamma, threshold, cap, score and the allocator's validation metrics, best first."""
     split: dict[str, tuple[datetime, datetime]]
     """First and last period of the fit and validation parts."""
+
+    @property
+    def fitted_until(self) -> datetime:
+        """The end of the newest outcome the allocator was tuned on (its last period + one day):
+        a champion judged on days before this is judged in-sample."""
+        return self.split["validation"][1] + INPUT_SPAN
 
     @property
     def params(self) -> AllocatorParams:
@@ -421,12 +555,14 @@ class AllocatorFit:
 
 
 def _labelled(frame: pl.DataFrame, cost_bps: float) -> pl.DataFrame:
+    """Out-of-sample rows (else InSampleRowsError) with a known outcome, labelled, in time order."""
     missing = [name for name in INPUT_COLUMNS if name not in frame.columns]
     if missing:
         raise ValueError(f"allocator frame lacks column(s) {missing}")
+    check_out_of_sample(frame)
     return (
         compute_labels(frame, cost_bps)
-        .filter(pl.col("label").is_not_null())
+        .filter(pl.col("label").is_not_null() & pl.col("next_return").is_not_null())
         .sort("period", "symbol")
     )
 
@@ -434,11 +570,14 @@ def _labelled(frame: pl.DataFrame, cost_bps: float) -> pl.DataFrame:
 def train_allocator(frame: pl.DataFrame, config: AllocatorConfig) -> AllocatorFit:
     """Choose C, gamma, threshold and cap on the newest periods for guarded Calmar, then fit.
 
-    Periods are split in time order: the oldest (1 - validation_fraction) fit each candidate
-    (SVC, then its sigmoid on the newest calibration_fraction of them), the rest score it.
-    Rows of the newest period (next_return null) are ignored. Ties go to the higher return.
-    The chosen point's validation numbers are optimistic (best of the grid on the same
-    periods); judge the model on later periods with :func:`evaluate_allocator`.
+    Every row must be out of sample for its agent (InSampleRowsError otherwise; pass the fit
+    part of :func:`split_out_of_sample`). Periods are split in time order: the oldest
+    (1 - validation_fraction) fit each candidate (SVC, then its sigmoid on the newest
+    calibration_fraction of them), the rest score it by the guarded Calmar of its traded
+    P&L (weights x next_trade_return, minus the cost of changing weights). Rows of the newest
+    period (outcome null) are ignored. Ties go to the higher return. The chosen point's
+    validation numbers are optimistic (best of the grid on the same periods); judge the model
+    on later periods with :func:`allocator_returns` / :func:`evaluate_allocator`.
     """
     labelled = _labelled(frame, config.cost_bps)
     periods = labelled.get_column("period").unique().sort()
@@ -459,7 +598,7 @@ def train_allocator(frame: pl.DataFrame, config: AllocatorConfig) -> AllocatorFi
         proba = calibrated.predict_proba(feature_matrix(val_part))[:, 1]
         for threshold, cap in itertools.product(config.threshold_grid, config.cap_grid):
             weights = panel.matrix(_row_weights(proba, group, threshold, cap))
-            returns = _rebalanced_returns(weights, panel.returns, config.cost_bps)
+            returns = _rebalanced_returns(weights, panel.trades, config.cost_bps)
             rows.append(
                 {
                     "c": c,
@@ -487,12 +626,11 @@ def train_allocator(frame: pl.DataFrame, config: AllocatorConfig) -> AllocatorFi
     )
     pipeline, calibrated = scored[(params.c, params.gamma)]
     chosen = SklearnAllocator(pipeline, calibrated, params)
-    validation = _comparison(
+    validation = _strategies(
         panel,
         panel.matrix(chosen.weights(val_part).get_column("weight").to_numpy()),
         config.cost_bps,
-        config.periods_per_year,
-    )
+    ).table(config.periods_per_year)
     if config.refit:
         pipeline, calibrated = _fit_model(
             labelled, params.c, params.gamma, config.calibration_fraction
@@ -505,33 +643,28 @@ def train_allocator(frame: pl.DataFrame, config: AllocatorConfig) -> AllocatorFi
     return AllocatorFit(chosen, validation, grid, split)
 
 
-def evaluate_allocator(
-    allocator: Allocator, frame: pl.DataFrame, periods_per_year: float
-) -> pl.DataFrame:
-    """Held-out comparison on ``frame``'s labelled rows: one row per strategy, :data:`METRIC_KEYS`.
+def allocator_returns(allocator: Allocator, frame: pl.DataFrame) -> StrategyReturns:
+    """The daily streams on ``frame``'s labelled rows (all out of sample, else InSampleRowsError).
 
-    Strategies: ``allocator``; ``equal_weight`` (1/n of the coins present, rebalanced every
-    period); ``buy_and_hold`` (equal money in each coin at the start, left to drift);
-    ``agent:<symbol>`` for each coin (the whole book in that coin while its agent's
-    q_adv > 0, cash otherwise). All pay the allocator's round-trip cost.
+    ``allocator``: sum of weight x the agent's trading return, minus half the round-trip cost
+    per unit of weight changed -- the P&L crypto-trading books when each agent trades its
+    weight of equity. Baselines: ``equal_weight_agents`` (1/n of the book to each agent
+    present, same cost rule), ``buy_and_hold`` (equal money in each coin at the start, left
+    to drift, entry paid) and ``cash``; and ``agent:<symbol>`` (one agent with the whole book).
     """
     cost_bps = allocator.params.cost_bps
     rows = _labelled(frame, cost_bps)
     panel = _Panel.from_frame(rows)
     weights = panel.matrix(allocator.weights(rows).get_column("weight").to_numpy())
-    return _comparison(panel, weights, cost_bps, periods_per_year)
+    return _strategies(panel, weights, cost_bps)
 
 
-def split_by_period(frame: pl.DataFrame, test_fraction: float) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(older, newer) parts of ``frame`` by period, the newer holding ~test_fraction of the periods."""
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must lie in (0, 1), got {test_fraction}")
-    periods = frame.get_column("period").unique().sort()
-    n_test = max(1, round(periods.len() * test_fraction))
-    if n_test >= periods.len():
-        raise ValueError("too few periods to hold some out")
-    start = periods[periods.len() - n_test]
-    return frame.filter(pl.col("period") < start), frame.filter(pl.col("period") >= start)
+def evaluate_allocator(
+    allocator: Allocator, frame: pl.DataFrame, periods_per_year: float
+) -> pl.DataFrame:
+    """Held-out comparison on ``frame``'s labelled rows: one row per strategy of
+    :func:`allocator_returns`, :data:`METRIC_KEYS`."""
+    return allocator_returns(allocator, frame).table(periods_per_year)
 
 
 # --------------------------------------------------------------------------- artifacts

@@ -1,27 +1,18 @@
-"""The promotion gate: does a candidate beat the reference (champion, else a naive baseline) out of sample? Pure.
+"""The promotion gate: does a candidate beat the champion and the naive baselines out of sample, beyond luck? Pure.
 
-Agents are judged statistically (:func:`agent_decision`, models.evaluation.judge_candidate):
-on the same held-out bars and costs, SPA p <= alpha against the champion and every baseline
-(buy-and-hold, flat, the momentum rule), a deflated Sharpe ratio >= dsr_min counting every
-trial recorded on the symbol, and a drawdown within the margin. Forecasters
-(:func:`forecaster_decision`): the out-of-fold rank IC is significantly > 0 by a
-Hansen-Hodrick t-test that accounts for overlapping labels, with enough independent labels,
-and above the champion's. The allocator (and the genome search, which has no gate here)
-keeps the older point rule below.
+Agents, the SVM allocator and a searched genome are judged statistically
+(:func:`agent_decision`, models.evaluation.judge_candidate): on the same held-out bars and
+costs, SPA p <= alpha against the champion and every baseline, a deflated Sharpe ratio >=
+dsr_min counting every trial recorded, and a max drawdown within the margin of the
+reference's. The allocator's stream is its daily traded P&L (each agent's trading scaled by
+its weight, costs included); a genome's is its agent's, on a range disjoint from the search's
+validation folds. Forecasters (:func:`forecaster_decision`): the out-of-fold rank IC is
+significantly > 0 by a Hansen-Hodrick t-test that accounts for overlapping labels, with
+enough independent labels, and above the champion's.
 
-Point rule (the allocator): a candidate passes when
-
-    candidate.objective > reference.objective + objective_margin            (it is better)
-    AND candidate.max_drawdown <= reference.max_drawdown + drawdown_margin  (and not riskier)
-
-The reference is the champion -- the production model of the same kind and symbol,
-evaluated on the same out-of-sample data -- or, when there is none, the naive baseline on
-that data. The drawdown test applies where both sides have a drawdown (agents, the
-allocator); forecasters have none and are judged on their objective alone.
-
-Non-finite numbers are read conservatively: a candidate whose objective or drawdown is not
-a number fails; a reference objective that is not a number (e.g. a curve that went below
-zero) counts as -inf, and a reference drawdown that is not a number counts as 0.
+Each verdict keeps its statistics (STATISTICS_COLUMNS of promotion_decisions). Non-finite
+numbers are read conservatively: a candidate whose objective is not a number fails; a
+reference objective that is not a number counts as -inf.
 """
 
 from __future__ import annotations
@@ -53,7 +44,7 @@ class Score:
 
 @dataclass(frozen=True)
 class GateRule:
-    """The margins of the rule (see the module docstring)."""
+    """The margins recorded with a decision (objective margin 0: strictly better)."""
 
     objective_margin: float = 0.0
     """The candidate must beat the reference's objective by MORE than this (0: strictly better)."""
@@ -73,45 +64,6 @@ class Verdict:
 
 def _finite(x: float | None) -> bool:
     return x is not None and math.isfinite(x)
-
-
-def decide(candidate: Score, reference: Score, rule: GateRule, reference_name: str) -> Verdict:
-    """Apply the rule to a candidate and its reference (named in the reason, e.g. 'champion dqn-...')."""
-    if not _finite(candidate.objective):
-        return Verdict(False, False, False, "the candidate's objective is not a number")
-    ref_obj = reference.objective if _finite(reference.objective) else -math.inf
-    beats = candidate.objective > ref_obj + rule.objective_margin
-    check_dd = (
-        rule.drawdown_margin is not None
-        and candidate.max_drawdown is not None
-        and reference.max_drawdown is not None
-    )
-    if not check_dd:
-        dd_ok, dd_text = True, "drawdown not compared"
-    elif not _finite(candidate.max_drawdown):
-        dd_ok, dd_text = False, "the candidate's max drawdown is not a number"
-    else:
-        assert candidate.max_drawdown is not None and rule.drawdown_margin is not None
-        ref_dd = reference.max_drawdown if _finite(reference.max_drawdown) else 0.0
-        assert ref_dd is not None
-        limit = ref_dd + rule.drawdown_margin
-        dd_ok = candidate.max_drawdown <= limit
-        dd_text = (
-            f"max drawdown {candidate.max_drawdown:.4f} {'<=' if dd_ok else '>'} "
-            f"{ref_dd:.4f} + {rule.drawdown_margin:.4f}"
-        )
-    obj_text = (
-        f"objective {candidate.objective:.4f} {'>' if beats else '<='} "
-        f"{ref_obj:.4f} + {rule.objective_margin:.4f}"
-    )
-    passed = beats and dd_ok
-    if passed:
-        reason = f"beats {reference_name}: {obj_text}; {dd_text}"
-    elif not beats:
-        reason = f"does not beat {reference_name}: {obj_text}"
-    else:
-        reason = f"riskier than {reference_name}: {dd_text}"
-    return Verdict(passed, beats, dd_ok, reason)
 
 
 STATISTICS_COLUMNS = (
@@ -156,7 +108,7 @@ class GateDecision:
     details: dict[str, Any] = field(default_factory=dict)
     statistics: dict[str, Any] = field(default_factory=dict)
     """The statistical test's numbers, stored in promotion_decisions' columns of the same names
-    (STATISTICS_COLUMNS); empty for the point rule."""
+    (STATISTICS_COLUMNS)."""
 
     def row(self, decided_at: datetime, flow_run_id: str | None, promoted: bool) -> dict[str, Any]:
         """The promotion_decisions row of this decision."""
@@ -190,48 +142,6 @@ class GateDecision:
         }
 
 
-def judge(
-    *,
-    candidate_id: str,
-    kind: str,
-    symbol: str,
-    objective: str,
-    candidate: Score,
-    baseline_name: str,
-    baseline: Score,
-    rule: GateRule,
-    champion_id: str | None = None,
-    champion: Score | None = None,
-    eval_start: datetime | None = None,
-    eval_end: datetime | None = None,
-    details: Mapping[str, Any] | None = None,
-) -> GateDecision:
-    """The decision against the champion when one was evaluated, else against the baseline."""
-    if champion_id is not None and champion is not None:
-        reference, name, ref_id = champion, "champion", champion_id
-        label = f"champion {champion_id}"
-    else:
-        reference, name, ref_id = baseline, f"baseline:{baseline_name}", None
-        label = f"the {baseline_name} baseline"
-    return GateDecision(
-        candidate_id=candidate_id,
-        kind=kind,
-        symbol=symbol,
-        objective=objective,
-        candidate=candidate,
-        reference=reference,
-        reference_name=name,
-        reference_id=ref_id,
-        baseline_name=baseline_name,
-        baseline=baseline,
-        rule=rule,
-        verdict=decide(candidate, reference, rule, label),
-        eval_start=eval_start,
-        eval_end=eval_end,
-        details=dict(details or {}),
-    )
-
-
 def choose_promotions(decisions: Iterable[GateDecision]) -> dict[tuple[str, str], str]:
     """Per (kind, symbol), the passing candidate with the highest objective: the one to promote.
 
@@ -254,19 +164,6 @@ def choose_promotions(decisions: Iterable[GateDecision]) -> dict[tuple[str, str]
 def forecaster_score(metrics: Mapping[str, Any]) -> Score:
     """A forecaster's out-of-fold rank IC (no drawdown)."""
     return Score(float(metrics.get("rank_ic", math.nan)))
-
-
-def allocator_score(metrics: Mapping[str, float], min_drawdown: float) -> Score:
-    """Calmar with a drawdown floor: cagr / max(max_drawdown, min_drawdown), as the allocator is tuned.
-
-    The floor keeps a curve that never fell (Calmar undefined) comparable: all cash scores 0,
-    and a tiny drawdown cannot win on its denominator alone.
-    """
-    growth, mdd = float(metrics["cagr"]), float(metrics["max_drawdown"])
-    if not math.isfinite(growth):
-        return Score(-math.inf, mdd)
-    floor = max(mdd, min_drawdown) if math.isfinite(mdd) else min_drawdown
-    return Score(growth / floor, mdd)
 
 
 # ---- the statistical rule: agents and forecasters ----

@@ -1,4 +1,4 @@
-"""The allocator's per-coin panel built from a coin agent: daily q_adv, forecast, sentiment, volatility, drawdown, next return. Pure.
+"""The allocator's per-coin panel built from a coin agent: daily q_adv, forecast, sentiment, volatility, drawdown, next return, the agent's next-day trading. Pure.
 
 One row per coin and UTC day d, stamped ``period`` = the end of d (00:00 UTC of d + 1): the
 moment every input of the row is known and the allocator decides the weights for the next
@@ -13,9 +13,15 @@ day. Inputs use bars starting in d (and before) only:
 
 ``next_return`` = close(d + 1) / close(d) - 1 is the outcome (labels, evaluation), null
 when d + 1 has no bars (the newest day). It is never an input.
+
+:func:`with_agent_trading` adds what the allocator is fitted and judged on: the agent's own
+trading return on d + 1 (``next_trade_return``, from :func:`daily_trading_returns` of its
+held-out evaluation book), the agent's id and the end of its training data.
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 import numpy as np
 import polars as pl
@@ -26,6 +32,7 @@ from models.features import compute_features
 from models.registry import AgentPolicy
 
 PANEL_COLUMNS = ("period", "symbol", "q_adv", "forecast", "sentiment", "vol", "drawdown")
+UTC_TS = pl.Datetime("us", "UTC")
 
 
 def compute_q_advantage(
@@ -153,4 +160,42 @@ def compute_allocator_panel(
             .alias("next_return"),
         )
         .select(*PANEL_COLUMNS, "next_return")
+    )
+
+
+def daily_trading_returns(ts: pl.Series, returns: np.ndarray) -> pl.DataFrame:
+    """day (00:00 UTC), trade_return: per-bar simple returns of a book compounded over each UTC day.
+
+    ``returns`` are the book's per-bar returns in ``ts`` order (models.train's held-out
+    streams: greedy positions, fills and costs as the backtest pays them), so a day's return
+    is prod(1 + r) - 1 over its bars, position carried overnight included.
+    """
+    if ts.len() != len(returns):
+        raise ValueError(f"{ts.len()} timestamps for {len(returns)} returns")
+    return (
+        pl.DataFrame({"ts": ts.cast(UTC_TS), "r": np.asarray(returns, dtype=np.float64)})
+        .sort("ts")
+        .group_by(pl.col("ts").dt.truncate("1d").alias("day"), maintain_order=True)
+        .agg(((pl.col("r") + 1.0).product() - 1.0).alias("trade_return"))
+    )
+
+
+def with_agent_trading(
+    panel: pl.DataFrame, daily: pl.DataFrame, agent_id: str, trained_until: datetime
+) -> pl.DataFrame:
+    """The coin's panel plus next_trade_return, agent_id, agent_trained_until.
+
+    A row stamped ``period`` (the end of day d) decides the weight for the day that starts
+    at ``period``: its ``next_trade_return`` is the agent's trading return that day (from
+    :func:`daily_trading_returns`; null where the agent's stream does not cover it).
+    """
+    trades = daily.select(pl.col("day").cast(UTC_TS).alias("period"), "trade_return")
+    return (
+        panel.with_columns(pl.col("period").cast(UTC_TS))
+        .join(trades, on="period", how="left", maintain_order="left")
+        .rename({"trade_return": "next_trade_return"})
+        .with_columns(
+            pl.lit(agent_id).alias("agent_id"),
+            pl.lit(trained_until).cast(UTC_TS).alias("agent_trained_until"),
+        )
     )

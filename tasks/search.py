@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from datetime import datetime
 from typing import Any
 
 import polars as pl
@@ -15,7 +14,7 @@ from models.dqn import DQNParams
 from models.env import Costs
 from models.features import FeatureSpec
 from models.genome import Genome
-from models.search import evaluate_genome
+from models.search import SearchFold, evaluate_genome
 
 
 @task(
@@ -27,8 +26,7 @@ def evaluate_individual(
     genome: dict[str, Any],
     bars: pl.DataFrame,
     spec: dict[str, Any],
-    train_range: tuple[datetime, datetime],
-    valid_range: tuple[datetime, datetime],
+    folds: list[dict[str, Any]],
     params: dict[str, Any],
     costs: dict[str, float],
     seeds: list[int],
@@ -37,13 +35,16 @@ def evaluate_individual(
 ) -> dict[str, Any]:
     """Plain dicts in and out: the task may run in another process or on a Dask worker.
 
-    `rule` is a core.sessions.SessionRule as a dict (None: inferred from the symbol)."""
+    `folds` are models.search.SearchFold as dicts; `rule` is a core.sessions.SessionRule as a
+    dict (None: inferred from the symbol)."""
     result = evaluate_genome(
         Genome.from_dict(genome),
         bars,
         FeatureSpec.from_dict(spec),
-        train_range,
-        valid_range,
+        [
+            SearchFold(f["index"], (f["train"][0], f["train"][1]), (f["valid"][0], f["valid"][1]))
+            for f in folds
+        ],
         DQNParams.from_dict(params),
         Costs(**costs),
         seeds,

@@ -24,8 +24,8 @@ from flows.config import (
     TrainAgentConfig,
 )
 
-# Margins of the promotion gate may be negative on purpose: a tolerance for the candidate.
-SIGNED_ON_PURPOSE = {("GateConfig", "allocator_calmar_margin")}
+# Fields that may be negative on purpose (none today; e.g. a margin read as a tolerance).
+SIGNED_ON_PURPOSE: set[tuple[str, str]] = set()
 
 
 def stderr_lines(text: str) -> list[str]:

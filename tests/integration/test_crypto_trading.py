@@ -174,6 +174,10 @@ def test_the_production_allocator_sets_the_day_weights(shared: Shared, tmp_path:
                     "vol": abs(rng.normal()) / 100,
                     "drawdown": -abs(rng.normal()) / 10,
                     "next_return": 0.01 * q_adv + rng.normal() / 200,
+                    # The allocator learns on its agents' out-of-sample trading (issue 16).
+                    "next_trade_return": 0.01 * q_adv + rng.normal() / 200,
+                    "agent_id": f"dqn-{coin}",
+                    "agent_trained_until": datetime(2022, 12, 1, tzinfo=UTC),
                 }
             )
     fit = train_allocator(pl.DataFrame(rows), AllocatorConfig())

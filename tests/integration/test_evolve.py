@@ -34,10 +34,11 @@ def small_warehouse(tmp_path: Path) -> Path:
 
 def config(warehouse: Path, **over: Any) -> EvolveConfig:
     base: dict[str, Any] = dict(
-        train_start=date(2024, 3, 1),
-        train_end=date(2024, 3, 22),
-        valid_start=date(2024, 3, 22),
-        valid_end=date(2024, 3, 29),
+        search_start=date(2024, 3, 1),
+        search_end=date(2024, 3, 22),
+        folds=3,
+        test_start=date(2024, 3, 22),
+        test_end=date(2024, 3, 29),
         population=3,
         generations=2,
         elite=1,
@@ -118,11 +119,39 @@ def test_search_resumes_after_a_kill_and_reproduces_itself(small_warehouse: Path
     resumed = rows(small_warehouse, first["search_id"])
     assert [r[:5] for r in resumed] == [r[:5] for r in full]  # same genomes and fitness
     assert [r[5] for r in resumed[:4]] == [r[5] for r in full[:4]]  # stored ones not redone
-    assert again["best"] == first["best"]
+    # Same best; its per-fold values come back only where this run scored it.
+    assert {**again["best"], "fitness_per_fold": None} == {
+        **first["best"],
+        "fitness_per_fold": None,
+    }
+    assert len(first["best"]["fitness_per_fold"]) == 3
     assert again["registered"] == first["registered"] and str(first["registered"]).startswith(
         "genome-"
     )
     assert Path(first["plot"]).exists()
+    # The winner was judged by the statistical gate on the judging range only, counting every
+    # genome the search tried (and the judging run) as a trial.
+    verdict = first["verdict"]
+    assert verdict["judged"] and verdict["test"] == "spa+dsr", verdict
+    with connect(small_warehouse) as con:
+        trials = con.execute(
+            "SELECT count(*), count(DISTINCT genome) FROM trials WHERE kind = 'genome'"
+            " AND data_end <= TIMESTAMPTZ '2024-03-22 00:00:00+00'"
+        ).fetchall()[0]
+        stored = con.execute(
+            "SELECT kind, candidate_id, eval_start, n_trials, promoted FROM promotion_decisions"
+        ).fetchall()
+        stage = con.execute(
+            "SELECT stage FROM models WHERE model_id = ?", [first["registered"]]
+        ).fetchall()[0][0]
+    distinct = {r[2] for r in full}
+    assert trials == (len(distinct), len(distinct))  # an elite re-scored is the same trial
+    assert verdict["n_trials"] == len(distinct) + 1  # + the winner's judging run
+    assert {(r[0], r[1], r[2].date(), r[3]) for r in stored} == {
+        ("genome", first["registered"], date(2024, 3, 22), len(distinct) + 1)
+    }
+    assert stage == ("production" if verdict["promoted"] else "candidate")
+    assert verdict["promoted"] == verdict["passed"]
 
 
 @pytest.mark.slow

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import pytest
 
 from flows.config import IngestBarsConfig
-from flows.demo import SAMPLE_FILE, demo
+from flows.demo import NOT_PROMOTED, PROMOTED, SAMPLE_FILE, demo
 from flows.ingest_bars import ingest_bars
 from warehouse.db import connect
+from warehouse.registry import production_model_id
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_harness")]
 
@@ -118,6 +119,23 @@ def test_demo_flow_runs_end_to_end_and_summarises(warehouse_path: Path) -> None:
         )
     assert sources == {"SPY": '["synthetic"]', "^GSPC": '["arch:nasdaq","arch:sp500"]'}
     assert cycles == 4 * 8
+    # The SPY agent went through the gate on the selection day; the backtest covers only the
+    # report day (at most one session of decisions) and names the model shown.
+    spy = result["spy_agent"]
+    assert isinstance(spy, dict) and spy["model_id"] in agents["SPY minute (synthetic)"]["models"]
+    assert [v["candidate"] for v in spy["gate"]] == agents["SPY minute (synthetic)"]["models"]
+    with connect(warehouse_path) as con:
+        production = production_model_id(con, "dqn", "SPY")
+        judged = con.execute(
+            "SELECT DISTINCT eval_start, eval_end FROM promotion_decisions WHERE symbol = 'SPY'"
+        ).fetchall()
+    assert judged == [(datetime(2024, 3, 6, tzinfo=UTC), datetime(2024, 3, 7, tzinfo=UTC))]
+    if spy["status"] == NOT_PROMOTED:
+        assert production is None and result["promoted"] is None
+    else:
+        assert spy["status"] == PROMOTED and production == result["promoted"] == spy["model_id"]
+    assert result["backtest"]["model_id"] == result["session"]["model_id"] == spy["model_id"]
+    assert 0 < result["backtest"]["decisions"] <= 390
     again = demo_small(warehouse_path)
     for name, report in again["ingest"].items():
         assert report["inserted"] == 0 and report["updated"] == 0, name
@@ -131,9 +149,11 @@ def demo_small(warehouse_path: Path) -> dict[str, object]:
 
     return demo(
         DemoConfig(
+            # Four NYSE sessions (4-7 March): train on two, select on one, report on one.
             start=date(2024, 3, 4),
-            end=date(2024, 3, 7),
+            end=date(2024, 3, 8),
             train_end=date(2024, 3, 6),
+            report_start=date(2024, 3, 7),
             agent_cycles=8,
             nightly=False,  # four days are too few for 4-week forecasters; tested on its own
             warehouse=str(warehouse_path),

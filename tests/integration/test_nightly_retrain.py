@@ -5,31 +5,31 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import polars as pl
 import pytest
-import torch
 
 from adapters.synthetic import SyntheticBarSource
+from core.costs import costs_for
 from core.universe import EQUITY_SYMBOLS
 from flows.config import GateConfig, NightlyRetrainConfig
 from flows.nightly_retrain import agent_decisions, apply_gate, nightly_retrain
 from models.env import Costs
 from models.evaluation import GateVerdict, judge_candidate
-from models.features import FeatureScaler, FeatureSpec
+from models.features import FeatureSpec
 from models.gate import VerdictFunction
-from models.qnet import Architecture, NestedLSTMQNet
-from models.registry import verify_artifact
+from models.registry import META, verify_artifact
 from models.sentiment import coin_sentiment
+from tests.integration.nightly_budget import tiny_nightly
+from tests.integration.planted import DAY, PLANTED, planted_agent, planted_bars
 from warehouse.bars import ingest_bar_frames
 from warehouse.db import connect
 from warehouse.gate import load_promotion_decisions
-from warehouse.registry import load_model_row, production_model_id, promote, write_model
+from warehouse.registry import load_model_row, production_model_id, promote
 from warehouse.trials import load_trial_sharpes
 
 pytestmark = [pytest.mark.prefect, pytest.mark.usefixtures("prefect_harness")]
@@ -39,7 +39,6 @@ END = datetime(2024, 3, 22, tzinfo=UTC)  # exclusive: the newest bar is on 21 Ma
 COINS = ["BTC/USD", "ETH/USD"]
 SHORT_COIN = "LTC/USD"  # two days of bars only: too few labeled rows for a forecaster
 MISSING_COIN = "NOPE/USD"  # no bars at all
-SMALL_ARCH = {"fast_hidden": 8, "slow_hidden": 4, "head_hidden": 8, "slow_stride": 15}
 
 
 @pytest.fixture(scope="module")
@@ -63,32 +62,12 @@ def warehouse(base_warehouse: Path, tmp_path: Path) -> Path:
 
 
 def small_config(warehouse: Path, models: Path, **over: Any) -> NightlyRetrainConfig:
-    """Tiny budgets: a 12-hour horizon, 20 trees, 4 training cycles, a one-point allocator grid."""
-    base: dict[str, Any] = dict(
-        coins=[*COINS, SHORT_COIN, MISSING_COIN],
-        include_spy=True,
-        agent_test_days=5,
-        horizon_minutes=720,
-        forecast_every_minutes=60,
-        refit_every_days=2.0,
-        forecaster_return_windows=[15, 60, 240],
-        forecaster_vol_windows=[60],
-        forecaster={"n_folds": 3, "n_estimators": 20, "min_train_rows": 50},
-        cycles=4,
-        seeds=[1],
-        architecture=SMALL_ARCH,
-        params={"train_every": 2, "batch_sessions": 2, "replay_capacity": 16},
-        allocator={
-            "cost_bps": 0.0,
-            "c_grid": [1.0],
-            "gamma_grid": [0.2],
-            "threshold_grid": [0.5],
-            "cap_grid": [0.5],
-        },
-        warehouse=str(warehouse),
-        models_dir=str(models),
+    """Tiny budgets (tests/integration/nightly_budget.py) over the coins, a short and a missing one, and SPY."""
+    return tiny_nightly(
+        warehouse,
+        models,
+        **{"coins": [*COINS, SHORT_COIN, MISSING_COIN], "include_spy": True, **over},
     )
-    return NightlyRetrainConfig(**{**base, **over})
 
 
 def metrics_of(rows: list[dict[str, Any]], decision: dict[str, Any]) -> dict[str, Any]:
@@ -111,7 +90,7 @@ def test_nightly_retrain_trains_writes_forecasts_registers_and_gates(
     assert result["window"] == {
         "start": "2023-03-22",
         "last_day": "2024-03-21",
-        "test_start": "2024-03-17",
+        "test_start": "2024-03-08",
     }
     # The coin without bars and the coin with too few labeled rows failed; the rest trained.
     failed = {(f["symbol"], f["stage"]) for f in result["failures"]}
@@ -137,6 +116,11 @@ def test_nightly_retrain_trains_writes_forecasts_registers_and_gates(
         verify_artifact(row)  # agents, forecasters and the allocator: sha256 of every folder
         assert row["params"]["data_sources"] == ["synthetic"]  # provenance travels with the model
     agents_by_symbol = {r["symbol"]: r for r in rows if r["kind"] == "dqn"}
+    # Unset fee/slippage: each agent trains at its asset class's schedule (its artifact's
+    # metadata records the costs); the gate re-evaluates it at the same (total_return below).
+    for symbol, asset_class in (("BTC/USD", "crypto"), ("ETH/USD", "crypto"), ("SPY", "etf")):
+        meta = json.loads((Path(agents_by_symbol[symbol]["artifact_path"]) / META).read_text())
+        assert meta["costs"] == asdict(costs_for(asset_class))
     # The coin agents see their forecast and sentiment: both are in the feature spec and hash.
     assert (
         FeatureSpec(symbols=("BTC/USD",), sentiment=True, forecast=True).schema_hash()
@@ -168,7 +152,11 @@ def test_nightly_retrain_trains_writes_forecasts_registers_and_gates(
             in {
                 "dqn": {"baseline:buy_and_hold", "baseline:flat", "baseline:momentum_rule"},
                 "xgb_forecaster": {"baseline:zero_forecast"},
-                "svm_allocator": {"baseline:equal_weight"},
+                "svm_allocator": {
+                    "baseline:equal_weight_agents",
+                    "baseline:buy_and_hold",
+                    "baseline:cash",
+                },
             }[d["kind"]]
         )
         assert d["passed"] == (d["beats_objective"] and d["drawdown_ok"])
@@ -179,7 +167,7 @@ def test_nightly_retrain_trains_writes_forecasts_registers_and_gates(
             metrics = agents_by_symbol[d["symbol"]]["metrics"]
             candidate = json.loads(d["details"])["candidate"]
             assert candidate["total_return"] == pytest.approx(metrics["total_return"])
-            assert d["eval_start"] == datetime(2024, 3, 17, tzinfo=UTC)
+            assert d["eval_start"] == datetime(2024, 3, 8, tzinfo=UTC)
             assert d["eval_end"] == END
             # Changed with the statistical gate (issue 16): five held-out days of SYNTHETIC
             # noise cannot show an edge; the old point rule promoted whichever side luck
@@ -189,6 +177,13 @@ def test_nightly_retrain_trains_writes_forecasts_registers_and_gates(
             assert 0.0 <= d["spa_p"] <= 1.0 and d["n_obs"] > 0
         if d["kind"] == "xgb_forecaster":
             assert d["test"] == "hac_rank_ic" and d["n_obs"] == metrics_of(rows, d)["rank_ic_n"]
+        if d["kind"] == "svm_allocator":
+            # Issue 16: judged by SPA + DSR on its daily traded P&L over the later held-out
+            # days, after the days it was fitted on; recorded as a trial first.
+            assert d["test"] == "spa+dsr" and d["n_trials"] == 1
+            assert 0.0 <= d["spa_p"] <= 1.0 and 0.0 <= d["dsr"] <= 1.0
+            assert d["eval_start"] > datetime(2024, 3, 9, tzinfo=UTC)
+            assert d["n_obs"] == (END - d["eval_start"]).days  # one per judged day
     with connect(warehouse) as con:
         recorded = load_trial_sharpes(con, "BTC/USD", "agent")
     assert recorded.height == 1  # the candidate, recorded as a trial before it was judged
@@ -332,71 +327,6 @@ def test_coin_sentiment_is_the_mean_compound_of_the_mentions_known_so_far() -> N
 
 
 # ---- the gate on planted agents whose held-out results are known in advance ----
-
-PLANTED = "ZZZ/USD"
-PLANTED_SPEC = FeatureSpec(symbols=(PLANTED,))
-DAY = timedelta(days=1)
-
-
-def planted_bars(daily_returns: list[float]) -> pl.DataFrame:
-    """SYNTHETIC minute bars of one coin: each UTC day moves by its given return, smoothly."""
-    steps = []
-    for r in daily_returns:
-        steps += [np.log1p(r) / 1439] * 1439 + [0.0]  # the move happens inside the day
-    close = 100.0 * np.exp(np.concatenate([[0.0], np.cumsum(steps)[:-1]]))
-    ts = pl.datetime_range(START, START + timedelta(minutes=len(close) - 1), "1m", eager=True)
-    return pl.DataFrame(
-        {
-            "symbol": PLANTED,
-            "timeframe": "1Min",
-            "ts": ts,
-            "open": close,
-            "high": close * 1.0005,
-            "low": close * 0.9995,
-            "close": close,
-            "volume": 1.0,
-            "trade_count": 1,
-            "vwap": close,
-            "source": "synthetic:test",
-        }
-    )
-
-
-def planted_agent(con: Any, models: Path, model_id: str, action: int) -> None:
-    """A registered agent that always takes `action` (0 flat, 2 long): every weight 0, one bias 1."""
-    torch.manual_seed(0)
-    n = len(PLANTED_SPEC.names())
-    net = NestedLSTMQNet(n, Architecture(fast_hidden=4, slow_hidden=2, head_hidden=4))
-    with torch.no_grad():
-        for p in net.parameters():
-            p.zero_()
-        net.advantage.bias[action] = 1.0
-    names = PLANTED_SPEC.names()
-    from models.registry import save_agent
-
-    sha = save_agent(
-        models / model_id, net, PLANTED_SPEC, FeatureScaler(names, [0.0] * n, [1.0] * n), {}
-    )
-    write_model(
-        con,
-        {
-            "model_id": model_id,
-            "kind": "dqn",
-            "symbol": PLANTED,
-            "feature_schema_hash": PLANTED_SPEC.schema_hash(),
-            "architecture": net.arch.to_dict(),
-            "params": {
-                "train_range": [str(START), str(START + 3 * DAY)],
-                "data_sources": ["synthetic:test"],
-            },
-            "metrics": {},
-            "artifact_path": str(models / model_id),
-            "artifact_sha256": sha,
-            "stage": "candidate",
-            "created_at": START,
-            "promoted_at": None,
-        },
-    )
 
 
 def judge_planted(

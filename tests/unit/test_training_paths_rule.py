@@ -122,7 +122,14 @@ def test_the_search_cuts_daily_bars_as_train_does(monkeypatch: pytest.MonkeyPatc
     bars = _daily_bars()
     genome = random_genome(np.random.default_rng(0))
     result = search.evaluate_genome(
-        genome, bars, SPEC, TRAIN, TEST, DQNParams(cycles=1), Costs(), [0], None
+        genome,
+        bars,
+        SPEC,
+        [search.SearchFold(0, TRAIN, TEST)],
+        DQNParams(cycles=1),
+        Costs(),
+        [0],
+        None,
     )
     assert result.status == "failed" and "not trained" in (result.error or "")
     _assert_quarter_episodes(seen[-1], bars)
