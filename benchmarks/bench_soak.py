@@ -1,7 +1,7 @@
 """Soak benchmark: a replayed trading week (5 NYSE sessions of SPY minutes) under seeded faults.
 
 Kills, warehouse lock conflicts, 429s (some after the broker accepted) and a silent bar
-stream are injected on a seed (trading.soak); at the end the warehouse must equal the
+stream are injected on a seed (benchmarks.soak); at the end the warehouse must equal the
 simulated broker's record. SYNTHETIC bars and an untrained network that trades often.
 """
 
@@ -11,7 +11,7 @@ import logging
 from pathlib import Path
 
 from benchmarks.harness import Figure, benchmark
-from trading.soak import SoakConfig, run_soak
+from benchmarks.soak import SoakConfig, run_soak
 
 
 @benchmark("soak")

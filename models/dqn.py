@@ -248,8 +248,11 @@ def act_sessions(
         new_pos = np.where(a == FLAT, 0.0, np.where(a == LONG, 1.0, pos)).astype(np.float32)
         held = torch.from_numpy(new_pos).double()
         stepped = step_money(money, torch.from_numpy(pos).double(), held, rets[:, step], costs)
-        exits = torch.from_numpy(active & closes & (step == lengths - 2))
-        stepped = torch.where(exits, exit_money(stepped, held, costs), stepped)
+        exits = active & closes & (step == lengths - 2)
+        if exits.any():  # most steps close no session: skip the exit's arithmetic there
+            stepped = torch.where(
+                torch.from_numpy(exits), exit_money(stepped, held, costs), stepped
+            )
         act = torch.from_numpy(active)
         new_money = torch.where(act, stepped, money)
         rewards[:, step] = np.where(active, np.log((new_money / money).numpy()) * reward_scale, 0.0)

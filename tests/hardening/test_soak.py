@@ -13,8 +13,8 @@ from typing import Any
 
 import pytest
 
-import trading.soak as soak
-from trading.soak import KILL_POINTS, SoakConfig, run_soak
+import benchmarks.soak as soak
+from benchmarks.soak import KILL_POINTS, SoakConfig, run_soak
 
 pytestmark = pytest.mark.slow
 
