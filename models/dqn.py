@@ -37,6 +37,10 @@ from models.env import (
 from models.qnet import Architecture, NestedLSTMQNet
 
 
+REWARDS = ("log_growth", "drawdown", "diff_sharpe")
+ENSEMBLE_RULES = ("mean_q", "vote")
+
+
 @dataclass(frozen=True)
 class DQNParams:
     """Training hyper-parameters."""
@@ -69,17 +73,82 @@ class DQNParams:
     """Rewards are log growth of money times this."""
     grad_clip: float = 10.0
     """Gradient-norm clip."""
+    action_levels: tuple[float, ...] = ()
+    """Target exposures (fractions of the allowed notional) the actions choose between, e.g.
+    (0, 0.25, 0.5, 0.75, 1); negative levels are short. (): the three actions flat / hold / long."""
+    vol_target: float = 0.0
+    """Volatility-targeted sizing: the chosen level is scaled by min(1, vol_target / the traded
+    symbol's recent annualised volatility). 0: off (the level is the exposure)."""
+    reward: str = "log_growth"
+    """Reward per bar: 'log_growth' (log growth of money), 'drawdown' (log growth minus
+    reward_dd_weight times the growth of the session's drawdown) or 'diff_sharpe' (the
+    differential Sharpe ratio of Moody & Saffell, EMA rate dsr_eta)."""
+    reward_dd_weight: float = 1.0
+    """Weight of the drawdown penalty (reward='drawdown' only)."""
+    dsr_eta: float = 0.01
+    """EMA rate of the differential Sharpe ratio (reward='diff_sharpe' only)."""
+    updates_per_block: int = 1
+    """Gradient updates after each block of train_every played cycles."""
+    ensemble_size: int = 1
+    """Members trained per agent (seeds derived from the agent's seed); >1 saves one ensemble."""
+    ensemble_rule: str = "mean_q"
+    """How an ensemble decides: 'mean_q' (argmax of the members' mean Q) or 'vote' (majority)."""
+
+    def __post_init__(self) -> None:
+        levels = self.action_levels
+        if levels and (
+            0.0 not in levels
+            or len(set(levels)) != len(levels)
+            or len(levels) < 2
+            or any(not -1.0 <= x <= 1.0 for x in levels)
+        ):
+            raise ValueError(
+                f"action_levels {levels}: at least two distinct exposures in [-1, 1], 0 among "
+                "them (the end-of-session rule forces flat)"
+            )
+        if self.reward not in REWARDS:
+            raise ValueError(f"reward {self.reward!r} is not one of {REWARDS}")
+        if self.ensemble_rule not in ENSEMBLE_RULES:
+            raise ValueError(f"ensemble_rule {self.ensemble_rule!r} is not one of {ENSEMBLE_RULES}")
+        if self.ensemble_size < 1 or self.updates_per_block < 1 or self.vol_target < 0:
+            raise ValueError("ensemble_size and updates_per_block must be >= 1, vol_target >= 0")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain JSON-able values; the fields added with #17 appear only when not at their default,
+        so the dict (and every fingerprint and run key hashed from it) of an older run is unchanged."""
+        d = asdict(self)
+        d["action_levels"] = list(self.action_levels)
+        for name in _LATER_FIELDS:
+            if d[name] == _DEFAULTS[name]:
+                del d[name]
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> DQNParams:
-        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+        fields = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        if "action_levels" in fields:
+            fields["action_levels"] = tuple(float(x) for x in fields["action_levels"])
+        return cls(**fields)
 
     def epsilon(self, cycle: int) -> float:
         span = max(1.0, self.exploration_fraction * self.cycles)
         return max(self.eps_end, self.eps_start + (self.eps_end - self.eps_start) * cycle / span)
+
+
+_LATER_FIELDS = (
+    "action_levels",
+    "vol_target",
+    "reward",
+    "reward_dd_weight",
+    "dsr_eta",
+    "updates_per_block",
+    "ensemble_size",
+    "ensemble_rule",
+)
+_DEFAULTS: dict[str, Any] = {
+    name: (list(v) if isinstance(v := getattr(DQNParams(), name), tuple) else v)
+    for name in _LATER_FIELDS
+}
 
 
 class ReplayMemory:
