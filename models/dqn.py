@@ -36,7 +36,6 @@ from models.env import (
 )
 from models.qnet import Architecture, NestedLSTMQNet
 
-
 REWARDS = ("log_growth", "drawdown", "diff_sharpe")
 ENSEMBLE_RULES = ("mean_q", "vote")
 
