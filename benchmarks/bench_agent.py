@@ -88,6 +88,7 @@ def bench_agent(scratch: Path) -> list[Figure]:
 
     t = time.perf_counter()
     module, history = train_dqn(data.train, Architecture(), params, costs, seed=1)
+    assert isinstance(module, DQNLightning)  # ensemble_size 1: the timings below need one module
     train_s = time.perf_counter() - t
     # Sessions are sampled uniformly from replay: each collected session is learned from
     # (updates x batch_sessions / cycles) times on average.

@@ -11,11 +11,11 @@ import torch
 
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
 from core.sessions import SessionRule, session_rule
-from models.dqn import DQNLightning
 from models.env import Costs, Sessions, build_sessions
 from models.features import FeatureSpec, compute_features
 from models.train import (
     PreparedData,
+    TrainedDQN,
     episode_frame,
     greedy_positions,
     prepare_data,
@@ -113,7 +113,7 @@ class PlantedMarket:
         forced = None if test.forced_flat is None else test.forced_flat.numpy()
         return dp_positions(self.expected, test.mask.numpy(), self.costs, forced)
 
-    def dp_share(self, module: DQNLightning) -> float:
+    def dp_share(self, module: TrainedDQN) -> float:
         """The agent's held-out excess return over flat as a share of the DP reference's.
 
         The reference is the best position path on the expected returns, which it knows for the

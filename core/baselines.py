@@ -208,14 +208,15 @@ def trade_positions(
 
     A fraction ``w`` holds ``w`` of the equity valued at the decision bar's close: each change
     of ``w`` trades the difference (a buy of the missing value, sized as above; a sell of
-    the excess units), so 0/1 paths trade exactly as described.
+    the excess units), so 0/1 paths trade exactly as described. A negative ``w`` is short
+    (down to -1, a short agent's levels): going flat from it buys back every unit.
     """
     c = np.asarray(close, dtype=np.float64).reshape(-1)
     p = np.asarray(positions, dtype=np.float64).reshape(-1)
     if p.size != c.size or ts.len() != c.size:
         raise ValueError(f"{ts.len()} times, {c.size} closes and {p.size} positions differ")
-    if not (np.isfinite(p) & (p >= 0.0) & (p <= 1.0)).all():
-        raise ValueError("positions must be between 0 (flat) and 1 (all in)")
+    if not (np.isfinite(p) & (p >= -1.0) & (p <= 1.0)).all():
+        raise ValueError("positions must be between -1 (all short) and 1 (all in)")
     fee_rate, slip, sell_rate = fee_bps / 1e4, slippage_bps / 1e4, sell_fee_bps / 1e4
     change = np.diff(np.concatenate(([0.0], p)))
     if opens is None:
@@ -243,14 +244,16 @@ def trade_positions(
         if target == 0.0:
             if units == 0.0:
                 continue
-            side, qty = "sell", units
+            side = "sell" if units > 0 else "buy"
         elif shift == 0.0:
             continue
         else:
             side = "buy" if shift > 0 else "sell"
         price = fill_price(float(reference[t]), side, slip)
-        if side == "sell":
-            qty = units if target == 0.0 else -shift / mark
+        if target == 0.0:
+            qty = abs(units)
+        elif side == "sell":
+            qty = -shift / mark
         elif opens is None:
             qty = shift / (price * (1.0 + fee_rate))
         else:
@@ -259,7 +262,7 @@ def trade_positions(
         fee = fill_fee(qty, price, fee_rate, side=side, sell_fee_rate=sell_rate)
         if side == "buy":
             money -= qty * price + fee
-            units += qty
+            units = 0.0 if target == 0.0 else units + qty
         else:
             money += qty * price - fee
             units = 0.0 if target == 0.0 else units - qty

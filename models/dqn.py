@@ -22,21 +22,19 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, IterableDataset
 
+from models.actions import ActionSet
 from models.env import (
-    FLAT,
-    HOLD,
-    LONG,
     Costs,
     Sessions,
     ends_flat,
     exit_money,
     forced_flat_mask,
-    next_position,
     step_money,
 )
 from models.qnet import Architecture, NestedLSTMQNet
+from models.rewards import DEFAULT_REWARD, REWARD_KINDS, RewardSettings, shape_rewards
 
-REWARDS = ("log_growth", "drawdown", "diff_sharpe")
+REWARDS = REWARD_KINDS
 ENSEMBLE_RULES = ("mean_q", "vote")
 
 
@@ -53,7 +51,8 @@ class DQNParams:
     batch_sessions: int = 32
     """Replayed sessions per gradient update (x ~390 transitions each)."""
     train_every: int = 8
-    """Cycles played between gradient updates; replay ratio = batch_sessions / train_every."""
+    """Cycles played between blocks of gradient updates; replay ratio =
+    batch_sessions * updates_per_block / train_every."""
     target_update_every: int = 10
     """Gradient updates between hard target-network copies (0: soft updates with tau)."""
     tau: float = 0.05
@@ -69,19 +68,17 @@ class DQNParams:
     checkpoint_every: int = 100
     """Cycles between checkpoints (rounded up to a multiple of train_every)."""
     reward_scale: float = 100.0
-    """Rewards are log growth of money times this."""
+    """Every reward (models.rewards; log growth of money by default) is multiplied by this."""
     grad_clip: float = 10.0
     """Gradient-norm clip."""
     action_levels: tuple[float, ...] = ()
     """Target exposures (fractions of the allowed notional) the actions choose between, e.g.
     (0, 0.25, 0.5, 0.75, 1); negative levels are short. (): the three actions flat / hold / long."""
-    vol_target: float = 0.0
-    """Volatility-targeted sizing: the chosen level is scaled by min(1, vol_target / the traded
-    symbol's recent annualised volatility). 0: off (the level is the exposure)."""
     reward: str = "log_growth"
     """Reward per bar: 'log_growth' (log growth of money), 'drawdown' (log growth minus
     reward_dd_weight times the growth of the session's drawdown) or 'diff_sharpe' (the
-    differential Sharpe ratio of Moody & Saffell, EMA rate dsr_eta)."""
+    differential Sharpe ratio of Moody & Saffell, EMA rate dsr_eta, times dsr_eta: the change of
+    the session's EMA Sharpe ratio); models.rewards defines each exactly."""
     reward_dd_weight: float = 1.0
     """Weight of the drawdown penalty (reward='drawdown' only)."""
     dsr_eta: float = 0.01
@@ -107,10 +104,12 @@ class DQNParams:
             )
         if self.reward not in REWARDS:
             raise ValueError(f"reward {self.reward!r} is not one of {REWARDS}")
+        if not 0.0 < self.dsr_eta <= 1.0 or self.reward_dd_weight < 0:
+            raise ValueError("dsr_eta must be in (0, 1] and reward_dd_weight >= 0")
         if self.ensemble_rule not in ENSEMBLE_RULES:
             raise ValueError(f"ensemble_rule {self.ensemble_rule!r} is not one of {ENSEMBLE_RULES}")
-        if self.ensemble_size < 1 or self.updates_per_block < 1 or self.vol_target < 0:
-            raise ValueError("ensemble_size and updates_per_block must be >= 1, vol_target >= 0")
+        if self.ensemble_size < 1 or self.updates_per_block < 1:
+            raise ValueError("ensemble_size and updates_per_block must be >= 1")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-able values; the fields added with #17 appear only when not at their default,
@@ -136,7 +135,6 @@ class DQNParams:
 
 _LATER_FIELDS = (
     "action_levels",
-    "vol_target",
     "reward",
     "reward_dd_weight",
     "dsr_eta",
@@ -207,7 +205,8 @@ class DQNLightning(pl.LightningModule):
         super().__init__()
         self.arch = arch
         self.params = params
-        self.online = NestedLSTMQNet(n_features, arch)
+        self.actions = ActionSet.from_levels(params.action_levels)
+        self.online = NestedLSTMQNet(n_features, arch, actions=self.actions)
         self.target = copy.deepcopy(self.online)
         self.target.requires_grad_(False)
         self.updates = 0
@@ -217,10 +216,14 @@ class DQNLightning(pl.LightningModule):
     def td_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         x, mask = batch["features"], batch["mask"]
         actions, pos, rewards = batch["actions"].long(), batch["positions"], batch["rewards"]
-        pos_next = next_position(pos, actions)
+        aset = self.actions
+        # The net reads positions as grid indices (the legacy grid's are the positions).
+        pos_next = aset.index(aset.next_position(pos, actions))
         enc = self.online.encode(x)
         q_taken = (
-            self.online.q(enc[:, :-1], pos[:, :-1]).gather(-1, actions[:, :-1, None]).squeeze(-1)
+            self.online.q(enc[:, :-1], aset.index(pos[:, :-1]))
+            .gather(-1, actions[:, :-1, None])
+            .squeeze(-1)
         )
         with torch.no_grad():
             enc_target = self.target.encode(x)
@@ -229,7 +232,7 @@ class DQNLightning(pl.LightningModule):
             forced = batch.get("forced")
             if forced is not None:
                 # Where the end-of-session rule forces flat, flat is the only action taken there.
-                best = torch.where(forced[:, 1:, None], FLAT, best)
+                best = torch.where(forced[:, 1:, None], aset.flat, best)
             q_next = self.target.q(enc_target[:, 1:], pos_next[:, :-1]).gather(-1, best).squeeze(-1)
             # A session close is a time limit: bootstrap from the final bar, never treat it as terminal.
             target = rewards[:, :-1] + self.params.gamma * q_next
@@ -269,11 +272,11 @@ class DQNLightning(pl.LightningModule):
 
 
 def greedy_q_paths(net: NestedLSTMQNet, features: torch.Tensor) -> np.ndarray:
-    """Q-values for both positions at every bar: [B, T, 2 positions, A]."""
+    """Q-values for every grid position at every bar: [B, T, P positions, A] (net.actions.grid)."""
     with torch.no_grad():
         enc = net.encode(features)
         zeros = torch.zeros(enc.shape[:2])
-        q = torch.stack([net.q(enc, zeros), net.q(enc, zeros + 1)], dim=2)
+        q = torch.stack([net.q(enc, zeros + p) for p in range(net.n_positions)], dim=2)
     return q.numpy()
 
 
@@ -283,37 +286,40 @@ def act_sessions(
     costs: Costs,
     epsilon: float,
     rng: np.random.Generator,
-    reward_scale: float = 100.0,
+    reward: RewardSettings = DEFAULT_REWARD,
 ) -> dict[str, np.ndarray]:
     """Play sessions epsilon-greedily; the policy only changes position, so Q comes from one pass.
 
     Where the end-of-session rule forces flat (Sessions.forced_flat) the action taken is flat,
     and a session whose last bar is forced flat pays the exit in its last reward: training pays
-    the forced end-of-session exit the backtest and live pay.
+    the forced end-of-session exit the backtest and live pay. The actions are the net's
+    (net.actions, models.actions.ActionSet); positions are the grid levels held.
     """
+    aset = net.actions
     q = greedy_q_paths(net, sessions.features)
     forced = forced_flat_mask(sessions)
     closes = ends_flat(sessions.mask, sessions.forced_flat).numpy()
     b, t = sessions.returns.shape
     lengths = sessions.lengths.numpy()
-    actions = np.full((b, t), HOLD, dtype=np.int8)
+    actions = np.zeros((b, t), dtype=np.int8)
+    actions[:] = aset.hold_actions(np.zeros(b))[:, None]
     positions = np.zeros((b, t), dtype=np.float32)
-    rewards = np.zeros((b, t), dtype=np.float32)
+    growth = np.zeros((b, t))  # log growth of money per bar; shaped into rewards after the loop
     money = torch.ones(b, dtype=torch.float64)
     max_money = money.clone()
     pos = np.zeros(b, dtype=np.float32)
     explore = rng.random((b, t)) < epsilon
-    random_actions = rng.integers(0, 3, size=(b, t))
+    random_actions = rng.integers(0, aset.n_actions, size=(b, t))
     rets = sessions.returns.to(torch.float64)
     rows = np.arange(b)
     for step in range(t - 1):
         active = step < lengths - 1
         if not active.any():
             break
-        greedy = q[rows, step, pos.astype(np.int64)].argmax(axis=1)
+        greedy = q[rows, step, aset.index_np(pos)].argmax(axis=1)
         a = np.where(explore[:, step], random_actions[:, step], greedy)
-        a = np.where(forced[:, step], FLAT, a)
-        new_pos = np.where(a == FLAT, 0.0, np.where(a == LONG, 1.0, pos)).astype(np.float32)
+        a = np.where(forced[:, step], aset.flat, a)
+        new_pos = aset.next_position_np(pos, a)
         held = torch.from_numpy(new_pos).double()
         stepped = step_money(money, torch.from_numpy(pos).double(), held, rets[:, step], costs)
         exits = active & closes & (step == lengths - 2)
@@ -323,8 +329,8 @@ def act_sessions(
             )
         act = torch.from_numpy(active)
         new_money = torch.where(act, stepped, money)
-        rewards[:, step] = np.where(active, np.log((new_money / money).numpy()) * reward_scale, 0.0)
-        actions[:, step] = np.where(active, a, HOLD)
+        growth[:, step] = np.where(active, np.log((new_money / money).numpy()), 0.0)
+        actions[:, step] = np.where(active, a, aset.hold_actions(pos))
         positions[:, step] = pos
         pos = np.where(active, new_pos, pos)
         money = new_money
@@ -332,7 +338,8 @@ def act_sessions(
     return {
         "actions": actions,
         "positions": positions,
-        "rewards": rewards,
+        # `reward` (DQNParams) picks and scales the reward; bars past a session's end earn 0.
+        "rewards": shape_rewards(reward, growth, np.arange(t)[None, :] < lengths[:, None] - 1),
         "final_money": money.numpy(),
         "max_money": max_money.numpy(),
         "steps": np.maximum(lengths - 1, 0),
@@ -352,7 +359,8 @@ class TrainState:
 
 
 class ExperienceStream(IterableDataset[dict[str, torch.Tensor]]):
-    """Plays train_every cycles with the current weights, then yields one replay batch to learn from."""
+    """Plays train_every cycles with the current weights, then yields updates_per_block replay
+    batches to learn from, each drawn on its own."""
 
     def __init__(
         self,
@@ -392,7 +400,7 @@ class ExperienceStream(IterableDataset[dict[str, torch.Tensor]]):
                 self.costs,
                 eps,
                 rng,
-                p.reward_scale,
+                p,
             )
             for j, sess in enumerate(chosen):
                 self.memory.add(
@@ -409,18 +417,24 @@ class ExperienceStream(IterableDataset[dict[str, torch.Tensor]]):
                         loss=self.module.last_loss,
                     )
                 )
-            idx = self.memory.sample(rng, p.batch_sessions)
-            sess_idx = torch.as_tensor(self.memory.session[idx])
-            batch = {
-                "features": self.sessions.features[sess_idx],
-                "mask": self.sessions.mask[sess_idx],
-                "actions": torch.as_tensor(self.memory.actions[idx]),
-                "positions": torch.as_tensor(self.memory.positions[idx]),
-                "rewards": torch.as_tensor(self.memory.rewards[idx]),
-            }
-            if self.sessions.forced_flat is not None:
-                batch["forced"] = self.sessions.forced_flat[sess_idx]
-            yield batch
+            # Each update draws its own batch from the block's RNG, after the play: the draws
+            # depend on (seed, cycle) and the memory only, so a resumed run draws the same.
+            for _ in range(p.updates_per_block):
+                yield self._replay_batch(rng)
+
+    def _replay_batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+        idx = self.memory.sample(rng, self.module.params.batch_sessions)
+        sess_idx = torch.as_tensor(self.memory.session[idx])
+        batch = {
+            "features": self.sessions.features[sess_idx],
+            "mask": self.sessions.mask[sess_idx],
+            "actions": torch.as_tensor(self.memory.actions[idx]),
+            "positions": torch.as_tensor(self.memory.positions[idx]),
+            "rewards": torch.as_tensor(self.memory.rewards[idx]),
+        }
+        if self.sessions.forced_flat is not None:
+            batch["forced"] = self.sessions.forced_flat[sess_idx]
+        return batch
 
 
 class ExperienceDataModule(pl.LightningDataModule):
@@ -440,7 +454,9 @@ class ExperienceDataModule(pl.LightningDataModule):
 
 
 def n_updates(params: DQNParams, start_cycle: int) -> int:
-    return math.ceil(max(0, params.cycles - start_cycle) / max(1, params.train_every))
+    """Gradient updates left from start_cycle: updates_per_block after each block of train_every cycles."""
+    blocks = math.ceil(max(0, params.cycles - start_cycle) / max(1, params.train_every))
+    return blocks * params.updates_per_block
 
 
 # ---- checkpoints: safetensors (weights, optimizer tensors), npz (replay), JSON (the rest) ----

@@ -16,8 +16,15 @@ import torch
 from core.costs import CostModel
 from core.sessions import SessionRule, trading_day, with_forced_flat
 
-FLAT, HOLD, LONG = 0, 1, 2
-ACTIONS = ("flat", "hold", "long")
+# Re-exported: the legacy action indices, imported from here before models.actions existed.
+from models.actions import FLAT as FLAT
+from models.actions import HOLD as HOLD
+from models.actions import LEGACY, LEGACY_NAMES, ActionSet
+from models.actions import LONG as LONG
+from models.rewards import DEFAULT_REWARD, RewardSettings, RewardShaper
+
+ACTIONS = LEGACY_NAMES
+"""The legacy action names (models.actions.ActionSet names them for any set)."""
 
 
 @dataclass(frozen=True)
@@ -125,8 +132,8 @@ a regulatory fee on sells, in basis points of the traded value."""
 
 
 def next_position(position: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-    """flat -> 0, hold -> unchanged, long -> 1."""
-    return torch.where(action == FLAT, 0.0, torch.where(action == LONG, 1.0, position))
+    """The legacy actions: flat -> 0, hold -> unchanged, long -> 1 (ActionSet.next_position)."""
+    return LEGACY.next_position(position, action)
 
 
 def step_money(
@@ -150,30 +157,35 @@ def step_money(
 class VecMarketEnv:
     """Step-by-step interface over N sessions (used by tests, evaluation and live-like loops).
 
-    obs = (features of the current bar [N, F], position [N]); reward = log growth of money
-    times `reward_scale`; truncated is True on each session's last decision. Where the
+    obs = (features of the current bar [N, F], position [N]); reward = `reward`'s
+    (models.rewards; default log growth of money times 100); truncated is True on each session's last decision. Where the
     end-of-session rule forces flat (Sessions.forced_flat) the position goes flat whatever the
     action, paying the exit; a session whose last bar is forced flat also closes the position
-    held into it at the last decision (the engine's flatten before the close).
+    held into it at the last decision (the engine's flatten before the close). `actions`
+    (models.actions.ActionSet) say what each action index does; default the legacy three.
     """
-
-    n_actions = 3
 
     def __init__(
         self,
         sessions: Sessions,
         costs: Costs | None = None,
         initial_money: float = 10_000.0,
-        reward_scale: float = 100.0,
+        reward: RewardSettings = DEFAULT_REWARD,
+        actions: ActionSet = LEGACY,
     ) -> None:
+        self.actions = actions
+        self.n_actions = actions.n_actions
         self.sessions = sessions
         self.costs = costs or Costs()
         self.initial_money = initial_money
-        self.reward_scale = reward_scale
         self.n = len(sessions)
+        # Per-session reward state (drawdown, Sharpe EMAs); reset() starts it afresh.
+        self._shaper = RewardShaper(reward, self.n)
         self.t = 0
         self.position = torch.zeros(self.n)
-        self.money = torch.full((self.n,), initial_money)
+        # float64 money, as batch play (models.dqn.act_sessions) keeps it: the same path earns
+        # the same rewards there and here (float32 noise would move the Sharpe-ratio reward).
+        self.money = torch.full((self.n,), initial_money, dtype=torch.float64)
         self.max_money = self.money.clone()
         self.done = torch.zeros(self.n, dtype=torch.bool)
         self._forced = torch.from_numpy(forced_flat_mask(sessions))
@@ -186,9 +198,10 @@ class VecMarketEnv:
     def reset(self) -> tuple[torch.Tensor, torch.Tensor]:
         self.t = 0
         self.position = torch.zeros(self.n)
-        self.money = torch.full((self.n,), self.initial_money)
+        self.money = torch.full((self.n,), self.initial_money, dtype=torch.float64)
         self.max_money = self.money.clone()
         self.done = self.sessions.lengths < 2
+        self._shaper.reset()
         return self.sessions.features[:, 0], self.position.clone()
 
     def step(
@@ -203,19 +216,24 @@ class VecMarketEnv:
                 f"actions must be a length-{self.n} tensor of values in 0..{self.n_actions - 1}"
             )
         active = ~self.done
-        new_pos = torch.where(active, next_position(self.position, action), self.position)
+        new_pos = torch.where(
+            active, self.actions.next_position(self.position, action), self.position
+        )
         # The end-of-session rule overrides the action: flat, paying the exit.
         new_pos = torch.where(active & self._forced[:, self.t], 0.0, new_pos)
         ret = torch.where(active, self.sessions.returns[:, self.t], torch.zeros(self.n))
-        money = step_money(self.money, self.position, new_pos, ret, self.costs)
+        money = step_money(
+            self.money, self.position.double(), new_pos.double(), ret.double(), self.costs
+        )
         last_decision = self.sessions.lengths - 2
         truncated = active & (self.t >= last_decision)
         # A session whose last bar is forced flat closes the held position at that bar's close.
         money = torch.where(
-            truncated & self._ends_flat, exit_money(money, new_pos, self.costs), money
+            truncated & self._ends_flat, exit_money(money, new_pos.double(), self.costs), money
         )
         money = torch.where(active, money, self.money)
-        reward = torch.log(money / self.money) * self.reward_scale
+        growth = torch.log(money / self.money).numpy()
+        reward = torch.from_numpy(self._shaper.step(growth, active.numpy())).float()
         self.money, self.position = money, new_pos
         self.max_money = torch.maximum(self.max_money, money)
         self.t += 1

@@ -45,6 +45,8 @@ def compute_q_advantage(
 ) -> pl.DataFrame:
     """ts, q_adv for every bar of the policy's traded symbol: Q(long) - Q(flat) from a flat position.
 
+    With target-exposure actions (models.actions.ActionSet levels) "long" is the largest level.
+
     The features are the policy's own (its spec, its scaler); sessions are encoded whole,
     which equals bar-by-bar encoding (the network is causal). Sessions of a single bar
     (nothing to decide) are left out.
@@ -53,13 +55,16 @@ def compute_q_advantage(
     frame = compute_features(bars, spec, sentiment, forecasts).sort("ts")
     x = policy.scaler.transform(frame.select(spec.names()).to_numpy())
     sessions = build_sessions(frame, x)
+    aset = policy.net.actions
+    long_action = 2 if aset.legacy else aset.levels.index(max(aset.levels))
+    flat_index = float(aset.index_of(0.0))
     advantages: list[np.ndarray] = []
     with torch.no_grad():
         for i in range(0, len(sessions), chunk_sessions):
             feats = sessions.features[i : i + chunk_sessions]
             enc = policy.net.encode(feats)
-            q = policy.net.q(enc, torch.zeros(enc.shape[:2]))
-            advantages.append((q[..., 2] - q[..., 0]).numpy())
+            q = policy.net.q(enc, torch.full(enc.shape[:2], flat_index))
+            advantages.append((q[..., long_action] - q[..., aset.flat]).numpy())
     if not advantages:
         return pl.DataFrame(schema={"ts": pl.Datetime("us", "UTC"), "q_adv": pl.Float64})
     adv = np.concatenate(advantages)

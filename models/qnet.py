@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-N_POSITIONS = 2  # flat (0) or long (1)
+from models.actions import LEGACY, ActionSet
 
 
 @dataclass(frozen=True)
@@ -54,16 +54,28 @@ class RecurrentState:
 
 
 class NestedLSTMQNet(nn.Module):
-    def __init__(self, n_features: int, arch: Architecture, n_actions: int = 3) -> None:
+    def __init__(
+        self,
+        n_features: int,
+        arch: Architecture,
+        n_actions: int | None = None,
+        actions: ActionSet = LEGACY,
+    ) -> None:
+        """`actions` (models.actions.ActionSet) fix the head's width and the position grid;
+        `n_actions`, when given, must agree with them (older callers pass it)."""
         super().__init__()
+        if n_actions is not None and n_actions != actions.n_actions:
+            raise ValueError(f"n_actions {n_actions} but the action set has {actions.n_actions}")
         self.arch = arch
         self.n_features = n_features
-        self.n_actions = n_actions
+        self.actions = actions
+        self.n_actions = actions.n_actions
+        self.n_positions = actions.n_positions
         self.fast = nn.LSTM(n_features, arch.fast_hidden, arch.fast_layers, batch_first=True)
         self.slow = nn.LSTM(arch.fast_hidden, arch.slow_hidden, arch.slow_layers, batch_first=True)
-        width = arch.fast_hidden + arch.slow_hidden + N_POSITIONS
+        width = arch.fast_hidden + arch.slow_hidden + self.n_positions
         self.body = nn.Sequential(nn.Linear(width, arch.head_hidden), nn.ReLU())
-        self.advantage = nn.Linear(arch.head_hidden, n_actions)
+        self.advantage = nn.Linear(arch.head_hidden, self.n_actions)
         self.value = nn.Linear(arch.head_hidden, 1) if arch.dueling else None
 
     @property
@@ -87,8 +99,10 @@ class NestedLSTMQNet(nn.Module):
         return torch.cat([fast_out, slow_seq[:, idx]], dim=2)
 
     def q(self, encoding: torch.Tensor, position: torch.Tensor) -> torch.Tensor:
-        """Q-values [..., A] from encodings [..., H] and positions [...] (0 or 1)."""
-        onehot = nn.functional.one_hot(position.long().clamp(0, 1), N_POSITIONS).to(encoding.dtype)
+        """Q-values [..., A] from encodings [..., H] and grid indices of positions [...]
+        (ActionSet.index; the legacy grid's indices are the positions 0 and 1 themselves)."""
+        p = self.n_positions
+        onehot = nn.functional.one_hot(position.long().clamp(0, p - 1), p).to(encoding.dtype)
         z = self.body(torch.cat([encoding, onehot], dim=-1))
         adv = self.advantage(z)
         if self.value is None:

@@ -12,6 +12,9 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from models.actions import ActionSet
+from models.ensemble import EnsembleQNet
+
 # Re-exported: callers catch the registry's load error as models.registry.ModelLoadError.
 from models.errors import ModelLoadError as ModelLoadError
 from models.features import FeatureScaler, FeatureSpec
@@ -43,9 +46,20 @@ def save_agent(
     scaler: FeatureScaler,
     extra: dict[str, Any],
 ) -> str:
-    """Write weights and metadata; returns the artifact's sha256."""
+    """Write weights and metadata; returns the artifact's sha256.
+
+    An ensemble (models.ensemble.EnsembleQNet) is one artifact like a single network: one
+    weights file whose keys are member-prefixed ('members.<k>.'), the member architecture, and
+    ensemble_size / ensemble_rule in the metadata. A single network's metadata has no ensemble
+    keys, exactly as before ensembles existed.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in net.state_dict().items()}, directory / WEIGHTS)
+    ensemble: dict[str, Any] = (
+        {"ensemble_size": net.size, "ensemble_rule": net.rule}
+        if isinstance(net, EnsembleQNet)
+        else {}
+    )
     meta = {
         "feature_spec": spec.to_dict(),
         "feature_schema_hash": spec.schema_hash(),
@@ -53,7 +67,11 @@ def save_agent(
         "architecture": net.arch.to_dict(),
         "n_features": net.n_features,
         "n_actions": net.n_actions,
+        # The action levels (models.actions.ActionSet.to_meta): none for the legacy three.
+        **net.actions.to_meta(),
         **extra,
+        # After extra: the saved network, not a caller's note, says what the weights are.
+        **ensemble,
     }
     (directory / META).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
     return artifact_sha256(directory)
@@ -71,9 +89,11 @@ class AgentPolicy:
     def predict(
         self, obs: tuple[np.ndarray, float], state: RecurrentState | None, episode_start: bool
     ) -> tuple[int, np.ndarray, RecurrentState]:
-        """obs = (raw feature row in spec.names() order, current position 0/1).
+        """obs = (raw feature row in spec.names() order, current position: a level of the
+        net's action set, 0/1 for the legacy one).
 
-        Returns (action 0=flat 1=hold 2=long, Q-values, state to pass with the next bar).
+        Returns (action index into net.actions: 0=flat 1=hold 2=long for the legacy set,
+        else the index of the target level; Q-values; state to pass with the next bar).
         episode_start resets the recurrent state (a new session).
         """
         features, position = obs
@@ -84,7 +104,8 @@ class AgentPolicy:
             raise ValueError("feature row contains NaN or infinite values")
         with torch.no_grad():
             enc, state = self.net.encode_step(x, state)
-            q = self.net.q(enc, torch.tensor([position]))[0].numpy()
+            index = self.net.actions.index(torch.tensor([float(position)]))
+            q = self.net.q(enc, index)[0].numpy()
         return int(q.argmax()), q, state
 
 
@@ -111,11 +132,7 @@ def load_agent(
             f"computes {running_spec.schema_hash()}; retrain it (train-agent) or run the matching version"
         )
     try:
-        net = NestedLSTMQNet(
-            int(meta["n_features"]),
-            Architecture.from_dict(meta["architecture"]),
-            int(meta["n_actions"]),
-        )
+        net = _network(meta)
         # safetensors: tensors only, never code (a pickle here fails to parse).
         net.load_state_dict(load_file(directory / WEIGHTS))
         scaler = FeatureScaler.from_dict(meta["scaler"])
@@ -128,6 +145,25 @@ def load_agent(
         ) from None
     net.eval()
     return AgentPolicy(net, spec, scaler, meta)
+
+
+def _network(meta: dict[str, Any]) -> NestedLSTMQNet:
+    """The untrained network an artifact's metadata describes: a single net, or an ensemble of
+    ensemble_size members (metadata without ensemble_size: a single net, as saved before)."""
+
+    def member() -> NestedLSTMQNet:
+        return NestedLSTMQNet(
+            int(meta["n_features"]),
+            Architecture.from_dict(meta["architecture"]),
+            int(meta["n_actions"]),
+            # Artifacts from before #17 carry no levels: the legacy flat / hold / long.
+            actions=ActionSet.from_meta(meta),
+        )
+
+    size = int(meta.get("ensemble_size", 1))
+    if size == 1:
+        return member()
+    return EnsembleQNet([member() for _ in range(size)], str(meta["ensemble_rule"]))
 
 
 def load_registered_agent(

@@ -7,7 +7,7 @@ import threading
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -45,10 +45,8 @@ from models.dqn import (
     n_updates,
     save_checkpoint,
 )
+from models.ensemble import EnsembleQNet, member_seed
 from models.env import (
-    FLAT,
-    HOLD,
-    LONG,
     Costs,
     Sessions,
     assign_episodes,
@@ -67,6 +65,28 @@ class PreparedData:
     test: Sessions
     test_bars: pl.DataFrame | None = None
     """The held-out bars (ts, session, step, open, close) the test sessions were built from."""
+
+
+@dataclass
+class EnsembleDQN:
+    """What train_dqn returns when params.ensemble_size > 1: the trained members, and their
+    online and target networks each as one EnsembleQNet (the rule is params.ensemble_rule)."""
+
+    members: list[DQNLightning]
+    online: EnsembleQNet
+    target: EnsembleQNet
+
+    @classmethod
+    def of(cls, members: list[DQNLightning], rule: str) -> EnsembleDQN:
+        return cls(
+            members,
+            EnsembleQNet([m.online for m in members], rule),
+            EnsembleQNet([m.target for m in members], rule),
+        )
+
+
+TrainedDQN = DQNLightning | EnsembleDQN
+"""A trained agent: one network's Lightning module, or an ensemble of them; `.online` is the policy."""
 
 
 def split_frame(frame: pl.DataFrame, start: datetime, end: datetime) -> pl.DataFrame:
@@ -153,13 +173,19 @@ def train_dqn(
     on_cycle: Callable[[CycleStats], None] | None = None,
     stop_after_cycles: int | None = None,
     budget_s: float | None = None,
-) -> tuple[DQNLightning, list[CycleStats]]:
+) -> tuple[TrainedDQN, list[CycleStats]]:
     """Train from scratch, or resume from checkpoint_dir; the same seed gives the same weights either way.
 
     stop_after_cycles ends the run early at a checkpoint boundary (used to simulate a kill).
     budget_s ends it after that many seconds, at the next block of cycles; what was learned
     so far is checkpointed and returned (a later run with resume continues from there).
+    params.ensemble_size > 1 trains an ensemble (see train_ensemble) and returns an EnsembleDQN.
     """
+    if params.ensemble_size > 1:
+        return train_ensemble(
+            sessions, arch, params, costs, seed, checkpoint_dir, resume, on_cycle,
+            stop_after_cycles, budget_s,
+        )  # fmt: skip
     _quiet_lightning()
     # Initial weights come from torch's process-wide generator: seeding and drawing under one
     # lock gives a seed the same weights when several agents train in threads of one process.
@@ -221,6 +247,78 @@ class _Stop(Exception):
     """Raised inside the data stream to end a run at a checkpoint (simulated kill)."""
 
 
+def train_ensemble(
+    sessions: Sessions,
+    arch: Architecture,
+    params: DQNParams,
+    costs: Costs,
+    seed: int,
+    checkpoint_dir: Path | None = None,
+    resume: bool = False,
+    on_cycle: Callable[[CycleStats], None] | None = None,
+    stop_after_cycles: int | None = None,
+    budget_s: float | None = None,
+) -> tuple[EnsembleDQN, list[CycleStats]]:
+    """Train params.ensemble_size members one after another on the same sessions, as one agent.
+
+    Member k is train_dqn with seed models.ensemble.member_seed(seed, k) (member 0: the agent's
+    own seed) and params with ensemble_size 1. Its checkpoints live in checkpoint_dir/member-<k>,
+    so resume continues each member from its own (a finished member reloads, an unstarted one
+    starts). budget_s is shared: member k gets an equal share of what is left,
+    (budget_s - elapsed) / (K - k), so time an early member leaves unused goes to the later
+    ones. stop_after_cycles stops every member at its first checkpoint at or after that cycle.
+    on_cycle sees each member's cycles in turn. The history has one row per cycle every member
+    completed (fewer than params.cycles when a budget cut any member short): the members'
+    mean final and max money, steps and loss, their summed seconds.
+    """
+    size = params.ensemble_size
+    single = replace(params, ensemble_size=1)
+    started = time.perf_counter()
+    members: list[DQNLightning] = []
+    histories: list[list[CycleStats]] = []
+    for k in range(size):
+        share = (
+            None
+            if budget_s is None
+            else max(0.0, budget_s - (time.perf_counter() - started)) / (size - k)
+        )
+        module, history = train_dqn(
+            sessions,
+            arch,
+            single,
+            costs,
+            member_seed(seed, k),
+            checkpoint_dir / f"member-{k}" if checkpoint_dir is not None else None,
+            resume,
+            on_cycle,
+            stop_after_cycles,
+            share,
+        )
+        assert isinstance(module, DQNLightning)  # ensemble_size 1: one network
+        members.append(module)
+        histories.append(history)
+    return EnsembleDQN.of(members, params.ensemble_rule), _merge_histories(histories)
+
+
+def _merge_histories(histories: list[list[CycleStats]]) -> list[CycleStats]:
+    out: list[CycleStats] = []
+    for i in range(min(len(h) for h in histories)):
+        row = [h[i] for h in histories]
+        losses = [s.loss for s in row if s.loss is not None]
+        out.append(
+            CycleStats(
+                cycle=row[0].cycle,
+                final_money=float(np.mean([s.final_money for s in row])),
+                max_money=float(np.mean([s.max_money for s in row])),
+                epsilon=row[0].epsilon,
+                steps=round(float(np.mean([s.steps for s in row]))),
+                loss=float(np.mean(losses)) if losses else None,
+                seconds=float(sum(s.seconds for s in row)),
+            )
+        )
+    return out
+
+
 def held_out_sessions(
     bars: pl.DataFrame,
     spec: FeatureSpec,
@@ -265,7 +363,7 @@ def held_out_data(
     return sessions, test_bars
 
 
-def greedy_positions(module: DQNLightning, sessions: Sessions, costs: Costs) -> np.ndarray:
+def greedy_positions(module: TrainedDQN, sessions: Sessions, costs: Costs) -> np.ndarray:
     """Greedy positions of each session played on its own from flat (as in training)."""
     return _session_positions(module.online, sessions, costs)
 
@@ -278,8 +376,11 @@ def greedy_net_positions(net: NestedLSTMQNet, sessions: Sessions, costs: Costs) 
     every bar, an episode's last included; the position carried from one episode into the
     next (the recurrent state restarts, the position does not); flat where the end-of-session
     rule forces it (Sessions.forced_flat). Episodes are in time order (build_sessions sorts
-    their keys). `costs` do not change a greedy decision.
+    their keys). `costs` do not change a greedy decision. Positions are levels of the net's
+    action set (net.actions): 0/1 for the legacy flat / hold / long.
     """
+    aset = net.actions
+    grid = np.asarray(aset.grid, dtype=np.float32)
     q = greedy_q_paths(net, sessions.features)
     b, t = sessions.mask.shape
     lengths = sessions.lengths.numpy()
@@ -289,22 +390,28 @@ def greedy_net_positions(net: NestedLSTMQNet, sessions: Sessions, costs: Costs) 
         else sessions.forced_flat.numpy().astype(bool)
     )
     rows = np.arange(b)
-    # Every episode played from both starting positions at once; then stitched in order.
-    held = np.zeros((2, b, t), dtype=np.float32)
-    for start in (0, 1):
+    # Every episode played from every starting grid position at once; then stitched in order.
+    # `pos` is the grid index of the position held.
+    held = np.zeros((aset.n_positions, b, t), dtype=np.int64)
+    flat = aset.index_of(0.0)
+    for start in range(aset.n_positions):
         pos = np.full(b, start, dtype=np.int64)
         for step in range(t):
             qs = q[rows, step, pos]
             finite = np.isfinite(qs).all(axis=1)
-            a = np.where(finite, np.nan_to_num(qs, nan=-np.inf).argmax(axis=1), HOLD)
-            new = np.where(a == FLAT, 0, np.where(a == LONG, 1, pos))
-            new = np.where(forced[:, step], 0, new)
+            a = np.where(
+                finite,
+                np.nan_to_num(qs, nan=-np.inf).argmax(axis=1),
+                aset.hold_actions(grid[pos]),
+            )
+            new = aset.index_np(aset.next_position_np(grid[pos], a))
+            new = np.where(forced[:, step], flat, new)
             pos = np.where(step < lengths, new, pos)
             held[start, :, step] = pos
     out = np.zeros((b, t), dtype=np.float32)
-    start = 0
+    start = flat
     for i in range(b):
-        out[i] = held[start, i]
+        out[i] = grid[held[start, i]]
         if lengths[i] > 0:
             start = int(held[start, i, int(lengths[i]) - 1])
     return out
@@ -315,9 +422,7 @@ def _session_positions(net: NestedLSTMQNet, sessions: Sessions, costs: Costs) ->
     played = act_sessions(net, sessions, costs, 0.0, np.random.default_rng(0))
     pos = played["positions"].copy()
     # positions[t] is the position before action t; the held position after it is next_position.
-    a = played["actions"]
-    held = np.where(a == 0, 0.0, np.where(a == 2, 1.0, pos))
-    return held.astype(np.float32)
+    return net.actions.next_position_np(pos, played["actions"])
 
 
 def session_log_returns(sessions: Sessions, positions: np.ndarray, costs: Costs) -> np.ndarray:
@@ -368,7 +473,7 @@ def _chained_bars(sessions: Sessions) -> pl.DataFrame:
 
 
 def evaluate(
-    module: DQNLightning,
+    module: TrainedDQN,
     sessions: Sessions,
     costs: Costs,
     bars: pl.DataFrame | None = None,

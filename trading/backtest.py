@@ -47,7 +47,8 @@ class BacktestResult:
 
 
 def session_q_paths(policy: AgentPolicy, frame: pl.DataFrame) -> dict[str, np.ndarray]:
-    """Q-values [T, 2, A] of every session in a feature frame, each session in one batched pass."""
+    """Q-values [T, P, A] of every session in a feature frame (P: the positions of the policy's
+    action set, policy.net.actions.grid), each session in one batched pass."""
     names = policy.spec.names()
     x = policy.scaler.transform(frame.select(names).to_numpy().astype(np.float64))
     sessions = build_sessions(frame, x, min_len=1)
@@ -172,7 +173,7 @@ def run_backtest(
             flatten_before_close_min=rule.flatten_min if rule.flattens else 0.0,
             store_inputs=False,
         ),
-        PrecomputedQ(q_paths),
+        PrecomputedQ(q_paths, policy.net.actions),
         sim,
         RiskEngine(limits or RiskLimits()),
         OrderManager(sim),
@@ -187,6 +188,10 @@ def run_backtest(
     # exactly as engine.record_equity would have each minute (marked at the bar's close).
     qty_after: list[float] = []
     cash_after: list[float] = []
+    # The grid level the book holds after each decision (engine.grid_index): the level-action
+    # agent's position as training's evaluation states it (legacy: 0/1 from the sign below).
+    level_after: list[float] = []
+    levels = not engine.actions.legacy
     book = engine.book
     session_close: datetime | None = None
     for i in range(n):
@@ -219,6 +224,10 @@ def run_backtest(
         )
         qty_after.append(book.qty.get(symbol, 0.0))
         cash_after.append(book.cash)
+        if levels:
+            level_after.append(
+                engine.actions.grid[engine.grid_index(qty_after[-1], book.equity(), close)]
+            )
         if progress is not None and i % 5000 == 0:
             progress(i, n)
     if progress is not None:
@@ -279,7 +288,9 @@ def run_backtest(
                 "ts": ts_col,
                 "symbol": [symbol] * n,
                 "action": actions,
-                "position": (positions > 0).astype(np.int8),
+                "position": np.asarray(level_after, dtype=np.float64)
+                if levels
+                else (positions > 0).astype(np.int8),
             }
         ),
         prices=pl.DataFrame({"ts": ts_col, "symbol": [symbol] * n, "close": closes}),

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from adapters.protocols import Broker, Fill, Order, Side
-from models.env import ACTIONS, FLAT, LONG
+from adapters.sim_broker import SimulatedBroker
+from models.actions import LEGACY, ActionSet
 from models.qnet import RecurrentState
 from models.registry import AgentPolicy
 from trading.ledger import Ledger
@@ -43,10 +44,13 @@ RATE_LIMITED = "rate_limited"
 
 
 class QSource(Protocol):
+    actions: ActionSet
+    """What the Q-values' actions do and the grid of positions their rows are for."""
+
     def begin_session(self, key: str) -> None: ...
 
     def q(self, row: np.ndarray, step: int) -> np.ndarray:
-        """Q-values [2 positions (flat, long), actions] at this bar of the session."""
+        """Q-values [P grid positions (actions.grid), A actions] at this bar of the session."""
         ...
 
 
@@ -55,8 +59,10 @@ class StepwiseQ:
 
     def __init__(self, policy: AgentPolicy) -> None:
         self.policy = policy
+        self.actions = policy.net.actions
         self.state: RecurrentState | None = None
-        self._positions = torch.tensor([0.0, 1.0])
+        # Grid indices: one Q row per position the agent can hold.
+        self._positions = torch.arange(self.actions.n_positions, dtype=torch.float32)
 
     def begin_session(self, key: str) -> None:
         self.state = self.policy.net.initial_state(1)
@@ -70,7 +76,7 @@ class StepwiseQ:
         x = torch.from_numpy(self.policy.scaler.transform(np.where(np.isfinite(raw), raw, 0.0)))
         with torch.no_grad():
             enc, self.state = self.policy.net.encode_step(x, self.state)
-            q = self.policy.net.q(enc.expand(2, -1), self._positions).numpy()
+            q = self.policy.net.q(enc.expand(len(self._positions), -1), self._positions).numpy()
         # The state still advances (the LSTM must see every bar); the risk engine rejects NaN.
         return q if finite else np.full_like(q, np.nan)
 
@@ -78,8 +84,9 @@ class StepwiseQ:
 class PrecomputedQ:
     """Backtests: Q-values of whole sessions from one batched pass (models.dqn.greedy_q_paths)."""
 
-    def __init__(self, q_by_session: dict[str, np.ndarray]) -> None:
+    def __init__(self, q_by_session: dict[str, np.ndarray], actions: ActionSet = LEGACY) -> None:
         self.q_by_session = q_by_session
+        self.actions = actions
         self.current: list[list[list[float]]] | None = None
 
     def begin_session(self, key: str) -> None:
@@ -133,6 +140,31 @@ class EngineConfig:
     """Decisions this close to the session's end go flat (0 keeps positions overnight)."""
     store_inputs: bool = True
     """Write each decision's feature values to the ledger (backtests skip it for speed)."""
+    allow_short: bool = False
+    """Let a model with negative action levels trade (the trading flows' risk.allow_short);
+    refused at start otherwise, and always on the simulated broker, which cannot hold a
+    negative position."""
+
+
+def refuse_short(actions: ActionSet, config: EngineConfig, broker: Broker) -> None:
+    """Refuse, at start, a model whose action levels go short where shorting is not allowed.
+
+    Without allow_short (the risk config's) any negative level is refused; with it the
+    simulated broker still refuses: it rejects a sell beyond the units held, so it cannot
+    hold a negative position and a short model's backtest would be half a simulation.
+    """
+    if not actions.allows_short:
+        return
+    if not config.allow_short:
+        raise ValueError(
+            f"model {config.model_id} has short action levels {actions.levels}; the risk "
+            "config does not allow short positions (risk.allow_short is false)"
+        )
+    if isinstance(broker, SimulatedBroker):
+        raise ValueError(
+            f"model {config.model_id} has short action levels {actions.levels}; the simulated "
+            "broker cannot hold a negative position, so its backtest or paper run is refused"
+        )
 
 
 def decision_id(run_id: str, symbol: str, when: datetime) -> str:
@@ -171,6 +203,10 @@ class TradingEngine:
         self.decisions = 0
         self.orders_sent = 0
         self._now: datetime | None = None
+        self.actions: ActionSet = getattr(q_source, "actions", LEGACY)
+        self._grid = self.actions.grid
+        self._flat = self.actions.index_of(0.0)
+        refuse_short(self.actions, config, broker)
 
     def sync_fills(self) -> list[Fill]:
         """Apply and record fills not seen before (each fill is booked once, whatever repeats it).
@@ -242,17 +278,40 @@ class TradingEngine:
         """Feed a past bar of the session to the policy without deciding (restart mid-session)."""
         self.q_source.q(row, step)
 
-    def _target_qty(self, flag: float, current: float, equity: float, price: float) -> float:
+    def grid_index(self, current: float, equity: float, price: float) -> int:
+        """The grid position (index into actions.grid) the book holds.
+
+        Flat when no unit is held; otherwise the grid level of the held side nearest to the
+        exposure qty * price / (equity * allocation), the fraction _target_qty sized it to.
+        Read from the book, not remembered: exact after a restart, a partial fill or a risk
+        cap, and for the legacy grid (0, 1) it is 1 exactly when long, as before levels.
+        """
+        if current == 0:
+            return self._flat
+        side = [i for i, x in enumerate(self._grid) if x != 0 and (x > 0) == (current > 0)]
+        if not side:
+            return self._flat  # a held side the grid lacks: the book is not the model's
+        budget = equity * self.config.allocation
+        ok = math.isfinite(price) and price > 0 and math.isfinite(budget) and budget > 0
+        exposure = current * price / budget if ok else math.copysign(math.inf, current)
+        return min(side, key=lambda i: abs(self._grid[i] - exposure))
+
+    def _target_qty(
+        self, flag: float, held: float, current: float, equity: float, price: float
+    ) -> float:
+        """Units for target exposure `flag` (a fraction of equity times the allocation, signed)
+        from the grid level `held` the book is at now."""
         if not math.isfinite(price) or price <= 0:
             return current  # no size from a bad price: the risk check rejects it with the reason
-        if (flag > 0) == (current > 0):
+        if flag == held:
             return current  # no re-sizing churn while the position is unchanged
-        if flag <= 0:
+        if flag == 0:
             return 0.0
-        budget = max(equity, 0.0) * self.config.allocation / price
-        return (
+        budget = max(equity, 0.0) * self.config.allocation * abs(flag) / price
+        units = (
             math.floor(budget * 1e6) / 1e6 if self.config.fractional else float(math.floor(budget))
         )
+        return math.copysign(units, flag)
 
     def decide(
         self,
@@ -276,14 +335,18 @@ class TradingEngine:
         when = bar_ts + MINUTE if bar_close is None else bar_close
         self._now = now
         current = self.book.qty.get(symbol, 0.0)
-        q_both = self.q_source.q(row, step)
-        position = 1 if current > 0 else 0
-        q = q_both[position]
+        q_grid = self.q_source.q(row, step)
+        equity = self.book.equity()
+        position = self.grid_index(current, equity, price)
+        q = q_grid[position]
         qs: list[float] = q if isinstance(q, list) else q.tolist()
         # A sum is finite exactly when every term is (NaN and inf propagate).
         finite = math.isfinite(sum(qs))
-        action = qs.index(max(qs)) if finite else 1
-        flag = 0.0 if action == FLAT else 1.0 if action == LONG else float(position)
+        aset = self.actions
+        action = qs.index(max(qs)) if finite else aset.hold_action(position)
+        held = self._grid[position]
+        # The target exposure: the chosen level (legacy: flat 0, long 1, hold the held level).
+        flag = aset.target(action, position)
         reason_prefix = None
         # Only a bar of the session that closes within the window: a bar after the close
         # (extended hours) is not "before the close" of anything.
@@ -292,11 +355,10 @@ class TradingEngine:
             and session_close is not None
             and 0 <= (session_close - when).total_seconds() <= cfg.flatten_before_close_min * 60
         ):
-            # An override whenever the model wanted to be long, whether or not the position moves.
-            reason_prefix = "flatten before the close" if flag > 0 else None
+            # An override whenever the model wanted a position, whether or not it moves.
+            reason_prefix = "flatten before the close" if flag != 0 else None
             flag = 0.0
-        equity = self.book.equity()
-        target = self._target_qty(flag, current, equity, price)
+        target = self._target_qty(flag, held, current, equity, price)
         verdict = self.risk.check(
             now=now,
             bar_close=when,
@@ -324,7 +386,7 @@ class TradingEngine:
                 if cfg.store_inputs
                 else None,
                 "q_values": qs,
-                "action": ACTIONS[action],
+                "action": aset.names[action],
                 "allocation": cfg.allocation if allocation is None else allocation,
                 "risk_verdict": verdict.verdict,
                 "risk_reason": reason,
@@ -338,7 +400,7 @@ class TradingEngine:
                 "risk engine %s decision %s (%s): %s",
                 verdict.verdict,
                 did,
-                ACTIONS[action],
+                aset.names[action],
                 reason,
             )
         delta = verdict.target_qty - current
@@ -368,14 +430,14 @@ class TradingEngine:
                     self.unconfirmed[order.client_order_id] = order
                     self.ledger.order(order, did, now)
                     self.open_orders[order.client_order_id] = did
-                    return ACTIONS[action]
+                    return aset.names[action]
                 log.warning("order for %s rejected by the broker: %s", did, err)
                 order = self._unsent(did, symbol, side, abs(delta), "rejected", now)
             self.ledger.order(order, did, now)
             if order.status not in FINAL:
                 self.open_orders[order.client_order_id] = did
             self.orders_sent += 1
-        return ACTIONS[action]
+        return aset.names[action]
 
     def _unsent(
         self, did: str, symbol: str, side: Side, qty: float, status: str, now: datetime

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from core.sessions import SessionRule, session_rule
+from models.actions import LEGACY, ActionSet
 from models.env import Costs
 from models.features import FeatureSpec, compute_features
 from models.qnet import Architecture, NestedLSTMQNet
@@ -113,10 +114,10 @@ CASES = {
 }
 
 
-def _policy(spec: FeatureSpec, data_scaler: object) -> NestedLSTMQNet:
+def _policy(spec: FeatureSpec, actions: ActionSet = LEGACY) -> NestedLSTMQNet:
     torch.manual_seed(7)
     arch = Architecture(fast_hidden=8, slow_hidden=4, slow_stride=5, head_hidden=8)
-    net = NestedLSTMQNet(len(spec.names()), arch)
+    net = NestedLSTMQNet(len(spec.names()), arch, actions=actions)
     with torch.no_grad():
         # Sharper Q-values: a random network then changes its mind often enough to test.
         for p in net.parameters():
@@ -133,6 +134,7 @@ def _play(
     calendar: str | None,
     cash: float,
     tmp_path: Path,
+    actions: ActionSet = LEGACY,
 ) -> tuple[dict[str, float], dict[str, float]]:
     """train's held-out evaluation and the backtest of one fixed network: same positions
     (asserted), then each one's metrics of the agent."""
@@ -147,7 +149,7 @@ def _play(
     )
     rule: SessionRule = session_rule(symbol, timeframe, calendar)
     data = prepare_data(bars, spec, (train_start, test_start), (test_start, end), rule=rule)
-    net = _policy(spec, data.scaler)
+    net = _policy(spec, actions)
     policy = AgentPolicy(net, spec, data.scaler, {})
 
     # train's held-out evaluation: positions after each bar's decision, in time order.
@@ -157,6 +159,8 @@ def _play(
     rows = np.array([row_of[str(k)] for k in test_f.get_column("session").to_list()])
     eval_pos = held[rows, test_f.get_column("step").to_numpy()]
     assert 0 < eval_pos.mean() < 1, "the policy never changes its mind: nothing is tested"
+    if not actions.legacy:
+        assert set(eval_pos.tolist()) - {0.0, 1.0}, "no fractional level is held: nothing is tested"
 
     result = run_backtest(
         policy,
@@ -219,3 +223,24 @@ def test_bars_that_open_away_from_the_last_close_earn_the_same_in_train_and_back
     ), case
     assert backtested["trades"] == evaluated["trades"], case
     assert backtested["fees"] / 1e11 == pytest.approx(evaluated["fees"], rel=1e-6), case
+
+
+LEVELS = ActionSet((0.0, 0.25, 0.5, 0.75, 1.0))
+
+
+@pytest.mark.parametrize("case", ["minute SPY (NYSE, flat at the close)", "daily stock (XNYS)"])
+def test_target_exposure_actions_hold_the_same_levels_in_train_and_backtest(
+    case: str, tmp_path: Path
+) -> None:
+    """Five target exposures: the backtest's engine sizes each level through the risk engine
+    and the simulated broker and holds the level training's evaluation chose, bar for bar.
+
+    Training's evaluation holds a level as a constant fraction of money; the engine holds the
+    units it bought (no re-sizing churn while the level is unchanged), so their returns agree
+    to the drift of a held fraction, not to rounding."""
+    make, calendar = CASES[case]
+    bars, timeframe, *ranges = make()
+    evaluated, backtested = _play(
+        case, bars, timeframe, tuple(ranges), calendar, 1e9, tmp_path, LEVELS
+    )
+    assert backtested["total_return"] == pytest.approx(evaluated["total_return"], abs=5e-3), case

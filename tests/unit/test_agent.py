@@ -75,7 +75,7 @@ def test_env_contract() -> None:
             truncated_at[i] = steps
     assert truncated_at == {0: 29, 1: 39, 2: 39, 3: 39, 4: 39, 5: 39}
     # Rewards add up to the log growth of money.
-    assert torch.allclose(total / 100, torch.log(env.money / 10_000.0), atol=1e-5)
+    assert torch.allclose(total.double() / 100, torch.log(env.money / 10_000.0), atol=1e-5)
     assert bool((env.max_money >= env.money).all())
     with pytest.raises(RuntimeError, match="reset"):
         env.step(torch.zeros(6, dtype=torch.long))
@@ -296,3 +296,47 @@ def test_a_time_budget_stops_early_and_a_rerun_continues(tmp_path: Path) -> None
         sessions, SMALL, params, Costs(), seed=5, checkpoint_dir=tmp_path, resume=True
     )
     assert len(rest) == 400
+
+
+def test_issue_17_settings_train_save_load_and_predict_like_training(tmp_path: Path) -> None:
+    """Five exposure levels, the differential Sharpe reward, two updates per block and an
+    ensemble of two: trained, saved as one artifact, loaded, and predicting as training plays."""
+    from models.ensemble import EnsembleQNet
+
+    start, mid, end = utc(2024, 3, 1), utc(2024, 3, 12), utc(2024, 3, 16)
+    spec = FeatureSpec(symbols=("SPY",))
+    bars = pl.concat(list(SyntheticBarSource().fetch_bars(list(spec.symbols), "1Min", start, end)))
+    data = prepare_data(bars, spec, (start, mid), (mid, end))
+    params = DQNParams(
+        cycles=8,
+        train_every=4,
+        batch_sessions=2,
+        action_levels=(0.0, 0.25, 0.5, 0.75, 1.0),
+        reward="diff_sharpe",
+        updates_per_block=2,
+        ensemble_size=2,
+    )
+    module, history = train_dqn(data.train, SMALL, params, Costs(), seed=3)
+    assert len(history) == 8
+    assert isinstance(module.online, EnsembleQNet) and module.online.size == 2
+    # Each member made updates_per_block updates after each of its two blocks.
+    assert all(m.updates == 4 for m in module.members)  # type: ignore[union-attr]
+    sha = save_agent(tmp_path / "m", module.online, spec, data.scaler, {"seed": 3})
+    policy = load_agent(tmp_path / "m", sha, running_spec=spec)
+    assert policy.meta["action_levels"] == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert policy.meta["ensemble_size"] == 2
+
+    frame = compute_features(bars, spec).filter(pl.col("ts") >= mid)
+    first = frame.filter(pl.col("session") == frame["session"][0])
+    expected = act_sessions(
+        module.online, data.test.subset([0]), Costs(), 0.0, np.random.default_rng(0)
+    )["actions"][0]
+    levels = policy.net.actions
+    state, position = None, 0.0
+    for t, row in enumerate(first.select(spec.names()).iter_rows()):
+        if t == first.height - 1:
+            break
+        action, q, state = policy.predict((np.array(row), position), state, episode_start=(t == 0))
+        assert q.shape == (5,)
+        assert action == expected[t], t
+        position = levels.levels[action]

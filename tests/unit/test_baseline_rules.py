@@ -158,7 +158,7 @@ def test_fractional_positions_trade_the_difference() -> None:
         opens=close,
     )
     assert nxt.fills["ts"].to_list() == [_frame(close)["ts"][t] for t in (2, 4, 5)]
-    with pytest.raises(ValueError, match="between 0"):
+    with pytest.raises(ValueError, match="between -1"):
         trade_positions(
             _frame(close)["ts"], close, [1.5] * 6, symbol="X", cash=CASH, fee_bps=0, slippage_bps=0
         )
