@@ -26,6 +26,7 @@ from models.registry import load_registered_genome
 from models.train import prepare_data
 from tasks.agents import train_agent_seed
 from trading.baselines import momentum_label
+from trading.inputs import load_training_inputs
 from warehouse.bars import load_bars
 from warehouse.db import connect
 from warehouse.registry import resolve_genome
@@ -127,7 +128,12 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
         # Once, on the console before the long work: what the unset options became.
         sys.stderr.write(using + "\n")
         logger.info(using)
-    spec = FeatureSpec(symbols=tuple(config.symbols), timeframe=config.timeframe)
+    spec = FeatureSpec(
+        symbols=tuple(config.symbols),
+        timeframe=config.timeframe,
+        sentiment_inputs=tuple(config.sentiment_inputs),
+        forecast=config.forecast,
+    )
     params = DQNParams.from_dict(
         {**config.params, "cycles": config.cycles, "checkpoint_every": config.checkpoint_every}
     )
@@ -175,11 +181,22 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
         flatten_at_close=config.flatten_at_close,
         episode_bars=config.episode_bars,
     )
+    # The spec's sentiment and forecast inputs (the genome's spec may ask for them too), as
+    # backtest and live trading will read them back through trading.inputs.input_loader.
+    with connect(warehouse) as con:
+        inputs = load_training_inputs(
+            con, spec, utc_midnight(config.train_start), utc_midnight(config.test_end)
+        )
+    for line in inputs.notes:
+        sys.stderr.write(line + "\n")
+        logger.info(line)
     data = prepare_data(
         bars,
         spec,
         (utc_midnight(config.train_start), utc_midnight(config.train_end)),
         (utc_midnight(config.test_start), utc_midnight(config.test_end)),
+        inputs.sentiment,
+        inputs.forecasts,
         rule=rule,
     )
     logger.info(
@@ -206,6 +223,8 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
         "episode_bars": rule.episode_bars,
         # Provenance of the training bars; 'synthetic...' marks a model trained on generated data.
         "data_sources": sorted(str(x) for x in bars.get_column("source").unique().to_list()),
+        # How its sentiment/forecast inputs were read (trading.inputs.input_loader reads them).
+        **inputs.params,
     }
     results = [
         train_agent_seed(

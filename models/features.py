@@ -24,6 +24,17 @@ from core.universe import EQUITY_SYMBOLS, is_coin
 
 FEATURE_VERSION = "1"
 
+# The sentiment aggregates an agent may take beside its price features (FeatureSpec.sentiment_inputs):
+# the mean VADER compound of the posts mentioning the traded symbol ('symbol') or of every
+# post ('market'), over the last 60 minutes or 24 hours, each post counted from its
+# created_utc + the sentiment lag (models.sentiment.compute_sentiment_inputs); 0 without posts.
+SENTIMENT_INPUTS: tuple[str, ...] = ("symbol_60m", "symbol_24h", "market_60m", "market_24h")
+
+
+def sentiment_input_column(name: str) -> str:
+    """The feature column of one sentiment input ('symbol_60m' -> 'sentiment_symbol_60m')."""
+    return f"sentiment_{name}"
+
 
 @dataclass(frozen=True)
 class FeatureSpec:
@@ -42,9 +53,19 @@ class FeatureSpec:
     sentiment: bool = False
     """Include the traded symbol's point-in-time sentiment."""
     forecast: bool = False
-    """Include the traded coin's point-in-time forecast (models/forecaster.py)."""
+    """Include the traded symbol's point-in-time forecast (its production forecaster's, models/forecaster.py)."""
     version: str = FEATURE_VERSION
     """Bumped whenever a feature's definition changes."""
+    sentiment_inputs: tuple[str, ...] = ()
+    """Sentiment aggregates to include, from SENTIMENT_INPUTS (kept in that order): one column each."""
+
+    def __post_init__(self) -> None:
+        unknown = [x for x in self.sentiment_inputs if x not in SENTIMENT_INPUTS]
+        if unknown:
+            raise ValueError(f"unknown sentiment inputs {unknown}; choose from {SENTIMENT_INPUTS}")
+        # One canonical order: the same set of inputs is one spec, one hash, one column order.
+        ordered = tuple(x for x in SENTIMENT_INPUTS if x in self.sentiment_inputs)
+        object.__setattr__(self, "sentiment_inputs", ordered)
 
     @property
     def traded(self) -> str:
@@ -63,19 +84,28 @@ class FeatureSpec:
         cols += ["time_of_session", "time_to_close"]
         if self.sentiment:
             cols.append("sentiment")
+        cols += self.sentiment_columns()
         if self.forecast:
             cols.append("forecast")
         return cols
 
-    def to_dict(self) -> dict[str, Any]:
-        """The spec as plain JSON-able values; `forecast` appears only when True.
+    def sentiment_columns(self) -> list[str]:
+        """The feature columns of sentiment_inputs, in order."""
+        return [sentiment_input_column(x) for x in self.sentiment_inputs]
 
-        Leaving the default out keeps the dict, and so schema_hash(), of every spec made
-        before the field existed exactly as it was: registered models store that hash.
+    def to_dict(self) -> dict[str, Any]:
+        """The spec as plain JSON-able values; `forecast` and `sentiment_inputs` appear only when set.
+
+        Leaving the defaults out keeps the dict, and so schema_hash(), of every spec made
+        before the fields existed exactly as it was: registered models store that hash.
         """
         d = asdict(self)
         if not self.forecast:
             del d["forecast"]
+        if not self.sentiment_inputs:
+            del d["sentiment_inputs"]
+        else:
+            d["sentiment_inputs"] = list(self.sentiment_inputs)
         return d
 
     @classmethod
@@ -252,9 +282,10 @@ def compute_features(
     core.sessions.SessionRule.calendar): the intraday time-of-session features follow it.
     None infers it from the symbol (24/7 for a coin pair, else NYSE).
 
-    `sentiment` (ts, symbol, sentiment) and `forecasts` (ts, symbol, forecast) are joined
-    as of each bar (the newest row at or before its ts, for the traded symbol); 0.0 where
-    there is none yet, or when the frame is not given.
+    `sentiment` (ts, symbol, sentiment and/or the spec's sentiment_columns(), as
+    models.sentiment.compute_sentiment_inputs builds it) and `forecasts` (ts, symbol,
+    forecast) are joined as of each bar (the newest row at or before its ts, for the traded
+    symbol); 0.0 where there is none yet, or when the frame is not given.
     """
     traded = bars.filter(pl.col("symbol") == spec.traded).sort("ts")
     if traded.height == 0:
@@ -319,15 +350,16 @@ def compute_features(
             (pl.col("ts").dt.weekday() / 7.0).alias("time_of_session"),
             pl.lit(0.0).alias("time_to_close"),
         )
-    if spec.sentiment:
+    wanted = (["sentiment"] if spec.sentiment else []) + spec.sentiment_columns()
+    if wanted:
         if sentiment is None:
-            frame = frame.with_columns(pl.lit(0.0).alias("sentiment"))
+            frame = frame.with_columns(pl.lit(0.0).alias(c) for c in wanted)
         else:
-            s = (
-                sentiment.filter(pl.col("symbol") == spec.traded)
-                .select("ts", "sentiment")
-                .sort("ts")
-            )
+            missing = [c for c in wanted if c not in sentiment.columns]
+            if missing:
+                # Never read 0 for an input that was not loaded: a silent 0 is a different model.
+                raise ValueError(f"the sentiment frame has no {missing} columns the spec needs")
+            s = sentiment.filter(pl.col("symbol") == spec.traded).select("ts", *wanted).sort("ts")
             frame = frame.sort("ts").join_asof(s, on="ts", strategy="backward")
     if spec.forecast:
         if forecasts is None:

@@ -366,6 +366,74 @@ def compute_sentiment_aggregates(
     )
 
 
+# Each sentiment input of models.features.SENTIMENT_INPUTS: (whose posts, window).
+INPUT_WINDOWS: dict[str, tuple[str, timedelta]] = {
+    "symbol_60m": ("symbol", timedelta(minutes=60)),
+    "symbol_24h": ("symbol", timedelta(hours=24)),
+    "market_60m": ("market", timedelta(minutes=60)),
+    "market_24h": ("market", timedelta(hours=24)),
+}
+
+
+def sentiment_lookback(
+    inputs: Sequence[str], window: timedelta | None, lag: timedelta
+) -> timedelta:
+    """How far before `start` compute_sentiment_inputs needs posts: the longest window plus the lag."""
+    spans = [INPUT_WINDOWS[x][1] for x in inputs] + ([window] if window is not None else [])
+    return (max(spans) if spans else timedelta(0)) + lag
+
+
+def compute_sentiment_inputs(
+    posts: pl.DataFrame,
+    symbol: str,
+    start: datetime,
+    end: datetime,
+    lag: timedelta,
+    inputs: Sequence[str] = (),
+    window: timedelta | None = None,
+) -> tuple[pl.DataFrame | None, str | None]:
+    """A traded symbol's sentiment inputs on a minute grid in [start, end): the frame compute_features joins.
+
+    Columns: ts, symbol (= `symbol`), `sentiment` when `window` is given (the legacy input:
+    mean compound of the posts mentioning the symbol over `window`), then one
+    `sentiment_<input>` column per entry of `inputs` (models.features.SENTIMENT_INPUTS).
+    Point in time as compute_sentiment_aggregates: a post counts from created_utc + lag.
+    A window without a post reads 0. `posts` (created_utc, compound, symbols) must reach
+    back sentiment_lookback() before start. Training, backtests and live trading all build
+    their inputs here, so they read the same numbers.
+    Returns (None, note) without any post (the features then read 0), else (frame, a note
+    when no post mentions the symbol, else None).
+    """
+    if posts.height == 0:
+        return None, (
+            f"no scored posts ({MODEL_NAME}) from {start.date()} to {end.date()}: {symbol}'s "
+            "sentiment inputs read 0"
+        )
+    wanted = {x: INPUT_WINDOWS[x] for x in inputs}
+    windows = sorted({w for _, w in wanted.values()} | ({window} if window is not None else set()))
+    agg = compute_sentiment_aggregates(
+        posts, start, end, symbols=[symbol], lag=lag, windows=windows
+    )
+    own = agg.filter(pl.col("symbol") == symbol).sort("ts")
+    market = agg.filter(pl.col("symbol") == MARKET).sort("ts")
+    # Column names of compute_sentiment_aggregates for a window: posts_<w>, compound_<w>, ...
+    count = {w: aggregate_columns((w,))[0] for w in windows}
+    mean = {w: aggregate_columns((w,))[1] for w in windows}
+    cols = [own.get_column("ts"), pl.Series("symbol", [symbol] * own.height, dtype=pl.String)]
+    if window is not None:
+        cols.append(own.get_column(mean[window]).fill_null(0.0).alias("sentiment"))
+    for name, (whose, w) in wanted.items():
+        source = own if whose == "symbol" else market
+        cols.append(source.get_column(mean[w]).fill_null(0.0).alias(f"sentiment_{name}"))
+    counted = sum(int(own.get_column(count[w]).sum()) for w in windows)
+    note = (
+        None
+        if counted or not (window is not None or any(w == "symbol" for w, _ in wanted.values()))
+        else f"{symbol}: no post mentions it in the window; its sentiment reads 0"
+    )
+    return pl.DataFrame(cols), note
+
+
 def coin_sentiment(
     posts: pl.DataFrame,
     coins: list[str],
@@ -387,14 +455,10 @@ def coin_sentiment(
             "sentiment input reads 0"
         )
         return dict.fromkeys(coins), [note]
-    count, compound = aggregate_columns((window,))[:2]
     out: dict[str, pl.DataFrame | None] = {}
     notes: list[str] = []
     for coin in coins:
-        agg = compute_sentiment_aggregates(
-            posts, start, end, symbols=[coin], lag=lag, windows=(window,)
-        ).filter(pl.col("symbol") == coin)
-        if agg.get_column(count).sum() == 0:
-            notes.append(f"{coin}: no post mentions it in the window; its sentiment reads 0")
-        out[coin] = agg.select("ts", "symbol", pl.col(compound).fill_null(0.0).alias("sentiment"))
+        out[coin], missing = compute_sentiment_inputs(posts, coin, start, end, lag, window=window)
+        if missing is not None:
+            notes.append(missing)
     return out, notes

@@ -31,7 +31,7 @@ from core.bar_schema import BAR_SCHEMA, TIMEFRAMES
 from models.features import FeatureSpec
 from trading.calendar import Session
 from trading.engine import MINUTE, TradingEngine
-from trading.inputs import InputLoader, value_at
+from trading.inputs import InputLoader, values_at
 from trading.ledger import Ledger
 from trading.live_features import LiveFeatures
 from warehouse.bars import (
@@ -107,8 +107,9 @@ class LiveRunner:
     """The model's sentiment/forecast inputs (trading.inputs.input_loader); None: it has none."""
     lock_timeout_s: float | None = None
     """How long a decision waits for a warehouse another process holds (None: the setting)."""
-    last_inputs: tuple[float | None, float | None] = (None, None)
-    """The model's last sentiment and forecast inputs read (used while the warehouse is locked)."""
+    last_inputs: dict[str, float | None] = field(default_factory=dict)
+    """The model's last sentiment and forecast inputs read, by column (trading.inputs.values_at;
+    used while the warehouse is locked)."""
     calendar: str | None = None
     """The traded symbol's calendar (symbols table) for the time-of-session features, as
     training's compute_features took it; None infers it from the symbol the same way."""
@@ -139,11 +140,7 @@ class LiveRunner:
         for (minute,), frame in so_far.group_by(["ts"], maintain_order=True):
             assert isinstance(minute, datetime)
             self.features.push_frame(frame)
-            row = self.features.row(
-                minute,
-                value_at(extra[0], "sentiment", minute),
-                value_at(extra[1], "forecast", minute),
-            )
+            row = self.features.row(minute, inputs=values_at(self.spec, extra, minute))
             if row is not None:
                 self.engine.warm_up(row, warmed)
                 warmed += 1
@@ -213,17 +210,11 @@ class LiveRunner:
         if con is not None:
             self._catch_up(con, bar_ts)
         self.features.push_frame(fresh)
-        sentiment = forecast = None
-        if self.inputs is not None:
-            if con is not None:
-                extra = self.inputs(con, bar_ts, bar_ts + MINUTE)
-                self.last_inputs = (
-                    value_at(extra[0], "sentiment", bar_ts),
-                    value_at(extra[1], "forecast", bar_ts),
-                )
-            # With the warehouse locked: the last values read (they change hourly at most).
-            sentiment, forecast = self.last_inputs
-        row = self.features.row(bar_ts, sentiment, forecast)
+        if self.inputs is not None and con is not None:
+            extra = self.inputs(con, bar_ts, bar_ts + MINUTE)
+            self.last_inputs = values_at(self.spec, extra, bar_ts)
+        # With the warehouse locked: the last values read (they change by the minute at most).
+        row = self.features.row(bar_ts, inputs=self.last_inputs)
         if row is None:
             log.warning("no %s bar for %s yet; no decision", self.spec.traded, bar_ts)
             return None
@@ -258,11 +249,10 @@ class LiveRunner:
             return 0
         missed = self._bars(con, traded.ts[-1] + MINUTE, bar_ts)
         walked = 0
-        sentiment, forecast = self.last_inputs
         for (minute,), frame in missed.group_by(["ts"], maintain_order=True):
             assert isinstance(minute, datetime)
             self.features.push_frame(frame)
-            row = self.features.row(minute, sentiment, forecast)
+            row = self.features.row(minute, inputs=self.last_inputs)
             if row is not None and self.session.contains(minute):
                 self.engine.warm_up(row, int((minute - self.session.open).total_seconds() // 60))
                 walked += 1

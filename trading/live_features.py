@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Mapping
 from datetime import datetime
 
 import numpy as np
@@ -130,9 +131,18 @@ class LiveFeatures:
             self.assets[sym].push(ts, o, h, lo, c, v, vw)
 
     def row(
-        self, ts: datetime, sentiment: float | None = None, forecast: float | None = None
+        self,
+        ts: datetime,
+        sentiment: float | None = None,
+        forecast: float | None = None,
+        inputs: Mapping[str, float | None] | None = None,
     ) -> np.ndarray | None:
-        """The feature row of the traded symbol's bar at `ts` (None when that bar is not the newest)."""
+        """The feature row of the traded symbol's bar at `ts` (None when that bar is not the newest).
+
+        The extra inputs come as `sentiment`/`forecast`, or as `inputs` (column -> value,
+        trading.inputs.values_at), which also carries the spec's sentiment_columns(); a
+        missing or None value reads 0, as compute_features reads a bar with no row yet.
+        """
         traded = self.assets[self.spec.traded]
         if not traded.ts or traded.ts[-1] != ts:
             return None
@@ -145,10 +155,11 @@ class LiveFeatures:
             values += [f.get(f"vol_{w}", float("nan")) for w in self.spec.vol_windows]
             values += [f.get(k, float("nan")) for k in ("volz", "vwap_dev", "range")]
         values += list(session_times(ts, self.calendar))
-        if self.spec.sentiment:
-            values.append(0.0 if sentiment is None else sentiment)
-        if self.spec.forecast:
-            values.append(0.0 if forecast is None else forecast)
+        extra: dict[str, float | None] = {"sentiment": sentiment, "forecast": forecast}
+        extra |= inputs or {}
+        for column in self.names[len(values) :]:
+            value = extra.get(column)
+            values.append(0.0 if value is None else value)
         x = np.asarray(values, dtype=np.float64)
         # The batch rules: NaN -> null -> 0, then float32.
         return np.where(np.isfinite(x), x, 0.0).astype(np.float32)

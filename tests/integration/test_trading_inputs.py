@@ -12,9 +12,9 @@ from adapters.clock import ManualClock
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
 from adapters.synthetic_posts import SyntheticPostConfig, SyntheticPostSource
 from core.post_quality import frame_from_posts
-from models.features import FeatureSpec, compute_features
+from models.features import SENTIMENT_INPUTS, FeatureSpec, compute_features
 from models.sentiment import compute_post_sentiment
-from trading.inputs import input_loader, sentiment_window, value_at
+from trading.inputs import input_loader, load_training_inputs, sentiment_window, value_at, values_at
 from trading.live_features import LiveFeatures
 from warehouse.bars import ingest_bar_frames, load_bars
 from warehouse.db import connect
@@ -106,3 +106,64 @@ def test_the_sentiment_window_comes_from_the_model() -> None:
     assert sentiment_window({"sentiment": "compound_240m"}) == timedelta(minutes=240)
     assert sentiment_window({}) == timedelta(minutes=60)
     assert input_loader(FeatureSpec(symbols=(COIN,)), {}) is None
+
+
+def test_the_sentiment_aggregates_live_equal_the_batch_and_training_inputs(tmp_path: Path) -> None:
+    """Every sentiment aggregate (the coin's and the market's, 60 minutes and 24 hours) with
+    the forecast: training's loader, the backtest's loader and the live minute-by-minute
+    row read the same numbers."""
+    path = tmp_path / "w.duckdb"
+    _warehouse(path)
+    spec = FeatureSpec(symbols=(COIN,), forecast=True, sentiment_inputs=SENTIMENT_INPUTS)
+    end = DAY + timedelta(hours=6)
+    with connect(path) as con:
+        bars = load_bars(con, [COIN], "1Min", START, end)
+        trained = load_training_inputs(con, spec, START, end)
+    assert trained.sentiment is not None and trained.forecasts is not None
+    # What the model records is what the trading loader reads back.
+    loader = input_loader(spec, trained.params)
+    assert loader is not None and trained.params["forecaster"] == "xgb-test"
+    with connect(path) as con:
+        sentiment, forecasts = loader(con, START, end)
+    assert sentiment is not None and forecasts is not None
+    batch = compute_features(bars, spec, sentiment, forecasts).filter(pl.col("ts") >= DAY)
+    from_training = compute_features(bars, spec, trained.sentiment, trained.forecasts).filter(
+        pl.col("ts") >= DAY
+    )
+    assert batch.select(spec.names()).equals(from_training.select(spec.names()))
+    for column in spec.sentiment_columns():
+        # Each input varies over the day: the comparison below is not one of zeros.
+        assert batch.get_column(column).n_unique() > 3, column
+    assert not batch.get_column("sentiment_market_24h").equals(
+        batch.get_column("sentiment_symbol_60m")
+    )
+
+    live = LiveFeatures(spec)
+    live.push_frame(bars.filter(pl.col("ts") < DAY))
+    names = spec.names()
+    expected = {
+        r[0]: np.asarray(r[1:], dtype=np.float32) for r in batch.select("ts", *names).iter_rows()
+    }
+    checked = 0
+    with connect(path) as con:
+        for frame in bars.filter(pl.col("ts") >= DAY).partition_by("ts", maintain_order=True):
+            ts = frame.get_column("ts")[0]
+            live.push_frame(frame)
+            extra = loader(con, ts, ts + timedelta(minutes=1))  # what live reads each minute
+            got = live.row(ts, inputs=values_at(spec, extra, ts))
+            assert got is not None
+            np.testing.assert_allclose(got, expected[ts], rtol=1e-5, atol=1e-7)
+            checked += 1
+    assert checked == batch.height == 360
+
+
+def test_the_configs_and_the_cli_offer_exactly_the_feature_specs_sentiment_inputs() -> None:
+    import typing
+
+    from flows.cli import build_parser
+    from flows.config import SentimentInput
+
+    assert typing.get_args(SentimentInput) == SENTIMENT_INPUTS
+    train = build_parser()._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]
+    [option] = [a for a in train._actions if a.dest == "sentiment_inputs"]
+    assert tuple(option.choices or ()) == SENTIMENT_INPUTS
