@@ -11,6 +11,7 @@ from pathlib import Path
 
 from benchmarks import (  # noqa: F401 -- registers their benchmarks
     bench_agent,
+    bench_agent_wf,
     bench_alpaca,
     bench_evaluate,
     bench_gate,
@@ -39,7 +40,12 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
-        wanted = [n for n in wanted if any(n.startswith(w) for w in asked)]
+        # A full name selects that group alone ('agent' is not also the long 'agent_wf').
+        wanted = [
+            n
+            for n in wanted
+            if any(n == w or (w not in REGISTRY and n.startswith(w)) for w in asked)
+        ]
     if len(wanted) > 1:
         # One fresh process per group: torch's thread pools or a Prefect server left by one
         # group must not slow the next one down.

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import traceback
+import typing
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     print("\n".join(result["verdict"]))
     print(f"report: {result['report']}")
     print(f"SQL: select * from evaluation_metrics where eval_id = '{result['eval_id']}'")
+    return 0
+
+
+def cmd_select_agent(args: argparse.Namespace) -> int:
+    from flows.cli_options import config_from_args
+    from flows.config import SelectAgentConfig
+    from flows.select_agent import select_agent
+
+    result = select_agent(config_from_args(SelectAgentConfig, args))
+    print(f"development folds: mean Sharpe over folds x seeds ({result['n_trials']} trials)")
+    for name, value in sorted(result["dev_scores"].items(), key=lambda kv: -kv[1]):
+        print(f"  {name:<20} {value:+.3f}" + ("  <- chosen" if name == result["winner"] else ""))
+    print(f"chosen: {result['winner']} params={json.dumps(result['params'], sort_keys=True)}")
+    judged = result["judged"]
+    if judged is not None:
+        print(f"judged {judged['symbol']}: {judged['folds']} folds x {judged['seeds']} seeds")
+        print("\n".join(judged["table"]))
+        print("\n".join(judged["verdict"]))
+        print(f"report: {judged['report']}")
     return 0
 
 
@@ -423,6 +443,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "seeds": args.seeds,
         "budget_s": args.budget_s,
         "episode_bars": args.episode_bars,
+        "sentiment_inputs": args.sentiment_inputs,
+        "forecast": args.forecast or None,
         "warehouse": args.warehouse,
     }
     config = TrainAgentConfig(
@@ -566,6 +588,8 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from flows.config import SentimentInput
+
     parser = argparse.ArgumentParser(prog="tradingml", description=__doc__)
     parser.add_argument(
         "--debug",
@@ -674,6 +698,17 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="intraday exchange bars: do not go flat at each session's close",
     )
+    p.add_argument(
+        "--sentiment-inputs",
+        nargs="+",
+        choices=list(typing.get_args(SentimentInput)),
+        help="sentiment aggregates the agent sees (point in time with the lag; 0 without posts)",
+    )
+    p.add_argument(
+        "--forecast",
+        action="store_true",
+        help="the agent sees the traded symbol's production forecaster's forecast",
+    )
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_train)
 
@@ -750,6 +785,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_config_options(p, EvaluateConfig)
     p.set_defaults(func=cmd_evaluate)
+
+    from flows.config import SelectAgentConfig
+
+    p = sub.add_parser(
+        "select-agent",
+        help="choose the agent's settings on development folds, then judge only the winner",
+        description="Trains each fixed candidate (models/selection.py: five exposure levels, "
+        "then one change each: drawdown reward, differential Sharpe, "
+        "twice the updates on half the batch, an ensemble of 3) on the development years "
+        "(default 1993-1999) and picks the best mean walk-forward Sharpe (ties: the simpler); "
+        "then `evaluate`s only the winner on the judging years (default 2000 on), its deflated "
+        "Sharpe ratio counting the candidates x seeds tried.",
+    )
+    add_config_options(p, SelectAgentConfig)
+    p.set_defaults(func=cmd_select_agent)
 
     p = sub.add_parser("trade", help="run the live-trading flow (replay by default; paper/live)")
     p.add_argument("--symbol", default="SPY")

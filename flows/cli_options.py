@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import types
 import typing
 from collections.abc import Collection
@@ -12,6 +13,17 @@ from typing import Any
 from pydantic import BaseModel
 
 _SCALARS: dict[Any, Any] = {int: int, float: float, str: str, date: date.fromisoformat}
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A dict option's value: a JSON object, e.g. '{"reward": "drawdown"}'."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"not a JSON object: {text!r}")
+    return value
 
 
 def _option_kind(annotation: Any) -> tuple[Any, Any, bool] | None:
@@ -28,6 +40,9 @@ def _option_kind(annotation: Any) -> tuple[Any, Any, bool] | None:
     if origin is list:
         inner = _option_kind(typing.get_args(annotation)[0])
         return None if inner is None or inner[2] else (inner[0], inner[1], True)
+    if origin is dict and typing.get_args(annotation) == (str, Any):
+        # Free-form overrides (params, architecture: dict[str, Any]) as one JSON object.
+        return _json_object, None, False
     if annotation is bool:
         return bool, None, False
     if annotation in _SCALARS:
@@ -40,7 +55,8 @@ def add_config_options(
 ) -> None:
     """One ``--field-name`` option per field of `model` (booleans as ``--x/--no-x``), default: the config's.
 
-    Fields whose type has no command-line form (nested configs, dicts) are left out.
+    Free-form overrides (``dict[str, Any]``) take a JSON object; fields whose type has no
+    command-line form (nested configs, other dicts) are left out.
     """
     for name, field in model.model_fields.items():
         if name in exclude:

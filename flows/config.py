@@ -15,6 +15,8 @@ BarSourceName = Literal["auto", "alpaca", "synthetic", "arch", "skfolio", "file"
 Seed = Annotated[int, Field(ge=0)]
 Window = Annotated[int, Field(ge=1)]
 StdWindow = Annotated[int, Field(ge=2)]  # a standard deviation needs two values
+# models.features.SENTIMENT_INPUTS (tests hold the two equal): the sentiment aggregates an agent may take.
+SentimentInput = Literal["symbol_60m", "symbol_24h", "market_60m", "market_24h"]
 
 
 def utc_midnight(day: date) -> datetime:
@@ -305,6 +307,17 @@ class TrainAgentConfig(BaseModel):
         description="Intraday bars on an exchange calendar (NYSE) go flat at each session's "
         "close; daily bars and 24/7 or 24/5 markets never do.",
     )
+    sentiment_inputs: list[SentimentInput] = Field(
+        default_factory=list,
+        description="Sentiment aggregates the agent sees (symbol_60m, symbol_24h, market_60m, "
+        "market_24h): mean VADER compound of the posts mentioning the symbol / of all posts, "
+        "each post counted from its time + the sentiment lag; 0 without posts.",
+    )
+    forecast: bool = Field(
+        default=False,
+        description="The agent sees the traded symbol's production forecaster's point-in-time "
+        "forecast (refused when the symbol has none).",
+    )
     genome_id: str = Field(
         default="production",
         description="Architecture to train: 'production' = the promoted genome of the traded symbol if "
@@ -325,6 +338,8 @@ class TrainAgentConfig(BaseModel):
 
     @model_validator(mode="after")
     def _check(self) -> TrainAgentConfig:
+        if len(set(self.sentiment_inputs)) != len(self.sentiment_inputs):
+            raise ValueError(f"sentiment_inputs lists one twice: {self.sentiment_inputs}")
         given = self.model_fields_set
         # Unset dates come from the stored bars (flows.data_defaults): only given ones are checked.
         if ({"train_start", "train_end"} <= given and self.train_end <= self.train_start) or (
@@ -346,6 +361,11 @@ class TrainAgentConfig(BaseModel):
         payload = self.model_dump(
             mode="json", exclude={"seeds", "resume", "warehouse", "models_dir"}
         )
+        # The inputs added with #17 appear only when set: older runs keep their keys.
+        if not self.sentiment_inputs:
+            del payload["sentiment_inputs"]
+        if not self.forecast:
+            del payload["forecast"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -534,6 +554,15 @@ class RiskConfig(BaseModel):
     daily_loss_limit: float = Field(default=0.03, gt=0, lt=1)
     kill_action: Literal["reduce-only", "flatten"] = "reduce-only"
     stale_after_s: float = Field(default=150.0, gt=0)
+    allow_short: bool = Field(
+        default=False,
+        description="Let a model with negative (short) action levels trade; off, such a model "
+        "is refused at start. The simulated broker refuses it either way (no negative holdings).",
+    )
+
+    def limits(self) -> dict[str, Any]:
+        """The trading.risk.RiskLimits fields (allow_short goes to the engine instead)."""
+        return self.model_dump(exclude={"allow_short"})
 
 
 class BacktestConfig(BaseModel):
@@ -732,6 +761,12 @@ class NightlyRetrainConfig(BaseModel):
         default_factory=lambda: list(EQUITY_SYMBOLS),
         description="The SPY agent's assets (the first is traded), as train-agent uses them.",
     )
+    genome_id: str = Field(
+        default="production",
+        description="The SPY agent's genome, as train-agent's: 'production' = the promoted genome "
+        "of its traded symbol if there is one (else the built-in defaults), 'builtin', or a "
+        "registered genome id. architecture and params override the genome's choices.",
+    )
     end: date | None = Field(
         default=None,
         description="Last UTC day of data (inclusive); empty: the day of the newest stored bar.",
@@ -778,6 +813,12 @@ class NightlyRetrainConfig(BaseModel):
         ge=1,
         description="The sentiment input: the mean VADER compound of the posts mentioning the "
         "coin over this many minutes (point in time; 0 without posts).",
+    )
+    sentiment_inputs: list[SentimentInput] = Field(
+        default_factory=list,
+        description="Sentiment aggregates the SPY agent and the coin agents see beside that "
+        "(symbol_60m, symbol_24h, market_60m, market_24h; e.g. the coins' market-wide "
+        "market_60m, market_24h), point in time with the sentiment lag; 0 without posts.",
     )
     cycles: int = Field(default=300, ge=1, description="Training cycles of each agent.")
     seeds: list[Seed] = Field(
@@ -832,6 +873,8 @@ class NightlyRetrainConfig(BaseModel):
             raise ValueError(f"start ({self.start}) must not be after end ({self.end})")
         if "horizon_minutes" in self.forecaster or "refit_every_days" in self.forecaster:
             raise ValueError("set horizon_minutes / refit_every_days as fields, not in forecaster")
+        if len(set(self.sentiment_inputs)) != len(self.sentiment_inputs):
+            raise ValueError(f"sentiment_inputs lists one twice: {self.sentiment_inputs}")
         return self
 
     def window(self, newest: date) -> tuple[datetime, datetime]:
@@ -861,6 +904,10 @@ class NightlyRetrainConfig(BaseModel):
                 "coins",
             },
         )
+        if not self.sentiment_inputs:  # added with #17: older runs keep their recipe key
+            del payload["sentiment_inputs"]
+        if self.genome_id == "production":  # added with #17 at its default: the same
+            del payload["genome_id"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -878,6 +925,12 @@ class EvaluateConfig(BaseModel):
     )
     first_test_year: int = Field(
         default=2000, ge=1900, le=2200, description="First calendar year tested; one fold a year."
+    )
+    last_test_year: int | None = Field(
+        default=None,
+        ge=1900,
+        le=2200,
+        description="Last calendar year tested (inclusive); empty = the last stored year.",
     )
     window: Literal["expanding", "rolling"] = Field(
         default="expanding",
@@ -906,6 +959,22 @@ class EvaluateConfig(BaseModel):
         ge=0,
         description="Bars per training episode; empty = the timeframe's default.",
     )
+    architecture: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of models.qnet.Architecture, e.g. {'fast_hidden': 32}.",
+    )
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Overrides of models.dqn.DQNParams (not cycles: its own option), e.g. "
+        "{'action_levels': [0, 0.25, 0.5, 0.75, 1], 'reward': 'drawdown'}.",
+    )
+    prior_trials: int = Field(
+        default=0,
+        ge=0,
+        description="Trials spent choosing this configuration that the trials table does not "
+        "hold (e.g. tradingml select-agent's candidates x seeds on development folds); added "
+        "to the deflated Sharpe ratio's trial count.",
+    )
     fee_bps: float | None = fee_field()
     slippage_bps: float | None = slippage_field()
     reps: int = Field(
@@ -923,8 +992,95 @@ class EvaluateConfig(BaseModel):
     def _check(self) -> EvaluateConfig:
         if self.window == "rolling" and self.train_bars is None:
             raise ValueError("window=rolling needs train_bars")
+        if self.last_test_year is not None and self.last_test_year < self.first_test_year:
+            raise ValueError(
+                f"last_test_year {self.last_test_year} is before first_test_year {self.first_test_year}"
+            )
+        if "cycles" in self.params:
+            raise ValueError("set cycles with its own option, not in params")
         return self
 
     def recipe(self) -> dict[str, Any]:
-        """What shapes the result (not where it is written or how many threads): the eval id's input."""
-        return self.model_dump(mode="json", exclude={"warehouse", "reports_dir", "workers"})
+        """What shapes the result (not where it is written or how many threads): the eval id's input.
+
+        The options added with #17 (last_test_year, architecture, params, prior_trials) appear
+        only when set, so an older evaluation's config keeps its eval id.
+        """
+        out = self.model_dump(mode="json", exclude={"warehouse", "reports_dir", "workers"})
+        for name, unset in _EVALUATE_LATER_DEFAULTS.items():
+            if out[name] == unset:
+                del out[name]
+        return out
+
+
+_EVALUATE_LATER_DEFAULTS: dict[str, Any] = {
+    "last_test_year": None,
+    "architecture": {},
+    "params": {},
+    "prior_trials": 0,
+}
+"""EvaluateConfig's options added with #17 and their defaults, left out of its recipe when unset."""
+
+
+class SelectAgentConfig(BaseModel):
+    """Parameters of the `select-agent` flow: choose among fixed candidates on development folds, then judge only the winner."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    symbol: str = Field(
+        default="SPX",
+        description="Series the choice is made on (SPX: `ingest-bars --source skfolio`).",
+    )
+    dev_first_year: int = Field(
+        default=1993, ge=1900, le=2200, description="First development test year."
+    )
+    dev_last_year: int = Field(
+        default=1999, ge=1900, le=2200, description="Last development test year (inclusive)."
+    )
+    dev_seeds: list[Seed] = Field(
+        default_factory=lambda: [0, 1], min_length=1, description="Seeds per development fold."
+    )
+    judge_first_year: int = Field(
+        default=2000,
+        ge=1900,
+        le=2200,
+        description="First judging test year; must come after every development year.",
+    )
+    judge_last_year: int | None = Field(
+        default=None, ge=1900, le=2200, description="Last judging year; empty = the last stored."
+    )
+    judge_seeds: list[Seed] = Field(
+        default_factory=lambda: [0, 1, 2, 3, 4],
+        min_length=1,
+        description="Seeds per judging fold.",
+    )
+    judge: bool = Field(
+        default=True, description="Judge the winner with `evaluate` (off: only choose)."
+    )
+    cycles: int = Field(default=1000, ge=1, description="Training cycles per seed and fold.")
+    budget_s: float | None = Field(
+        default=None, gt=0, description="Seconds of training per seed and fold (empty: all cycles)."
+    )
+    min_train_bars: int = Field(
+        default=500, ge=2, description="Folds with fewer training bars are skipped."
+    )
+    reps: int = Field(
+        default=1000, ge=100, description="Bootstrap replications of the judging statistics."
+    )
+    workers: int = Field(default=2, ge=1, description="Folds trained at once (threads).")
+    warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
+    reports_dir: str | None = Field(
+        default=None, description="Where HTML reports go (default: <data_dir>/reports)."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> SelectAgentConfig:
+        # The same rule as models.selection.check_disjoint, refused before any work.
+        if self.dev_last_year < self.dev_first_year:
+            raise ValueError("dev_last_year is before dev_first_year")
+        if self.dev_last_year >= self.judge_first_year:
+            raise ValueError(
+                f"development years {self.dev_first_year}-{self.dev_last_year} overlap or follow "
+                f"the judging years from {self.judge_first_year}"
+            )
+        return self

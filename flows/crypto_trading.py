@@ -191,11 +191,12 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
                 allocation=weights[coin],
                 fractional=True,
                 flatten_before_close_min=config.flatten_before_close_min,
+                allow_short=config.risk.allow_short,
             ),
             StepwiseQ(policy),
             broker,
             RiskEngine(
-                RiskLimits(**config.risk.model_dump()),
+                RiskLimits(**config.risk.limits()),
                 kill_file=settings.data_dir / KILL_SWITCH_FILE,
             ),
             orders,

@@ -123,22 +123,40 @@ def _plan(
         min_train=config.min_train_bars,
         embargo=config.embargo_bars,
     )
+    if config.last_test_year is not None:
+        # Yearly folds are labelled by their year and come in time order: cutting the tail
+        # keeps their indices 0, 1, ...
+        folds = [f for f in folds if int(f.label) <= config.last_test_year]
     if not folds:
+        last = f" to {config.last_test_year}" if config.last_test_year is not None else ""
         raise ValueError(
             f"no walk-forward fold: {config.symbol} has {ts.len()} bars from {ts[0]:%Y-%m-%d} to "
-            f"{ts[-1]:%Y-%m-%d}; need test years from {config.first_test_year} with at least "
-            f"{config.min_train_bars} training bars before each"
+            f"{ts[-1]:%Y-%m-%d}; need test years from {config.first_test_year}{last} with at "
+            f"least {config.min_train_bars} training bars before each"
         )
     return WalkForwardPlan(
         FeatureSpec(symbols=(config.symbol,), timeframe=timeframe),
         session_rule(config.symbol, timeframe, calendar, episode_bars=config.episode_bars),
         folds,
         list(config.seeds),
-        Architecture(),
-        DQNParams(cycles=config.cycles),
+        Architecture.from_dict(_overrides(config.architecture, Architecture, "architecture")),
+        DQNParams.from_dict(
+            {**_overrides(config.params, DQNParams, "params"), "cycles": config.cycles}
+        ),
         costs,
         config.budget_s,
     )
+
+
+def _overrides(given: dict[str, Any], cls: type[Any], option: str) -> dict[str, Any]:
+    """`given`, refused when it names a field `cls` lacks (from_dict would drop a typo silently)."""
+    unknown = sorted(set(given) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise ValueError(
+            f"{option} names {', '.join(unknown)}, not fields of {cls.__name__}; it has "
+            f"{', '.join(cls.__dataclass_fields__)}"
+        )
+    return given
 
 
 def _run_folds(
@@ -177,7 +195,8 @@ def _judge(
     """Record each seed's chained out-of-sample stream as a trial, then judge with every trial counted.
 
     The deflated Sharpe ratio counts every trial ever evaluated on this series, this run's
-    seeds and every earlier evaluation's.
+    seeds and every earlier evaluation's, plus ``config.prior_trials`` (those spent choosing
+    the configuration that the trials table does not hold, e.g. development-fold candidates).
     """
     first: datetime = frame["ts"].min()  # type: ignore[assignment]
     last: datetime = frame["ts"].max()  # type: ignore[assignment]
@@ -201,7 +220,7 @@ def _judge(
     return summarize_walk_forward(
         frame,
         per_year,
-        n_trials=max(1, trials.height),
+        n_trials=max(1, trials.height + config.prior_trials),
         trial_sharpes=trials["sharpe"].drop_nulls().to_numpy() if trials.height > 1 else None,
         reps=config.reps,
     )
@@ -219,6 +238,31 @@ def _title(config: EvaluateConfig, timeframe: str, folds: Sequence[Fold]) -> str
         f"Walk-forward evaluation: {config.symbol} ({timeframe}), "
         f"test {folds[0].label} to {folds[-1].label}"
     )
+
+
+def _choice_notes(config: EvaluateConfig) -> list[str]:
+    """What the report says of a non-default agent and of the trials spent choosing it."""
+    notes = []
+    if config.params or config.architecture:
+        chosen = {**config.params, **config.architecture}
+        notes.append("Agent settings: " + json.dumps(chosen, sort_keys=True) + ".")
+    if config.prior_trials:
+        notes.append(
+            f"{config.prior_trials} earlier trials spent choosing this configuration are counted "
+            "by the deflated Sharpe ratio."
+        )
+    return notes
+
+
+def out_of_sample(config: EvaluateConfig, warehouse: Path) -> tuple[pl.DataFrame, float]:
+    """The walk-forward result frame of `config` (models.walk_forward.result_frame) and its bars
+    per year, recording nothing (no trial, no evaluation): what a development-fold selection scores."""
+    bars, timeframe, calendar, asset_class = _load(config, warehouse)
+    ts = bars.sort("ts")["ts"]
+    costs = configured_costs(asset_class, config.fee_bps, config.slippage_bps)
+    plan = _plan(config, ts, timeframe, calendar, costs)
+    per_year = bars_per_year(config.symbol, timeframe, ts)
+    return _run_folds(bars, plan, ts, per_year, config.workers), per_year
 
 
 def _store(
@@ -246,6 +290,7 @@ def _store(
             f"{len(folds)} walk-forward folds ({config.window} training window, "
             f"{config.embargo_bars}-bar embargo), {len(config.seeds)} seeds per fold, "
             f"{config.cycles} training cycles per seed; {costs.describe()}.",
+            *_choice_notes(config),
         ],
         config=recipe(config, costs),
     )
@@ -315,6 +360,7 @@ def evaluate(config: EvaluateConfig | None = None) -> dict[str, Any]:
         "spa_p": summary.verdict.spa_p,
         "dsr": summary.verdict.dsr,
         "n_trials": summary.n_trials,
+        "prior_trials": config.prior_trials,
         "table": table,
         "verdict": verdict,
         "report": str(path),

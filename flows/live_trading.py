@@ -334,11 +334,12 @@ def _run_session(
             feature_names=tuple(spec.names()),
             fractional="/" in spec.traded,
             flatten_before_close_min=config.flatten_before_close_min,
+            allow_short=config.risk.allow_short,
         ),
         StepwiseQ(policy),
         broker,
         RiskEngine(
-            RiskLimits(**config.risk.model_dump()),
+            RiskLimits(**config.risk.limits()),
             kill_file=get_settings().data_dir / KILL_SWITCH_FILE,
         ),
         orders,

@@ -96,6 +96,7 @@ from models.gate import (
     forecaster_decision,
     streams_bars_per_year,
 )
+from models.genome import Genome
 from models.portfolio import (
     compute_allocator_panel,
     compute_q_advantage,
@@ -103,17 +104,24 @@ from models.portfolio import (
     with_agent_trading,
 )
 from models.qnet import Architecture, NestedLSTMQNet
-from models.registry import load_registered_agent, verify_artifact
-from models.sentiment import MODEL_NAME, coin_sentiment
+from models.registry import load_registered_agent, load_registered_genome, verify_artifact
+from models.sentiment import MODEL_NAME, compute_sentiment_inputs, sentiment_lookback
 from models.train import evaluate_network, evaluate_network_with_returns, held_out_data
 from tasks.agents import train_agent_on_bars
 from tasks.forecasters import fit_forecaster
+from trading.inputs import input_loader, load_training_inputs
 from warehouse.bars import load_bars, newest_bars
 from warehouse.db import connect
 from warehouse.forecasts import FORECASTER_KIND, register_forecaster, write_forecasts
 from warehouse.gate import write_promotion_decisions
 from warehouse.posts import load_scored_posts
-from warehouse.registry import load_model_row, production_model_id, promote, write_model
+from warehouse.registry import (
+    load_model_row,
+    production_model_id,
+    promote,
+    resolve_genome,
+    write_model,
+)
 from warehouse.symbols import load_symbols
 from warehouse.trials import load_trial_sharpes, record_trial
 
@@ -207,6 +215,12 @@ class _Symbol:
     agents: list[dict[str, Any]] = field(default_factory=list)
     rule: SessionRule | None = None
     """How its agents' episodes are cut (as `train` cuts them); None: inferred from the symbol."""
+    genome: Genome | None = None
+    """The registered genome its agents train with (spec already applied); None: the built-ins."""
+    genome_id: str = "builtin"
+    input_params: dict[str, Any] = field(default_factory=dict)
+    """How its sentiment/forecast inputs were read, for its agents' params (SPY; coins: empty)."""
+    """That genome's registry id, recorded with each agent ('builtin' without one)."""
 
 
 @dataclass
@@ -366,6 +380,22 @@ def _session_rule(
     return session_rule(symbol, timeframe, calendar, episode_bars=episode_bars)
 
 
+def _agent_genome(con: Any, genome_id: str, symbol: str) -> tuple[Genome | None, str]:
+    """The genome `genome_id` names for `symbol` and its registry id, resolved as train-agent
+    resolves it (warehouse.registry.resolve_genome; sha256 checked): (None, 'builtin') without one."""
+    row = resolve_genome(con, genome_id, symbol)
+    if row is None:
+        return None, "builtin"
+    return load_registered_genome(row), str(row["model_id"])
+
+
+def _genome_spec(genome: Genome, base: FeatureSpec) -> FeatureSpec:
+    """The genome's spec on `base`; sentiment inputs the config set explicitly (already in `base`)
+    override the genome's, as its architecture and params options do."""
+    spec = genome.feature_spec(base)
+    return replace(spec, sentiment_inputs=base.sentiment_inputs) if base.sentiment_inputs else spec
+
+
 def _symbol_costs(
     con: Any, symbol: str, config: NightlyRetrainConfig, log: Callable[..., None]
 ) -> Costs:
@@ -391,13 +421,27 @@ def _load_symbols(
             if bars.filter(pl.col("symbol") == spy[0]).height == 0:
                 run.failures.append(_failure(spy[0], "data", f"no {TIMEFRAME} bars in the window"))
             else:
-                out[spy[0]] = _Symbol(
-                    spy[0],
-                    bars,
-                    FeatureSpec(symbols=tuple(spy)),
-                    _symbol_costs(con, spy[0], run.config, log),
-                    rule=_session_rule(con, spy[0], TIMEFRAME),
+                spy_spec = FeatureSpec(
+                    symbols=tuple(spy), sentiment_inputs=tuple(run.config.sentiment_inputs)
                 )
+                try:
+                    genome, genome_id = _agent_genome(con, run.config.genome_id, spy_spec.traded)
+                except Exception as exc:  # noqa: BLE001 -- a broken genome fails SPY, not the coins
+                    run.failures.append(_failure(spy[0], "genome", exc))
+                    log("%s: genome %s unusable: %s", spy[0], run.config.genome_id, exc)
+                else:
+                    if genome is not None:
+                        spy_spec = _genome_spec(genome, spy_spec)
+                        log("%s: agents train with genome %s", spy[0], genome_id)
+                    out[spy[0]] = _Symbol(
+                        spy[0],
+                        bars,
+                        spy_spec,
+                        _symbol_costs(con, spy[0], run.config, log),
+                        rule=_session_rule(con, spy[0], TIMEFRAME),
+                        genome=genome,
+                        genome_id=genome_id,
+                    )
         for coin in coins:
             bars = load_bars(con, [coin], TIMEFRAME, w.start, w.end)
             if bars.height == 0:
@@ -408,7 +452,12 @@ def _load_symbols(
                 )
                 log("%s: no %s bars in the window; skipped", coin, TIMEFRAME)
                 continue
-            spec = FeatureSpec(symbols=(coin,), sentiment=True, forecast=True)
+            spec = FeatureSpec(
+                symbols=(coin,),
+                sentiment=True,
+                forecast=True,
+                sentiment_inputs=tuple(run.config.sentiment_inputs),
+            )
             out[coin] = _Symbol(
                 coin,
                 bars,
@@ -416,16 +465,51 @@ def _load_symbols(
                 _symbol_costs(con, coin, run.config, log),
                 rule=_session_rule(con, coin, TIMEFRAME),
             )
-        posts = load_scored_posts(con, w.start - span - lag, w.end, MODEL_NAME)
-    per_coin, notes = coin_sentiment(
-        posts, [c for c in coins if c in out], w.start, w.end, lag, span
-    )
-    for coin, frame in per_coin.items():
-        out[coin].sentiment = frame
+        lookback = sentiment_lookback(run.config.sentiment_inputs, span, lag)
+        posts = load_scored_posts(con, w.start - lookback, w.end, MODEL_NAME)
+        notes: list[str] = []
+        if spy and spy[0] in out:
+            # The SPY agent's inputs as train-agent reads them (its forecast, if it takes
+            # one, from the symbol's production forecaster: none refuses it, never reads 0).
+            try:
+                inputs = load_training_inputs(con, out[spy[0]].spec, w.start, w.end, span)
+            except ValueError as exc:
+                run.failures.append(_failure(spy[0], "data", exc))
+                log("%s: %s", spy[0], exc)
+                del out[spy[0]]
+            else:
+                out[spy[0]].sentiment = inputs.sentiment
+                out[spy[0]].forecasts = inputs.forecasts
+                out[spy[0]].input_params = inputs.params
+                notes += inputs.notes
+    coins_in = [c for c in coins if c in out]
+    if posts.height == 0 and coins_in:
+        notes.append(
+            f"no scored posts ({MODEL_NAME}) from {w.start.date()} to {w.end.date()}: every "
+            "coin's sentiment input reads 0"
+        )
+    elif posts.height:
+        for coin in coins_in:
+            # The legacy `sentiment` column (sentiment_window_minutes) beside the spec's
+            # aggregates: the coin's forecaster reads the former only (_forecaster_sentiment).
+            frame, note = compute_sentiment_inputs(
+                posts, coin, w.start, w.end, lag, out[coin].spec.sentiment_inputs, span
+            )
+            out[coin].sentiment = frame
+            if note is not None:
+                notes.append(note)
     for note in notes:
         run.notes.append(note)
         log(note)
     return out
+
+
+def _forecaster_sentiment(s: _Symbol) -> pl.DataFrame | None:
+    """The coin's sentiment frame as its forecaster reads it: ts, symbol, sentiment only, so
+    the agents' extra aggregates never change a forecaster's inputs or its fingerprint."""
+    if s.sentiment is None:
+        return None
+    return s.sentiment.select("ts", "symbol", "sentiment")
 
 
 # ---------------------------------------------------------------------------- b. forecasters
@@ -461,7 +545,7 @@ def _submit_forecaster(run: _Run, s: _Symbol) -> PrefectFuture[dict[str, Any]]:
     spec, cfg = _forecaster_recipe(run, s.symbol)
     model_id = (
         f"xgb-{_slug(s.symbol)}-{run.window.last_day:%Y%m%d}-"
-        f"{_fingerprint(spec.to_dict(), cfg, s.bars, s.sentiment)}"
+        f"{_fingerprint(spec.to_dict(), cfg, s.bars, _forecaster_sentiment(s))}"
     )
     champion, champion_recipe = _forecaster_champion(run, s.symbol, spec, cfg)
     s.forecaster = {"model_id": model_id, "champion": champion}
@@ -474,7 +558,7 @@ def _submit_forecaster(run: _Run, s: _Symbol) -> PrefectFuture[dict[str, Any]]:
         s.bars,
         spec.to_dict(),
         cfg,
-        s.sentiment,
+        _forecaster_sentiment(s),
         model_id,
         str(run.models_dir / model_id),
         extra,
@@ -560,9 +644,16 @@ def _record_forecaster(run: _Run, s: _Symbol, result: dict[str, Any]) -> dict[st
 def _submit_agents(run: _Run, s: _Symbol) -> list[tuple[str, PrefectFuture[dict[str, Any]] | None]]:
     """One training task per seed; a model already registered (a re-run) is reused, not retrained."""
     c = run.config
-    params = DQNParams.from_dict({**c.params, "cycles": c.cycles}).to_dict()
+    base = DQNParams.from_dict({**c.params, "cycles": c.cycles})
+    params = base.to_dict()
     arch = Architecture.from_dict(c.architecture).to_dict()
-    forecaster_id = (s.forecaster or {}).get("model_id")
+    if s.genome is not None:
+        # As train-agent: the genome's choices, then the config's explicit overrides on top.
+        arch = Architecture.from_dict(
+            {**s.genome.architecture().to_dict(), **c.architecture}
+        ).to_dict()
+        params = DQNParams.from_dict({**s.genome.params(base).to_dict(), **c.params}).to_dict()
+    forecaster_id = (s.forecaster or {}).get("model_id") or s.input_params.get("forecaster")
     data_key = _fingerprint(
         s.spec.to_dict(),
         arch,
@@ -571,10 +662,13 @@ def _submit_agents(run: _Run, s: _Symbol) -> list[tuple[str, PrefectFuture[dict[
         forecaster_id,
         s.bars,
         s.sentiment,
+        # Only with a genome: the ids of the built-in runs (and their reuse) stay as they were.
+        *([s.genome_id] if s.genome is not None else []),
     )
     description = {
         "nightly": True,
         "symbols": list(s.spec.symbols),
+        "genome": s.genome_id,
         "timeframe": TIMEFRAME,
         "train_range": [str(t) for t in run.window.train_range],
         "test_range": [str(t) for t in run.window.test_range],
@@ -588,6 +682,8 @@ def _submit_agents(run: _Run, s: _Symbol) -> list[tuple[str, PrefectFuture[dict[
     rule = s.rule if s.rule is not None else session_rule(s.symbol, TIMEFRAME)
     # How the ranges were cut, as `train` records it: `backtest` of the model cuts the same.
     description |= {"calendar": rule.calendar, "episode_bars": rule.episode_bars}
+    # SPY: how its inputs were read (a forecaster's horizon), as input_loader reads them back.
+    description |= s.input_params
     out: list[tuple[str, PrefectFuture[dict[str, Any]] | None]] = []
     for seed in c.seeds:
         run_id = f"nightly-{run.window.last_day:%Y%m%d}-{data_key}-s{seed}"
@@ -703,6 +799,13 @@ def _held_out_agent(
             policy.spec.timeframe,
             None if episode_bars is None else int(episode_bars),
         )
+        wanted = (["sentiment"] if policy.spec.sentiment else []) + policy.spec.sentiment_columns()
+        if wanted and (sentiment is None or not set(wanted) <= set(sentiment.columns)):
+            # A model with other sentiment inputs than tonight's (a champion trained on
+            # another config): its own inputs, read as backtest and live trading read them.
+            loader = input_loader(policy.spec, trained)
+            assert loader is not None  # it needs sentiment columns
+            sentiment = loader(con, *window)[0]
     sessions, held_out = held_out_data(
         bars, policy.spec, policy.scaler, (test_start, window[1]), sentiment, forecasts, rule
     )

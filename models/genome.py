@@ -1,7 +1,10 @@
-"""Genomes of the architecture search: Q-network shape and key training hyper-parameters, always valid.
+"""Genomes of the architecture search: Q-network shape, training choices and inputs, always valid.
 
 Every gene is a choice among allowed values, so random draws, mutations and crossovers
-can only ever produce valid genomes.
+can only ever produce valid genomes. The genes added with issue 17 (action set,
+reward, budget, ensemble size, sentiment inputs) default to the choice that reproduces the
+behaviour from before them: a genome stored earlier loads to exactly what it trained, and
+keeps its id, because those genes are left out of to_dict() (and so of hash()) at that choice.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from core.universe import COIN_SYMBOLS, EQUITY_SYMBOLS
 from models.dqn import DQNParams
 from models.features import FeatureSpec
 from models.qnet import Architecture
@@ -31,6 +35,16 @@ GENES: dict[str, tuple[Any, ...]] = {
     "gamma": (0.9, 0.95, 0.99, 0.995),
     "batch_sessions": (8, 16, 32, 64),
     "target_update_every": (1, 5, 10, 25),
+    # Issue 17. The first choice of each is the behaviour from before the gene existed (LEGACY).
+    "action_levels": ((), (0.0, 0.5, 1.0), (0.0, 0.25, 0.5, 0.75, 1.0)),
+    "reward": ("log_growth", "drawdown", "diff_sharpe"),
+    "ensemble_size": (1, 3),
+    "updates_per_block": (1, 2, 4),
+    "sentiment_inputs": (
+        (),
+        ("symbol_60m", "market_60m"),
+        ("symbol_60m", "symbol_24h", "market_60m", "market_24h"),
+    ),
 }
 ARCH_GENES = (
     "fast_hidden",
@@ -41,7 +55,35 @@ ARCH_GENES = (
     "head_hidden",
     "dueling",
 )
-PARAM_GENES = ("lr", "gamma", "batch_sessions", "target_update_every")
+PARAM_GENES = (
+    "lr",
+    "gamma",
+    "batch_sessions",
+    "target_update_every",
+    "action_levels",
+    "reward",
+    "ensemble_size",
+    "updates_per_block",
+)
+LEGACY: dict[str, Any] = {
+    name: GENES[name][0]
+    for name in (
+        "action_levels",
+        "reward",
+        "ensemble_size",
+        "updates_per_block",
+        "sentiment_inputs",
+    )
+}
+"""Genes a genome stored before issue 17 lacks, with the choice that reproduces how it trained."""
+
+
+def sentiment_available(symbol: str) -> bool:
+    """Whether posts can be about `symbol`: the universe models.sentiment.MentionMap matches posts to.
+
+    A genome's sentiment inputs apply only to such a symbol (see Genome.feature_spec).
+    """
+    return symbol in EQUITY_SYMBOLS or symbol in COIN_SYMBOLS
 
 
 @dataclass(frozen=True)
@@ -72,31 +114,52 @@ class Genome:
         return DQNParams.from_dict({**base.to_dict(), **{k: v[k] for k in PARAM_GENES}})
 
     def feature_spec(self, base: FeatureSpec) -> FeatureSpec:
-        return FeatureSpec.from_dict(
-            {**base.to_dict(), "return_windows": list(self.values["return_windows"])}
-        )
+        """The base spec with the genome's return windows and sentiment inputs.
+
+        The sentiment inputs apply only where the traded symbol is one posts can be about
+        (sentiment_available); elsewhere the base spec's are kept, so a searched genome trains
+        the same network on an index without posts. On a window without posts the inputs
+        read 0 (the loaders' note says so), as every sentiment input does.
+        """
+        v = self.values
+        d: dict[str, Any] = {**base.to_dict(), "return_windows": list(v["return_windows"])}
+        if sentiment_available(base.traded):
+            d["sentiment_inputs"] = list(v["sentiment_inputs"])
+        return FeatureSpec.from_dict(d)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in self.values.items()}
+        """Gene name -> value (tuples as lists); a LEGACY gene at its legacy choice is left out,
+        so a genome stored before it existed keeps its dict and hash (its registry id)."""
+        return {
+            k: list(v) if isinstance(v, tuple) else v
+            for k, v in self.values.items()
+            if not (k in LEGACY and v == LEGACY[k])
+        }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Genome:
+        """The genome of a to_dict(); a missing LEGACY gene takes its legacy choice."""
         choices = []
         for name, options in GENES.items():
-            value = tuple(d[name]) if isinstance(d[name], list) else d[name]
+            raw = d[name] if name not in LEGACY else d.get(name, LEGACY[name])
+            value = tuple(raw) if isinstance(raw, list) else raw
             if value not in options:
                 raise ValueError(f"gene {name}: {value!r} is not one of {options}")
             choices.append(options.index(value))
         return cls(tuple(choices))
 
     def cost(self) -> float:
-        """A rough relative training cost, for scheduling the largest evaluations first."""
+        """A rough relative training cost, for scheduling the largest evaluations first.
+
+        An ensemble trains ensemble_size members; updates_per_block multiplies the updates.
+        """
         v = self.values
         per_step = (
             v["fast_hidden"] ** 2 * v["fast_layers"]
             + v["slow_hidden"] ** 2 * v["slow_layers"] / v["slow_stride"]
         )
-        return float(per_step * v["batch_sessions"])
+        updates = v["batch_sessions"] * v["updates_per_block"]
+        return float(per_step * updates * v["ensemble_size"])
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
@@ -133,5 +196,6 @@ def default_genome() -> Genome:
         **arch.to_dict(),
         **{k: getattr(params, k) for k in PARAM_GENES},
         "return_windows": spec.return_windows,
+        "sentiment_inputs": spec.sentiment_inputs,
     }
     return Genome.from_dict({k: values[k] for k in GENES})
