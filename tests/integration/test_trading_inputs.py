@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -14,7 +15,15 @@ from adapters.synthetic_posts import SyntheticPostConfig, SyntheticPostSource
 from core.post_quality import frame_from_posts
 from models.features import SENTIMENT_INPUTS, FeatureSpec, compute_features
 from models.sentiment import compute_post_sentiment
-from trading.inputs import input_loader, load_training_inputs, sentiment_window, value_at, values_at
+from trading.inputs import (
+    InputLoader,
+    Inputs,
+    input_loader,
+    load_training_inputs,
+    sentiment_window,
+    value_at,
+    values_at,
+)
 from trading.live_features import LiveFeatures
 from warehouse.bars import ingest_bar_frames, load_bars
 from warehouse.db import connect
@@ -66,6 +75,35 @@ def _warehouse(path: Path) -> None:
         write_forecasts(con, forecasts, model_id="xgb-test", horizon_minutes=40_320, created_at=DAY)
 
 
+def _assert_live_equals_batch(
+    path: Path,
+    spec: FeatureSpec,
+    loader: InputLoader,
+    bars: pl.DataFrame,
+    batch: pl.DataFrame,
+    row: Callable[[LiveFeatures, Inputs, datetime], np.ndarray | None],
+) -> None:
+    """Feed DAY's bars minute by minute, reading the inputs each minute as live does: every
+    live row equals the batch row of that minute."""
+    live = LiveFeatures(spec)
+    live.push_frame(bars.filter(pl.col("ts") < DAY))
+    expected = {
+        r[0]: np.asarray(r[1:], dtype=np.float32)
+        for r in batch.select("ts", *spec.names()).iter_rows()
+    }
+    checked = 0
+    with connect(path) as con:
+        for frame in bars.filter(pl.col("ts") >= DAY).partition_by("ts", maintain_order=True):
+            ts = frame.get_column("ts")[0]
+            live.push_frame(frame)
+            extra = loader(con, ts, ts + timedelta(minutes=1))  # what live reads each minute
+            got = row(live, extra, ts)
+            assert got is not None
+            np.testing.assert_allclose(got, expected[ts], rtol=1e-5, atol=1e-7)
+            checked += 1
+    assert checked == batch.height == 360
+
+
 def test_live_inputs_equal_the_batch_inputs_minute_by_minute(tmp_path: Path) -> None:
     path = tmp_path / "w.duckdb"
     _warehouse(path)
@@ -83,23 +121,11 @@ def test_live_inputs_equal_the_batch_inputs_minute_by_minute(tmp_path: Path) -> 
     assert batch.get_column("sentiment").n_unique() > 5
     assert batch.get_column("forecast").n_unique() > 3
 
-    live = LiveFeatures(spec)
-    live.push_frame(bars.filter(pl.col("ts") < DAY))
-    names = spec.names()
-    expected = {
-        r[0]: np.asarray(r[1:], dtype=np.float32) for r in batch.select("ts", *names).iter_rows()
-    }
-    checked = 0
-    with connect(path) as con:
-        for frame in bars.filter(pl.col("ts") >= DAY).partition_by("ts", maintain_order=True):
-            ts = frame.get_column("ts")[0]
-            live.push_frame(frame)
-            s, f = loader(con, ts, ts + timedelta(minutes=1))  # what live reads each minute
-            got = live.row(ts, value_at(s, "sentiment", ts), value_at(f, "forecast", ts))
-            assert got is not None
-            np.testing.assert_allclose(got, expected[ts], rtol=1e-5, atol=1e-7)
-            checked += 1
-    assert checked == batch.height == 360
+    def legacy_row(live: LiveFeatures, extra: Inputs, ts: datetime) -> np.ndarray | None:
+        s, f = extra
+        return live.row(ts, value_at(s, "sentiment", ts), value_at(f, "forecast", ts))
+
+    _assert_live_equals_batch(path, spec, loader, bars, batch, legacy_row)
 
 
 def test_the_sentiment_window_comes_from_the_model() -> None:
@@ -138,23 +164,10 @@ def test_the_sentiment_aggregates_live_equal_the_batch_and_training_inputs(tmp_p
         batch.get_column("sentiment_symbol_60m")
     )
 
-    live = LiveFeatures(spec)
-    live.push_frame(bars.filter(pl.col("ts") < DAY))
-    names = spec.names()
-    expected = {
-        r[0]: np.asarray(r[1:], dtype=np.float32) for r in batch.select("ts", *names).iter_rows()
-    }
-    checked = 0
-    with connect(path) as con:
-        for frame in bars.filter(pl.col("ts") >= DAY).partition_by("ts", maintain_order=True):
-            ts = frame.get_column("ts")[0]
-            live.push_frame(frame)
-            extra = loader(con, ts, ts + timedelta(minutes=1))  # what live reads each minute
-            got = live.row(ts, inputs=values_at(spec, extra, ts))
-            assert got is not None
-            np.testing.assert_allclose(got, expected[ts], rtol=1e-5, atol=1e-7)
-            checked += 1
-    assert checked == batch.height == 360
+    def row(live: LiveFeatures, extra: Inputs, ts: datetime) -> np.ndarray | None:
+        return live.row(ts, inputs=values_at(spec, extra, ts))
+
+    _assert_live_equals_batch(path, spec, loader, bars, batch, row)
 
 
 def test_the_configs_and_the_cli_offer_exactly_the_feature_specs_sentiment_inputs() -> None:
