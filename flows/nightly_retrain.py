@@ -218,9 +218,9 @@ class _Symbol:
     genome: Genome | None = None
     """The registered genome its agents train with (spec already applied); None: the built-ins."""
     genome_id: str = "builtin"
+    """That genome's registry id, recorded with each agent ('builtin' without one)."""
     input_params: dict[str, Any] = field(default_factory=dict)
     """How its sentiment/forecast inputs were read, for its agents' params (SPY; coins: empty)."""
-    """That genome's registry id, recorded with each agent ('builtin' without one)."""
 
 
 @dataclass
