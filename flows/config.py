@@ -428,6 +428,12 @@ class EvolveConfig(BaseModel):
         "genome are judged as the mean of one agent per seed.",
     )
     search_seed: Seed = Field(default=0, description="Seed of populations and selection.")
+    fixed_genes: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Genes held at one value in every individual (models/genome.py GENES), e.g. "
+        "{'ensemble_size': 1, 'updates_per_block': 1} where ensembles or more updates cost too "
+        "much; empty: the whole search space.",
+    )
     fee_bps: float | None = fee_field()
     slippage_bps: float | None = slippage_field()
     individual_timeout_s: float | None = Field(
@@ -479,6 +485,8 @@ class EvolveConfig(BaseModel):
                 "test_start", "test_end",
             },
         )  # fmt: skip
+        if not self.fixed_genes:  # added with #17: a search without it keeps its id
+            del payload["fixed_genes"]
         return (
             "nas-" + hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
         )

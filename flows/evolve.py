@@ -67,6 +67,7 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
         config.tournament,
         config.mutation_rate,
         config.search_seed,
+        config.fixed_genes,
     )
     search_id = config.search_id()
     spec = FeatureSpec(symbols=tuple(config.symbols), timeframe=config.timeframe)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -163,6 +164,31 @@ class Genome:
 
     def hash(self) -> str:
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def gene_choice(name: str, value: Any) -> int:
+    """The index of `value` among GENES[name]'s options (lists read as tuples); ValueError otherwise."""
+    if name not in GENES:
+        raise ValueError(f"no gene {name!r}; the genes are {', '.join(GENES)}")
+    options = GENES[name]
+    wanted = tuple(value) if isinstance(value, list) else value
+    if wanted not in options:
+        raise ValueError(f"gene {name}: {value!r} is not one of {list(options)}")
+    return options.index(wanted)
+
+
+def pin(genome: Genome, fixed: Mapping[str, Any]) -> Genome:
+    """`genome` with the genes named in `fixed` set to the given values (a narrower search
+    space: e.g. {'ensemble_size': 1} where ensembles cost too much). The other genes, and the
+    random draws that made them, are untouched."""
+    if not fixed:
+        return genome
+    names = list(GENES)
+    choices = list(genome.choices)
+    for name, value in fixed.items():
+        choice = gene_choice(name, value)
+        choices[names.index(name)] = choice
+    return Genome(tuple(choices))
 
 
 def random_genome(rng: np.random.Generator) -> Genome:

@@ -117,6 +117,11 @@ class RewardShaper:
 def shape_rewards(settings: RewardSettings, growth: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """Scaled rewards [B, T] (float32) of whole played sessions from their per-bar log growth
     [B, T]; `valid` [B, T] marks the bars that were played (0 reward elsewhere)."""
+    if settings.reward == "log_growth":
+        # Stateless: the step-wise shaper's arithmetic on the whole array at once (the default
+        # reward; the loop below would cost a Python step per bar of every rollout).
+        g = np.where(valid, np.asarray(growth, dtype=np.float64), 0.0)
+        return np.where(valid, g * float(settings.reward_scale), 0.0).astype(np.float32)
     shaper = RewardShaper(settings, growth.shape[0])
     out = np.zeros(growth.shape, dtype=np.float32)
     for t in range(growth.shape[1]):

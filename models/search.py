@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -32,7 +33,7 @@ from models.dqn import DQNParams
 from models.env import Costs
 from models.features import FeatureSpec
 from models.gate import GateDecision, agent_decision
-from models.genome import Genome, crossover, mutate, random_genome
+from models.genome import Genome, crossover, gene_choice, mutate, pin, random_genome
 from models.train import evaluate_network_with_returns, objective, prepare_data, train_dqn
 
 WORST_FITNESS = -1e9  # what a crashed or timed-out individual scores
@@ -54,6 +55,12 @@ class SearchSettings:
     """Probability of redrawing each gene of a child."""
     seed: int = 0
     """Seed of the search itself (populations, selection)."""
+    fixed_genes: Mapping[str, Any] = field(default_factory=dict)
+    """Genes held at one value in every individual (models.genome.pin); {}: the whole space."""
+
+    def __post_init__(self) -> None:
+        for name, value in self.fixed_genes.items():
+            gene_choice(name, value)  # refused before any work: a typo never searches silently
 
 
 @dataclass(frozen=True)
@@ -64,7 +71,7 @@ class Scored:
 
 def initial_population(settings: SearchSettings) -> list[Genome]:
     rng = np.random.default_rng([settings.seed, 0])
-    return [random_genome(rng) for _ in range(settings.population)]
+    return [pin(random_genome(rng), settings.fixed_genes) for _ in range(settings.population)]
 
 
 def next_generation(
@@ -81,7 +88,7 @@ def next_generation(
 
     while len(children) < settings.population:
         child = crossover(tournament(), tournament(), rng)
-        children.append(mutate(child, rng, settings.mutation_rate))
+        children.append(pin(mutate(child, rng, settings.mutation_rate), settings.fixed_genes))
     return children
 
 

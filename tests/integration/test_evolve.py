@@ -45,6 +45,9 @@ def config(warehouse: Path, **over: Any) -> EvolveConfig:
         cycles=4,
         seeds=[1, 2],
         runner="serial",
+        # The expensive genes held at their cheapest: these tests are about the flow, not
+        # the space (tests/unit/test_genome_choices.py covers every gene).
+        fixed_genes={"ensemble_size": 1, "updates_per_block": 1},
         register_best=False,
         warehouse=str(warehouse),
     )

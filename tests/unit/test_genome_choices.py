@@ -93,3 +93,28 @@ def test_ensembles_and_more_updates_cost_more() -> None:
     base = Genome.from_dict(json.loads(OLD_GENOME_JSON))
     big = Genome.from_dict({**base.to_dict(), "ensemble_size": 3, "updates_per_block": 4})
     assert big.cost() == pytest.approx(12 * base.cost())
+
+
+def test_fixed_genes_hold_in_every_individual_and_leave_the_other_draws_alone() -> None:
+    from models.search import Scored, SearchSettings, initial_population, next_generation
+
+    fixed = {"ensemble_size": 1, "updates_per_block": 1, "action_levels": [0.0, 0.5, 1.0]}
+    free, pinned = (
+        SearchSettings(population=12, seed=5),
+        SearchSettings(population=12, seed=5, fixed_genes=fixed),
+    )
+    names = list(GENES)
+    first = initial_population(pinned)
+    for a, b in zip(initial_population(free), first, strict=True):
+        for i, name in enumerate(names):
+            if name in fixed:
+                assert b.values[name] == (tuple(fixed[name]) if name == "action_levels" else 1)
+            else:
+                assert a.choices[i] == b.choices[i], name
+    scored = [Scored(g, float(i)) for i, g in enumerate(first)]
+    for child in next_generation(scored, 1, pinned):
+        assert child.values["ensemble_size"] == 1 and child.values["updates_per_block"] == 1
+    with pytest.raises(ValueError, match="no gene"):
+        SearchSettings(fixed_genes={"ensemble": 1})
+    with pytest.raises(ValueError, match="is not one of"):
+        SearchSettings(fixed_genes={"ensemble_size": 2})
