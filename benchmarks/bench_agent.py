@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing as mp
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +19,7 @@ from models.env import Costs
 from models.features import FeatureSpec, compute_features
 from models.qnet import Architecture
 from models.registry import load_agent, save_agent
+from models.threads import available_cores, task_threads, use_threads
 from models.train import greedy_positions, prepare_data, session_log_returns, train_dqn
 
 YEAR = (datetime(2023, 1, 1, tzinfo=UTC), datetime(2024, 1, 1, tzinfo=UTC))
@@ -71,6 +73,42 @@ def _session_update_seconds(
     return (time.perf_counter() - start) / repeats
 
 
+def _train_beside_another(barrier: object, out: object, threads: int) -> None:
+    """One of two trainings run at once (a spawned process): the same year, 1000 cycles,
+    `threads` torch threads; both start together at the barrier, each reports its seconds."""
+    use_threads(threads)
+    spec = FeatureSpec()
+    source = SyntheticBarSource()
+    bars = pl.concat(list(source.fetch_bars(list(spec.symbols), "1Min", YEAR[0], TEST[1])))
+    data = prepare_data(bars, spec, YEAR, TEST)
+    barrier.wait(timeout=600)  # type: ignore[attr-defined]
+    t = time.perf_counter()
+    train_dqn(data.train, Architecture(), DQNParams(), Costs(), seed=1)
+    out.put(time.perf_counter() - t)  # type: ignore[attr-defined]
+
+
+def two_trainings_at_once(threads: int | None = None) -> tuple[float, int]:
+    """Seconds until both of two 1000-cycle trainings, started together in two processes,
+    have finished, each on its share of the cores (models.threads.task_threads(2); `threads`
+    to try another count)."""
+    ctx = mp.get_context("spawn")
+    barrier, out = ctx.Barrier(2), ctx.Queue()
+    threads = task_threads(2) if threads is None else threads
+    procs = [
+        ctx.Process(target=_train_beside_another, args=(barrier, out, threads)) for _ in range(2)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    if any(p.exitcode != 0 for p in procs):
+        raise RuntimeError(
+            f"a training beside another failed: exit codes {[p.exitcode for p in procs]}"
+        )
+    seconds = [out.get(timeout=60) for _ in procs]
+    return max(seconds), threads
+
+
 @benchmark("agent")
 def bench_agent(scratch: Path) -> list[Figure]:
     spec = FeatureSpec()
@@ -95,6 +133,14 @@ def bench_agent(scratch: Path) -> list[Figure]:
     replay_ratio = n_updates(params, 0) * params.batch_sessions / len(history)
     print(
         f"  1000 cycles: {train_s:.1f} s, each transition replayed {replay_ratio:.1f} times on average"
+    )
+    both_s, threads = two_trainings_at_once()
+    # The same two, each letting torch use every core (as before threads were shared out).
+    unpinned_s, every = two_trainings_at_once(available_cores())
+    print(
+        f"  two 1000-cycle trainings at once, {threads} torch thread(s) each: {both_s:.1f} s "
+        f"({both_s / train_s:.2f}x one alone); {every} thread(s) each: {unpinned_s:.1f} s "
+        f"({unpinned_s / train_s:.2f}x)"
     )
 
     # Same network, same sizes: session unrolling vs re-encoded 60-bar windows.
@@ -169,6 +215,9 @@ def bench_agent(scratch: Path) -> list[Figure]:
     )
     return [
         Figure("train_1000_cycles_s", round(train_s, 2), "s", "<= 60"),
+        Figure("train_1000_cycles_two_at_once_s", round(both_s, 2), "s", "-"),
+        Figure("train_two_at_once_vs_alone", round(both_s / train_s, 2), "x", "<= 2.3"),
+        Figure("train_1000_cycles_two_at_once_every_core_s", round(unpinned_s, 2), "s", "-"),
         Figure("train_replay_ratio", round(replay_ratio, 2), "x", ">= 4"),
         Figure("train_speedup_vs_window", round(window / ours, 1), "x", ">= 30"),
         Figure("inference_ms", round(inference_ms, 3), "ms", "<= 1"),

@@ -17,7 +17,7 @@ from benchmarks.harness import Figure, benchmark
 from core.post_quality import frame_from_posts
 from core.posts import Post
 from core.settings import DEFAULT_SUBREDDITS
-from core.universe import COIN_SYMBOLS
+from core.universe import COIN_SYMBOLS, EQUITY_SYMBOLS
 from flows.config import NightlyRetrainConfig
 from flows.nightly_retrain import nightly_retrain
 from models.sentiment import compute_post_sentiment
@@ -37,12 +37,13 @@ def _peak_rss_gb() -> float:
     return max(own, kids) / 1e9
 
 
-@benchmark("nightly")
-def bench_nightly(scratch: Path) -> list[Figure]:
-    warehouse = scratch / "bench-nightly.duckdb"
+def _synthetic_year(warehouse: Path, with_equities: bool = False) -> None:
+    """A year of SYNTHETIC minutes of the 14 coins (and the SPY agent's four ETFs) and posts."""
     bars = SyntheticBarSource(SyntheticConfig(seed=7, signal="sentiment"))
     for coin in COIN_SYMBOLS:
         ingest_bar_frames(bars.fetch_bars([coin], "1Min", START, END), warehouse, END)
+    if with_equities:
+        ingest_bar_frames(bars.fetch_bars(list(EQUITY_SYMBOLS), "1Min", START, END), warehouse, END)
     posts = SyntheticPostSource(SyntheticPostConfig(seed=7, tone="lead-coins"), ManualClock(END))
     batch: list[Post] = []
     frames = []
@@ -54,6 +55,44 @@ def bench_nightly(scratch: Path) -> list[Figure]:
     if batch:
         frames.append(frame_from_posts(batch))
     ingest_post_frames(frames, warehouse, END, compute_post_sentiment)
+
+
+@benchmark("nightly_full")
+def bench_nightly_full(scratch: Path) -> list[Figure]:
+    """The seed's whole budget every night: 14 coins and the SPY agent, 1000 cycles each."""
+    warehouse = scratch / "bench-nightly-full.duckdb"
+    _synthetic_year(warehouse, with_equities=True)
+    rss_before = _peak_rss_gb()
+    t = time.perf_counter()
+    result = nightly_retrain(
+        NightlyRetrainConfig(
+            coins=list(COIN_SYMBOLS),
+            include_spy=True,
+            cycles=1000,
+            start=START.date(),
+            end=LAST_DAY,
+            warehouse=str(warehouse),
+            models_dir=str(scratch / "models-full"),
+        )
+    )
+    full_s = time.perf_counter() - t
+    peak = _peak_rss_gb()
+    agents = sum(len(v.get("agents") or []) for v in result.get("symbols", {}).values())
+    print(
+        f"  nightly-retrain at the full budget, 14 SYNTHETIC coins + SPY x 1 year of minutes "
+        f"(1000 cycles per agent, thread x2, {agents} agents): {full_s:.0f} s, peak RSS "
+        f"{peak:.2f} GB (before: {rss_before:.2f} GB); failures: {len(result.get('failures', []))}"
+    )
+    return [
+        Figure("nightly_retrain_full_s", round(full_s, 1), "s", "<= 900"),
+        Figure("nightly_full_peak_rss_gb", round(peak, 2), "GB", "<= 4"),
+    ]
+
+
+@benchmark("nightly")
+def bench_nightly(scratch: Path) -> list[Figure]:
+    warehouse = scratch / "bench-nightly.duckdb"
+    _synthetic_year(warehouse)
     # Model ids hash the recipe and the data, and a registered one is reused: the serial and
     # Dask runs below each get their own copy of the data, or the second would train nothing.
     copies = {name: scratch / f"bench-nightly-{name}.duckdb" for name in ("serial", "dask")}

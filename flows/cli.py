@@ -196,7 +196,16 @@ def cmd_nightly(args: argparse.Namespace) -> int:
     from warehouse.io import load_frame
 
     kwargs: dict[str, Any] = {"runner": args.runner}
-    for key in ("coins", "cycles", "start", "end", "warehouse"):
+    for key in (
+        "coins",
+        "cycles",
+        "start",
+        "end",
+        "workers",
+        "threads",
+        "dask_address",
+        "warehouse",
+    ):
         if getattr(args, key) is not None:
             kwargs[key] = getattr(args, key)
     if args.no_spy:
@@ -818,6 +827,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--start", type=date.fromisoformat)
     p.add_argument("--end", type=date.fromisoformat)
     p.add_argument("--runner", choices=["thread", "process", "dask"], default="thread")
+    p.add_argument("--workers", type=int, help="tasks at once (default 2)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per training task (default: cores // workers; 1 on a Dask cluster)",
+    )
+    p.add_argument("--dask-address", help="scheduler of an existing Dask cluster")
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_nightly)
 

@@ -870,6 +870,13 @@ class NightlyRetrainConfig(BaseModel):
         default=None,
         description="Scheduler of an existing Dask cluster; empty: TRADINGML_DASK_ADDRESS, else a LocalCluster.",
     )
+    threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="Torch threads per training task; empty: this machine's cores shared by "
+        "the workers (cores // workers), 1 on an existing Dask cluster. One count for every "
+        "task, so the runner does not change a seed's weights.",
+    )
     warehouse: str | None = Field(default=None, description="Warehouse file (default: settings).")
     models_dir: str | None = Field(
         default=None, description="Artifacts folder (default: <data_dir>/models)."
@@ -905,6 +912,7 @@ class NightlyRetrainConfig(BaseModel):
             exclude={
                 "runner",
                 "workers",
+                "threads",
                 "dask_address",
                 "warehouse",
                 "models_dir",

@@ -29,6 +29,7 @@ from models.env import Costs
 from models.evaluation import Fold, walk_forward_folds
 from models.features import FeatureSpec, unavailable_note
 from models.qnet import Architecture
+from models.threads import threads_for_tasks
 from models.walk_forward import (
     FoldResult,
     WalkForwardPlan,
@@ -56,9 +57,12 @@ def evaluate_folds(
     ts: pl.Series,
     per_year: float,
     on_seed: Callable[[Fold, int], None],
+    threads: int | None = None,
 ) -> list[FoldResult]:
     """Every fold at once, as many as the task runner's workers allow; results in fold order."""
-    futures = [evaluate_fold.submit(bars, plan, f, ts, per_year, on_seed) for f in plan.folds]
+    futures = [
+        evaluate_fold.submit(bars, plan, f, ts, per_year, on_seed, threads) for f in plan.folds
+    ]
     return [f.result() for f in futures]
 
 
@@ -177,8 +181,13 @@ def _run_folds(
             progress.update(1)
 
     runner: TaskRunner[Any] = ThreadPoolTaskRunner(max_workers=workers)
+    # Each fold's torch work on its share of the cores: `workers` folds that each used every
+    # core would contend for them (models.threads).
     try:
-        results = evaluate_folds.with_options(task_runner=runner)(bars, plan, ts, per_year, tick)
+        with threads_for_tasks(workers) as threads:
+            results = evaluate_folds.with_options(task_runner=runner)(
+                bars, plan, ts, per_year, tick, threads
+            )
     finally:
         progress.close()
     return result_frame(results)

@@ -41,6 +41,7 @@ from models.search import (
     next_generation,
     search_folds,
 )
+from models.threads import task_threads
 from tasks.search import evaluate_individual
 from warehouse.bars import load_bars
 from warehouse.db import connect
@@ -93,6 +94,9 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
     rule = asdict(
         session_rule(spec.traded, spec.timeframe, info.calendar if info is not None else None)
     )
+    # Torch threads per evaluation: this machine's cores shared by the workers (1 on an
+    # existing Dask cluster, Dask's own rule); one count for every runner.
+    threads = 1 if config.runner == "dask" and config.dask_address else task_threads(config.workers)
     if stored:
         logger.info("resuming %s: %d individuals already scored", search_id, len(stored))
     population = initial_population(settings)
@@ -120,6 +124,7 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
                 config.seeds,
                 config.individual_timeout_s,
                 rule,
+                threads,
             )
             # Largest first: two workers finish a generation together instead of one waiting.
             for i, g in sorted(enumerate(population), key=lambda ig: -ig[1].cost())

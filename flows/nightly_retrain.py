@@ -104,10 +104,16 @@ from models.portfolio import (
     with_agent_trading,
 )
 from models.qnet import Architecture, NestedLSTMQNet
-from models.registry import load_registered_agent, load_registered_genome, verify_artifact
+from models.registry import (
+    load_registered_agent,
+    load_registered_genome,
+    unpack_folder,
+    verify_artifact,
+)
 from models.sentiment import MODEL_NAME, compute_sentiment_inputs, sentiment_lookback
+from models.threads import task_threads
 from models.train import evaluate_network, evaluate_network_with_returns, held_out_data
-from tasks.agents import train_agent_on_bars
+from tasks.agents import store_trained_agent, train_agent_on_bars
 from tasks.forecasters import fit_forecaster
 from trading.inputs import input_loader, load_training_inputs
 from warehouse.bars import load_bars, newest_bars
@@ -291,6 +297,9 @@ def retrain_and_gate(config: NightlyRetrainConfig, decided_at: datetime) -> dict
         for model_id, agent_future in futures:
             try:
                 result = agent_future.result() if agent_future is not None else None
+                if result is not None:
+                    # Only this process writes the model store and the warehouse.
+                    store_trained_agent(result, run.models_dir, run.warehouse)
                 s.agents.append(_agent_summary(run, model_id, result))
             except Exception as exc:  # noqa: BLE001
                 run.failures.append(_failure(symbol, "agent", exc))
@@ -560,7 +569,6 @@ def _submit_forecaster(run: _Run, s: _Symbol) -> PrefectFuture[dict[str, Any]]:
         cfg,
         _forecaster_sentiment(s),
         model_id,
-        str(run.models_dir / model_id),
         extra,
         champion_recipe,
     )
@@ -599,6 +607,10 @@ def _record_forecaster(run: _Run, s: _Symbol, result: dict[str, Any]) -> dict[st
     model_id = str(result["model_id"])
     forecasts: pl.DataFrame = result["forecasts"]
     spec, cfg = _forecaster_recipe(run, s.symbol)
+    artifact = run.models_dir / model_id
+    # The task returned the artifact as bytes (it may have run where this disk is not):
+    # written here, its sha256 checked before it is in place.
+    unpack_folder(result["artifact"]["files"], artifact, str(result["sha256"]))
     with connect(run.warehouse) as con:
         existing = load_model_row(con, model_id)
         if existing is None:
@@ -609,7 +621,7 @@ def _record_forecaster(run: _Run, s: _Symbol, result: dict[str, Any]) -> dict[st
                 feature_schema_hash=spec.schema_hash(),
                 metrics=result["metrics"],
                 params={**cfg, "nightly": True, "data_sources": _sources(s.bars)},
-                artifact_path=str(result["artifact_path"]),
+                artifact_path=str(artifact),
                 artifact_sha256=str(result["sha256"]),
                 created_at=datetime.now(UTC),
             )
@@ -631,7 +643,8 @@ def _record_forecaster(run: _Run, s: _Symbol, result: dict[str, Any]) -> dict[st
     stage = existing["stage"] if existing is not None else "candidate"
     return {
         **(s.forecaster or {}),
-        **result,
+        **{k: v for k, v in result.items() if k != "artifact"},
+        "artifact_path": str(artifact),
         "forecasts": None,
         "stored": written.total,
         "stage": stage,
@@ -705,14 +718,34 @@ def _submit_agents(run: _Run, s: _Symbol) -> list[tuple[str, PrefectFuture[dict[
             arch,
             params,
             asdict(s.costs),
-            str(run.models_dir),
-            run.warehouse,
+            _checkpoint_dir(run, run_id),
             description,
             c.budget_s,
             asdict(rule),
+            _task_threads(c),
         )
         out.append((model_id, future))
     return out
+
+
+def _checkpoint_dir(run: _Run, run_id: str) -> str | None:
+    """Where a training task checkpoints: the model store's folder on a thread or process runner
+    (same machine: an interrupted run resumes); none on Dask, whose workers share no disk."""
+    if run.config.runner == "dask":
+        return None
+    return str(run.models_dir / "checkpoints" / run_id)
+
+
+def _task_threads(config: NightlyRetrainConfig) -> int:
+    """Torch threads per training task: config.threads, else this machine's cores shared by
+    the tasks that run at once; 1 per task on an existing Dask cluster (Dask's own rule: its
+    nanny starts workers with OMP_NUM_THREADS=1). One count for every task of the run, so
+    weights do not depend on where a task ran."""
+    if config.threads is not None:
+        return config.threads
+    if config.runner == "dask" and (config.dask_address or get_settings().dask_address):
+        return 1
+    return task_threads(config.workers)
 
 
 def _agent_summary(run: _Run, model_id: str, result: dict[str, Any] | None) -> dict[str, Any]:

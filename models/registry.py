@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -193,6 +194,50 @@ def folder_sha256(directory: Path) -> str:
     raise ModelLoadError(
         f"model artifact {directory} holds none of {WEIGHTS}, {MODEL_FILE} or {ARRAYS}"
     )
+
+
+def pack_folder(directory: Path) -> dict[str, bytes]:
+    """A model folder's files as bytes, by name: how a worker that shares no disk with the flow
+    returns an artifact (models.registry.unpack_folder writes it back where the flow stores models)."""
+    files = {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+    if not files:
+        raise ModelLoadError(f"model artifact {directory} is empty")
+    return files
+
+
+def unpack_folder(files: dict[str, bytes], directory: Path, sha256: str) -> None:
+    """Write a packed artifact to `directory`, checked against `sha256` before it is in place.
+
+    The files go to a sibling folder first and are renamed into place only when their
+    sha256 (folder_sha256, by layout) is the one the worker reported: a truncated or altered
+    transfer never lands. Idempotent: a folder already there with the same sha256 is kept.
+    """
+    for name in files:
+        if not name or "/" in name or "\\" in name or name in {".", ".."}:
+            raise ModelLoadError(f"artifact file name {name!r} is not a plain file name")
+    if directory.is_dir():
+        try:
+            if folder_sha256(directory) == sha256:
+                return
+        except ModelLoadError:
+            pass
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    staging = directory.with_name(f".{directory.name}.incoming")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    for name, data in files.items():
+        (staging / name).write_bytes(data)
+    actual = folder_sha256(staging)
+    if actual != sha256:
+        shutil.rmtree(staging)
+        raise ModelLoadError(
+            f"artifact for {directory.name} arrived with sha256 {actual[:12]}..., "
+            f"not the {sha256[:12]}... it was saved with; nothing written"
+        )
+    if directory.exists():
+        shutil.rmtree(directory)
+    staging.rename(directory)
 
 
 def verify_artifact(row: dict[str, Any]) -> None:

@@ -24,7 +24,6 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 import polars as pl
-import torch
 
 from core import metrics
 from core.baselines import periods_per_year
@@ -34,6 +33,7 @@ from models.env import Costs
 from models.features import FeatureSpec
 from models.gate import GateDecision, agent_decision
 from models.genome import Genome, crossover, gene_choice, mutate, pin, random_genome
+from models.threads import use_threads
 from models.train import evaluate_network_with_returns, objective, prepare_data, train_dqn
 
 WORST_FITNESS = -1e9  # what a crashed or timed-out individual scores
@@ -176,6 +176,7 @@ def evaluate_genome(
     timeout_s: float | None,
     rule: SessionRule | None = None,
     sentiment: pl.DataFrame | None = None,
+    threads: int = 1,
 ) -> Evaluation:
     """Train the genome once per fold and seed at a fixed budget; fitness = mean validation objective.
 
@@ -186,11 +187,11 @@ def evaluate_genome(
     from the symbol's stored calendar); None infers it from the traded symbol and timeframe.
     `sentiment` (ts, symbol, sentiment) feeds a spec with sentiment=True (models.train.prepare_data;
     the benchmark's planted-signal market). `timeout_s` bounds the whole individual. Never raises: a crash or a timeout scores
-    WORST_FITNESS with its reason, so the search goes on.
+    WORST_FITNESS with its reason, so the search goes on. `threads`: torch threads for it.
     """
-    # One thread per evaluation: workers run side by side, and results must not depend on
-    # how many threads a runner gives a process.
-    torch.set_num_threads(1)
+    # `threads` torch threads: the worker's share of the cores (models.threads.task_threads),
+    # one count chosen by the flow for every runner, so results do not depend on the runner.
+    use_threads(threads)
     started = time.perf_counter()
     grid: list[list[float]] = []
     sharpes: list[float] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from models.forecaster import (
     train_forecaster,
     walk_forward_forecasts,
 )
+from models.registry import pack_folder
 
 
 @task(name="fit-forecaster", task_run_name="fit-{model_id}", cache_policy=NO_CACHE)
@@ -28,11 +30,14 @@ def fit_forecaster(
     config: dict[str, Any],
     sentiment: pl.DataFrame | None,
     model_id: str,
-    artifact_dir: str,
     extra_meta: dict[str, Any],
     champion_recipe: tuple[dict[str, Any], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Train one coin's forecaster and its walk-forward forecasts; save the artifact; plain values out.
+    """Train one coin's forecaster and its walk-forward forecasts; plain values out.
+
+    Writes nothing where the flow keeps its models: the artifact comes back as bytes
+    ('artifact': files and sha256; models.registry.unpack_folder writes it in the flow's
+    process), so the task can run on a Dask worker that shares no disk with the flow.
 
     champion_recipe (spec, config) of the production forecaster: its recipe is cross-validated
     on the same rows and folds, so the gate compares both on the same out-of-fold data.
@@ -44,7 +49,10 @@ def fit_forecaster(
     rows = compute_forecast_rows(bars, feature_spec, cfg, sentiment)
     fit = train_forecaster(rows, feature_spec, cfg)
     forecasts = walk_forward_forecasts(rows, feature_spec, cfg)
-    sha = save_forecaster(Path(artifact_dir), fit.booster, feature_spec, {**fit.meta, **extra_meta})
+    with tempfile.TemporaryDirectory(prefix="tradingml-artifact-") as tmp:
+        folder = Path(tmp) / model_id
+        sha = save_forecaster(folder, fit.booster, feature_spec, {**fit.meta, **extra_meta})
+        files = pack_folder(folder)
     metrics = fit.cv.to_dict()
     champion_cv: dict[str, Any] | None = None
     if champion_recipe is not None:
@@ -63,7 +71,7 @@ def fit_forecaster(
     return {
         "model_id": model_id,
         "sha256": sha,
-        "artifact_path": artifact_dir,
+        "artifact": {"files": files, "sha256": sha},
         "metrics": metrics,
         "meta": {**fit.meta, **extra_meta},
         "eval_start": folds[0]["valid_start"] if folds else None,

@@ -32,11 +32,13 @@ def evaluate_individual(
     seeds: list[int],
     timeout_s: float | None,
     rule: dict[str, Any] | None = None,
+    threads: int = 1,
 ) -> dict[str, Any]:
     """Plain dicts in and out: the task may run in another process or on a Dask worker.
 
     `folds` are models.search.SearchFold as dicts; `rule` is a core.sessions.SessionRule as a
-    dict (None: inferred from the symbol)."""
+    dict (None: inferred from the symbol); `threads` torch threads (the worker's share of the
+    cores, chosen by the flow)."""
     result = evaluate_genome(
         Genome.from_dict(genome),
         bars,
@@ -50,5 +52,6 @@ def evaluate_individual(
         seeds,
         timeout_s,
         SessionRule(**rule) if rule is not None else None,
+        threads=threads,
     )
     return asdict(result)

@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
-from collections.abc import Callable
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,6 +29,7 @@ from models.features import FeatureSpec
 from models.gate import VerdictFunction
 from models.registry import META, verify_artifact
 from models.sentiment import coin_sentiment
+from tests.fakes import no_shared_disk
 from tests.integration.nightly_budget import tiny_nightly
 from tests.integration.planted import DAY, PLANTED, planted_agent, planted_bars
 from warehouse.bars import ingest_bar_frames
@@ -273,25 +279,129 @@ def test_later_candidates_are_judged_against_the_champions_on_the_same_data(
         assert verdict["reference_objective"] == pytest.approx(stored_objective(champion))
 
 
+@contextmanager
+def isolated_dask_cluster(work: Path, forbidden: list[Path]) -> Iterator[str]:
+    """A Dask scheduler and two worker processes started as a user starts them on other
+    machines (`dask scheduler`, `dask worker`), in their own folder, with no access to the
+    paths in `forbidden` (tests/fakes/no_shared_disk.py) and no TRADINGML_* settings: a
+    task that reads or writes the flow's warehouse or model store fails. Yields the
+    scheduler's address."""
+    from prefect.client.orchestration import get_client
+
+    work.mkdir(parents=True)
+    with get_client(sync_client=True) as client:
+        api = str(client.api_url).rstrip("/")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRADINGML_")}
+    env |= {
+        "PREFECT_API_URL": api,
+        no_shared_disk.ROOTS_ENV: os.pathsep.join(str(p) for p in forbidden),
+        no_shared_disk.LOG_ENV: str(work / "refusals.log"),
+    }
+    scheduler_file = work / "scheduler.json"
+    dask = Path(sys.executable).with_name("dask")
+    procs = [
+        subprocess.Popen(
+            [str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+             "--scheduler-file", str(scheduler_file)],
+            cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+    ]  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while not scheduler_file.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        procs.append(
+            subprocess.Popen(
+                [str(dask), "worker", "--scheduler-file", str(scheduler_file),
+                 "--nworkers", "2", "--nthreads", "1", "--host", "127.0.0.1",
+                 "--no-dashboard", "--local-directory", str(work / "scratch"),
+                 "--preload", no_shared_disk.__file__],
+                cwd=work, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        )  # fmt: skip
+        address = json.loads(scheduler_file.read_text())["address"]
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(2, timeout=120)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            proc.terminate()
+        for proc in reversed(procs):
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
 @pytest.mark.slow
-def test_thread_and_dask_runners_give_the_same_models(base_warehouse: Path, tmp_path: Path) -> None:
+def test_dask_workers_that_share_no_disk_train_the_same_models_as_the_thread_runner(
+    base_warehouse: Path, tmp_path: Path
+) -> None:
+    """Issue 19: distributed tasks take their inputs as values and return artifacts as bytes;
+    only the flow's process writes the warehouse and the model store."""
     models: dict[str, dict[str, tuple[str, Any]]] = {}
-    for runner in ("thread", "dask"):
-        path = tmp_path / f"{runner}.duckdb"
-        shutil.copy(base_warehouse, path)
+    flow_side = tmp_path / "flow"
+    flow_side.mkdir()
+    path = flow_side / "thread.duckdb"
+    shutil.copy(base_warehouse, path)
+    config = small_config(
+        path,
+        flow_side / "thread",
+        runner="thread",
+        threads=1,
+        coins=COINS,
+        include_spy=False,
+        seeds=[1, 2],
+    )
+    assert nightly_retrain(config)["failures"] == []
+    models["thread"] = {
+        r["model_id"]: (r["artifact_sha256"], r["metrics"].get("objective")) for r in registry(path)
+    }
+    workers = tmp_path / "workers"
+    with isolated_dask_cluster(workers, [flow_side, base_warehouse.parent]) as address:
+        from distributed import Client
+
+        # The guard holds on the workers: the flow's files are out of their reach.
+        with Client(address, timeout=60) as client:
+            with pytest.raises(PermissionError, match="no shared disk"):
+                # Lambdas travel by value (the workers cannot import this test module).
+                client.submit(lambda p: Path(p).read_bytes(), str(path)).result(timeout=60)
+            with pytest.raises(PermissionError, match="no shared disk"):
+                client.submit(lambda p: __import__("duckdb").connect(p), str(path)).result(
+                    timeout=60
+                )
+        refused_by_the_check = (workers / "refusals.log").read_text().splitlines()
+        assert len(refused_by_the_check) == 2
+        dask_path = flow_side / "dask.duckdb"
+        shutil.copy(base_warehouse, dask_path)
         config = small_config(
-            path, tmp_path / runner, runner=runner, coins=COINS, include_spy=False, seeds=[1, 2]
+            dask_path,
+            flow_side / "dask",
+            runner="dask",
+            dask_address=address,
+            threads=1,
+            coins=COINS,
+            include_spy=False,
+            seeds=[1, 2],
         )
         result = nightly_retrain(config)
-        assert result["failures"] == []
-        models[runner] = {
-            r["model_id"]: (r["artifact_sha256"], r["metrics"].get("objective"))
-            for r in registry(path)
-        }
+    assert result["failures"] == []
+    # Nothing on the workers tried the flow's files while the models trained.
+    assert (workers / "refusals.log").read_text().splitlines() == refused_by_the_check
+    models["dask"] = {
+        r["model_id"]: (r["artifact_sha256"], r["metrics"].get("objective"))
+        for r in registry(dask_path)
+    }
     assert sorted(k.split("-")[0] for k in models["thread"]) == sorted(
         ["dqn"] * 4 + ["xgb"] * 2 + ["svm"]
     )
     assert models["thread"] == models["dask"]
+    # The flow wrote the artifacts, checked against the registered sha256.
+    for row in registry(dask_path):
+        assert Path(str(row["artifact_path"])).is_relative_to(flow_side / "dask")
+        verify_artifact(row)
 
 
 def test_coin_sentiment_is_the_mean_compound_of_the_mentions_known_so_far() -> None:

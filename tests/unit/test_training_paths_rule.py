@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -77,7 +76,7 @@ def test_the_nightly_training_task_cuts_daily_bars_as_train_does(
         seen.append(data)
         return {}
 
-    monkeypatch.setattr(agents, "train_agent_seed", SimpleNamespace(fn=no_training))
+    monkeypatch.setattr(agents, "train_seed", no_training)
     bars = _daily_bars()
     kwargs: dict[str, Any] = {
         "bars": bars,
@@ -91,8 +90,7 @@ def test_the_nightly_training_task_cuts_daily_bars_as_train_does(
         "arch": {},
         "params": {},
         "costs": {},
-        "models_dir": "unused",
-        "warehouse": "unused",
+        "checkpoint_dir": None,
         "description": {},
     }
     # Without a rule: inferred from the symbol and timeframe.
