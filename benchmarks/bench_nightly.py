@@ -37,10 +37,12 @@ def _peak_rss_gb() -> float:
     return max(own, kids) / 1e9
 
 
-def _synthetic_year(warehouse: Path, with_equities: bool = False) -> None:
-    """A year of SYNTHETIC minutes of the 14 coins (and the SPY agent's four ETFs) and posts."""
+def synthetic_year(
+    warehouse: Path, with_equities: bool = False, coins: tuple[str, ...] = COIN_SYMBOLS
+) -> None:
+    """A year of SYNTHETIC minutes of the coins (and the SPY agent's four ETFs) and posts."""
     bars = SyntheticBarSource(SyntheticConfig(seed=7, signal="sentiment"))
-    for coin in COIN_SYMBOLS:
+    for coin in coins:
         ingest_bar_frames(bars.fetch_bars([coin], "1Min", START, END), warehouse, END)
     if with_equities:
         ingest_bar_frames(bars.fetch_bars(list(EQUITY_SYMBOLS), "1Min", START, END), warehouse, END)
@@ -61,7 +63,7 @@ def _synthetic_year(warehouse: Path, with_equities: bool = False) -> None:
 def bench_nightly_full(scratch: Path) -> list[Figure]:
     """The seed's whole budget every night: 14 coins and the SPY agent, 1000 cycles each."""
     warehouse = scratch / "bench-nightly-full.duckdb"
-    _synthetic_year(warehouse, with_equities=True)
+    synthetic_year(warehouse, with_equities=True)
     rss_before = _peak_rss_gb()
     t = time.perf_counter()
     result = nightly_retrain(
@@ -92,7 +94,7 @@ def bench_nightly_full(scratch: Path) -> list[Figure]:
 @benchmark("nightly")
 def bench_nightly(scratch: Path) -> list[Figure]:
     warehouse = scratch / "bench-nightly.duckdb"
-    _synthetic_year(warehouse)
+    synthetic_year(warehouse)
     # Model ids hash the recipe and the data, and a registered one is reused: the serial and
     # Dask runs below each get their own copy of the data, or the second would train nothing.
     copies = {name: scratch / f"bench-nightly-{name}.duckdb" for name in ("serial", "dask")}

@@ -18,6 +18,7 @@ from benchmarks import (  # noqa: F401 -- registers their benchmarks
     bench_ingest,
     bench_nightly,
     bench_proof_pipeline,
+    bench_scaling,
     bench_search,
     bench_sentiment,
     bench_soak,

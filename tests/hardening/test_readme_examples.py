@@ -190,6 +190,8 @@ def test_every_readme_command_is_one_the_install_provides() -> None:
             problem = _check_prefect(words, deployments)
         elif program in ("python", "python3"):
             problem = _check_python(words)
+        elif program == "dask":  # the Dask CLI the distributed dependency installs
+            problem = None if "dask" in _console_scripts() else "the install provides no `dask`"
         elif program == "cp":
             problem = None if (ROOT / words[1]).exists() else f"no file {words[1]}"
         elif program in SHELL_BUILTINS:
