@@ -346,16 +346,21 @@ def test_dask_workers_that_share_no_disk_train_the_same_models_as_the_thread_run
     flow_side.mkdir()
     path = flow_side / "thread.duckdb"
     shutil.copy(base_warehouse, path)
-    config = small_config(
-        path,
-        flow_side / "thread",
-        runner="thread",
-        threads=1,
-        coins=COINS,
-        include_spy=False,
-        seeds=[1, 2],
-    )
-    assert nightly_retrain(config)["failures"] == []
+
+    def two_coins(warehouse: Path, runner: str, **over: Any) -> NightlyRetrainConfig:
+        # One torch thread on both runners: the same count, whatever this machine's cores.
+        return small_config(
+            warehouse,
+            flow_side / runner,
+            runner=runner,
+            threads=1,
+            coins=COINS,
+            include_spy=False,
+            seeds=[1, 2],
+            **over,
+        )
+
+    assert nightly_retrain(two_coins(path, "thread"))["failures"] == []
     models["thread"] = {
         r["model_id"]: (r["artifact_sha256"], r["metrics"].get("objective")) for r in registry(path)
     }
@@ -376,17 +381,7 @@ def test_dask_workers_that_share_no_disk_train_the_same_models_as_the_thread_run
         assert len(refused_by_the_check) == 2
         dask_path = flow_side / "dask.duckdb"
         shutil.copy(base_warehouse, dask_path)
-        config = small_config(
-            dask_path,
-            flow_side / "dask",
-            runner="dask",
-            dask_address=address,
-            threads=1,
-            coins=COINS,
-            include_spy=False,
-            seeds=[1, 2],
-        )
-        result = nightly_retrain(config)
+        result = nightly_retrain(two_coins(dask_path, "dask", dask_address=address))
     assert result["failures"] == []
     # Nothing on the workers tried the flow's files while the models trained.
     assert (workers / "refusals.log").read_text().splitlines() == refused_by_the_check
