@@ -813,8 +813,11 @@ class NightlyRetrainConfig(BaseModel):
         default_factory=dict,
         description="Overrides of models.forecaster.ForecasterConfig, e.g. {'n_estimators': 100}.",
     )
-    forecaster_threads: int = Field(
-        default=1, ge=1, description="XGBoost threads per forecaster (coins run in parallel)."
+    forecaster_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="XGBoost threads per forecaster (coins run in parallel); empty: the "
+        "training tasks' count (threads, else cores // workers; 1 on an existing Dask cluster).",
     )
     sentiment_window_minutes: int = Field(
         default=60,
@@ -913,6 +916,7 @@ class NightlyRetrainConfig(BaseModel):
                 "runner",
                 "workers",
                 "threads",
+                "forecaster_threads",
                 "dask_address",
                 "warehouse",
                 "models_dir",

@@ -537,24 +537,27 @@ def _forecaster_recipe(run: _Run, coin: str) -> tuple[FeatureSpec, dict[str, Any
             "horizon_minutes": c.horizon_minutes,
             "every_minutes": c.forecast_every_minutes,
             "refit_every_days": c.refit_every_days,
-            "n_jobs": c.forecaster_threads,
+            "n_jobs": c.forecaster_threads or _task_threads(c),
         }
     ).to_dict()
     return spec, cfg
 
 
+def _recipe_only(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A forecaster config without its thread count: threads change speed, not the recipe
+    (nor the model's id, which must not depend on the machine's cores)."""
+    return {k: v for k, v in cfg.items() if k != "n_jobs"}
+
+
 def _same_recipe(a: dict[str, Any], b: dict[str, Any]) -> bool:
-    ignore = {"n_jobs"}  # threads change speed, not the model's recipe
-    return {k: v for k, v in a.items() if k not in ignore} == {
-        k: v for k, v in b.items() if k not in ignore
-    }
+    return _recipe_only(a) == _recipe_only(b)
 
 
 def _submit_forecaster(run: _Run, s: _Symbol) -> PrefectFuture[dict[str, Any]]:
     spec, cfg = _forecaster_recipe(run, s.symbol)
     model_id = (
         f"xgb-{_slug(s.symbol)}-{run.window.last_day:%Y%m%d}-"
-        f"{_fingerprint(spec.to_dict(), cfg, s.bars, _forecaster_sentiment(s))}"
+        f"{_fingerprint(spec.to_dict(), _recipe_only(cfg), s.bars, _forecaster_sentiment(s))}"
     )
     champion, champion_recipe = _forecaster_champion(run, s.symbol, spec, cfg)
     s.forecaster = {"model_id": model_id, "champion": champion}

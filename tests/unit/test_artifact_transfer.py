@@ -100,4 +100,7 @@ def test_nightly_gives_every_task_one_thread_count_from_the_runner() -> None:
     assert _task_threads(cluster) == 1
     assert _task_threads(NightlyRetrainConfig(runner="dask", threads=3)) == 3
     # The count shapes speed, not the recipe: the same models whatever the threads.
-    assert NightlyRetrainConfig(threads=4).recipe_key() == NightlyRetrainConfig().recipe_key()
+    assert (
+        NightlyRetrainConfig(threads=4, forecaster_threads=2).recipe_key()
+        == NightlyRetrainConfig().recipe_key()
+    )
