@@ -41,7 +41,7 @@ from models.search import (
     next_generation,
     search_folds,
 )
-from models.threads import task_threads
+from models.threads import runner_threads
 from tasks.search import evaluate_individual
 from warehouse.bars import load_bars
 from warehouse.db import connect
@@ -96,7 +96,7 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
     )
     # Torch threads per evaluation: this machine's cores shared by the workers (1 on an
     # existing Dask cluster, Dask's own rule); one count for every runner.
-    threads = 1 if config.runner == "dask" and config.dask_address else task_threads(config.workers)
+    threads = runner_threads(config.workers, config.runner == "dask" and bool(config.dask_address))
     if stored:
         logger.info("resuming %s: %d individuals already scored", search_id, len(stored))
     population = initial_population(settings)

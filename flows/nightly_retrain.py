@@ -111,7 +111,7 @@ from models.registry import (
     verify_artifact,
 )
 from models.sentiment import MODEL_NAME, compute_sentiment_inputs, sentiment_lookback
-from models.threads import task_threads
+from models.threads import runner_threads
 from models.train import evaluate_network, evaluate_network_with_returns, held_out_data
 from tasks.agents import store_trained_agent, train_agent_on_bars
 from tasks.forecasters import fit_forecaster
@@ -665,10 +665,8 @@ def _submit_agents(run: _Run, s: _Symbol) -> list[tuple[str, PrefectFuture[dict[
     arch = Architecture.from_dict(c.architecture).to_dict()
     if s.genome is not None:
         # As train-agent: the genome's choices, then the config's explicit overrides on top.
-        arch = Architecture.from_dict(
-            {**s.genome.architecture().to_dict(), **c.architecture}
-        ).to_dict()
-        params = DQNParams.from_dict({**s.genome.params(base).to_dict(), **c.params}).to_dict()
+        genome_arch, genome_params = s.genome.with_overrides(c.architecture, base, c.params)
+        arch, params = genome_arch.to_dict(), genome_params.to_dict()
     forecaster_id = (s.forecaster or {}).get("model_id") or s.input_params.get("forecaster")
     data_key = _fingerprint(
         s.spec.to_dict(),
@@ -740,15 +738,12 @@ def _checkpoint_dir(run: _Run, run_id: str) -> str | None:
 
 
 def _task_threads(config: NightlyRetrainConfig) -> int:
-    """Torch threads per training task: config.threads, else this machine's cores shared by
-    the tasks that run at once; 1 per task on an existing Dask cluster (Dask's own rule: its
-    nanny starts workers with OMP_NUM_THREADS=1). One count for every task of the run, so
-    weights do not depend on where a task ran."""
-    if config.threads is not None:
-        return config.threads
-    if config.runner == "dask" and (config.dask_address or get_settings().dask_address):
-        return 1
-    return task_threads(config.workers)
+    """Torch threads per training task (models.threads.runner_threads): one count for every
+    task of the run, so weights do not depend on where a task ran."""
+    on_cluster = config.runner == "dask" and bool(
+        config.dask_address or get_settings().dask_address
+    )
+    return runner_threads(config.workers, on_cluster, config.threads)
 
 
 def _agent_summary(run: _Run, model_id: str, result: dict[str, Any] | None) -> dict[str, Any]:

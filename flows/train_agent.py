@@ -145,8 +145,7 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
         genome = load_registered_genome(genome_row)
         genome_used = str(genome_row["model_id"])
         spec = genome.feature_spec(spec)
-        arch = Architecture.from_dict({**genome.architecture().to_dict(), **config.architecture})
-        params = DQNParams.from_dict({**genome.params(params).to_dict(), **config.params})
+        arch, params = genome.with_overrides(config.architecture, params, config.params)
         logger.info("architecture from %s", genome_used)
     with connect(warehouse) as con:
         bars = load_bars(

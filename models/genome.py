@@ -114,6 +114,14 @@ class Genome:
         v = self.values
         return DQNParams.from_dict({**base.to_dict(), **{k: v[k] for k in PARAM_GENES}})
 
+    def with_overrides(
+        self, architecture: Mapping[str, Any], base: DQNParams, params: Mapping[str, Any]
+    ) -> tuple[Architecture, DQNParams]:
+        """The genome's architecture and training settings on `base`, with a config's explicit
+        `architecture` and `params` options on top (train-agent and nightly-retrain alike)."""
+        arch = Architecture.from_dict({**self.architecture().to_dict(), **architecture})
+        return arch, DQNParams.from_dict({**self.params(base).to_dict(), **params})
+
     def feature_spec(self, base: FeatureSpec) -> FeatureSpec:
         """The base spec with the genome's return windows and sentiment inputs.
 

@@ -32,6 +32,15 @@ def task_threads(tasks_at_once: int, cores: int | None = None) -> int:
     return max(1, (available_cores() if cores is None else cores) // tasks_at_once)
 
 
+def runner_threads(workers: int, on_cluster: bool, explicit: int | None = None) -> int:
+    """The one thread count a flow hands every parallel task: `explicit` when set; 1 on an
+    existing Dask cluster (Dask's own rule: its nanny starts workers with OMP_NUM_THREADS=1);
+    else this machine's cores shared by the `workers` tasks that run at once."""
+    if explicit is not None:
+        return explicit
+    return 1 if on_cluster else task_threads(workers)
+
+
 def use_threads(threads: int) -> int:
     """Run torch's intra-op work on `threads` threads; returns the count set."""
     if threads < 1:
