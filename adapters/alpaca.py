@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, date, datetime
 from datetime import time as dtime
+from email.utils import parsedate_to_datetime
 from typing import Any, Literal, NamedTuple, TypeVar
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
@@ -48,6 +49,11 @@ NEW_YORK = ZoneInfo("America/New_York")
 DEFAULT_RETRY_ATTEMPTS = 3
 DEFAULT_RETRY_WAIT_SECONDS = 3.0
 DEFAULT_RETRY_CODES: tuple[int, ...] = (429, 504)
+# A 429 says how long to wait (Retry-After, or X-RateLimit-Reset when Remaining is 0); each
+# client waits at most this long for it. History backfills wait out Alpaca's one-minute
+# window; the broker, in a minute loop, does not block: it raises, and the cycle is skipped.
+HISTORY_MAX_RETRY_WAIT_S = 65.0
+BROKER_MAX_RETRY_WAIT_S = 5.0
 # Alpaca serves at most 10,000 bars per request.
 MAX_PAGE_LIMIT = 10_000
 
@@ -175,8 +181,44 @@ class TokenBucket:
                 waited += pause
 
 
+def rate_limit_wait(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds a 429 (or 503) answer asks the client to wait, from its headers, else None.
+
+    `Retry-After` (seconds, or an HTTP date) first; else, when `X-RateLimit-Remaining` is 0,
+    until `X-RateLimit-Reset` (epoch seconds: when Alpaca's one-minute window refills).
+    `now`: the current epoch time. Never negative."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    after = lower.get("retry-after")
+    if after:
+        try:
+            return max(0.0, float(after))
+        except ValueError:
+            try:
+                when = parsedate_to_datetime(after)
+            except (TypeError, ValueError):
+                when = None
+            if when is not None:
+                if when.tzinfo is None:
+                    when = when.replace(tzinfo=UTC)
+                return max(0.0, when.timestamp() - now)
+    remaining, reset = lower.get("x-ratelimit-remaining"), lower.get("x-ratelimit-reset")
+    if remaining is not None and reset is not None:
+        try:
+            if float(remaining) <= 0:
+                return max(0.0, float(reset) - now)
+        except ValueError:
+            return None
+    return None
+
+
 class _Guard:
-    """Per-request policy shared by our client subclasses: rate limit, retries, error mapping."""
+    """Per-request policy shared by our client subclasses: rate limit, retries, error mapping.
+
+    A retryable answer (429, 504) is retried after the wait its headers ask for
+    (rate_limit_wait), else after `retry_wait_seconds`; a wait longer than
+    `max_retry_wait_s` is not taken: the error is raised at once, saying how long Alpaca
+    asked for (the broker's minute loop skips that cycle rather than block past it).
+    """
 
     def __init__(
         self,
@@ -186,14 +228,20 @@ class _Guard:
         retry_wait_seconds: float,
         retry_codes: Sequence[int],
         secrets: Sequence[str],
+        max_retry_wait_s: float = float("inf"),
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.limiter = limiter
         self.sleep = sleep
         self.retry_attempts = max(0, retry_attempts)
         self.retry_wait_seconds = max(0.0, retry_wait_seconds)
         self.retry_codes = frozenset(retry_codes)
+        self.max_retry_wait_s = max_retry_wait_s
+        self.wall = wall
         self._secrets = [s for s in secrets if s]
         self.requests = 0
+        self.waits: list[float] = []
+        """Each wait before a retry, in seconds (what the headers asked, or the default)."""
 
     def scrub(self, text: str) -> str:
         for s in self._secrets:
@@ -210,9 +258,25 @@ class _Guard:
                 return one()
             except APIError as err:
                 if err.status_code in self.retry_codes and attempt < self.retry_attempts:
-                    attempt += 1
-                    self.sleep(self.retry_wait_seconds)
-                    continue
+                    response = err.response
+                    asked = (
+                        rate_limit_wait(response.headers, self.wall())
+                        if response is not None
+                        else None
+                    )
+                    wait = self.retry_wait_seconds if asked is None else asked
+                    if wait <= self.max_retry_wait_s:
+                        attempt += 1
+                        self.waits.append(wait)
+                        self.sleep(wait)
+                        continue
+                    raise self._translate(
+                        err,
+                        method,
+                        path,
+                        f"Alpaca asks to wait {wait:.0f} s, more than "
+                        f"this client waits ({self.max_retry_wait_s:g} s)",
+                    ) from err
                 raise self._translate(err, method, path) from err
             except requests.JSONDecodeError as err:
                 raise AlpacaError(
@@ -223,7 +287,9 @@ class _Guard:
                     self.scrub(f"could not reach Alpaca on {method} {path}: {type(err).__name__}")
                 ) from err
 
-    def _translate(self, err: APIError, method: str, path: str) -> AlpacaError:
+    def _translate(
+        self, err: APIError, method: str, path: str, note: str | None = None
+    ) -> AlpacaError:
         status = err.status_code
         body = str(err)
         code: int | None = None
@@ -250,7 +316,8 @@ class _Guard:
                 alpaca_message=message,
             )
         return AlpacaError(
-            f"Alpaca answered {status} to {method} {path}: {message}",
+            f"Alpaca answered {status} to {method} {path}: {message}"
+            + (f" ({note})" if note else ""),
             status=status,
             code=code,
             alpaca_message=message,
@@ -442,9 +509,18 @@ def _guard_client(
     retry_wait_seconds: float,
     retry_exception_codes: Sequence[int],
     secrets: Sequence[str],
+    max_retry_wait_s: float,
+    wall: Callable[[], float],
 ) -> None:
     client._guard = _Guard(
-        limiter, sleep, retry_attempts, retry_wait_seconds, retry_exception_codes, secrets
+        limiter,
+        sleep,
+        retry_attempts,
+        retry_wait_seconds,
+        retry_exception_codes,
+        secrets,
+        max_retry_wait_s,
+        wall,
     )
 
 
@@ -477,6 +553,8 @@ class AlpacaBarSource:
         retry_attempts: int = DEFAULT_RETRY_ATTEMPTS,
         retry_wait_seconds: float = DEFAULT_RETRY_WAIT_SECONDS,
         retry_exception_codes: Sequence[int] = DEFAULT_RETRY_CODES,
+        max_retry_wait_s: float = HISTORY_MAX_RETRY_WAIT_S,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         if not api_key or not secret_key:
             raise AlpacaAuthError(
@@ -503,6 +581,8 @@ class AlpacaBarSource:
                 retry_wait_seconds,
                 retry_exception_codes,
                 (api_key, secret_key),
+                max_retry_wait_s,
+                wall,
             )
 
     @property
@@ -600,6 +680,8 @@ class AlpacaBroker:
         retry_wait_seconds: float = DEFAULT_RETRY_WAIT_SECONDS,
         retry_exception_codes: Sequence[int] = DEFAULT_RETRY_CODES,
         timeout_s: float | None = 30.0,
+        max_retry_wait_s: float = BROKER_MAX_RETRY_WAIT_S,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         if not paper and not live_opt_in:
             raise ValueError(
@@ -629,6 +711,8 @@ class AlpacaBroker:
             retry_wait_seconds,
             retry_exception_codes,
             (api_key, secret_key),
+            max_retry_wait_s,
+            wall,
         )
 
     @property

@@ -6,6 +6,7 @@ import asyncio
 import base64
 import binascii
 import json
+import math
 import socket
 import threading
 import time as time_module
@@ -86,6 +87,10 @@ class Fault:
     read timeout gives up on a request that did land (a submit that "timed out")."""
     until: float | None = None
     """Also stop applying once `request_clock` reaches this (a storm that lasts a while)."""
+    reset_in: float = 60.0
+    """A 429's X-RateLimit-Reset: this many seconds from now (Alpaca's window refill)."""
+    retry_after: str | None = None
+    """A 429's Retry-After header, when set (Alpaca sends none; a proxy in front may)."""
 
     def matches(self, method: str, path: str, now: float = 0.0) -> bool:
         return (
@@ -242,16 +247,21 @@ def _error(status: int, message: str | None = None) -> web.Response:
     return web.json_response({"code": code, "message": message or default}, status=status)
 
 
-def _fault_response(status: int, body: str | None) -> web.Response:
-    """What an injected fault answers with `status` (and `body`, when given)."""
+def _fault_response(fault: Fault) -> web.Response:
+    """What an injected fault answers with its `status` (and `body`, when given)."""
+    status, body = fault.status, fault.body
+    assert status is not None
     if body is not None:
         return web.Response(status=status, text=body)
     if status == 429:
-        # Alpaca's rate limiter: JSON error plus its X-RateLimit-* headers (no Retry-After).
+        # Alpaca's rate limiter: JSON error plus its X-RateLimit-* headers (no Retry-After);
+        # the reset is an epoch second, rounded up as Alpaca's is.
         response = _error(429)
         response.headers["X-RateLimit-Limit"] = "200"
         response.headers["X-RateLimit-Remaining"] = "0"
-        response.headers["X-RateLimit-Reset"] = str(int(time_module.time()) + 60)
+        response.headers["X-RateLimit-Reset"] = str(math.ceil(time_module.time() + fault.reset_in))
+        if fault.retry_after is not None:
+            response.headers["Retry-After"] = fault.retry_after
         return response
     if status == 504:
         # A gateway timeout comes from the proxy in front, as HTML, not Alpaca's JSON.
@@ -506,6 +516,8 @@ class FakeAlpacaRest:
         after: bool = False,
         delay_after: float = 0.0,
         until: float | None = None,
+        reset_in: float = 60.0,
+        retry_after: str | None = None,
     ) -> Fault:
         """A fault for the next `times` requests to paths starting with `path_prefix`.
 
@@ -518,7 +530,9 @@ class FakeAlpacaRest:
         and `status` replaces its response: a 504 after the order was accepted.
         `delay_after` waits after the real handler ran (a submit that times out at the
         client but landed); `until` ends the fault at that `request_clock` time (e.g.
-        `times=10**9, status=429, until=t` is a rate-limit storm until t).
+        `times=10**9, status=429, until=t` is a rate-limit storm until t). A 429 carries
+        Alpaca's X-RateLimit-* headers, the reset `reset_in` seconds away, and a
+        `Retry-After: retry_after` header when that is given.
         """
         for kind in malformed_bars:
             if kind not in MALFORMED_BAR_KINDS:
@@ -535,6 +549,8 @@ class FakeAlpacaRest:
             after,
             delay_after,
             until,
+            reset_in,
+            retry_after,
         )
         with self._lock:
             self._faults.append(fault)
@@ -615,7 +631,7 @@ class FakeAlpacaRest:
         if fault is not None and fault.delay:
             await asyncio.sleep(fault.delay)
         if fault is not None and fault.status is not None and not fault.after:
-            return _fault_response(fault.status, fault.body)
+            return _fault_response(fault)
         if fault is not None and fault.malformed_json:
             return web.Response(
                 status=200, text='{"bars": {"SPY": [{"t": ', content_type="application/json"
@@ -631,7 +647,7 @@ class FakeAlpacaRest:
             response = _error(404, "endpoint not found")
         if fault is not None and fault.status is not None and fault.after:
             # The handler's work is done (and kept); only its answer is lost.
-            return _fault_response(fault.status, fault.body)
+            return _fault_response(fault)
         if fault is not None and fault.delay_after:
             await asyncio.sleep(fault.delay_after)
         return response

@@ -318,7 +318,10 @@ def test_a_429_storm_stays_in_budget_skips_cycles_with_a_log_and_trades_after(
     )
     steps = 12
     run = paper_session(warehouse, fake.base_url, _q(*[LONG] * steps), now=OPEN, broker=broker)
-    fake.inject("/v2/", status=429, times=10**9, until=STORM[1])
+    # Each 429 says the window refills within 1-2 s: short enough for the broker to wait and
+    # retry (a longer reset raises at once: test_alpaca_rest), so the retries press on the
+    # token bucket, which must hold them to its budget.
+    fake.inject("/v2/", status=429, times=10**9, until=STORM[1], reset_in=1.0)
     caplog.set_level(logging.INFO)
 
     for step in range(steps):

@@ -16,6 +16,7 @@ from adapters.alpaca import (
     AlpacaError,
     DuplicateClientOrderIdError,
     TokenBucket,
+    rate_limit_wait,
 )
 from adapters.protocols import BarSource, Broker, OrderRequest
 from core.bar_quality import validate_bars
@@ -210,11 +211,12 @@ def test_token_bucket_refills_with_time() -> None:
         TokenBucket(0)
 
 
-def test_429_then_success_retries_with_the_configured_wait(
+def test_429_then_success_waits_as_long_as_alpacas_rate_limit_headers_ask(
     fake: FakeAlpacaRest,
 ) -> None:
     fake.add_random_walk("SPY", T0, 30)
-    fake.fail_next(STOCK_BARS_PATH, 429, times=2)
+    # Alpaca's 429 says when its window refills (X-RateLimit-Reset, Remaining 0): ~2 s here.
+    fake.fail_next(STOCK_BARS_PATH, 429, times=2, reset_in=2.0)
     clock = FakeClock()
 
     source = _source(fake, clock)
@@ -223,7 +225,46 @@ def test_429_then_success_retries_with_the_configured_wait(
     assert got.height == 30
     assert len(fake.requests_to(STOCK_BARS_PATH)) == 3
     assert source.limiter.acquired == 3  # every retry took its own rate-limit token
-    assert clock.sleeps == [3.0, 3.0]  # alpaca-py's default wait, through our injected sleep
+    # The reset is a whole epoch second, 2 s away when sent: waited 1-3 s, not the 3 s default.
+    assert len(clock.sleeps) == 2 and all(1.0 <= w <= 3.0 for w in clock.sleeps), clock.sleeps
+
+    # A Retry-After header (a proxy's) wins over the reset.
+    fake.fail_next(STOCK_BARS_PATH, 429, reset_in=30.0, retry_after="7")
+    clock = FakeClock()
+    _all(list(_source(fake, clock).fetch_bars(["SPY"], "1Min", T0, T0 + timedelta(hours=1))))
+    assert clock.sleeps == [7.0]
+
+
+def test_the_broker_does_not_block_its_minute_on_a_long_rate_limit_wait(
+    fake: FakeAlpacaRest,
+) -> None:
+    # 60 s to the reset: more than the broker waits (5 s). One request, then a clear error
+    # (the engine skips that cycle, logged); a short wait is waited and retried.
+    fake.fail_next("/v2/account", 429, reset_in=60.0)
+    clock = FakeClock()
+    broker = _broker(fake, clock)
+    with pytest.raises(
+        AlpacaError, match=r"asks to wait (59|60) s, more than this client waits \(5 s\)"
+    ) as info:
+        broker.get_account()
+    assert info.value.status == 429 and clock.sleeps == []
+    assert len(fake.requests_to("/v2/account")) == 1
+    fake.fail_next("/v2/account", 429, retry_after="2")
+    assert broker.get_account().cash > 0
+    assert clock.sleeps == [2.0]
+
+
+def test_rate_limit_wait_reads_retry_after_and_the_reset_headers() -> None:
+    now = 1_700_000_000.0
+    assert rate_limit_wait({"Retry-After": "12"}, now) == 12.0
+    assert rate_limit_wait({"retry-after": "Tue, 14 Nov 2023 22:13:40 GMT"}, now) == 20.0
+    reset = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(now) + 42)}
+    assert rate_limit_wait(reset, now) == 42.0
+    assert rate_limit_wait({**reset, "X-RateLimit-Remaining": "5"}, now) is None
+    assert rate_limit_wait({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "soon"}, now) is None
+    assert rate_limit_wait({"Retry-After": "-3"}, now) == 0.0  # never negative
+    assert rate_limit_wait({"Retry-After": "whenever"}, now) is None
+    assert rate_limit_wait({}, now) is None
 
 
 def test_gateway_timeout_html_is_retried(fake: FakeAlpacaRest) -> None:
@@ -252,7 +293,8 @@ def test_persistent_errors_raise_alpaca_error(fake: FakeAlpacaRest) -> None:
         list(_source(fake, clock).fetch_bars(["SPY"], "1Min", T0, T0 + timedelta(hours=1)))
     assert info.value.status == 429
     assert len(fake.requests_to(STOCK_BARS_PATH)) == 1 + 4  # first try + 3 retries
-    assert clock.sleeps == [3.0, 3.0, 3.0]
+    # Each wait until the window's reset, ~60 s away (a history backfill waits it out).
+    assert len(clock.sleeps) == 3 and all(58.0 <= w <= 61.0 for w in clock.sleeps)
 
 
 def test_malformed_json_is_an_alpaca_error(fake: FakeAlpacaRest) -> None:
