@@ -28,6 +28,8 @@ REASONS: dict[str, str] = {
     "out_of_order": "timestamp is earlier than one already delivered for this series in the batch",
     "suspected_split": "close jumped by a stock-split ratio vs the previous accepted close",
     "price_jump": "close jumped beyond the asset class's limit vs the previous accepted close",
+    "outside_regular_hours": "an intraday bar of an exchange-traded symbol outside its regular "
+    "session (pre- or post-market); ingest with regular_hours_only: false to keep it",
     "scale_mismatch": "an imported series' closes are an order of magnitude off the stored "
     "history nearest in time (core.bar_scale)",
 }

@@ -67,6 +67,12 @@ def suggest_zone(read_as: str, hours: int, around: datetime) -> str:
     return "Etc/GMT" if east == 0 else f"Etc/GMT{-east:+d}"
 
 
+def regular_sessions(calendar: str, first: date, last: date) -> pl.DataFrame:
+    """Regular sessions (open, close in UTC, in time order) of an exchange calendar over
+    [first, last]; none for a span without a session."""
+    return _sessions(calendar, first, last)
+
+
 @lru_cache(maxsize=16)
 def _sessions(calendar: str, first: date, last: date) -> pl.DataFrame:
     """Regular sessions (open, close in UTC) of an exchange calendar over [first, last]."""

@@ -353,6 +353,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         reclassify=args.reclassify,
         lookback_days=args.lookback_days,
         incremental=args.incremental,
+        regular_hours_only=not args.extended_hours,
         warehouse=args.warehouse,
     )
     result = ingest_bars(config)
@@ -624,6 +625,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lookback-days", type=int, help="fetch from N days ago up to now")
     p.add_argument(
         "--incremental", action="store_true", help="start after the newest stored bar per symbol"
+    )
+    p.add_argument(
+        "--extended-hours",
+        action="store_true",
+        help="store stocks' pre- and post-market intraday bars too (default: quarantined as "
+        "outside_regular_hours; the agents trade the regular session)",
     )
     p.add_argument("--start", type=date.fromisoformat)
     p.add_argument("--end", type=date.fromisoformat)

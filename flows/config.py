@@ -82,6 +82,13 @@ class IngestBarsConfig(BaseModel):
     seed: Seed | None = Field(
         default=None, description="Synthetic generator seed (default: settings)."
     )
+    regular_hours_only: bool = Field(
+        default=True,
+        description="Stocks and ETFs (symbols on an exchange calendar): intraday bars outside "
+        "the regular session -- pre- and post-market, which Alpaca's history includes -- are "
+        "quarantined as outside_regular_hours, since the agents trade the regular session; "
+        "false stores them too. Coins, FX and daily bars are not affected.",
+    )
     signal: Literal["none", "autocorr", "sentiment"] = Field(
         default="none", description="Synthetic only: plant a known exploitable signal."
     )

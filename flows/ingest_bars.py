@@ -166,6 +166,11 @@ def ingest_bars(config: IngestBarsConfig | None = None) -> dict[str, Any]:
             if config.source == "file"
             else None,
             stamp_zone=stamp_zone,
+            # Pre- and post-market bars of stocks and ETFs are held back (the agents trade
+            # the regular session); coins and FX have no such hours.
+            regular_hours={n: info.calendar for n, info in infos.items()}
+            if config.regular_hours_only
+            else None,
         )
         per_symbol.update(results)
         for name, result in results.items():

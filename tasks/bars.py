@@ -80,6 +80,7 @@ def ingest_symbol_bars(
     scale_check: bool = False,
     calendars: Mapping[str, str] | None = None,
     stamp_zone: str | None = None,
+    regular_hours: Mapping[str, str] | None = None,
 ) -> dict[str, SeriesIngest]:
     """Fetch one symbol's bars (all of a file's when symbol is None), validate, upsert.
 
@@ -87,6 +88,8 @@ def ingest_symbol_bars(
     of magnitude off its stored history. `calendars` (symbol -> calendar name): check each
     series' intraday timestamps against its calendar's sessions and warn when they look a
     whole number of hours off; `stamp_zone` is the zone naive timestamps were read in.
+    `regular_hours` (symbol -> calendar): quarantine intraday bars outside the regular
+    sessions as `outside_regular_hours`.
     """
     logger = get_run_logger()
     now = clock.now()
@@ -101,7 +104,7 @@ def ingest_symbol_bars(
             key = str(name) if name is not None else (symbol or NO_SYMBOL)
             series = out.setdefault(key, SeriesIngest())
             series.report = series.report + ingest_bar_frames(
-                [part], warehouse, now, scale_check=scale_check
+                [part], warehouse, now, scale_check=scale_check, regular_hours=regular_hours
             )
             if part.height:
                 tf, src = (part.get_column(c).drop_nulls().first() for c in ("timeframe", "source"))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,6 +14,7 @@ from typing import Any
 import duckdb
 import polars as pl
 
+from core.bar_hours import quarantine_outside_hours
 from core.bar_quality import JUMP_REASONS, check_jumps, validate_bars
 from core.bar_scale import SCALE_REFERENCE_BARS, SCALE_WINDOW, check_scale
 from core.bar_schema import BAR_COLUMNS, BAR_KEY, BAR_SCHEMA
@@ -258,6 +259,7 @@ def ingest_bar_frames(
     now: datetime,
     *,
     scale_check: bool = False,
+    regular_hours: Mapping[str, str] | None = None,
 ) -> IngestReport:
     """Validate each frame and write it in its own short transaction.
 
@@ -265,6 +267,8 @@ def ingest_bar_frames(
     every good row of the same frame is still upserted. `scale_check` (file imports): a
     series whose closes are an order of magnitude off its stored history nearest in time
     is quarantined whole as `scale_mismatch` (core.bar_scale) and the history is untouched.
+    `regular_hours` (symbol -> calendar): intraday bars of those symbols outside their
+    calendar's regular sessions are quarantined as `outside_regular_hours` (core.bar_hours).
     """
     report = IngestReport()
     for frame in frames:
@@ -272,6 +276,8 @@ def ingest_bar_frames(
             checked = validate_bars(frame, now, previous=previous_closes(con, frame))
             if scale_check:
                 checked = check_scale(checked, scale_references(con, frame))
+            if regular_hours:
+                checked = quarantine_outside_hours(checked, regular_hours)
             con.execute("BEGIN TRANSACTION")
             try:
                 write_quarantine(con, checked.quarantine, now)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
 import polars as pl
@@ -115,6 +115,9 @@ def test_ingest_bars_on_alpaca_quarantines_bad_bars_and_resumes(
             lookback_days=1,
             incremental=True,
             warehouse=str(warehouse_path),
+            # The last three hours may lie outside NYSE hours whenever the test runs: this
+            # test is about bad bars and resuming (regular hours: the test below).
+            regular_hours_only=False,
         )
         first = ingest_bars(config)
         assert first["source"] == "alpaca"
@@ -140,3 +143,50 @@ def test_ingest_bars_on_alpaca_quarantines_bad_bars_and_resumes(
         reasons = con.execute("SELECT reason FROM bars_quarantine ORDER BY 1").fetchall()
     assert rows == [("BTC/USD", 150, "alpaca"), ("SPY", 118, "alpaca")]
     assert len(reasons) == 2
+
+
+def test_ingest_bars_on_alpaca_holds_pre_and_post_market_stock_bars_back(
+    fake_alpaca_rest: FakeAlpacaRest,  # noqa: F811
+    warehouse_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    prefect_harness: None,
+) -> None:
+    from core.settings import get_settings
+
+    rest = fake_alpaca_rest
+    # 2024-07-02, EDT: pre-market 12:00-13:30 UTC, the session 13:30-20:00, post to 21:00;
+    # the coin trades every minute of it.
+    start = datetime(2024, 7, 2, 12, 0, tzinfo=UTC)
+    rest.add_random_walk("SPY", start, 9 * 60, price=500.0, seed=1)
+    rest.add_random_walk("BTC/USD", start, 9 * 60, price=60_000.0, seed=2)
+    monkeypatch.setenv("APCA_API_KEY_ID", KEY)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
+    monkeypatch.setenv("TRADINGML_ALPACA_BASE_URL", rest.base_url)
+    get_settings.cache_clear()
+    try:
+        config = IngestBarsConfig(
+            source="alpaca",
+            symbols=["SPY", "BTC/USD"],
+            start=date(2024, 7, 2),
+            end=date(2024, 7, 3),
+            warehouse=str(warehouse_path),
+        )
+        result = ingest_bars(config)
+    finally:
+        get_settings.cache_clear()
+    assert result["received"] == 2 * 9 * 60
+    # 90 pre-market + 60 post-market SPY minutes held back with their reason, none lost.
+    assert result["quarantined"] == {"outside_regular_hours": 150}
+    with connect(warehouse_path) as con:
+        stored = con.execute(
+            "SELECT symbol, count(*), min(ts), max(ts) FROM bars GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        held = con.execute(
+            "SELECT count(*), min(ts), max(ts) FROM bars_quarantine"
+            " WHERE reason = 'outside_regular_hours' AND symbol = 'SPY'"
+        ).fetchall()
+    assert stored == [
+        ("BTC/USD", 540, start, start + 539 * MIN),
+        ("SPY", 390, start + 90 * MIN, start + 479 * MIN),
+    ]
+    assert held == [(150, start, start + 539 * MIN)]
