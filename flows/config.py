@@ -670,6 +670,12 @@ class LiveTradingConfig(BaseModel):
     reconcile_every_min: int = Field(
         default=5, ge=1, description="Reconcile with the broker this often."
     )
+    view_every_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Refresh the session's progress and table artifacts in the Prefect UI at "
+        "most this often (seconds of wall time), and once at the end.",
+    )
     wait_for_open_min: float = Field(
         default=15.0,
         ge=0,
@@ -716,6 +722,12 @@ class CryptoTradingConfig(BaseModel):
         default=1.0, ge=0, description="Go flat this close to 00:00 UTC (the agents' episode end)."
     )
     reconcile_every_min: int = Field(default=5, ge=1)
+    view_every_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="Refresh the session's progress and table artifacts in the Prefect UI at "
+        "most this often (seconds of wall time), and once at the end.",
+    )
     max_clock_offset_s: float = Field(
         default=30.0,
         gt=0,

@@ -30,6 +30,7 @@ from adapters.clock import ManualClock
 from adapters.protocols import BarStream, Broker, Clock
 from adapters.sim_broker import SimulatedBroker
 from core.settings import get_settings
+from flows.alerts import alerting
 from flows.config import CryptoTradingConfig
 from flows.live_trading import (
     LIVE_LOCK_TIMEOUT_S,
@@ -44,6 +45,7 @@ from flows.live_trading import (
     stored_calendar,
     symbol_costs,
 )
+from flows.session_view import SessionView
 from trading.allocation import coin_weights
 from trading.calendar import CryptoCalendar
 from trading.engine import MINUTE, Book, EngineConfig, StepwiseQ, TradingEngine
@@ -74,8 +76,16 @@ def _newest_day(con: Any, coins: list[str]) -> date | None:
 
 @flow(name="crypto-trading", log_prints=True)
 def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
-    """Trade the coins that have a production agent as one portfolio (replay, paper or live)."""
+    """Trade the coins that have a production agent as one portfolio (replay, paper or live).
+
+    Its alerts (kill switch, stale stream, reconciliation difference, refused start) are
+    Prefect events (flows.alerts)."""
     config = config or CryptoTradingConfig()
+    with alerting("crypto", LiveTradingRefused):
+        return _crypto_trading(config)
+
+
+def _crypto_trading(config: CryptoTradingConfig) -> dict[str, Any]:
     settings = get_settings()
     logger = get_run_logger()
     mode = config.mode or settings.mode
@@ -99,6 +109,11 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
             "agents (tradingml train --symbols BTC/USD ...) and promote them"
         )
 
+    # The simulated broker's costs in a replay; the session view's benchmark costs in any mode.
+    costs, asset_class = symbol_costs(
+        warehouse, sorted(models), config.fee_bps, config.slippage_bps
+    )
+    logger.info("%s: %s", ", ".join(sorted(models)), costs.describe(asset_class))
     sim: SimulatedBroker | None = None
     stream: BarStream | None = None
     broker: Broker
@@ -117,10 +132,6 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
         run_id = f"{mode}-crypto-{day}-{digest}"
         account = f"replay:{run_id}"
         clock = ManualClock(start)
-        costs, asset_class = symbol_costs(
-            warehouse, sorted(models), config.fee_bps, config.slippage_bps
-        )
-        logger.info("%s: %s", ", ".join(sorted(models)), costs.describe(asset_class))
         sim = SimulatedBroker(
             clock,
             cash=config.cash,
@@ -198,6 +209,7 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
             RiskEngine(
                 RiskLimits(**config.risk.limits()),
                 kill_file=settings.data_dir / KILL_SWITCH_FILE,
+                alert_as=coin,
             ),
             orders,
             ledger,
@@ -251,21 +263,33 @@ def crypto_trading(config: CryptoTradingConfig | None = None) -> dict[str, Any]:
         weights_from,
         ", ".join(f"{c} {100 * w:.1f}%" for c, w in sorted(weights.items())),
     )
+    view = SessionView(
+        lambda: connect(warehouse, timeout_s=LIVE_LOCK_TIMEOUT_S),
+        run_id=run_id,
+        account=account,
+        symbols=sorted(runners),
+        session=session,
+        title=f"crypto {mode} {day}: {len(runners)} coin agent(s)",
+        fee_bps=costs.fee_bps,
+        slippage_bps=costs.slippage_bps,
+        every_s=config.view_every_s,
+    )
     if sim is not None:
         assert isinstance(clock, ManualClock)
         decided, all_decided_ms = _replay(
-            config, runners, sim, clock, warehouse, symbols, session, ledger, book, run_id
+            config, runners, sim, clock, warehouse, symbols, session, ledger, book, run_id, view
         )
     else:
         assert stream is not None
         with run_lock(settings.data_dir / "crypto-trading.lock"):
             decided, all_decided_ms = _stream(
                 config, runners, stream, clock, warehouse, symbols, session, ledger, broker,
-                book, run_id, account,
+                book, run_id, account, view,
             )  # fmt: skip
     ledger.flush()  # locked: the rows wait in the outbox for the next write, not lost
     with connect(warehouse) as con:
         ledger.flush(con)
+        view.tick(clock.now(), con, final=True)
         per_coin = con.execute(
             "SELECT symbol, count(*), count(*) FILTER (WHERE action = 'long') FROM decisions"
             " WHERE run_id = ? GROUP BY symbol ORDER BY symbol",
@@ -331,6 +355,7 @@ def _replay(
     ledger: Ledger,
     book: Book,
     run_id: str,
+    view: SessionView,
 ) -> tuple[int, list[float]]:
     """A stored UTC day, minute by minute: store, fill, read back once, every coin decides."""
     all_decided_ms: list[float] = []
@@ -362,6 +387,7 @@ def _replay(
                 reconcile(
                     book, sim, ledger, account=f"replay:{run_id}", run_id=run_id, now=clock.now()
                 )
+            view.tick(clock.now(), con)
             if config.max_minutes is not None and decided >= config.max_minutes:
                 break
         for r in runners.values():
@@ -383,6 +409,7 @@ def _stream(
     book: Book,
     run_id: str,
     account: str,
+    view: SessionView,
 ) -> tuple[int, list[float]]:
     """Paper/live: the stream thread stores the coins' bars; this thread decides every minute.
 
@@ -467,6 +494,8 @@ def _stream(
                     r.engine.sync_fills()
                 if not any(r.engine.open_orders for r in runners.values()):
                     reconcile(book, broker, ledger, account=account, run_id=run_id, now=clock.now())
+            with turn:
+                view.tick(clock.now())
         for r in runners.values():
             r.engine.sync_fills()
     finally:

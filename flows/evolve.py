@@ -23,6 +23,7 @@ from core.baselines import periods_per_year
 from core.costs import configured_costs
 from core.sessions import SessionRule, session_rule
 from core.settings import get_settings
+from flows.alerts import alerting, send_gate_verdicts
 from flows.config import EvolveConfig, utc_midnight
 from flows.wiring import build_task_runner, share_api_with_workers
 from models.dqn import DQNParams
@@ -327,6 +328,7 @@ def _store_verdict(
         write_promotion_decisions(
             con, [decision.row(now, str(flow_run.id) if flow_run.id else None, promoted)]
         )
+    send_gate_verdicts([decision], {decision.candidate_id: promoted})
     head = "PROMOTED" if promoted else ("passed" if passed else "rejected")
     return {
         "judged": True,
@@ -441,7 +443,8 @@ def evolve_architecture(config: EvolveConfig | None = None) -> dict[str, Any]:
     share_api_with_workers()
     scratch = Path(tempfile.mkdtemp(prefix="tradingml-dask-"))
     runner = build_task_runner(config.runner, config.workers, config.dask_address, scratch)
-    return search_generations.with_options(task_runner=runner)(config, bars, warehouse)
+    with alerting("evolve"):  # the gate's verdict on the winner becomes a Prefect event
+        return search_generations.with_options(task_runner=runner)(config, bars, warehouse)
 
 
 if __name__ == "__main__":

@@ -28,8 +28,11 @@ from adapters.sim_broker import SimulatedBroker
 from core.assets import infer_asset_class
 from core.costs import CostModel, configured_costs
 from core.settings import Settings, get_settings
+from flows.alerts import alerting
 from flows.config import LiveTradingConfig
+from flows.session_view import SessionView
 from models.registry import AgentPolicy, ModelLoadError, load_registered_agent
+from trading.alerts import Alert, send
 from trading.calendar import CryptoCalendar, NYSECalendar, Session, calendar_for
 from trading.engine import MINUTE, Book, EngineConfig, StepwiseQ, TradingEngine
 from trading.inputs import input_loader
@@ -185,8 +188,16 @@ def check_mode(mode: str, settings: Settings) -> None:
 
 @flow(name="live-trading", log_prints=True)
 def live_trading(config: LiveTradingConfig | None = None) -> dict[str, Any]:
-    """Trade one session of the production agent; exits at once while the market is closed."""
+    """Trade one session of the production agent; exits at once while the market is closed.
+
+    Its alerts (kill switch, stale stream, reconciliation difference, refused start) are
+    Prefect events (flows.alerts)."""
     config = config or LiveTradingConfig()
+    with alerting(config.symbol, LiveTradingRefused):
+        return _live_trading(config)
+
+
+def _live_trading(config: LiveTradingConfig) -> dict[str, Any]:
     settings = get_settings()
     logger = get_run_logger()
     mode = config.mode or settings.mode
@@ -341,6 +352,7 @@ def _run_session(
         RiskEngine(
             RiskLimits(**config.risk.limits()),
             kill_file=get_settings().data_dir / KILL_SWITCH_FILE,
+            alert_as=spec.traded,
         ),
         orders,
         ledger,
@@ -393,21 +405,35 @@ def _run_session(
         row["model_id"],
         warmed,
     )
+    view = SessionView(
+        lambda: connect(warehouse, timeout_s=LIVE_LOCK_TIMEOUT_S),
+        run_id=run_id,
+        account=account,
+        symbols=list(spec.symbols[:1]),
+        session=session,
+        title=f"{mode} session {session.day} of {spec.traded}",
+        fee_bps=costs.fee_bps,
+        slippage_bps=costs.slippage_bps,
+        every_s=config.view_every_s,
+    )
     if mode == "replay":
         assert sim is not None and isinstance(clock, ManualClock)
         _replay(
-            config, runner, sim, clock, warehouse, spec, session, ledger, broker, run_id, account
-        )
+            config, runner, sim, clock, warehouse, spec, session, ledger, broker, run_id, account,
+            view,
+        )  # fmt: skip
     else:
         assert stream is not None, "paper/live trading needs the Alpaca bar stream"
         _live_loop(
-            config, runner, stream, clock, warehouse, spec, session, ledger, broker, run_id, account
-        )
+            config, runner, stream, clock, warehouse, spec, session, ledger, broker, run_id, account,
+            view,
+        )  # fmt: skip
     # Rows still buffered first: with the warehouse locked they are kept in the outbox
     # (merged by the next write that gets the file), not lost with this process.
     ledger.flush()
     with connect(warehouse) as con:
         ledger.flush(con)
+        view.tick(clock.now(), con, final=True)
         counts = con.execute(
             "SELECT count(*), count(*) FILTER (WHERE action <> 'hold') FROM decisions WHERE run_id = ?",
             [run_id],
@@ -504,6 +530,7 @@ def _replay(
     broker: Broker,
     run_id: str,
     account: str,
+    view: SessionView,
 ) -> None:
     """Push the stored session's bars minute by minute through the stream handler and the runner."""
     start = max(clock.now(), session.open)
@@ -513,8 +540,9 @@ def _replay(
         runner.con = con if config.replay_speed == 0 else None
         try:
             _replay_minutes(
-                config, runner, sim, clock, warehouse, spec, bars, ledger, broker, run_id, account
-            )
+                config, runner, sim, clock, warehouse, spec, bars, ledger, broker, run_id, account,
+                view,
+            )  # fmt: skip
         finally:
             runner.con = None
 
@@ -531,6 +559,7 @@ def _replay_minutes(
     broker: Broker,
     run_id: str,
     account: str,
+    view: SessionView,
 ) -> None:
     start = clock.now()
     bars = bars.filter(pl.col("ts") >= start - MINUTE)
@@ -554,6 +583,7 @@ def _replay_minutes(
             reconcile(
                 runner.engine.book, broker, ledger, account=account, run_id=run_id, now=clock.now()
             )
+        view.tick(clock.now(), runner.con)
         if config.max_minutes is not None and decided >= config.max_minutes:
             break
         if config.replay_speed > 0:
@@ -572,6 +602,17 @@ def follow_stream_health(stream: Any, risks: Iterable[RiskEngine]) -> None:
         )
         for risk in changed:
             risk.set_reduce_only(stale)
+        subjects = sorted(risk.alert_as or "?" for risk in changed)
+        send(
+            Alert(
+                "stream.stale" if stale else "stream.live",
+                ",".join(subjects),
+                f"bar stream stale: {stale}; reduce-only until live bars flow again"
+                if stale
+                else "bar stream live again; trading resumes",
+                {"symbols": subjects, "reason": stale},
+            )
+        )
 
 
 class StreamThread:
@@ -647,6 +688,7 @@ def _live_loop(
     broker: Broker,
     run_id: str,
     account: str,
+    view: SessionView,
 ) -> None:
     """Paper/live: the stream thread stores bars; this thread decides on minute boundaries."""
     arrivals = Arrivals()
@@ -708,6 +750,8 @@ def _live_loop(
                         run_id=run_id,
                         now=clock.now(),
                     )
+            with warehouse_turn:
+                view.tick(clock.now())
         runner.engine.sync_fills()  # the last decision's order
     finally:
         running.stop()

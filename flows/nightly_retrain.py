@@ -58,6 +58,7 @@ from core.baselines import periods_per_year
 from core.costs import configured_costs
 from core.sessions import SessionRule, session_rule
 from core.settings import get_settings
+from flows.alerts import alerting, send_gate_verdicts
 from flows.config import GateConfig, NightlyRetrainConfig
 from flows.wiring import build_task_runner, share_api_with_workers
 from models.allocator import (
@@ -180,7 +181,8 @@ def nightly_retrain(config: NightlyRetrainConfig | None = None) -> dict[str, Any
     settings = get_settings()
     dask_address = config.dask_address or settings.dask_address
     runner = _task_runner(config, dask_address)
-    return retrain_and_gate.with_options(task_runner=runner)(config, datetime.now(UTC))
+    with alerting("nightly"):  # the gate's verdicts become Prefect events
+        return retrain_and_gate.with_options(task_runner=runner)(config, datetime.now(UTC))
 
 
 # ---------------------------------------------------------------------------- state
@@ -981,6 +983,7 @@ def apply_gate(
         write_promotion_decisions(
             con, [d.row(decided_at, flow_run_id, promoted[d.candidate_id]) for d in decisions]
         )
+    send_gate_verdicts(decisions, promoted)
     return promoted
 
 

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
 from adapters.protocols import Broker, Fill, Order, Side
+from trading.alerts import Alert, send
 from trading.engine import FINAL, MINUTE, Book, TradingEngine, decision_id
 from trading.ledger import Ledger
 from trading.orders import OrderManager, OrderOutcome, client_order_id, transient
@@ -38,10 +39,12 @@ def reconcile(
         log.warning("reconciliation skipped: broker rate-limited or unavailable (%s)", err)
         return 0
     found = 0
+    differences: list[str] = []
     for symbol in sorted(set(theirs) | {s for s, q in book.qty.items() if q}):
         ours, broker_qty = book.qty.get(symbol, 0.0), theirs.get(symbol, 0.0)
         if abs(ours - broker_qty) > 1e-9:
             found += 1
+            differences.append(f"{symbol}: ours {ours:g}, the broker's {broker_qty:g}")
             ledger.event(
                 {
                     "event_id": f"{run_id}|{symbol}|{now.isoformat()}|position",
@@ -59,6 +62,7 @@ def reconcile(
     if abs(book.cash - cash) > 0.01:
         if book.cash != 0:
             found += 1
+            differences.append(f"cash: ours {book.cash:,.2f}, the broker's {cash:,.2f}")
             ledger.event(
                 {
                     "event_id": f"{run_id}|*|{now.isoformat()}|cash",
@@ -73,6 +77,16 @@ def reconcile(
                 }
             )
         book.cash = cash
+    if differences:
+        send(
+            Alert(
+                "reconcile.difference",
+                account,
+                f"{found} difference(s) with the broker, its view adopted: "
+                + "; ".join(differences),
+                {"run_id": run_id, "differences": differences, "at": now},
+            )
+        )
     return found
 
 

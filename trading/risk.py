@@ -11,6 +11,8 @@ from typing import Literal, NamedTuple
 
 import numpy as np
 
+from trading.alerts import Alert, send
+
 Verdict = Literal["accepted", "rejected", "reduced"]
 
 KILL_SWITCH_FILE = "KILL_SWITCH"
@@ -67,10 +69,16 @@ class RiskEngine:
     while the bar stream is silent or reconnecting (decisions then rest on back-filled
     bars) and clears with `set_reduce_only(None)` once live bars flow again: orders that
     would increase |position| are rejected with the reason, reducing ones pass.
+
+    With `alert_as` set (the traded symbol: trading sessions set it, backtests do not), a
+    kill switch that engages sends the alert `kill-switch.engaged` (trading.alerts) about
+    that subject, once each time it engages.
     """
 
     limits: RiskLimits = field(default_factory=RiskLimits)
     kill_file: Path | None = None
+    alert_as: str | None = None
+    _manual_engaged: bool = field(default=False, repr=False)
     _orders: deque[datetime] = field(default_factory=deque, repr=False)
     _day: date | None = None
     _day_start_equity: float = 0.0
@@ -152,9 +160,17 @@ class RiskEngine:
             self.killed = True
             loss = 1 - equity / self._day_start_equity
             self.kill_reason = f"kill switch: day loss {100 * loss:.2f}% >= {100 * self.limits.daily_loss_limit:.2f}%"
+            self._alert_kill(
+                self.kill_reason,
+                {"switch": "daily-loss", "day_loss": loss, "equity": equity, "at": now},
+            )
         verdict: Verdict = "accepted"
         reason: str | None = None
         manual = self.manual_kill_reason()
+        if (manual is not None) != self._manual_engaged:
+            self._manual_engaged = manual is not None
+            if manual is not None:
+                self._alert_kill(manual, {"switch": "manual", "at": now})
         kill_reason = (
             None
             if manual is None and not self.killed
@@ -186,6 +202,19 @@ class RiskEngine:
                     f"order rate: {used} orders in the last 60 s (max {self.limits.max_orders_per_minute})",
                 )
         return RiskDecision(verdict, target_qty, reason)
+
+    def _alert_kill(self, reason: str, details: dict[str, object]) -> None:
+        if self.alert_as is None:
+            return
+        action = self.limits.kill_action
+        send(
+            Alert(
+                "kill-switch.engaged",
+                self.alert_as,
+                f"{reason}; {action} until {'the file is deleted' if details['switch'] == 'manual' else 'the next trading day'}",
+                {**details, "kill_action": action},
+            )
+        )
 
 
 def _increases(current_qty: float, target_qty: float) -> bool:

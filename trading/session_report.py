@@ -8,10 +8,11 @@ from typing import Any
 
 import polars as pl
 
-from trading.baselines import benchmark_books, benchmark_metrics
+from trading.baselines import BUY_AND_HOLD, benchmark_books, benchmark_metrics
 from trading.metrics import summarize
 from trading.report import write_report
 from warehouse.io import load_frame
+from warehouse.trade_history import net_positions, recent_decisions
 
 MINUTE = timedelta(minutes=1)
 
@@ -36,21 +37,18 @@ def session_report(
     decisions, the session's bars and the hourly post sentiment. None when the run wrote
     no equity (nothing was decided).
     """
-    equity = load_frame(
+    traded = _curve_and_benchmarks(
         con,
-        "SELECT ts, equity, positions_value FROM equity WHERE account = ? AND ts > ? AND ts <= ?"
-        " ORDER BY ts",
-        [account, start, end],
+        account=account,
+        symbols=symbols,
+        start=start,
+        end=end,
+        fee_bps=fee_bps,
+        slippage_bps=slippage_bps,
     )
-    if equity.height < 2:
+    if traded is None:
         return None
-    bars = load_frame(
-        con,
-        "SELECT symbol, ts, open, close FROM bars WHERE timeframe = '1Min'"
-        " AND list_contains(?, symbol)"
-        " AND ts >= ? AND ts < ? ORDER BY symbol, ts",
-        [symbols, start - MINUTE, end],
-    )
+    bars, curve, books = traded
     fills = load_frame(
         con,
         "SELECT f.ts, f.symbol, f.side, f.qty, f.price, f.fee FROM fills f"
@@ -63,25 +61,6 @@ def session_report(
         "SELECT ts - INTERVAL 1 MINUTE AS ts, symbol, action FROM decisions WHERE run_id = ?"
         " ORDER BY ts",
         [run_id],
-    )
-    # Benchmarks on the first symbol's bars, aligned to the equity points (a bar's close);
-    # with each bar's open, so a benchmark's decision fills at the next bar's open as the
-    # session's own orders do.
-    main = (
-        bars.filter(pl.col("symbol") == symbols[0])
-        .with_columns((pl.col("ts") + MINUTE).alias("ts"))
-        .join(equity.select("ts"), on="ts", how="inner")
-        .with_columns(pl.col("ts").dt.date().alias("session"))
-    )
-    curve = equity.join(main.select("ts", "open", "close", "session"), on="ts", how="inner")
-    if curve.height < 2:
-        return None
-    books = benchmark_books(
-        curve,
-        symbol=symbols[0],
-        cash=float(curve["equity"][0]),
-        fee_bps=fee_bps,
-        slippage_bps=slippage_bps,
     )
     frame = curve.select("ts", pl.col("equity").alias("strategy")).with_columns(
         **{key: pl.Series(book.equity) for key, book in books.items()}
@@ -121,3 +100,96 @@ def session_report(
         notes=notes,
     )
     return out, metrics
+
+
+def _curve_and_benchmarks(
+    con: Any,
+    *,
+    account: str,
+    symbols: list[str],
+    start: datetime,
+    end: datetime,
+    fee_bps: float,
+    slippage_bps: float,
+) -> tuple[pl.DataFrame, pl.DataFrame, dict[str, Any]] | None:
+    """The session's bars, the account's equity curve on the first symbol's bar closes and the
+    benchmarks' books on the same bars (core.baselines: the one implementation); None before
+    two equity points."""
+    equity = load_frame(
+        con,
+        "SELECT ts, equity, positions_value FROM equity WHERE account = ? AND ts > ? AND ts <= ?"
+        " ORDER BY ts",
+        [account, start, end],
+    )
+    if equity.height < 2:
+        return None
+    bars = load_frame(
+        con,
+        "SELECT symbol, ts, open, close FROM bars WHERE timeframe = '1Min'"
+        " AND list_contains(?, symbol)"
+        " AND ts >= ? AND ts < ? ORDER BY symbol, ts",
+        [symbols, start - MINUTE, end],
+    )
+    # Benchmarks on the first symbol's bars, aligned to the equity points (a bar's close);
+    # with each bar's open, so a benchmark's decision fills at the next bar's open as the
+    # session's own orders do.
+    main = (
+        bars.filter(pl.col("symbol") == symbols[0])
+        .with_columns((pl.col("ts") + MINUTE).alias("ts"))
+        .join(equity.select("ts"), on="ts", how="inner")
+        .with_columns(pl.col("ts").dt.date().alias("session"))
+    )
+    curve = equity.join(main.select("ts", "open", "close", "session"), on="ts", how="inner")
+    if curve.height < 2:
+        return None
+    books = benchmark_books(
+        curve,
+        symbol=symbols[0],
+        cash=float(curve["equity"][0]),
+        fee_bps=fee_bps,
+        slippage_bps=slippage_bps,
+    )
+    return bars, curve, books
+
+
+def session_standing(
+    con: Any,
+    *,
+    run_id: str,
+    account: str,
+    symbols: list[str],
+    start: datetime,
+    end: datetime,
+    fee_bps: float = 1.0,
+    slippage_bps: float = 1.0,
+    last: int = 10,
+) -> dict[str, Any]:
+    """Where a session stands so far, from what it wrote: equity beside buy-and-hold (the
+    report's numbers, computed the same way), positions from its fills, and its last
+    decisions with their orders (newest first)."""
+    traded = _curve_and_benchmarks(
+        con,
+        account=account,
+        symbols=symbols,
+        start=start,
+        end=end,
+        fee_bps=fee_bps,
+        slippage_bps=slippage_bps,
+    )
+    standing: dict[str, Any] = {
+        "positions": net_positions(con, run_id=run_id, mode=""),
+        "recent": recent_decisions(con, run_id, last),
+        "equity": None,
+        "start_equity": None,
+        "buy_and_hold": None,
+        "as_of": None,
+    }
+    if traded is not None:
+        _, curve, books = traded
+        standing.update(
+            equity=float(curve["equity"][-1]),
+            start_equity=float(curve["equity"][0]),
+            buy_and_hold=float(books[BUY_AND_HOLD].equity[-1]),
+            as_of=curve["ts"][-1],
+        )
+    return standing

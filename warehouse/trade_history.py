@@ -112,3 +112,18 @@ def late_order_count(con: duckdb.DuckDBPyConnection, mode: str) -> int:
         [mode],
     ).fetchall()
     return int(row[0][0])
+
+
+def recent_decisions(
+    con: duckdb.DuckDBPyConnection, run_id: str, last: int = 10
+) -> list[dict[str, object]]:
+    """A run's newest `last` decisions, each with its order if it sent one (newest first)."""
+    cursor = con.execute(
+        "SELECT d.ts, d.symbol, d.action, d.risk_verdict, d.risk_reason,"
+        " o.side AS order_side, o.qty AS order_qty, o.status AS order_status"
+        " FROM decisions d LEFT JOIN orders o USING (decision_id)"
+        " WHERE d.run_id = ? ORDER BY d.ts DESC, d.symbol LIMIT ?",
+        [run_id, last],
+    )
+    names = [c[0] for c in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]

@@ -35,6 +35,7 @@ from models.qnet import Architecture, NestedLSTMQNet
 from models.registry import save_agent
 from tests.fakes.alpaca import FakeAlpacaRest, fake_alpaca_rest  # noqa: F401
 from tests.fakes.alpaca_stream import FakeAlpacaStreamServer, bar_messages
+from trading.alerts import collected
 from trading.live import LiveRunLockedError
 from trading.risk import KILL_SWITCH_FILE, RiskEngine
 from warehouse.bars import ingest_bar_frames, load_bars
@@ -433,7 +434,13 @@ def test_the_manual_kill_switch_file_stops_new_risk_until_it_is_deleted(
     data_dir.mkdir(parents=True, exist_ok=True)
     switch.touch()
 
-    killed = live_trading(replay(warehouse, max_minutes=4))
+    with collected() as alerts:
+        killed = live_trading(replay(warehouse, max_minutes=4))
+    # The session told someone, once: the alert (a Prefect event in the flow) names the file.
+    assert [(a.event, a.subject, a.details["switch"]) for a in alerts] == [
+        ("kill-switch.engaged", "SPY", "manual")
+    ]
+    assert str(switch) in alerts[0].message
 
     decisions = decisions_of(warehouse, killed["run_id"])
     assert len(decisions) == 4 and killed["orders"] == 0

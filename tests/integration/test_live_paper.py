@@ -13,6 +13,7 @@ start minute on: every decision after the first must come from a streamed bar.
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +29,8 @@ from adapters.clock import ManualClock
 from adapters.protocols import OrderRequest
 from core.settings import get_settings
 from flows.config import LiveTradingConfig
-from flows.live_trading import live_trading
+from flows.live_trading import live_trading, symbol_costs
+from flows.session_view import artifact_key
 from tests.fakes.alpaca import FakeAlpacaRest, fake_alpaca_rest  # noqa: F401
 from tests.fakes.alpaca_stream import FakeAlpacaStreamServer, bar_messages
 from tests.integration.test_trading_flows import (
@@ -41,6 +43,7 @@ from tests.integration.test_trading_flows import (
     shared,  # noqa: F401
 )
 from trading.orders import client_order_id
+from trading.session_report import session_standing
 from warehouse.bars import load_bars
 from warehouse.db import connect
 
@@ -166,7 +169,10 @@ def test_a_paper_session_streams_decides_orders_and_books_fills_through_alpaca(
     assert by_hand.status == "filled"
     clock = market.clock(START)
 
-    result = live_trading(paper(market, max_minutes=MINUTES, reconcile_every_min=2))
+    # view_every_s tiny: the UI's session view refreshes after every minute of this test.
+    result = live_trading(
+        paper(market, max_minutes=MINUTES, reconcile_every_min=2, view_every_s=1e-3)
+    )
 
     assert result["status"] == "traded" and result["mode"] == "paper"
     assert result["account"] == "paper" and result["session"] == str(DAY)
@@ -251,6 +257,54 @@ def test_a_paper_session_streams_decides_orders_and_books_fills_through_alpaca(
         " WHERE account = 'paper' ORDER BY ts",
     )
     assert events == [("QQQ", "position_mismatch", 0.0, 7.0, "adopted_broker")]
+
+    # While it ran, the Prefect UI showed it: a progress bar, and a table of the last
+    # decisions and orders under the position and the equity beside buy-and-hold.
+    progress, tables = session_artifacts(run_id)
+    assert [a.type for a in progress] == ["progress"] and progress[0].data == 100.0
+    # After each minute the loop waited for (the first was decided at the start), and at the end.
+    assert len(tables) == (MINUTES - 1) + 1
+    latest = tables[-1]
+    rows = latest.data if isinstance(latest.data, list) else json.loads(str(latest.data))
+    assert [r["time (UTC)"] for r in rows[:2]] == [
+        f"{STREAM_FROM + i * MINUTE:%H:%M}" for i in (MINUTES - 1, MINUTES - 2)
+    ]
+    ordered = [r for r in rows if r["order"]]
+    assert len(ordered) == len(ours) and all("(filled)" in r["order"] for r in ordered)
+    description = str(latest.description)
+    assert (f"position: SPY {held:g}" if held else "position: none") in description
+    costs, _ = symbol_costs(market.warehouse, ["SPY"], None, None)  # as the flow chose them
+    with connect(market.warehouse) as con:
+        standing = session_standing(
+            con,
+            run_id=run_id,
+            account="paper",
+            symbols=["SPY"],
+            start=OPEN,
+            end=OPEN + timedelta(hours=7),
+            fee_bps=costs.fee_bps,
+            slippage_bps=costs.slippage_bps,
+        )
+    assert f"equity {standing['equity']:,.2f}" in description
+    assert f"beside buy-and-hold of SPY {standing['buy_and_hold']:,.2f}" in description
+
+
+def session_artifacts(run_id: str) -> tuple[list[Any], list[Any]]:
+    """The session view's progress artifact and its table's versions (oldest first)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.sorting import ArtifactSort
+
+    key = artifact_key(run_id)
+    with get_client(sync_client=True) as client:
+        found = {
+            k: client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[k])),
+                sort=ArtifactSort.CREATED_DESC,
+            )[::-1]
+            for k in (f"{key}-progress", key)
+        }
+    return found[f"{key}-progress"], found[key]
 
 
 def test_paper_mode_on_a_saturday_is_closed_and_orders_nothing(market: Market) -> None:

@@ -32,6 +32,7 @@ from models.sentiment import coin_sentiment
 from tests.fakes import no_shared_disk
 from tests.integration.nightly_budget import tiny_nightly
 from tests.integration.planted import DAY, PLANTED, planted_agent, planted_bars
+from trading.alerts import collected
 from warehouse.bars import ingest_bar_frames
 from warehouse.db import connect
 from warehouse.gate import load_promotion_decisions
@@ -480,46 +481,53 @@ def test_a_flat_agent_in_a_falling_market_is_refused_and_a_promotion_replaces_th
     # Changed with the statistical gate (issue 16): the old point rule promoted cash here
     # because it "beat" the falling champion. Cash is no better than the flat baseline, so
     # the SPA test refuses it: in a falling market a flat agent is not skill.
-    [flat] = judge_planted(warehouse_path, falling, ["always-flat"], gate)
-    assert flat.reference_name == "champion" and flat.reference_id == "always-long"
-    assert flat.reference.objective < 0.0  # the champion's Sharpe: it held the coin down
-    assert (flat.candidate.objective, flat.candidate.max_drawdown) == (0.0, 0.0)
-    assert not flat.verdict.passed
-    assert "not clearly better than baseline:flat" in flat.verdict.reason
-    assert flat.statistics["test"] == "spa+dsr" and flat.statistics["spa_p"] == 1.0
-    with connect(warehouse_path) as con:
-        assert production_model_id(con, "dqn", PLANTED) == "always-long"
-        trials = load_trial_sharpes(con, PLANTED, "agent")
-    # The candidate was recorded as a trial on the held-out range before it was judged.
-    assert trials.height == 1 and flat.statistics["n_trials"] == 1
-    assert trials.get_column("data_start")[0] == START + 3 * DAY
+    with collected() as alerts:  # each verdict is also an alert (a Prefect event in the flow)
+        [flat] = judge_planted(warehouse_path, falling, ["always-flat"], gate)
+        assert flat.reference_name == "champion" and flat.reference_id == "always-long"
+        assert flat.reference.objective < 0.0  # the champion's Sharpe: it held the coin down
+        assert (flat.candidate.objective, flat.candidate.max_drawdown) == (0.0, 0.0)
+        assert not flat.verdict.passed
+        assert "not clearly better than baseline:flat" in flat.verdict.reason
+        assert flat.statistics["test"] == "spa+dsr" and flat.statistics["spa_p"] == 1.0
+        with connect(warehouse_path) as con:
+            assert production_model_id(con, "dqn", PLANTED) == "always-long"
+            trials = load_trial_sharpes(con, PLANTED, "agent")
+        # The candidate was recorded as a trial on the held-out range before it was judged.
+        assert trials.height == 1 and flat.statistics["n_trials"] == 1
+        assert trials.get_column("data_start")[0] == START + 3 * DAY
 
-    # The mechanics of a promotion, with the verdict planted (a clearly better candidate
-    # cannot be built from constant-action agents): promoted, the champion archived.
-    [better] = judge_planted(
-        warehouse_path, falling, ["always-flat"], gate, forced(lambda v: v.drawdown_ok)
-    )
-    assert better.verdict.passed
-    with connect(warehouse_path) as con:
-        assert production_model_id(con, "dqn", PLANTED) == "always-flat"
-        assert load_model_row(con, "always-long")["stage"] == "archived"  # type: ignore[index]
+        # The mechanics of a promotion, with the verdict planted (a clearly better candidate
+        # cannot be built from constant-action agents): promoted, the champion archived.
+        [better] = judge_planted(
+            warehouse_path, falling, ["always-flat"], gate, forced(lambda v: v.drawdown_ok)
+        )
+        assert better.verdict.passed
+        with connect(warehouse_path) as con:
+            assert production_model_id(con, "dqn", PLANTED) == "always-flat"
+            assert load_model_row(con, "always-long")["stage"] == "archived"  # type: ignore[index]
 
-    [worse] = judge_planted(warehouse_path, falling, ["long-again"], gate)
-    assert worse.reference_id == "always-flat"
-    assert not worse.verdict.beats_objective and not worse.verdict.passed
-    assert worse.verdict.reason.startswith(
-        "does not clearly beat champion always-flat and the baselines"
-    )
-    with connect(warehouse_path) as con:
-        assert production_model_id(con, "dqn", PLANTED) == "always-flat"
-        stored = load_promotion_decisions(con).sort("decided_at", "candidate_id")
-    assert stored.select("candidate_id", "reference_id", "passed", "promoted").rows() == [
-        ("always-flat", "always-long", False, False),
-        ("always-flat", "always-long", True, True),
-        ("long-again", "always-flat", False, False),
+        [worse] = judge_planted(warehouse_path, falling, ["long-again"], gate)
+        assert worse.reference_id == "always-flat"
+        assert not worse.verdict.beats_objective and not worse.verdict.passed
+        assert worse.verdict.reason.startswith(
+            "does not clearly beat champion always-flat and the baselines"
+        )
+        with connect(warehouse_path) as con:
+            assert production_model_id(con, "dqn", PLANTED) == "always-flat"
+            stored = load_promotion_decisions(con).sort("decided_at", "candidate_id")
+        assert stored.select("candidate_id", "reference_id", "passed", "promoted").rows() == [
+            ("always-flat", "always-long", False, False),
+            ("always-flat", "always-long", True, True),
+            ("long-again", "always-flat", False, False),
+        ]
+        assert stored.get_column("n_trials").to_list() == [1, 1, 2]
+        assert stored.get_column("spa_p").to_list()[-1] == pytest.approx(worse.statistics["spa_p"])
+    assert [(a.event, a.subject, a.details["candidate_id"]) for a in alerts] == [
+        ("gate.rejected", PLANTED, "always-flat"),
+        ("gate.promoted", PLANTED, "always-flat"),
+        ("gate.rejected", PLANTED, "long-again"),
     ]
-    assert stored.get_column("n_trials").to_list() == [1, 1, 2]
-    assert stored.get_column("spa_p").to_list()[-1] == pytest.approx(worse.statistics["spa_p"])
+    assert alerts[-1].message.startswith("dqn long-again rejected: does not clearly beat")
 
 
 def test_gate_rejects_a_riskier_agent_unless_the_margin_allows_it(
