@@ -506,6 +506,44 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_account_limits(args: argparse.Namespace) -> int:
+    from datetime import UTC, datetime
+
+    from core.settings import get_settings
+    from trading.account_risk import AccountLimits
+    from warehouse.account_risk import load_account_limits, save_account_limits
+    from warehouse.db import connect
+
+    with connect(args.warehouse or get_settings().warehouse_path) as con:
+        stored = load_account_limits(con, args.account)
+        current = AccountLimits() if stored is None else AccountLimits(*stored)
+        if args.daily_loss_limit is not None or args.max_gross_exposure is not None:
+            # Validated (fractions in range) before anything is stored.
+            current = AccountLimits(
+                args.daily_loss_limit
+                if args.daily_loss_limit is not None
+                else current.daily_loss_limit,
+                args.max_gross_exposure
+                if args.max_gross_exposure is not None
+                else current.max_gross_exposure,
+            )
+            save_account_limits(
+                con,
+                args.account,
+                current.daily_loss_limit,
+                current.max_gross_exposure,
+                datetime.now(UTC),
+            )
+            stored = (current.daily_loss_limit, current.max_gross_exposure)
+    print(
+        f"account {args.account}: daily loss limit {100 * current.daily_loss_limit:.2f}% of the "
+        f"UTC day's starting equity, gross exposure at most {current.max_gross_exposure:.2f}x "
+        f"equity ({'stored' if stored is not None else 'defaults: nothing stored'}); read by "
+        "every trading flow on the account at its next minute"
+    )
+    return 0
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     from datetime import UTC, datetime
 
@@ -738,6 +776,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dask-address", help="scheduler of an existing Dask cluster")
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_evolve)
+
+    p = sub.add_parser(
+        "account-limits",
+        help="show or set the account-wide limits every trading flow on one account obeys "
+        "(live-trading and crypto-trading share them): daily loss and gross exposure",
+    )
+    p.add_argument("--account", default="paper", help="paper (default) or live")
+    p.add_argument(
+        "--daily-loss-limit",
+        type=float,
+        help="fraction of the account's equity at the start of the UTC day, e.g. 0.03",
+    )
+    p.add_argument(
+        "--max-gross-exposure",
+        type=float,
+        help="largest sum of |position value| as a multiple of equity, e.g. 1.0",
+    )
+    p.add_argument("--warehouse")
+    p.set_defaults(func=cmd_account_limits)
 
     p = sub.add_parser(
         "promote",

@@ -85,10 +85,21 @@ class RiskEngine:
     killed: bool = False
     kill_reason: str | None = None
     reduce_only_reason: str | None = None
+    account_reason: str | None = None
+    """Set by trading.account_risk.AccountRisk: the whole account's limit that holds now."""
+    account_kill: bool = False
+    """Whether that limit is the account's daily-loss kill switch (kill_action applies) rather
+    than its exposure limit (reduce-only)."""
 
     def set_reduce_only(self, reason: str | None) -> None:
         """Only reductions from now on, because of `reason`; None lifts it."""
         self.reduce_only_reason = reason
+
+    def set_account_limit(self, reason: str | None, *, kill: bool = False) -> None:
+        """The account-wide verdict (all flows on the account): a kill switch when `kill`
+        (this engine's kill_action), else reduce-only; None lifts it."""
+        self.account_reason = reason
+        self.account_kill = kill and reason is not None
 
     def manual_kill_reason(self) -> str | None:
         """Why the manual switch is engaged (how to clear it included), or None."""
@@ -171,10 +182,13 @@ class RiskEngine:
             self._manual_engaged = manual is not None
             if manual is not None:
                 self._alert_kill(manual, {"switch": "manual", "at": now})
+        account_kill = self.account_reason if self.account_kill else None
         kill_reason = (
             None
-            if manual is None and not self.killed
-            else "; ".join(r for r in (manual, self.kill_reason if self.killed else None) if r)
+            if manual is None and not self.killed and account_kill is None
+            else "; ".join(
+                r for r in (manual, self.kill_reason if self.killed else None, account_kill) if r
+            )
         )
         if kill_reason:
             if self.limits.kill_action == "flatten":
@@ -183,6 +197,11 @@ class RiskEngine:
                 target_qty = 0.0
             elif _increases(current_qty, target_qty):
                 return RiskDecision("rejected", current_qty, f"{kill_reason}; reduce-only")
+        if self.account_reason is not None and not self.account_kill:
+            why = f"reduce-only: {self.account_reason}"
+            if _increases(current_qty, target_qty):
+                return RiskDecision("rejected", current_qty, why)
+            reason = why if reason is None else f"{reason}; {why}"
         if self.reduce_only_reason is not None:
             why = f"reduce-only: {self.reduce_only_reason}"
             if _increases(current_qty, target_qty):

@@ -12,6 +12,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from adapters.alpaca import AlpacaBroker
+from adapters.protocols import OrderRequest
 from core.settings import get_settings
 from flows.config import CryptoTradingConfig, IngestBarsConfig, TrainAgentConfig
 from flows.crypto_trading import crypto_trading
@@ -26,6 +28,7 @@ from tests.integration.test_trading_flows import make_it_trade
 from trading.allocation import coin_weights
 from trading.orders import client_order_id
 from trading.reconcile import warehouse_positions
+from warehouse.account_risk import save_account_limits
 from warehouse.bars import load_bars
 from warehouse.db import connect
 from warehouse.registry import load_model_row, promote, write_model
@@ -351,3 +354,34 @@ def test_paper_mode_trades_the_coins_on_streamed_bars_through_alpaca(
     assert held.keys() == broker_positions.keys()
     for symbol, qty in broker_positions.items():
         assert held[symbol] == pytest.approx(qty, abs=1e-9)
+
+
+def test_the_accounts_limits_stop_the_coins_for_what_the_spy_flow_holds(
+    coin_market: tuple[Path, FakeAlpacaRest, CoinMarketClock],
+) -> None:
+    # live-trading holds SPY worth ~60% of the shared paper account's equity; the account's
+    # exposure limit in the warehouse, read by every flow on it, is 0.5x equity.
+    warehouse, rest, _ = coin_market
+    rest.set_price("SPY", 500.0)
+    AlpacaBroker(KEY, SECRET, base_url=rest.base_url).submit_order(
+        OrderRequest(client_order_id="spy-flow-buy", symbol="SPY", side="buy", qty=120)
+    )
+    with connect(warehouse) as con:
+        save_account_limits(con, "paper", 0.05, 0.5, datetime.now(UTC))
+
+    result = crypto_trading(
+        CryptoTradingConfig(
+            coins=COINS, mode="paper", max_minutes=4, flatten_before_close_min=0,
+            warehouse=str(warehouse),
+        )
+    )  # fmt: skip
+
+    assert result["status"] == "traded" and result["orders"] == 0
+    assert [o for o in rest.orders if o["symbol"] != "SPY"] == []
+    with connect(warehouse) as con:
+        refused = con.execute(
+            "SELECT risk_reason FROM decisions WHERE run_id = ? AND risk_verdict = 'rejected'",
+            [result["run_id"]],
+        ).fetchall()
+    assert refused
+    assert all("reduce-only: account exposure" in r and "all flows" in r for (r,) in refused)
