@@ -465,7 +465,8 @@ def _side(value: Any) -> Literal["buy", "sell"]:
     raise AlpacaError(f"Alpaca sent order side {value!r}")
 
 
-def _order(raw: Any) -> Order:
+def parse_order(raw: Any) -> Order:
+    """An order as the REST API and the trade_updates stream send it."""
     d = _mapping(raw, "order")
     return Order(
         id=str(d["id"]),
@@ -778,7 +779,7 @@ class AlpacaBroker:
     ) -> list[Order]:
         """Orders, newest first; open ones by default (Alpaca caps `limit` at 500)."""
         req = GetOrdersRequest(status=QueryOrderStatus(status), limit=limit)
-        return [_order(o) for o in _listing(self._client.get_orders(req), "orders")]
+        return [parse_order(o) for o in _listing(self._client.get_orders(req), "orders")]
 
     def submit_order(self, request: OrderRequest) -> Order:
         """Place a market or limit order under request.client_order_id.
@@ -809,7 +810,7 @@ class AlpacaBroker:
             if err.status == 422 and "client_order_id must be unique" in err.alpaca_message:
                 raise DuplicateClientOrderIdError(request.client_order_id) from err
             raise
-        return _order(raw)
+        return parse_order(raw)
 
     def get_order_by_client_id(self, client_order_id: str) -> Order | None:
         try:
@@ -818,7 +819,7 @@ class AlpacaBroker:
             if err.status == 404:
                 return None
             raise
-        return _order(raw)
+        return parse_order(raw)
 
     def cancel_order(self, order_id: str) -> None:
         self._client.cancel_order_by_id(order_id)
@@ -833,7 +834,7 @@ class AlpacaBroker:
             status = d.get("status")
             body = d.get("body")
             if isinstance(status, int) and 200 <= status < 300 and isinstance(body, dict):
-                orders.append(_order(body))
+                orders.append(parse_order(body))
             else:
                 why = body.get("message") if isinstance(body, dict) else body
                 failures[str(d.get("symbol"))] = f"{status} {why}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import polars as pl
 
@@ -152,3 +152,16 @@ class Broker(Protocol):
     def cancel_order(self, order_id: str) -> None: ...
 
     def close_all_positions(self) -> list[Order]: ...
+
+
+@runtime_checkable
+class TradeUpdates(Protocol):
+    """Order states pushed by the broker as orders fill (Alpaca's trade_updates stream)."""
+
+    def start(self) -> Any: ...
+
+    def drain(self) -> list[tuple[Order, datetime | None]]:
+        """Each filled order state received since the last drain (with its event time)."""
+        ...
+
+    def stop(self) -> None: ...

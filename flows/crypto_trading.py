@@ -27,7 +27,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from adapters.clock import ManualClock
-from adapters.protocols import BarStream, Broker, Clock
+from adapters.protocols import BarStream, Broker, Clock, TradeUpdates
 from adapters.sim_broker import SimulatedBroker
 from core.settings import get_settings
 from flows.alerts import alerting
@@ -46,6 +46,7 @@ from flows.live_trading import (
     symbol_costs,
 )
 from flows.session_view import SessionView
+from trading.account_risk import AccountRisk
 from trading.allocation import coin_weights
 from trading.calendar import CryptoCalendar
 from trading.engine import MINUTE, Book, EngineConfig, StepwiseQ, TradingEngine
@@ -55,6 +56,7 @@ from trading.live import BarStore, LiveRunner, day_start_equity, run_lock, store
 from trading.orders import OrderManager
 from trading.reconcile import (
     OrderFillPoller,
+    StreamedFills,
     TrackedOrderManager,
     reconcile,
     recover_orders,
@@ -116,6 +118,7 @@ def _crypto_trading(config: CryptoTradingConfig) -> dict[str, Any]:
     logger.info("%s: %s", ", ".join(sorted(models)), costs.describe(asset_class))
     sim: SimulatedBroker | None = None
     stream: BarStream | None = None
+    updates: TradeUpdates | None = None
     broker: Broker
     clock: Clock
     if mode == "replay":
@@ -146,7 +149,7 @@ def _crypto_trading(config: CryptoTradingConfig) -> dict[str, Any]:
 
         adapters = build_adapters(settings.model_copy(update={"mode": mode}))
         assert adapters.broker is not None and adapters.stream is not None
-        broker, stream = adapters.broker, adapters.stream
+        broker, stream, updates = adapters.broker, adapters.stream, adapters.trade_updates
         clock = on_broker_time(adapters.clock, broker, config.max_clock_offset_s, stream)
         start = clock.now()
         session = CryptoCalendar().session_at(start)
@@ -183,6 +186,10 @@ def _crypto_trading(config: CryptoTradingConfig) -> dict[str, Any]:
         poller = OrderFillPoller(
             broker, lambda: [c for r in runners.values() for c in r.engine.open_orders]
         )
+    # Fills as they happen from the trade-updates stream; the poller is the fallback.
+    account_fills: Any = (
+        poller if updates is None or poller is None else StreamedFills(poller, updates)
+    )
     for coin, (row, policy) in sorted(models.items()):
         fills: Any
         orders: OrderManager
@@ -190,7 +197,7 @@ def _crypto_trading(config: CryptoTradingConfig) -> dict[str, Any]:
             fills, orders = sim.new_fills, OrderManager(sim)
         else:
             assert poller is not None
-            fills, orders = poller, TrackedOrderManager(broker, poller, sleep=clock.sleep)
+            fills, orders = account_fills, TrackedOrderManager(broker, poller, sleep=clock.sleep)
         engine = TradingEngine(
             EngineConfig(
                 run_id=run_id,
@@ -263,6 +270,10 @@ def _crypto_trading(config: CryptoTradingConfig) -> dict[str, Any]:
         weights_from,
         ", ".join(f"{c} {100 * w:.1f}%" for c, w in sorted(weights.items())),
     )
+    # The whole account's limits, checked every minute beside each coin's own (one account,
+    # several flows); not in a replay, whose simulated account is its own.
+    guard = AccountRisk(account, run_id, warehouse, LIVE_LOCK_TIMEOUT_S, enabled=sim is None)
+    guard.tick(broker, [r.engine.risk for r in runners.values()], clock.now())
     view = SessionView(
         lambda: connect(warehouse, timeout_s=LIVE_LOCK_TIMEOUT_S),
         run_id=run_id,
@@ -277,15 +288,22 @@ def _crypto_trading(config: CryptoTradingConfig) -> dict[str, Any]:
     if sim is not None:
         assert isinstance(clock, ManualClock)
         decided, all_decided_ms = _replay(
-            config, runners, sim, clock, warehouse, symbols, session, ledger, book, run_id, view
-        )
+            config, runners, sim, clock, warehouse, symbols, session, ledger, book, run_id, view,
+            guard,
+        )  # fmt: skip
     else:
         assert stream is not None
         with run_lock(settings.data_dir / "crypto-trading.lock"):
-            decided, all_decided_ms = _stream(
-                config, runners, stream, clock, warehouse, symbols, session, ledger, broker,
-                book, run_id, account, view,
-            )  # fmt: skip
+            if updates is not None:
+                updates.start()
+            try:
+                decided, all_decided_ms = _stream(
+                    config, runners, stream, clock, warehouse, symbols, session, ledger,
+                    broker, book, run_id, account, view, guard,
+                )  # fmt: skip
+            finally:
+                if updates is not None:
+                    updates.stop()
     ledger.flush()  # locked: the rows wait in the outbox for the next write, not lost
     with connect(warehouse) as con:
         ledger.flush(con)
@@ -356,6 +374,7 @@ def _replay(
     book: Book,
     run_id: str,
     view: SessionView,
+    guard: AccountRisk,
 ) -> tuple[int, list[float]]:
     """A stored UTC day, minute by minute: store, fill, read back once, every coin decides."""
     all_decided_ms: list[float] = []
@@ -387,6 +406,7 @@ def _replay(
                 reconcile(
                     book, sim, ledger, account=f"replay:{run_id}", run_id=run_id, now=clock.now()
                 )
+            guard.tick(sim, [r.engine.risk for r in runners.values()], clock.now(), con)
             view.tick(clock.now(), con)
             if config.max_minutes is not None and decided >= config.max_minutes:
                 break
@@ -410,6 +430,7 @@ def _stream(
     run_id: str,
     account: str,
     view: SessionView,
+    guard: AccountRisk,
 ) -> tuple[int, list[float]]:
     """Paper/live: the stream thread stores the coins' bars; this thread decides every minute.
 
@@ -495,6 +516,7 @@ def _stream(
                 if not any(r.engine.open_orders for r in runners.values()):
                     reconcile(book, broker, ledger, account=account, run_id=run_id, now=clock.now())
             with turn:
+                guard.tick(broker, [r.engine.risk for r in runners.values()], clock.now())
                 view.tick(clock.now())
         for r in runners.values():
             r.engine.sync_fills()

@@ -23,7 +23,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from adapters.clock import ManualClock, OffsetClock, measure_offset
-from adapters.protocols import BarStream, Broker, Clock
+from adapters.protocols import BarStream, Broker, Clock, TradeUpdates
 from adapters.sim_broker import SimulatedBroker
 from core.assets import infer_asset_class
 from core.costs import CostModel, configured_costs
@@ -32,6 +32,7 @@ from flows.alerts import alerting
 from flows.config import LiveTradingConfig
 from flows.session_view import SessionView
 from models.registry import AgentPolicy, ModelLoadError, load_registered_agent
+from trading.account_risk import AccountRisk
 from trading.alerts import Alert, send
 from trading.calendar import CryptoCalendar, NYSECalendar, Session, calendar_for
 from trading.engine import MINUTE, Book, EngineConfig, StepwiseQ, TradingEngine
@@ -41,6 +42,7 @@ from trading.live import BarStore, LiveRunner, day_start_equity, run_lock
 from trading.orders import OrderManager
 from trading.reconcile import (
     OrderFillPoller,
+    StreamedFills,
     TrackedOrderManager,
     reconcile,
     recover_orders,
@@ -215,6 +217,7 @@ def _live_trading(config: LiveTradingConfig) -> dict[str, Any]:
     clock: Clock
     sim: SimulatedBroker | None = None
     stream: BarStream | None = None
+    updates: TradeUpdates | None = None
     broker: Broker
     if mode == "replay":
         if replay_day is None:
@@ -234,6 +237,7 @@ def _live_trading(config: LiveTradingConfig) -> dict[str, Any]:
         adapters = build_adapters(settings.model_copy(update={"mode": mode}))
         assert adapters.broker is not None
         clock, broker, stream = adapters.clock, adapters.broker, adapters.stream
+        updates = adapters.trade_updates
         clock = on_broker_time(clock, broker, config.max_clock_offset_s, stream)
 
     now = clock.now()
@@ -294,6 +298,7 @@ def _live_trading(config: LiveTradingConfig) -> dict[str, Any]:
             session_now,
             settings.data_dir / "outbox",
             costs,
+            updates,
         )
 
 
@@ -313,6 +318,7 @@ def _run_session(
     session: Session,
     outbox: Path,
     costs: CostModel,
+    updates: TradeUpdates | None = None,
 ) -> dict[str, Any]:
     logger = get_run_logger()
     ledger = Ledger(
@@ -327,14 +333,17 @@ def _run_session(
     engine_ref: list[TradingEngine] = []
     fills: Any
     orders: OrderManager
+    poller: OrderFillPoller | None = None
     if sim is not None:
         fills = sim.new_fills
         orders = OrderManager(broker, sleep=clock.sleep)
     else:
-        fills = OrderFillPoller(
+        poller = OrderFillPoller(
             broker, lambda: engine_ref[0].open_orders.keys() if engine_ref else ()
         )
-        orders = TrackedOrderManager(broker, fills, sleep=clock.sleep)
+        orders = TrackedOrderManager(broker, poller, sleep=clock.sleep)
+        # Fills as they happen from the trade-updates stream; the poller is the fallback.
+        fills = poller if updates is None else StreamedFills(poller, updates)
     engine = TradingEngine(
         EngineConfig(
             run_id=run_id,
@@ -363,13 +372,13 @@ def _run_session(
     engine_ref.append(engine)
     if (kill := engine.risk.manual_kill_reason()) is not None:
         logger.warning("%s: this session sends no order that adds risk", kill)
-    if isinstance(fills, OrderFillPoller):
+    if poller is not None:
         # A run killed between the broker's accept and the ledger's flush: record what the
         # broker has of this run's orders (nothing is resent) before reconciling.
         with connect(warehouse) as con:
             recover_orders(
                 engine,
-                fills,
+                poller,
                 broker,
                 con,
                 candidates=session_client_ids(run_id, spec.traded, session.open, clock.now()),
@@ -405,6 +414,10 @@ def _run_session(
         row["model_id"],
         warmed,
     )
+    # The whole account's limits, checked every minute beside this flow's own (one account,
+    # several flows); not in a replay, whose simulated account is its own.
+    guard = AccountRisk(account, run_id, warehouse, LIVE_LOCK_TIMEOUT_S, enabled=mode != "replay")
+    guard.tick(broker, [engine.risk], clock.now())  # an account past its limit: from the start
     view = SessionView(
         lambda: connect(warehouse, timeout_s=LIVE_LOCK_TIMEOUT_S),
         run_id=run_id,
@@ -420,14 +433,20 @@ def _run_session(
         assert sim is not None and isinstance(clock, ManualClock)
         _replay(
             config, runner, sim, clock, warehouse, spec, session, ledger, broker, run_id, account,
-            view,
+            view, guard,
         )  # fmt: skip
     else:
         assert stream is not None, "paper/live trading needs the Alpaca bar stream"
-        _live_loop(
-            config, runner, stream, clock, warehouse, spec, session, ledger, broker, run_id, account,
-            view,
-        )  # fmt: skip
+        if updates is not None:
+            updates.start()
+        try:
+            _live_loop(
+                config, runner, stream, clock, warehouse, spec, session, ledger, broker,
+                run_id, account, view, guard,
+            )  # fmt: skip
+        finally:
+            if updates is not None:
+                updates.stop()
     # Rows still buffered first: with the warehouse locked they are kept in the outbox
     # (merged by the next write that gets the file), not lost with this process.
     ledger.flush()
@@ -531,6 +550,7 @@ def _replay(
     run_id: str,
     account: str,
     view: SessionView,
+    guard: AccountRisk,
 ) -> None:
     """Push the stored session's bars minute by minute through the stream handler and the runner."""
     start = max(clock.now(), session.open)
@@ -541,7 +561,7 @@ def _replay(
         try:
             _replay_minutes(
                 config, runner, sim, clock, warehouse, spec, bars, ledger, broker, run_id, account,
-                view,
+                view, guard,
             )  # fmt: skip
         finally:
             runner.con = None
@@ -560,6 +580,7 @@ def _replay_minutes(
     run_id: str,
     account: str,
     view: SessionView,
+    guard: AccountRisk,
 ) -> None:
     start = clock.now()
     bars = bars.filter(pl.col("ts") >= start - MINUTE)
@@ -583,6 +604,7 @@ def _replay_minutes(
             reconcile(
                 runner.engine.book, broker, ledger, account=account, run_id=run_id, now=clock.now()
             )
+        guard.tick(broker, [runner.engine.risk], clock.now(), runner.con)
         view.tick(clock.now(), runner.con)
         if config.max_minutes is not None and decided >= config.max_minutes:
             break
@@ -689,6 +711,7 @@ def _live_loop(
     run_id: str,
     account: str,
     view: SessionView,
+    guard: AccountRisk,
 ) -> None:
     """Paper/live: the stream thread stores bars; this thread decides on minute boundaries."""
     arrivals = Arrivals()
@@ -751,6 +774,7 @@ def _live_loop(
                         now=clock.now(),
                     )
             with warehouse_turn:
+                guard.tick(broker, [runner.engine.risk], clock.now())
                 view.tick(clock.now())
         runner.engine.sync_fills()  # the last decision's order
     finally:

@@ -13,7 +13,7 @@ from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTa
 from adapters.arch_daily import ArchDailyBarSource
 from adapters.clock import SystemClock
 from adapters.files import FileBarSource
-from adapters.protocols import BarSource, BarStream, Broker, Clock, PostSource
+from adapters.protocols import BarSource, BarStream, Broker, Clock, PostSource, TradeUpdates
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
 from adapters.synthetic_posts import SyntheticPostConfig, SyntheticPostSource
 from core.settings import Mode, Settings, mode_refusal
@@ -150,6 +150,8 @@ class Adapters:
     """Live bars (paper/live); replay gets its replay stream with the backtest engine."""
     broker: Broker | None = None
     """Alpaca trading (paper/live); replay gets the simulated broker with the backtest engine."""
+    trade_updates: TradeUpdates | None = None
+    """The account's fills as they happen (paper/live; not started: the session starts it)."""
 
 
 def build_adapters(settings: Settings) -> Adapters:
@@ -201,8 +203,23 @@ def build_adapters(settings: Settings) -> Adapters:
         live_opt_in=settings.mode == "live" and settings.live_trading_opt_in,
         base_url=settings.alpaca_base_url,
     )
+    from adapters.alpaca_trade_updates import AlpacaTradeUpdates
+
+    trade_updates = AlpacaTradeUpdates(
+        key,
+        secret,
+        paper=settings.mode != "live",
+        # The fake servers serve both streams; the real trading stream has its own host.
+        url=f"{ws}/stream" if ws else None,
+    )
     return Adapters(
-        mode=settings.mode, clock=clock, bars=bars, posts=posts, stream=stream, broker=broker
+        mode=settings.mode,
+        clock=clock,
+        bars=bars,
+        posts=posts,
+        stream=stream,
+        broker=broker,
+        trade_updates=trade_updates,
     )
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from adapters.protocols import Broker, Fill, Order, Side
+from adapters.protocols import Broker, Fill, Order, Side, TradeUpdates
 from trading.alerts import Alert, send
 from trading.engine import FINAL, MINUTE, Book, TradingEngine, decision_id
 from trading.ledger import Ledger
@@ -245,6 +246,37 @@ class OrderFillPoller:
             price=(cost - cost_before) / qty,
             ts=ts or order.submitted_at or datetime.now().astimezone(),
         )
+
+
+class StreamedFills:
+    """Fills from the broker's trade-updates stream as they happen, then from the REST poller.
+
+    A streamed order state goes through the poller's own bookkeeping (`advance`), so a fill
+    has one id whichever route brings it first -- (broker order id, cumulative filled qty)
+    -- and the other route finds nothing new: booked once. The poller still polls every
+    open order each minute: what the stream missed (dropped, reconnecting, an event lost)
+    is found there (`seen_via` says which route booked each fill).
+    """
+
+    def __init__(self, poller: OrderFillPoller, updates: TradeUpdates) -> None:
+        self.poller = poller
+        self.updates = updates
+        self.streamed = 0
+        self.polled = 0
+
+    def track(self, order: Order) -> None:
+        self.poller.track(order)
+
+    def __call__(self) -> list[Fill]:
+        out: list[Fill] = []
+        for order, ts in self.updates.drain():
+            fill = self.poller.advance(order, ts=ts)
+            if fill is not None:
+                out.append(replace(fill, extra={**fill.extra, "seen_via": "stream"}))
+        polled = [replace(f, extra={**f.extra, "seen_via": "rest"}) for f in self.poller()]
+        self.streamed += len(out)
+        self.polled += len(polled)
+        return out + polled
 
 
 class TrackedOrderManager(OrderManager):

@@ -337,6 +337,13 @@ class FakeAlpacaRest:
         self._by_client_id: dict[str, str] = {}
         self._positions: dict[str, dict[str, float]] = {}
         self._faults: list[Fault] = []
+        self.trade_stream: Any = None
+        """A FakeAlpacaStreamServer: every fill also goes out on its trade_updates stream."""
+        self.lose_trade_updates = 0
+        """The next this many fills send no trade update (a stream that missed them)."""
+        self.repeat_trade_updates = False
+        """Send every fill's trade update twice (a stream replaying after a reconnect)."""
+        self.trade_updates_sent = 0
         self._lock = threading.RLock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -940,6 +947,29 @@ class FakeAlpacaRest:
             filled_at=stamp,
             updated_at=stamp,
         )
+        self._send_trade_update(order, price, qty, new_qty, stamp)
+
+    def _send_trade_update(
+        self, order: dict[str, Any], price: float, qty: float, position: float, stamp: str
+    ) -> None:
+        """Alpaca's trade_updates `fill` event for this execution, when a stream is attached."""
+        if self.trade_stream is None:
+            return
+        if self.lose_trade_updates > 0:
+            self.lose_trade_updates -= 1
+            return
+        for _ in range(2 if self.repeat_trade_updates else 1):
+            self.trade_stream.push_trade_update(
+                "fill",
+                order,
+                wait=False,
+                price=_dec(price),
+                qty=_dec(qty),
+                position_qty=_dec(position),
+                timestamp=stamp,
+                execution_id=str(uuid.uuid4()),
+            )
+            self.trade_updates_sent += 1
 
     def _mark_canceled(self, order: dict[str, Any]) -> None:
         stamp = _iso(self.now())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -19,7 +20,9 @@ from websockets.http11 import Request, Response
 
 STOCK_PATHS = ("/v2/iex", "/v2/sip")
 CRYPTO_PATH = "/v1beta3/crypto/us"
-PATHS = (*STOCK_PATHS, CRYPTO_PATH)
+TRADING_PATH = "/stream"
+"""The trading API's stream (trade_updates): JSON, not msgpack, and its own auth and listen."""
+PATHS = (*STOCK_PATHS, CRYPTO_PATH, TRADING_PATH)
 
 # The channels the real server echoes in its subscription reply, per endpoint.
 _STOCK_CHANNELS = (
@@ -350,12 +353,14 @@ class FakeAlpacaStreamServer:
 
         return self._call(drop())
 
-    def go_silent(self) -> int:
-        """Keep every open connection open but send nothing on it and ignore what it sends."""
+    def go_silent(self, path: str | None = None) -> int:
+        """Keep every open connection (of `path`, when given) open but send nothing on it and
+        ignore what it sends; returns how many went silent."""
         with self._lock:
-            for conn in self._conns:
+            chosen = [c for c in self._conns if path is None or c.path == path]
+            for conn in chosen:
                 conn.muted = True
-            return len(self._conns)
+            return len(chosen)
 
     # ---- server side -----------------------------------------------------------------
 
@@ -405,6 +410,9 @@ class FakeAlpacaStreamServer:
         with self._lock:
             self._conns.append(conn)
             self._paths.append(path)
+        if path == TRADING_PATH:
+            await self._handle_trading(conn)
+            return
         try:
             await ws.send(msgpack.packb([{"T": "success", "msg": "connected"}]))
             # websockets reassembles fragmented messages: alpaca-py sends its subscribe
@@ -453,6 +461,80 @@ class FakeAlpacaStreamServer:
                 reply.update({ch: sorted(conn.subs.get(ch, set())) for ch in channels})
             return [reply]
         return [{"T": "error", "code": 400, "msg": "invalid syntax"}]
+
+    async def _handle_trading(self, conn: _Conn) -> None:
+        """Alpaca's trading stream: JSON frames; `authenticate` with key_id/secret_key, then
+        `listen` to trade_updates (the only stream it serves)."""
+        ws = conn.ws
+        try:
+            async for raw in ws:
+                if conn.muted:
+                    continue
+                try:
+                    msg = json.loads(raw)
+                except ValueError:
+                    msg = None
+                if not isinstance(msg, dict):
+                    await ws.send(json.dumps({"stream": "error", "data": {"msg": "bad frame"}}))
+                    continue
+                data = msg.get("data") or {}
+                if msg.get("action") in ("authenticate", "auth"):
+                    key, secret = str(data.get("key_id", "")), str(data.get("secret_key", ""))
+                    with self._lock:
+                        ok = not self.reject_auth and (key, secret) == (self.key, self.secret)
+                        self._auth_attempts.append(AuthAttempt(conn.path, key, secret, ok))
+                        conn.authenticated = ok
+                    status = "authorized" if ok else "unauthorized"
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "stream": "authorization",
+                                "data": {"status": status, "action": "authenticate"},
+                            }
+                        )
+                    )
+                    if not ok:
+                        await ws.close(1008, "unauthorized")
+                        return
+                elif msg.get("action") == "listen" and conn.authenticated:
+                    streams = [s for s in data.get("streams", []) if s == "trade_updates"]
+                    with self._lock:
+                        self._subscriptions.append((conn.path, dict(msg)))
+                        conn.subs["trade_updates"] = {"*"} if streams else set()
+                    await ws.send(json.dumps({"stream": "listening", "data": {"streams": streams}}))
+        except ConnectionClosed:
+            pass
+        finally:
+            with self._lock:
+                self._conns.remove(conn)
+
+    def listening_for_trade_updates(self) -> int:
+        """Open, authenticated trading-stream connections that listen to trade_updates."""
+        with self._lock:
+            return sum(
+                1
+                for c in self._conns
+                if c.path == TRADING_PATH and c.authenticated and c.subscribed("trade_updates", "*")
+            )
+
+    def push_trade_update(
+        self, event: str, order: dict[str, Any], *, wait: bool = True, **fields: Any
+    ) -> int | None:
+        """Send one trade_updates event (`fill`, `partial_fill`, `new`, `canceled`...) about
+        `order` (the REST order object) to every listening connection; `fields` are the
+        event's own (price, qty, timestamp, execution_id, position_qty). `wait=False` queues
+        it without waiting (from the fake REST server's own thread)."""
+        frame = json.dumps(
+            {
+                "stream": "trade_updates",
+                "data": {"event": event, "order": dict(order), **fields},
+            }
+        )
+        coro = self._broadcast(frame, symbol="*", channel="trade_updates", path=TRADING_PATH)
+        if wait:
+            return self._call(coro)
+        asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return None
 
     def _on_auth(self, conn: _Conn, msg: dict[str, Any]) -> list[dict[str, Any]]:
         key, secret = str(msg.get("key", "")), str(msg.get("secret", ""))

@@ -176,7 +176,7 @@ class Market(ManualClock):
             return
         self.ws.wait_subscribed("SPY", "/v2/iex", timeout=10.0)
         if minute in self.silent:
-            assert self.ws.go_silent() == 1
+            assert self.ws.go_silent("/v2/iex") == 1  # the bars (not the trade updates)
             return
         for bar in frame.iter_rows(named=True):
             self.rest.set_price(bar["symbol"], bar["close"])

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -44,6 +45,7 @@ from tests.integration.test_trading_flows import (
 )
 from trading.orders import client_order_id
 from trading.session_report import session_standing
+from warehouse.account_risk import save_account_limits
 from warehouse.bars import load_bars
 from warehouse.db import connect
 
@@ -335,3 +337,99 @@ def test_a_stream_that_refuses_the_keys_stops_the_session_with_its_reason(
         decided = con.execute("SELECT count(*) FROM decisions WHERE mode = 'paper'").fetchall()
     assert decided == [(1,)]
     assert len(market.rest.requests_to("/v2/orders", "POST")) <= 1
+
+
+def test_the_accounts_limits_stop_this_flow_for_what_another_flow_holds(
+    market: Market,
+) -> None:
+    # crypto-trading holds 1 BTC on the same paper account (~60% of its equity); the account's
+    # exposure limit, stored in the warehouse for every flow on it, is 0.5x equity.
+    market.rest.set_price("BTC/USD", 60_000.0)
+    AlpacaBroker(KEY, SECRET, base_url=market.rest.base_url).submit_order(
+        OrderRequest(client_order_id="crypto-flow-btc", symbol="BTC/USD", side="buy", qty=1.0)
+    )
+    with connect(market.warehouse) as con:
+        save_account_limits(con, "paper", 0.05, 0.5, datetime.now(UTC))
+    market.clock(START)
+
+    result = live_trading(paper(market, max_minutes=3))
+
+    assert result["status"] == "traded" and result["orders"] == 0
+    rows = query(
+        market.warehouse,
+        "SELECT action, risk_verdict, risk_reason FROM decisions WHERE run_id = ? ORDER BY ts",
+        [result["run_id"]],
+    )
+    assert len(rows) == 3
+    # Whatever the agent wanted, nothing that adds risk went out, and each refusal says why.
+    refused = [reason for _, verdict, reason in rows if verdict == "rejected"]
+    assert refused, rows
+    for reason in refused:
+        assert "reduce-only: account exposure" in reason
+        assert "(all flows on the account)" in reason
+    assert [o for o in market.rest.orders if o["symbol"] == "SPY"] == []
+
+
+class StreamedMarketClock(MarketClock):
+    """MarketClock that, before the market moves on, waits until the session's trade-updates
+    client has received every fill event the fake broker sent: the next minute's fill sync
+    then meets them in the stream's queue (deterministic, where real time would race)."""
+
+    clients: list[Any]
+    """The session's trade-updates clients (set by the test)."""
+
+    def sleep(self, seconds: float) -> None:
+        sent = self.rest.trade_updates_sent
+        deadline = time.monotonic() + 10.0
+        clients = getattr(self, "clients", [])
+        while clients and clients[-1].received < sent:
+            assert time.monotonic() < deadline, "the trade-updates stream delivered nothing"
+            time.sleep(0.005)
+        super().sleep(seconds)
+
+
+def test_a_paper_session_books_fills_from_the_trade_updates_stream_and_polls_for_lost_ones(
+    market: Market, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import adapters.alpaca_trade_updates as module
+
+    clients: list[module.AlpacaTradeUpdates] = []
+
+    class Recorded(module.AlpacaTradeUpdates):
+        def __init__(self, *args: Any, **kw: Any) -> None:
+            super().__init__(*args, **kw)
+            clients.append(self)
+
+    monkeypatch.setattr(module, "AlpacaTradeUpdates", Recorded)
+    market.rest.trade_stream = market.ws  # fills go out on the trade_updates channel too
+    market.rest.lose_trade_updates = 1  # ...except the first: the stream misses it
+    clock = StreamedMarketClock(START, market.bars, market.ws, market.rest)
+    clock.clients = clients
+    market.clocks.append(clock)
+
+    result = live_trading(paper(market, max_minutes=MINUTES))
+
+    assert result["orders"] >= 2, "too few orders to see both routes"
+    [client] = clients
+    assert market.rest.trade_updates_sent == result["orders"] - 1  # the first one was lost
+    # ...and every other reached the client (the last one may come after the session ended).
+    assert client.received >= market.rest.trade_updates_sent - 1
+    fills = query(
+        market.warehouse,
+        "SELECT f.fill_id, f.seen_via, o.submitted_at FROM fills f"
+        " JOIN orders o USING (client_order_id) JOIN decisions d USING (decision_id)"
+        " WHERE d.run_id = ? ORDER BY o.submitted_at",
+        [result["run_id"]],
+    )
+    # Every order's fill booked once; the one the stream lost came from the poll, the
+    # others from the stream (the last one may be polled first: nothing waits after it).
+    assert len(fills) == len({f[0] for f in fills}) == result["orders"]
+    routes = [f[1] for f in fills]
+    assert routes[0] == "rest"
+    assert routes[1:-1] == ["stream"] * (len(routes) - 2) and routes[-1] in ("stream", "rest")
+    # No drift: the book agrees with the broker.
+    held = sum(
+        q if side == "buy" else -q
+        for side, q in query(market.warehouse, "SELECT side, qty FROM fills WHERE mode = 'paper'")
+    )
+    assert held == market.rest.positions.get("SPY", 0.0)
