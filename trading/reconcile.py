@@ -256,6 +256,10 @@ class StreamedFills:
     -- and the other route finds nothing new: booked once. The poller still polls every
     open order each minute: what the stream missed (dropped, reconnecting, an event lost)
     is found there (`seen_via` says which route booked each fill).
+
+    The stream carries the whole account's updates: another flow's orders on the same
+    account (crypto-trading's, to live-trading) are not this engine's and are skipped --
+    only orders the poller watches (placed by this run, or open) or has booked count.
     """
 
     def __init__(self, poller: OrderFillPoller, updates: TradeUpdates) -> None:
@@ -263,13 +267,21 @@ class StreamedFills:
         self.updates = updates
         self.streamed = 0
         self.polled = 0
+        self.foreign = 0
+        """Streamed fills of orders that are not this run's (skipped)."""
 
     def track(self, order: Order) -> None:
         self.poller.track(order)
 
     def __call__(self) -> list[Fill]:
         out: list[Fill] = []
-        for order, ts in self.updates.drain():
+        updates = self.updates.drain()
+        ours = self.poller.watch | set(self.poller.open_ids()) if updates else set()
+        for order, ts in updates:
+            cid = order.client_order_id
+            if cid not in ours and cid not in self.poller.filled:
+                self.foreign += 1
+                continue
             fill = self.poller.advance(order, ts=ts)
             if fill is not None:
                 out.append(replace(fill, extra={**fill.extra, "seen_via": "stream"}))

@@ -124,3 +124,19 @@ def test_a_malformed_event_is_skipped_and_the_next_one_delivered(
     broker.submit_order(OrderRequest("cid-5", "SPY", "buy", 2))
     wait_for(lambda: updates.received == 2, "the next event")
     assert [o.client_order_id for o, _ in updates.drain()] == ["cid-5"]
+
+
+def test_another_flows_fill_on_the_same_account_is_not_booked_by_this_one(
+    wired: tuple[FakeAlpacaRest, FakeAlpacaStreamServer, AlpacaBroker, AlpacaTradeUpdates],
+) -> None:
+    _, _, broker, updates = wired
+    watched: list[str] = []
+    fills = StreamedFills(OrderFillPoller(broker, lambda: watched), updates)
+    # crypto-trading's order on the shared account: its fill is on this stream too.
+    broker.submit_order(OrderRequest("crypto-flow-1", "SPY", "buy", 3))
+    broker.submit_order(OrderRequest("ours-1", "SPY", "buy", 5))
+    watched.append("ours-1")
+    wait_for(lambda: updates.received == 2, "both fill events")
+    booked = fills()
+    assert [(f.client_order_id, f.extra["seen_via"]) for f in booked] == [("ours-1", "stream")]
+    assert fills.foreign == 1
