@@ -1,8 +1,8 @@
 """Soak benchmark: a replayed trading week (5 NYSE sessions of SPY minutes) under seeded faults.
 
-Kills, warehouse lock conflicts, 429s (some after the broker accepted) and a silent bar
-stream are injected on a seed (benchmarks.soak); at the end the warehouse must equal the
-simulated broker's record. SYNTHETIC bars and an untrained network that trades often.
+Kills, warehouse lock conflicts, 429s (some after the broker accepted), a silent bar
+stream and a trade-updates stream that loses and repeats fill events are injected on a seed
+(benchmarks.soak); at the end the warehouse must equal the simulated broker's record. SYNTHETIC bars and an untrained network that trades often.
 """
 
 from __future__ import annotations
@@ -31,7 +31,10 @@ def bench_soak(scratch: Path) -> list[Figure]:
         f"  {result.minutes:,} minutes, {result.decisions:,} decisions, {result.broker_orders} "
         f"orders, {result.broker_fills} fills in {result.wall_s:.0f} s; faults {result.faults} "
         f"(kill points {result.kill_points}, 429 after accept {result.rate_limited_after_accept}, "
-        f"{result.withheld_bars} bars withheld, {result.outboxed_rows} rows via the outbox)"
+        f"{result.withheld_bars} bars withheld, {result.outboxed_rows} rows via the outbox); "
+        f"fills by stream {result.fills_by_stream}, by the poll {result.fills_by_rest} (the "
+        f"stream lost {result.stream_lost}, repeated {result.stream_repeated}, replayed "
+        f"{result.stream_replayed} events)"
     )
     # The harness knows <=, >= and <: "== 0" is written "<= 0" for counts that cannot be negative.
     return [
@@ -42,5 +45,7 @@ def bench_soak(scratch: Path) -> list[Figure]:
         Figure("soak_minutes", result.minutes, "minutes", "-"),
         Figure("soak_faults", faults, "faults", "-"),
         Figure("soak_orders", result.broker_orders, "orders", "-"),
+        Figure("soak_fills_by_stream", result.fills_by_stream, "fills", "-"),
+        Figure("soak_fills_by_poll", result.fills_by_rest, "fills", "-"),
         Figure("soak_wall_s", round(result.wall_s, 1), "s", "-"),
     ]

@@ -19,6 +19,11 @@ Faults, each drawn per minute on a numpy seed:
 - silence: the bar stream goes quiet for a few minutes (the market and the broker go on),
   then delivers the withheld bars late: no decision is made on them.
 
+Fills come as in a paper session: from the account's trade-updates stream (simulated
+here, `SimTradeUpdates`: each fill's order state, lost with `p_stream_loss`, sent twice
+with `p_stream_repeat`, the last few sent again after every restart's reconnect) through
+`StreamedFills`, with the REST poller as the fallback for what the stream lost.
+
 SYNTHETIC data: generated minute bars of SPY, VTI, VXUS, BND, and an untrained network whose
 Q head is re-centred so that it trades often (its decisions are not the point).
 """
@@ -58,6 +63,7 @@ from trading.ledger import Ledger
 from trading.live import LiveRunner, store_bars
 from trading.reconcile import (
     OrderFillPoller,
+    StreamedFills,
     TrackedOrderManager,
     reconcile,
     recover_orders,
@@ -69,6 +75,7 @@ from warehouse.bars import ingest_bar_frames
 from warehouse.db import connect, open_connection
 from warehouse.trade_history import (
     filled_qty_by_broker_order,
+    fills_by_route,
     late_order_count,
     placed_client_order_ids,
 )
@@ -116,6 +123,12 @@ class SoakConfig:
     """Starting cash of the broker account."""
     reconcile_every_min: int = 15
     """Periodic reconciliation, as the live loop does it."""
+    trade_updates: bool = True
+    """Fills also by the (simulated) trade-updates stream, the poller as the fallback."""
+    p_stream_loss: float = 0.05
+    """Probability that the stream loses a fill's event (the poller must book it)."""
+    p_stream_repeat: float = 0.05
+    """Probability that the stream sends a fill's event twice."""
 
 
 @dataclass
@@ -137,6 +150,15 @@ class SoakResult:
     withheld_bars: int
     outboxed_rows: int
     wall_s: float
+    fills_by_stream: int = 0
+    """Fills the warehouse booked from the trade-updates stream (seen_via 'stream')."""
+    fills_by_rest: int = 0
+    """...and from the REST poller (the stream lost them, or the poll came first)."""
+    stream_lost: int = 0
+    """Fill events the simulated stream lost."""
+    stream_repeated: int = 0
+    """Fill events it sent twice (and replayed after restarts: stream_replayed)."""
+    stream_replayed: int = 0
 
 
 # ----------------------------------------------------------------------------- faults
@@ -223,6 +245,51 @@ HOLDER = textwrap.dedent(
 )
 
 
+class SimTradeUpdates:
+    """The simulated account's trade_updates stream (the TradeUpdates protocol), with faults.
+
+    `pump()` after each bar queues the order state of every new fill; an event is lost with
+    `p_loss` or sent twice with `p_repeat` (its own seeded generator: the soak's other
+    faults keep their sequence). `start()` is a reconnect: the last few events come again.
+    """
+
+    def __init__(self, sim: SimulatedBroker, seed: int, p_loss: float, p_repeat: float) -> None:
+        self.sim = sim
+        self.rng = np.random.default_rng(seed)
+        self.p_loss, self.p_repeat = p_loss, p_repeat
+        self.filled: dict[str, float] = {}
+        self.recent: list[tuple[Order, datetime | None]] = []
+        self.queue: list[tuple[Order, datetime | None]] = []
+        self.lost = self.repeated = self.replayed = 0
+
+    def pump(self, now: datetime) -> None:
+        for order in self.sim.orders():
+            if order.filled_qty > self.filled.get(order.id, 0.0) + 1e-12:
+                self.filled[order.id] = order.filled_qty
+                event = (order, now)
+                self.recent = [*self.recent[-4:], event]
+                draw = self.rng.random(2)
+                if draw[0] < self.p_loss:
+                    self.lost += 1
+                    continue
+                self.queue.append(event)
+                if draw[1] < self.p_repeat:
+                    self.repeated += 1
+                    self.queue.append(event)
+
+    def start(self) -> SimTradeUpdates:
+        self.queue.extend(self.recent)
+        self.replayed += len(self.recent)
+        return self
+
+    def drain(self) -> list[tuple[Order, datetime | None]]:
+        out, self.queue = self.queue, []
+        return out
+
+    def stop(self) -> None:
+        self.queue = []
+
+
 class LockHolder:
     """Another process, started once, that takes and lets go of the warehouse's DuckDB lock."""
 
@@ -281,6 +348,7 @@ class _Soak:
     policy: AgentPolicy
     clock: ManualClock
     broker: FaultyBroker
+    stream: SimTradeUpdates | None = None
     kill_after_poll: bool = False
     kills_after_poll: int = 0
     con: duckdb.DuckDBPyConnection | None = None
@@ -299,8 +367,12 @@ class _Soak:
             self.con = None
 
     def fills_source(self, poller: OrderFillPoller) -> Callable[[], list[Fill]]:
+        routes: Callable[[], list[Fill]] = (
+            poller if self.stream is None else StreamedFills(poller, self.stream.start())
+        )
+
         def fills() -> list[Fill]:
-            out = poller()
+            out = routes()
             if out and self.kill_after_poll:
                 self.kill_after_poll = False
                 self.kills_after_poll += 1
@@ -417,6 +489,10 @@ def run_soak(workdir: Path, config: SoakConfig | None = None) -> SoakResult:
     sim = SimulatedBroker(clock, cash=config.cash, id_prefix="sim:soak")
     broker = FaultyBroker(sim)
     soak = _Soak(config, warehouse, outbox, policy, clock, broker)
+    if config.trade_updates:
+        soak.stream = SimTradeUpdates(
+            sim, config.seed + 1, config.p_stream_loss, config.p_stream_repeat
+        )
     holder = LockHolder(warehouse)
     faults: Counter[str] = Counter()
     kill_points: Counter[str] = Counter()
@@ -441,6 +517,8 @@ def run_soak(workdir: Path, config: SoakConfig | None = None) -> SoakResult:
                     sim.on_bar(
                         spec.traded, minute, float(traded["open"][0]), float(traded["close"][0])
                     )
+                if soak.stream is not None:
+                    soak.stream.pump(now)
                 # The draws: same order every minute, so a seed is one sequence of faults.
                 draw = rng.random(4)
                 if not lock_left and draw[0] < config.p_lock:
@@ -514,6 +592,10 @@ def run_soak(workdir: Path, config: SoakConfig | None = None) -> SoakResult:
     result.kill_points = {p: int(kill_points[p]) for p in KILL_POINTS}
     result.rate_limited_after_accept = broker.raised_after_accept
     result.withheld_bars = withheld_bars
+    if soak.stream is not None:
+        result.stream_lost = soak.stream.lost
+        result.stream_repeated = soak.stream.repeated
+        result.stream_replayed = soak.stream.replayed
     result.wall_s = time.perf_counter() - started
     return result
 
@@ -575,6 +657,7 @@ def compare(warehouse: Path, sim: SimulatedBroker, soak: _Soak) -> SoakResult:
         recorded = placed_client_order_ids(con, MODE)
         ours = warehouse_positions(con, run_id=None, mode=MODE)
         stale = late_order_count(con, MODE)
+        routes = fills_by_route(con, MODE)
     filled = {o.id: o.filled_qty for o in orders if o.filled_qty > 0}
     lost = sum(1 for oid, qty in filled.items() if abs(float(stored.get(oid) or 0.0) - qty) > 1e-9)
     lost += sum(1 for oid in stored if oid not in filled)
@@ -596,4 +679,6 @@ def compare(warehouse: Path, sim: SimulatedBroker, soak: _Soak) -> SoakResult:
         withheld_bars=0,
         outboxed_rows=soak.outboxed,
         wall_s=0.0,
+        fills_by_stream=routes.get("stream", 0),
+        fills_by_rest=routes.get("rest", 0),
     )

@@ -127,3 +127,13 @@ def recent_decisions(
     )
     names = [c[0] for c in cursor.description]
     return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def fills_by_route(con: duckdb.DuckDBPyConnection, mode: str) -> dict[str, int]:
+    """How many fills of `mode` each route booked (seen_via: stream, rest, sim...)."""
+    return {
+        str(route): int(n)
+        for route, n in con.execute(
+            "SELECT seen_via, count(*) FROM fills WHERE mode = ? GROUP BY seen_via", [mode]
+        ).fetchall()
+    }
