@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -91,51 +91,58 @@ def test_stream_reconnect_gap_fills_through_the_real_rest_client(
     assert stream.counters.gap_filled == 3 and stream.counters.reconnects == 1
 
 
-def test_ingest_bars_on_alpaca_quarantines_bad_bars_and_resumes(
+@pytest.fixture
+def alpaca_env(
     fake_alpaca_rest: FakeAlpacaRest,  # noqa: F811
-    warehouse_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     prefect_harness: None,
-) -> None:
+) -> Iterator[FakeAlpacaRest]:
+    """Settings that send source 'alpaca' (and 'auto') to the fake REST server."""
     from core.settings import get_settings
 
-    rest = fake_alpaca_rest
+    monkeypatch.setenv("APCA_API_KEY_ID", KEY)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
+    monkeypatch.setenv("TRADINGML_ALPACA_BASE_URL", fake_alpaca_rest.base_url)
+    get_settings.cache_clear()
+    try:
+        yield fake_alpaca_rest
+    finally:
+        get_settings.cache_clear()
+
+
+def test_ingest_bars_on_alpaca_quarantines_bad_bars_and_resumes(
+    alpaca_env: FakeAlpacaRest, warehouse_path: Path
+) -> None:
+    rest = alpaca_env
     start = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=3)
     rest.add_random_walk("SPY", start, 120, price=500.0, seed=1)
     rest.add_random_walk("BTC/USD", start, 120, price=60_000.0, seed=2)
     rest.malformed_bars_next("/v2/stocks/bars", ["string_ts", "missing_price"])
-    monkeypatch.setenv("APCA_API_KEY_ID", KEY)
-    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
-    monkeypatch.setenv("TRADINGML_ALPACA_BASE_URL", rest.base_url)
-    get_settings.cache_clear()
-    try:
-        config = IngestBarsConfig(
-            source="auto",
-            symbols=["SPY", "BTC/USD"],
-            lookback_days=1,
-            incremental=True,
-            warehouse=str(warehouse_path),
-            # The last three hours may lie outside NYSE hours whenever the test runs: this
-            # test is about bad bars and resuming (regular hours: the test below).
-            regular_hours_only=False,
-        )
-        first = ingest_bars(config)
-        assert first["source"] == "alpaca"
-        assert first["received"] == 240
-        # The two broken SPY bars are quarantined with reasons; the other 238 are stored.
-        assert first["inserted"] == 238
-        assert sum(first["quarantined"].values()) == 2
-        # New bars arrive; the next run asks only for what follows the newest stored bar.
-        rest.add_random_walk("BTC/USD", start + 120 * MIN, 30, price=61_000.0, seed=4)
-        before = len(rest.requests_to("/v1beta3/crypto/us/bars"))
-        second = ingest_bars(config)
-        crypto = rest.requests_to("/v1beta3/crypto/us/bars")[before:]
-        assert second["inserted"] == 30
-        assert len(crypto) == 1
-        asked = datetime.fromisoformat(crypto[0].query["start"].replace("Z", "+00:00"))
-        assert asked == start + 120 * MIN
-    finally:
-        get_settings.cache_clear()
+    config = IngestBarsConfig(
+        source="auto",
+        symbols=["SPY", "BTC/USD"],
+        lookback_days=1,
+        incremental=True,
+        warehouse=str(warehouse_path),
+        # The last three hours may lie outside NYSE hours whenever the test runs: this
+        # test is about bad bars and resuming (regular hours: the test below).
+        regular_hours_only=False,
+    )
+    first = ingest_bars(config)
+    assert first["source"] == "alpaca"
+    assert first["received"] == 240
+    # The two broken SPY bars are quarantined with reasons; the other 238 are stored.
+    assert first["inserted"] == 238
+    assert sum(first["quarantined"].values()) == 2
+    # New bars arrive; the next run asks only for what follows the newest stored bar.
+    rest.add_random_walk("BTC/USD", start + 120 * MIN, 30, price=61_000.0, seed=4)
+    before = len(rest.requests_to("/v1beta3/crypto/us/bars"))
+    second = ingest_bars(config)
+    crypto = rest.requests_to("/v1beta3/crypto/us/bars")[before:]
+    assert second["inserted"] == 30
+    assert len(crypto) == 1
+    asked = datetime.fromisoformat(crypto[0].query["start"].replace("Z", "+00:00"))
+    assert asked == start + 120 * MIN
     with connect(warehouse_path) as con:
         rows = con.execute(
             "SELECT symbol, count(*), min(source) FROM bars GROUP BY 1 ORDER BY 1"
@@ -146,34 +153,22 @@ def test_ingest_bars_on_alpaca_quarantines_bad_bars_and_resumes(
 
 
 def test_ingest_bars_on_alpaca_holds_pre_and_post_market_stock_bars_back(
-    fake_alpaca_rest: FakeAlpacaRest,  # noqa: F811
-    warehouse_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    prefect_harness: None,
+    alpaca_env: FakeAlpacaRest, warehouse_path: Path
 ) -> None:
-    from core.settings import get_settings
-
-    rest = fake_alpaca_rest
+    rest = alpaca_env
     # 2024-07-02, EDT: pre-market 12:00-13:30 UTC, the session 13:30-20:00, post to 21:00;
     # the coin trades every minute of it.
     start = datetime(2024, 7, 2, 12, 0, tzinfo=UTC)
     rest.add_random_walk("SPY", start, 9 * 60, price=500.0, seed=1)
     rest.add_random_walk("BTC/USD", start, 9 * 60, price=60_000.0, seed=2)
-    monkeypatch.setenv("APCA_API_KEY_ID", KEY)
-    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET)
-    monkeypatch.setenv("TRADINGML_ALPACA_BASE_URL", rest.base_url)
-    get_settings.cache_clear()
-    try:
-        config = IngestBarsConfig(
-            source="alpaca",
-            symbols=["SPY", "BTC/USD"],
-            start=date(2024, 7, 2),
-            end=date(2024, 7, 3),
-            warehouse=str(warehouse_path),
-        )
-        result = ingest_bars(config)
-    finally:
-        get_settings.cache_clear()
+    config = IngestBarsConfig(
+        source="alpaca",
+        symbols=["SPY", "BTC/USD"],
+        start=date(2024, 7, 2),
+        end=date(2024, 7, 3),
+        warehouse=str(warehouse_path),
+    )
+    result = ingest_bars(config)
     assert result["received"] == 2 * 9 * 60
     # 90 pre-market + 60 post-market SPY minutes held back with their reason, none lost.
     assert result["quarantined"] == {"outside_regular_hours": 150}
