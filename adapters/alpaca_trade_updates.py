@@ -91,16 +91,24 @@ class AlpacaTradeUpdates:
 
     def stop(self) -> None:
         loop = getattr(self._stream, "_loop", None)
-        if self._thread is not None and loop is not None and loop.is_running():
-            try:
-                self._stream.stop()
-                # alpaca-py looks at its stop flag between 5-second reads: closing the socket
-                # ends the wait at once (its reconnect sees the flag and returns).
-                asyncio.run_coroutine_threadsafe(self._stream.close(), loop).result(5)
-            except (RuntimeError, TimeoutError) as err:  # the loop ended meanwhile
-                log.debug("trade updates stop: %s", err)
-        if self._thread is not None:
-            self._thread.join(timeout=10)
+        # Closing the socket makes alpaca-py log "websocket error, restarting connection"
+        # before it sees the stop flag and returns: not news at a session's end.
+        stream_log = logging.getLogger("alpaca.trading.stream")
+        level = stream_log.level
+        stream_log.setLevel(logging.ERROR)
+        try:
+            if self._thread is not None and loop is not None and loop.is_running():
+                try:
+                    self._stream.stop()
+                    # alpaca-py looks at its stop flag between 5-second reads: closing the
+                    # socket ends the wait at once (its reconnect sees the flag, returns).
+                    asyncio.run_coroutine_threadsafe(self._stream.close(), loop).result(5)
+                except (RuntimeError, TimeoutError) as err:  # the loop ended meanwhile
+                    log.debug("trade updates stop: %s", err)
+            if self._thread is not None:
+                self._thread.join(timeout=10)
+        finally:
+            stream_log.setLevel(level)
         self._thread = None
 
     def __enter__(self) -> AlpacaTradeUpdates:

@@ -6,6 +6,11 @@ submitted (the next bar: a decision is made on a closed bar), moved against us b
 (core.fills, the rule train's held-out evaluation fills with; core.costs gives the numbers) -- the same cost model the agents are trained with
 (models.env.Costs). Long-only: a sell larger than the position
 is rejected, as a cash account would.
+
+Partial fills (opt-in, `max_volume_share`): an order fills at most that share of each bar's
+volume (the bar's volume given to `on_bar`); the rest stays open (`partially_filled`) for
+the next bars until it is filled or canceled. Off by default: backtests and replays fill
+whole orders, as training's evaluation does (one execution path); the soak turns it on.
 """
 
 from __future__ import annotations
@@ -52,9 +57,13 @@ class SimulatedBroker:
         slippage_bps: float = 1.0,
         id_prefix: str = "sim",
         sell_fee_bps: float = 0.0,
+        max_volume_share: float | None = None,
     ) -> None:
         if cash <= 0:
             raise ValueError("starting cash must be positive")
+        if max_volume_share is not None and not 0 < max_volume_share <= 1:
+            raise ValueError("max_volume_share is a fraction in (0, 1]")
+        self.max_volume_share = max_volume_share
         self.clock = clock
         self.cash = float(cash)
         self.fee_rate = fee_bps / 1e4
@@ -67,16 +76,31 @@ class SimulatedBroker:
         self._holdings: dict[str, _Holding] = {}
         self._marks: dict[str, float] = {}
         self._fills: list[Fill] = []
+        self._executions: dict[str, int] = {}  # order id -> fills so far
         self.market_open: bool = True
         self.next_open: datetime | None = None
         self.next_close: datetime | None = None
 
     # ---- market data pushed in by the replay -------------------------------------------
 
-    def on_bar(self, symbol: str, ts: datetime, open_: float, close: float) -> list[Fill]:
-        """A bar starting at `ts`: fill the symbol's pending orders at its open, then mark at its close."""
+    def on_bar(
+        self,
+        symbol: str,
+        ts: datetime,
+        open_: float,
+        close: float,
+        volume: float | None = None,
+    ) -> list[Fill]:
+        """A bar starting at `ts`: fill the symbol's pending orders at its open, then mark at its
+        close. With `max_volume_share` and the bar's `volume`, each order fills at most that
+        share of it (whole shares for stocks); what is left waits for the next bar."""
         fills: list[Fill] = []
         still: list[str] = []
+        room = (
+            None
+            if self.max_volume_share is None or volume is None
+            else max(0.0, self.max_volume_share * volume)
+        )
         for cid in self._pending:
             order = self._orders[cid]
             if order.symbol != symbol or (
@@ -84,9 +108,18 @@ class SimulatedBroker:
             ):
                 still.append(cid)
                 continue
-            fill = self._execute(order, open_, ts)
+            left = order.qty - order.filled_qty
+            qty = left if room is None else min(left, self._lot(symbol, room))
+            if qty <= 1e-12:
+                still.append(cid)  # no volume for it in this bar
+                continue
+            fill = self._execute(order, open_, ts, qty)
             if fill is not None:
                 fills.append(fill)
+                if room is not None:
+                    room -= qty
+            if self._orders[cid].status == "partially_filled":
+                still.append(cid)
         self._pending = still
         self._marks[symbol] = close
         self._fills.extend(fills)
@@ -95,10 +128,14 @@ class SimulatedBroker:
     def mark(self, symbol: str, price: float) -> None:
         self._marks[symbol] = price
 
-    def _execute(self, order: Order, open_: float, ts: datetime) -> Fill | None:
+    @staticmethod
+    def _lot(symbol: str, qty: float) -> float:
+        """What can trade of `qty`: whole shares for stocks, any amount for a coin pair."""
+        return qty if "/" in symbol else math.floor(qty + 1e-9)
+
+    def _execute(self, order: Order, open_: float, ts: datetime, qty: float) -> Fill | None:
         held = self._holdings.setdefault(order.symbol, _Holding())
         price = fill_price(open_, order.side, self.slip_rate)
-        qty = order.qty
         if order.side == "sell" and qty > held.qty + 1e-9:
             self._orders[order.client_order_id] = replace(order, status="rejected")
             return None
@@ -115,11 +152,19 @@ class SimulatedBroker:
             held.cost = held.qty * avg if held.qty > 1e-12 else 0.0
             if held.qty <= 1e-12:
                 held.qty = 0.0
+        filled = order.filled_qty + qty
+        average = ((order.filled_avg_price or 0.0) * order.filled_qty + price * qty) / filled
+        done = filled >= order.qty - 1e-9
         self._orders[order.client_order_id] = replace(
-            order, filled_qty=qty, filled_avg_price=price, status="filled"
+            order,
+            filled_qty=order.qty if done else filled,
+            filled_avg_price=price if order.filled_qty == 0 else average,
+            status="filled" if done else "partially_filled",
         )
+        executions = self._executions.get(order.id, 0) + 1
+        self._executions[order.id] = executions
         return Fill(
-            fill_id=f"{order.id}-1",
+            fill_id=f"{order.id}-{executions}",
             order_id=order.id,
             client_order_id=order.client_order_id,
             symbol=order.symbol,
@@ -207,3 +252,11 @@ class SimulatedBroker:
 
     def orders(self) -> list[Order]:
         return list(self._orders.values())
+
+    def partially_filled_orders(self) -> int:
+        """Orders filled in more than one execution so far."""
+        return sum(1 for n in self._executions.values() if n > 1)
+
+    def executions(self) -> int:
+        """Fills (executions) so far, over all orders."""
+        return sum(self._executions.values())

@@ -1,7 +1,8 @@
 """Soak benchmark: a replayed trading week (5 NYSE sessions of SPY minutes) under seeded faults.
 
 Kills, warehouse lock conflicts, 429s (some after the broker accepted), a silent bar
-stream and a trade-updates stream that loses and repeats fill events are injected on a seed
+stream, a trade-updates stream that loses and repeats fill events, and partial fills (at most
+0.1% of a bar's volume per order) are injected on a seed
 (benchmarks.soak); at the end the warehouse must equal the simulated broker's record. SYNTHETIC bars and an untrained network that trades often.
 """
 
@@ -34,7 +35,8 @@ def bench_soak(scratch: Path) -> list[Figure]:
         f"{result.withheld_bars} bars withheld, {result.outboxed_rows} rows via the outbox); "
         f"fills by stream {result.fills_by_stream}, by the poll {result.fills_by_rest} (the "
         f"stream lost {result.stream_lost}, repeated {result.stream_repeated}, replayed "
-        f"{result.stream_replayed} events)"
+        f"{result.stream_replayed} events); {result.partially_filled_orders} orders filled in "
+        f"parts ({result.broker_executions} executions)"
     )
     # The harness knows <=, >= and <: "== 0" is written "<= 0" for counts that cannot be negative.
     return [
@@ -47,5 +49,6 @@ def bench_soak(scratch: Path) -> list[Figure]:
         Figure("soak_orders", result.broker_orders, "orders", "-"),
         Figure("soak_fills_by_stream", result.fills_by_stream, "fills", "-"),
         Figure("soak_fills_by_poll", result.fills_by_rest, "fills", "-"),
+        Figure("soak_partially_filled_orders", result.partially_filled_orders, "orders", "-"),
         Figure("soak_wall_s", round(result.wall_s, 1), "s", "-"),
     ]

@@ -19,7 +19,8 @@ Faults, each drawn per minute on a numpy seed:
 - silence: the bar stream goes quiet for a few minutes (the market and the broker go on),
   then delivers the withheld bars late: no decision is made on them.
 
-Fills come as in a paper session: from the account's trade-updates stream (simulated
+Orders fill at most a share of each bar's volume (`max_volume_share`: partial fills over
+several bars). Fills come as in a paper session: from the account's trade-updates stream (simulated
 here, `SimTradeUpdates`: each fill's order state, lost with `p_stream_loss`, sent twice
 with `p_stream_repeat`, the last few sent again after every restart's reconnect) through
 `StreamedFills`, with the REST poller as the fallback for what the stream lost.
@@ -123,6 +124,10 @@ class SoakConfig:
     """Starting cash of the broker account."""
     reconcile_every_min: int = 15
     """Periodic reconciliation, as the live loop does it."""
+    max_volume_share: float | None = 0.001
+    """Partial fills: an order fills at most this share of each bar's volume (the synthetic
+    SPY minute trades ~130k shares, so orders of a few hundred shares fill over 2-3 bars at
+    quiet minutes); None fills whole orders."""
     trade_updates: bool = True
     """Fills also by the (simulated) trade-updates stream, the poller as the fallback."""
     p_stream_loss: float = 0.05
@@ -159,6 +164,10 @@ class SoakResult:
     stream_repeated: int = 0
     """Fill events it sent twice (and replayed after restarts: stream_replayed)."""
     stream_replayed: int = 0
+    partially_filled_orders: int = 0
+    """Orders the broker filled in more than one execution (partial fills)."""
+    broker_executions: int = 0
+    """The broker's fills (executions): one per order, more for partially filled ones."""
 
 
 # ----------------------------------------------------------------------------- faults
@@ -486,7 +495,9 @@ def run_soak(workdir: Path, config: SoakConfig | None = None) -> SoakResult:
     policy = _trading_policy(history, last, spec, config.market_seed)
 
     clock = ManualClock(sessions[0].open)
-    sim = SimulatedBroker(clock, cash=config.cash, id_prefix="sim:soak")
+    sim = SimulatedBroker(
+        clock, cash=config.cash, id_prefix="sim:soak", max_volume_share=config.max_volume_share
+    )
     broker = FaultyBroker(sim)
     soak = _Soak(config, warehouse, outbox, policy, clock, broker)
     if config.trade_updates:
@@ -515,7 +526,11 @@ def run_soak(workdir: Path, config: SoakConfig | None = None) -> SoakResult:
                 traded = frame.filter(pl.col("symbol") == spec.traded)
                 if traded.height:  # the market goes on, whatever our stream delivers
                     sim.on_bar(
-                        spec.traded, minute, float(traded["open"][0]), float(traded["close"][0])
+                        spec.traded,
+                        minute,
+                        float(traded["open"][0]),
+                        float(traded["close"][0]),
+                        volume=float(traded["volume"][0]),
                     )
                 if soak.stream is not None:
                     soak.stream.pump(now)
@@ -592,6 +607,8 @@ def run_soak(workdir: Path, config: SoakConfig | None = None) -> SoakResult:
     result.kill_points = {p: int(kill_points[p]) for p in KILL_POINTS}
     result.rate_limited_after_accept = broker.raised_after_accept
     result.withheld_bars = withheld_bars
+    result.partially_filled_orders = sim.partially_filled_orders()
+    result.broker_executions = sim.executions()
     if soak.stream is not None:
         result.stream_lost = soak.stream.lost
         result.stream_repeated = soak.stream.repeated

@@ -139,6 +139,7 @@ class FakeAlpacaStreamServer:
         self._conns: list[_Conn] = []
         self._auth_attempts: list[AuthAttempt] = []
         self._subscriptions: list[tuple[str, dict[str, Any]]] = []
+        self._listens: list[dict[str, Any]] = []
         self._paths: list[str] = []
         self._refused = 0
         self._loop = asyncio.new_event_loop()
@@ -227,6 +228,12 @@ class FakeAlpacaStreamServer:
         """Every subscribe action received, as (path, message) in arrival order."""
         with self._lock:
             return list(self._subscriptions)
+
+    @property
+    def listens(self) -> list[dict[str, Any]]:
+        """Every `listen` action received on the trading stream, in arrival order."""
+        with self._lock:
+            return list(self._listens)
 
     @property
     def connection_count(self) -> int:
@@ -499,7 +506,7 @@ class FakeAlpacaStreamServer:
                 elif msg.get("action") == "listen" and conn.authenticated:
                     streams = [s for s in data.get("streams", []) if s == "trade_updates"]
                     with self._lock:
-                        self._subscriptions.append((conn.path, dict(msg)))
+                        self._listens.append(dict(msg))
                         conn.subs["trade_updates"] = {"*"} if streams else set()
                     await ws.send(json.dumps({"stream": "listening", "data": {"streams": streams}}))
         except ConnectionClosed:

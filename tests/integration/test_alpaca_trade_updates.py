@@ -47,9 +47,8 @@ def test_the_stream_authenticates_listens_and_delivers_each_fill(
 ) -> None:
     _, ws, broker, updates = wired
     assert [(a.path, a.accepted) for a in ws.auth_attempts] == [(TRADING_PATH, True)]
-    assert ws.subscriptions == [
-        (TRADING_PATH, {"action": "listen", "data": {"streams": ["trade_updates"]}})
-    ]
+    assert ws.listens == [{"action": "listen", "data": {"streams": ["trade_updates"]}}]
+    assert ws.subscriptions == []  # market-data subscriptions are another channel
     placed = broker.submit_order(OrderRequest("cid-1", "SPY", "buy", 10))
     wait_for(lambda: updates.received == 1, "the fill event")
     [(order, when)] = updates.drain()

@@ -306,7 +306,11 @@ def session_artifacts(run_id: str) -> tuple[list[Any], list[Any]]:
             )[::-1]
             for k in (f"{key}-progress", key)
         }
-    return found[f"{key}-progress"], found[key]
+    # The test session's Prefect database may hold an earlier run of the same session (the
+    # same key): this run's are those of the flow run that made the newest progress artifact.
+    progress = found[f"{key}-progress"][-1:]
+    this_run = progress[0].flow_run_id if progress else None
+    return progress, [a for a in found[key] if a.flow_run_id == this_run]
 
 
 def test_paper_mode_on_a_saturday_is_closed_and_orders_nothing(market: Market) -> None:

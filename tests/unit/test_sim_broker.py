@@ -178,3 +178,50 @@ def test_cancel_order_stops_a_pending_fill() -> None:
 def test_starting_cash_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         SimulatedBroker(ManualClock(T0), cash=0.0)
+
+
+def test_with_a_volume_cap_an_order_fills_over_several_bars_at_their_opens() -> None:
+    clock = ManualClock(T0)
+    sim = SimulatedBroker(
+        clock, cash=100_000.0, fee_bps=FEE_BPS, slippage_bps=SLIP_BPS, max_volume_share=0.01
+    )
+    sim.on_bar("SPY", T0, 100.0, 100.5, volume=5_000)
+    clock.set(T0 + MIN)
+    order = sim.submit_order(OrderRequest("buy-1", "SPY", "buy", 120))
+    # 1% of 7,000 = 70 shares at the first bar's open, then the remaining 50 at the next.
+    first = sim.on_bar("SPY", T0 + MIN, 101.0, 102.0, volume=7_000)
+    partial = sim.get_order_by_client_id("buy-1")
+    assert partial is not None
+    assert [f.qty for f in first] == [70] and partial.status == "partially_filled"
+    assert partial.filled_qty == 70
+    assert sim.on_bar("SPY", T0 + 2 * MIN, 103.0, 103.0, volume=50) == []  # 0.5 share: none
+    second = sim.on_bar("SPY", T0 + 3 * MIN, 104.0, 104.0, volume=9_000)
+    done = sim.get_order_by_client_id("buy-1")
+    assert done is not None
+    assert [f.qty for f in second] == [50] and done.status == "filled" and done.filled_qty == 120
+    p1, p2 = (o * (1 + SLIP_BPS / 1e4) for o in (101.0, 104.0))
+    assert done.filled_avg_price == pytest.approx((70 * p1 + 50 * p2) / 120)
+    assert [f.fill_id for f in first + second] == [f"{order.id}-1", f"{order.id}-2"]
+    assert sim.partially_filled_orders() == 1
+    [pos] = sim.get_positions()
+    assert pos.qty == 120 and pos.avg_entry_price == pytest.approx(done.filled_avg_price)
+
+    # Canceled while partly filled: the filled part stays, the rest never fills.
+    clock.set(T0 + 4 * MIN)
+    sim.submit_order(OrderRequest("sell-1", "SPY", "sell", 100))
+    sim.on_bar("SPY", T0 + 4 * MIN, 105.0, 105.0, volume=3_000)
+    sell = sim.get_order_by_client_id("sell-1")
+    assert sell is not None
+    sim.cancel_order(sell.id)
+    assert sim.on_bar("SPY", T0 + 5 * MIN, 105.0, 105.0, volume=9_000) == []
+    canceled = sim.get_order_by_client_id("sell-1")
+    assert canceled is not None and (canceled.status, canceled.filled_qty) == ("canceled", 30)
+
+
+def test_without_a_volume_cap_orders_fill_whole_as_before() -> None:
+    sim, clock = _broker()
+    sim.on_bar("SPY", T0, 100.0, 100.5, volume=1.0)
+    clock.set(T0 + MIN)
+    order = sim.submit_order(OrderRequest("buy-1", "SPY", "buy", 500))
+    [fill] = sim.on_bar("SPY", T0 + MIN, 101.0, 102.0, volume=1.0)
+    assert fill.qty == 500 and fill.fill_id == f"{order.id}-1"
