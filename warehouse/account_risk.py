@@ -43,8 +43,9 @@ def account_day_start(
 ) -> tuple[float, str]:
     """The account's start equity of `day` and the run that recorded it: `equity` by `run_id`
     when no flow has looked yet this day, else what the first one recorded (never replaced)."""
-    # Another connection of this process may record it in the same instant: theirs stands.
-    with contextlib.suppress(duckdb.TransactionException):
+    # Another connection of this process may record it in the same instant (DuckDB answers
+    # the loser with a transaction conflict or a duplicate-key error): theirs stands.
+    with contextlib.suppress(duckdb.TransactionException, duckdb.ConstraintException):
         con.execute(
             "INSERT INTO account_days VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
             [account, day, equity, now, run_id],
