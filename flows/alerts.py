@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from prefect.events import emit_event
 
-from models.gate import GateDecision
 from trading.alerts import Alert, send, subscribed
 
 EVENT_PREFIX = "tradingml."
@@ -67,29 +66,3 @@ def alerting(
         except refusal as err:
             send(Alert("start.refused", subject, str(err), {"error": type(err).__name__}))
             raise
-
-
-def send_gate_verdicts(decisions: Iterable[GateDecision], promoted: Mapping[str, bool]) -> None:
-    """One alert per gate verdict: `gate.promoted`, `gate.passed` (passed, not promoted: another
-    candidate won or the config does not promote) or `gate.rejected`, about the symbol."""
-    for d in decisions:
-        event = (
-            "gate.promoted"
-            if promoted.get(d.candidate_id)
-            else ("gate.passed" if d.verdict.passed else "gate.rejected")
-        )
-        send(
-            Alert(
-                event,
-                d.symbol,
-                f"{d.kind} {d.candidate_id} {event.removeprefix('gate.')}: {d.verdict.reason}",
-                {
-                    "kind": d.kind,
-                    "candidate_id": d.candidate_id,
-                    "candidate_objective": d.candidate.objective,
-                    "reference": d.reference_name,
-                    "reference_objective": d.reference.objective,
-                    **d.statistics,
-                },
-            )
-        )

@@ -23,7 +23,7 @@ from core.baselines import periods_per_year
 from core.costs import configured_costs
 from core.sessions import SessionRule, session_rule
 from core.settings import get_settings
-from flows.alerts import alerting, send_gate_verdicts
+from flows.alerts import alerting
 from flows.config import EvolveConfig, utc_midnight
 from flows.wiring import build_task_runner, share_api_with_workers
 from models.dqn import DQNParams
@@ -44,6 +44,7 @@ from models.search import (
 )
 from models.threads import runner_threads
 from tasks.search import evaluate_individual
+from trading.alerts import send_gate_verdicts
 from warehouse.bars import load_bars
 from warehouse.db import connect
 from warehouse.gate import write_promotion_decisions

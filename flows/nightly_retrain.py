@@ -58,7 +58,7 @@ from core.baselines import periods_per_year
 from core.costs import configured_costs
 from core.sessions import SessionRule, session_rule
 from core.settings import get_settings
-from flows.alerts import alerting, send_gate_verdicts
+from flows.alerts import alerting
 from flows.config import GateConfig, NightlyRetrainConfig
 from flows.wiring import build_task_runner, share_api_with_workers
 from models.allocator import (
@@ -116,6 +116,7 @@ from models.threads import runner_threads
 from models.train import evaluate_network, evaluate_network_with_returns, held_out_data
 from tasks.agents import store_trained_agent, train_agent_on_bars
 from tasks.forecasters import fit_forecaster
+from trading.alerts import send_gate_verdicts
 from trading.inputs import input_loader, load_training_inputs
 from warehouse.bars import load_bars, newest_bars
 from warehouse.db import connect

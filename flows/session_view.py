@@ -24,7 +24,7 @@ from prefect.artifacts import (
 )
 
 from trading.calendar import Session
-from trading.session_report import session_standing
+from trading.session_report import session_standing, standing_markdown, standing_rows
 
 log = logging.getLogger(__name__)
 MINUTE = timedelta(minutes=1)
@@ -33,25 +33,6 @@ MINUTE = timedelta(minutes=1)
 def artifact_key(run_id: str) -> str:
     """Prefect's artifact keys: lowercase letters, digits and dashes."""
     return "session-" + re.sub(r"[^a-z0-9]+", "-", run_id.lower()).strip("-")[:80]
-
-
-def standing_markdown(standing: dict[str, Any], title: str, benchmark: str) -> str:
-    """The description above the table: positions, equity, buy-and-hold of `benchmark`, the
-    difference."""
-    lines = [f"**{title}**", ""]
-    held = ", ".join(f"{s} {q:g}" for s, q in standing["positions"].items()) or "none"
-    lines.append(f"- position: {held}")
-    equity, hold, first = standing["equity"], standing["buy_and_hold"], standing["start_equity"]
-    if equity is None:
-        lines.append("- equity: not yet (fewer than two minutes decided)")
-    else:
-        lines.append(
-            f"- equity {equity:,.2f} ({100 * (equity / first - 1):+.2f}%) beside buy-and-hold of "
-            f"{benchmark} {hold:,.2f} ({100 * (hold / first - 1):+.2f}%): "
-            f"{equity - hold:+,.2f} as of {standing['as_of']:%H:%M} UTC"
-        )
-    lines.append("- below: the last decisions, newest first, with the order each sent")
-    return "\n".join(lines)
 
 
 class SessionView:
@@ -122,7 +103,7 @@ class SessionView:
         else:
             standing = self._standing(con)
         create_table_artifact(
-            [_row(r) for r in standing["recent"]] or [{"decision": "none yet"}],
+            standing_rows(standing) or [{"decision": "none yet"}],
             key=self.key,
             description=standing_markdown(standing, self.title, self.symbols[0]),
         )
@@ -138,20 +119,3 @@ class SessionView:
             fee_bps=self.fee_bps,
             slippage_bps=self.slippage_bps,
         )
-
-
-def _row(decision: dict[str, Any]) -> dict[str, Any]:
-    ts = decision["ts"]
-    order = (
-        f"{decision['order_side']} {decision['order_qty']:g} ({decision['order_status']})"
-        if decision.get("order_side")
-        else ""
-    )
-    return {
-        "time (UTC)": ts.strftime("%H:%M") if hasattr(ts, "strftime") else str(ts),
-        "symbol": decision["symbol"],
-        "action": decision["action"],
-        "risk": decision["risk_verdict"]
-        + (f": {decision['risk_reason']}" if decision.get("risk_reason") else ""),
-        "order": order,
-    }

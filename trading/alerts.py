@@ -19,10 +19,13 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from models.gate import GateDecision
 
 log = logging.getLogger("tradingml.alerts")
 
@@ -98,3 +101,29 @@ def collected() -> Iterator[list[Alert]]:
     seen: list[Alert] = []
     with subscribed(seen.append):
         yield seen
+
+
+def send_gate_verdicts(decisions: Iterable[GateDecision], promoted: Mapping[str, bool]) -> None:
+    """One alert per gate verdict: `gate.promoted`, `gate.passed` (passed, not promoted: another
+    candidate won or the config does not promote) or `gate.rejected`, about the symbol."""
+    for d in decisions:
+        event = (
+            "gate.promoted"
+            if promoted.get(d.candidate_id)
+            else ("gate.passed" if d.verdict.passed else "gate.rejected")
+        )
+        send(
+            Alert(
+                event,
+                d.symbol,
+                f"{d.kind} {d.candidate_id} {event.removeprefix('gate.')}: {d.verdict.reason}",
+                {
+                    "kind": d.kind,
+                    "candidate_id": d.candidate_id,
+                    "candidate_objective": d.candidate.objective,
+                    "reference": d.reference_name,
+                    "reference_objective": d.reference.objective,
+                    **d.statistics,
+                },
+            )
+        )

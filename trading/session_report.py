@@ -193,3 +193,44 @@ def session_standing(
             as_of=curve["ts"][-1],
         )
     return standing
+
+
+def standing_markdown(standing: dict[str, Any], title: str, benchmark: str) -> str:
+    """The description above the table: positions, equity, buy-and-hold of `benchmark`, the
+    difference."""
+    lines = [f"**{title}**", ""]
+    held = ", ".join(f"{s} {q:g}" for s, q in standing["positions"].items()) or "none"
+    lines.append(f"- position: {held}")
+    equity, hold, first = standing["equity"], standing["buy_and_hold"], standing["start_equity"]
+    if equity is None:
+        lines.append("- equity: not yet (fewer than two minutes decided)")
+    else:
+        lines.append(
+            f"- equity {equity:,.2f} ({100 * (equity / first - 1):+.2f}%) beside buy-and-hold of "
+            f"{benchmark} {hold:,.2f} ({100 * (hold / first - 1):+.2f}%): "
+            f"{equity - hold:+,.2f} as of {standing['as_of']:%H:%M} UTC"
+        )
+    lines.append("- below: the last decisions, newest first, with the order each sent")
+    return "\n".join(lines)
+
+
+def standing_rows(standing: dict[str, Any]) -> list[dict[str, Any]]:
+    """The standing's last decisions as table rows (time, symbol, action, risk, order)."""
+    return [_decision_row(r) for r in standing["recent"]]
+
+
+def _decision_row(decision: dict[str, Any]) -> dict[str, Any]:
+    ts = decision["ts"]
+    order = (
+        f"{decision['order_side']} {decision['order_qty']:g} ({decision['order_status']})"
+        if decision.get("order_side")
+        else ""
+    )
+    return {
+        "time (UTC)": ts.strftime("%H:%M") if hasattr(ts, "strftime") else str(ts),
+        "symbol": decision["symbol"],
+        "action": decision["action"],
+        "risk": decision["risk_verdict"]
+        + (f": {decision['risk_reason']}" if decision.get("risk_reason") else ""),
+        "order": order,
+    }
