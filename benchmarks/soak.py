@@ -391,7 +391,7 @@ class _Soak:
         return fills
 
     def start(self, session: Session, run_id: str) -> _Run:
-        """What the live-trading flow does at every start (flows.live_trading._run_session)."""
+        """What a trading session does at every start (trading.session.TradingSession.open)."""
         now = self.clock.now()
         self.let_go()
         ledger = Ledger(self.warehouse, mode=MODE, outbox=self.outbox, lock_timeout_s=0.05)

@@ -1,6 +1,6 @@
 """Broker faults on the paper path: the real alpaca-py broker against the fake Alpaca.
 
-A paper session here is what flows.live_trading._run_session builds, driven directly:
+A paper session here is what trading.session.TradingSession builds, driven directly:
 Book from the warehouse's fills and the broker's cash, the REST fill poller, the tracked
 order manager, recover_orders + reconcile at the start, then TradingEngine decisions on
 hand-set Q-values (no model, no stream). Scenarios (issue 8):

@@ -139,7 +139,7 @@ def test_a_failing_sink_never_stops_the_sender_and_unknown_events_are_refused() 
 def test_stale_and_live_stream_alert_once_per_change(prefect_harness: None) -> None:
     from prefect import flow
 
-    from flows.live_trading import follow_stream_health
+    from trading.session import follow_stream_health
 
     class Stream:
         stale_reason: str | None = None

@@ -264,8 +264,8 @@ def test_a_paper_session_streams_decides_orders_and_books_fills_through_alpaca(
     # decisions and orders under the position and the equity beside buy-and-hold.
     progress, tables = session_artifacts(run_id)
     assert [a.type for a in progress] == ["progress"] and progress[0].data == 100.0
-    # After each minute the loop waited for (the first was decided at the start), and at the end.
-    assert len(tables) == (MINUTES - 1) + 1
+    # After each minute (the first decided at the start, as a replay's first), and at the end.
+    assert len(tables) == MINUTES + 1
     latest = tables[-1]
     rows = latest.data if isinstance(latest.data, list) else json.loads(str(latest.data))
     assert [r["time (UTC)"] for r in rows[:2]] == [
