@@ -8,49 +8,36 @@ for the day before, from each coin's agent), or 1/N of equity each when none is 
 Modes: `replay` (a stored UTC day into the simulated broker), `paper` (Alpaca's paper
 account: the coins' bars from the crypto websocket stream, orders through the REST API,
 until 00:00 UTC or max_minutes) and `live` (the same with real money; refused without
-TRADINGML_LIVE_TRADING_OPT_IN). One paper/live crypto run at a time (a lock of our own).
+TRADINGML_LIVE_TRADING_OPT_IN). One crypto-trading run at a time (a lock of our own).
 """
 
 from __future__ import annotations
 
 import hashlib
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from prefect import flow
+from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from adapters.clock import ManualClock
-from adapters.protocols import BarStream, Broker, Clock, TradeUpdates
-from adapters.sim_broker import SimulatedBroker
 from core.settings import get_settings
 from flows.alerts import alerting
 from flows.config import CryptoTradingConfig
-from flows.live_trading import (
-    LIVE_LOCK_TIMEOUT_S,
+from flows.live_trading import check_session, session_plan
+from flows.session_view import SessionView
+from flows.wiring import MarketClosed, SessionRequest
+from tasks.trading import load_models, open_session, trade_session
+from trading.allocation import coin_weights
+from trading.live import run_lock
+from trading.session import Traded, TradingSession
+from trading.session_start import (
     LiveTradingRefused,
     check_mode,
-    load_compatible_model,
-    on_broker_time,
-    require_replay_bars,
     symbol_costs,
-)
-from flows.session_view import SessionView
-from trading.allocation import coin_weights
-from trading.calendar import CryptoCalendar
-from trading.live import run_lock
-from trading.risk import KILL_SWITCH_FILE, RiskLimits
-from trading.session import (
-    MinuteFeed,
-    ReplayFeed,
-    SessionAdapters,
-    SessionPlan,
-    StreamFeed,
-    Traded,
-    TradingSession,
 )
 from warehouse.db import connect
 
@@ -85,17 +72,9 @@ def _crypto_trading(config: CryptoTradingConfig) -> dict[str, Any]:
     check_mode(mode, settings)
     warehouse = Path(config.warehouse) if config.warehouse else settings.warehouse_path
     coins = list(config.coins or settings.coin_symbols)
-    models: dict[str, tuple[dict[str, Any], Any]] = {}
-    skipped: dict[str, str] = {}
+    models, skipped = load_models(warehouse, coins, skip_refused=True)
     with connect(warehouse) as con:
-        for coin in coins:
-            try:
-                models[coin] = load_compatible_model(con, coin, None)
-            except LiveTradingRefused as err:
-                skipped[coin] = str(err)
         newest = _newest_day(con, coins)
-    for coin, why in skipped.items():
-        logger.info("%s: not traded (%s)", coin, why)
     if not models:
         raise LiveTradingRefused(
             "no coin has a production dqn model whose features match this code; train coin "
@@ -107,86 +86,41 @@ def _crypto_trading(config: CryptoTradingConfig) -> dict[str, Any]:
         warehouse, sorted(models), config.fee_bps, config.slippage_bps
     )
     logger.info("%s: %s", ", ".join(sorted(models)), costs.describe(asset_class))
-    outbox = settings.data_dir / "outbox"
-    sim: SimulatedBroker | None = None
-    stream: BarStream | None = None
-    updates: TradeUpdates | None = None
-    broker: Broker
-    clock: Clock
-    if mode == "replay":
-        day = config.replay_date or newest
-        if day is None:
-            raise LiveTradingRefused(
-                f"no coin bars in {warehouse} to replay; run ingest-bars first"
-            )
-        session = CryptoCalendar().session_at(datetime(day.year, day.month, day.day, tzinfo=UTC))
-        assert session is not None
-        start = session.open + timedelta(minutes=config.start_minute)
-        require_replay_bars(warehouse, sorted(models), "1Min", session, start)
-        digest = hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:8]
-        run_id = f"{mode}-crypto-{day}-{digest}"
-        account = f"replay:{run_id}"
-        clock = ManualClock(start)
-        sim = SimulatedBroker(
-            clock,
-            cash=config.cash,
-            fee_bps=costs.fee_bps,
-            slippage_bps=costs.slippage_bps,
-            sell_fee_bps=costs.sell_fee_bps,
-            id_prefix=f"sim:{run_id}",
-        )
-    else:
-        from flows.wiring import build_adapters
-
-        adapters = build_adapters(settings.model_copy(update={"mode": mode}))
-        assert adapters.broker is not None and adapters.stream is not None
-        broker, stream, updates = adapters.broker, adapters.stream, adapters.trade_updates
-        clock = on_broker_time(adapters.clock, broker, config.max_clock_offset_s, stream)
-        start = clock.now()
-        session = CryptoCalendar().session_at(start)
-        assert session is not None
-        day = session.day
-        # A restart on the same day with the same models continues the same run (the same
-        # decision and client order ids: nothing decided before is ordered again).
-        digest = hashlib.sha256(
-            "|".join(f"{c}={r['model_id']}" for c, (r, _) in sorted(models.items())).encode()
-        ).hexdigest()[:8]
-        run_id = f"{mode}-crypto-{day}-{digest}"
-        account = mode
     symbols = sorted({s for _, policy in models.values() for s in policy.spec.symbols})
-    parts: SessionAdapters
-    if sim is not None:
-        assert isinstance(clock, ManualClock)
-        feed: MinuteFeed = ReplayFeed(
-            warehouse, symbols, "1Min", session, clock, sim, outbox=outbox
-        )
-        parts = SessionAdapters(clock, sim, feed, simulated=sim)
-    else:
-        assert stream is not None
-        feed = StreamFeed(
-            stream, clock, session, warehouse, symbols, outbox=outbox,
-            lock_timeout_s=LIVE_LOCK_TIMEOUT_S, wait_s=COIN_WAIT_S, name="crypto-bar-stream",
-        )  # fmt: skip
-        parts = SessionAdapters(clock, broker, feed, trade_updates=updates)
+    run = check_session(
+        SessionRequest(
+            mode=mode,
+            label="crypto",
+            calendar_symbol=sorted(models)[0],
+            traded=sorted(models),
+            symbols=symbols,
+            timeframe="1Min",
+            warehouse=warehouse,
+            outbox=settings.data_dir / "outbox",
+            # A restart on the same day with the same models continues the same run (the
+            # same decision and client order ids: nothing decided before is ordered again).
+            key=hashlib.sha256(
+                "|".join(f"{c}={r['model_id']}" for c, (r, _) in sorted(models.items())).encode()
+            ).hexdigest()[:8],
+            config_digest=hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:8],
+            replay_day=config.replay_date or newest,
+            costs=costs,
+            start_minute=config.start_minute,
+            cash=config.cash,
+            max_clock_offset_s=config.max_clock_offset_s,
+            bar_wait_s=COIN_WAIT_S,
+            stream_name="crypto-bar-stream",
+        ),
+        settings,
+        logger,
+    )
+    assert not isinstance(run, MarketClosed), "the coins' market never closes"
+    session, run_id, account, day = run.session, run.run_id, run.account, run.session.day
     with connect(warehouse) as con:
         weights, weights_from = coin_weights(con, models, session.open)
-    plan = SessionPlan(
-        run_id=run_id,
-        mode=mode,
-        account=account,
-        session=session,
-        warehouse=warehouse,
-        outbox=outbox,
-        risk_limits=RiskLimits(**config.risk.limits()),
-        kill_file=settings.data_dir / KILL_SWITCH_FILE,
-        lock_timeout_s=None if sim is not None else LIVE_LOCK_TIMEOUT_S,
-        flatten_before_close_min=config.flatten_before_close_min,
-        allow_short=config.risk.allow_short,
-        reconcile_every_min=config.reconcile_every_min,
-        max_minutes=config.max_minutes,
-    )
+    plan = session_plan(run, config, settings)
     view = SessionView(
-        lambda: connect(warehouse, timeout_s=LIVE_LOCK_TIMEOUT_S),
+        lambda: connect(warehouse, timeout_s=plan.lock_timeout_s),
         run_id=run_id,
         account=account,
         symbols=sorted(models),
@@ -202,28 +136,28 @@ def _crypto_trading(config: CryptoTradingConfig) -> dict[str, Any]:
             Traded(coin, str(row["model_id"]), policy, row.get("params") or {}, weights[coin])
             for coin, (row, policy) in models.items()
         ],
-        parts,
+        run.adapters,
         view=view,
         logger=logger,
     )
-    trading.open()
-    logger.info(
-        "%s: UTC day %s for %d coin agent(s); weights from %s: %s",
-        mode,
-        day,
-        len(trading.runners),
-        weights_from,
-        ", ".join(f"{c} {100 * w:.1f}%" for c, w in sorted(weights.items())),
+    with run_lock(settings.data_dir / "crypto-trading.lock"):
+        open_session(trading)
+        logger.info(
+            "%s: UTC day %s for %d coin agent(s); weights from %s: %s",
+            mode,
+            day,
+            len(trading.runners),
+            weights_from,
+            ", ".join(f"{c} {100 * w:.1f}%" for c, w in sorted(weights.items())),
+        )
+        result = trade_session(trading)
+    return report_crypto_session(
+        trading, result.decided, result.decided_ms, day, skipped, weights, weights_from
     )
-    if sim is not None:
-        result = trading.run()
-    else:
-        with run_lock(settings.data_dir / "crypto-trading.lock"):
-            result = trading.run()
-    return _summary(trading, result.decided, result.decided_ms, day, skipped, weights, weights_from)
 
 
-def _summary(
+@task(name="report-session", cache_policy=NO_CACHE)
+def report_crypto_session(
     trading: TradingSession,
     decided: int,
     decided_ms: list[float],

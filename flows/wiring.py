@@ -5,19 +5,30 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner, ThreadPoolTaskRunner
 
 from adapters.arch_daily import ArchDailyBarSource
-from adapters.clock import SystemClock
+from adapters.clock import ManualClock, SystemClock
 from adapters.files import FileBarSource
 from adapters.protocols import BarSource, BarStream, Broker, Clock, PostSource, TradeUpdates
+from adapters.sim_broker import SimulatedBroker
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
 from adapters.synthetic_posts import SyntheticPostConfig, SyntheticPostSource
+from core.costs import CostModel
 from core.settings import Mode, Settings, mode_refusal
 from flows.config import IngestBarsConfig, ScrapeRedditConfig
+from trading.calendar import Session, calendar_for
+from trading.session import ReplayFeed, SessionAdapters, StreamFeed
+from trading.session_start import (
+    LiveTradingRefused,
+    on_broker_time,
+    require_replay_bars,
+    session_of_day,
+)
 
 
 def alpaca_credentials_set(settings: Settings) -> bool:
@@ -272,3 +283,164 @@ def share_api_with_workers() -> None:
         return
     with get_client(sync_client=True) as client:
         os.environ["PREFECT_API_URL"] = str(client.api_url).rstrip("/")
+
+
+# ---- a trading session's adapters ----------------------------------------------------------
+
+LIVE_LOCK_TIMEOUT_S = 2.0
+"""paper/live: how long a minute's write or decision waits for a warehouse another process
+holds before its rows go to the outbox (the decision is made from the bars in memory)."""
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    """What a trading flow asks of the wiring: which session, on which bars, for whom."""
+
+    mode: Mode
+    label: str
+    """The run id's name for what is traded ('SPY', 'crypto')."""
+    calendar_symbol: str
+    """The symbol whose calendar says when the session is."""
+    traded: list[str]
+    symbols: list[str]
+    """Every symbol whose bars the session stores (the traded ones and their inputs)."""
+    timeframe: str
+    warehouse: Path
+    outbox: Path
+    key: str
+    """The stable end of a run id (the models): a restart on the same day is the same run."""
+    config_digest: str
+    """A replay's run id ends with its config's: two replays of one day keep their rows apart."""
+    replay_day: date | None
+    costs: CostModel
+    """What the simulated broker charges (the symbols' class's; not used on paper/live)."""
+    start_minute: int = 0
+    cash: float = 100_000.0
+    replay_speed: float = 0.0
+    max_clock_offset_s: float = 2.0
+    wait_for_open_min: float = 0.0
+    bar_wait_s: float = 20.0
+    stream_name: str = "bar-stream"
+
+
+@dataclass(frozen=True)
+class TradingRun:
+    """A session to trade, its names and the adapters the mode chose for it."""
+
+    mode: Mode
+    session: Session
+    run_id: str
+    account: str
+    adapters: SessionAdapters
+    lock_timeout_s: float | None
+    """None on a replay's own warehouse (wait as long as the setting); short on paper/live."""
+
+
+@dataclass(frozen=True)
+class MarketClosed:
+    now: datetime
+    next_open: datetime
+
+
+def trading_run(
+    request: SessionRequest, settings: Settings, logger: Any = None
+) -> TradingRun | MarketClosed:
+    """The session and adapter set for request.mode; the only place a trading run branches on it.
+
+    replay: the stored day's session from `start_minute`, a manual clock, the simulated
+    broker (costs of the symbols' class) filling from the replay feed, an account of its own.
+    paper/live: Alpaca (build_adapters) on the broker's clock, the session open now (waiting
+    up to wait_for_open_min for an open), the stream feed, the trade-updates stream.
+    """
+    logger = logger or logging.getLogger(__name__)
+    if request.mode == "replay":
+        return _replay_run(request)
+    adapters = build_adapters(settings.model_copy(update={"mode": request.mode}))
+    assert adapters.broker is not None and adapters.stream is not None
+    broker, stream = adapters.broker, adapters.stream
+    clock = on_broker_time(adapters.clock, broker, request.max_clock_offset_s, stream, logger)
+    calendar = calendar_for(request.calendar_symbol)
+    now = clock.now()
+    session = calendar.session_at(now)
+    if session is None:
+        # The 09:25 schedule starts a few minutes early: wait for the open, not for tomorrow.
+        upcoming = calendar.next_session(now)
+        wait_s = (upcoming.open - now).total_seconds()
+        if 0 < wait_s <= request.wait_for_open_min * 60:
+            logger.info("market opens in %.0f s (%s); waiting", wait_s, upcoming.open.isoformat())
+            clock.sleep(wait_s)
+            now = clock.now()
+            session = calendar.session_at(now)
+    if session is None:
+        return MarketClosed(now, calendar.next_session(now).open)
+    run_id = f"{request.mode}-{request.label}-{session.day}-{request.key}"
+    feed = StreamFeed(
+        stream,
+        clock,
+        session,
+        request.warehouse,
+        request.symbols,
+        outbox=request.outbox,
+        lock_timeout_s=LIVE_LOCK_TIMEOUT_S,
+        wait_s=request.bar_wait_s,
+        name=request.stream_name,
+    )
+    return TradingRun(
+        request.mode,
+        session,
+        run_id,
+        request.mode,
+        SessionAdapters(clock, broker, feed, trade_updates=adapters.trade_updates),
+        LIVE_LOCK_TIMEOUT_S,
+    )
+
+
+def _replay_run(request: SessionRequest) -> TradingRun | MarketClosed:
+    day = request.replay_day
+    if day is None:
+        raise LiveTradingRefused(
+            f"no {request.label} bars in {request.warehouse} to replay; run ingest-bars or "
+            "make demo"
+        )
+    calendar = calendar_for(request.calendar_symbol)
+    of_day = session_of_day(request.calendar_symbol, day)
+    start = (
+        of_day.open + timedelta(minutes=request.start_minute)
+        if of_day is not None
+        else datetime(day.year, day.month, day.day, 15, tzinfo=UTC)
+    )
+    session = calendar.session_at(start)
+    if session is None:
+        return MarketClosed(start, calendar.next_session(start).open)
+    require_replay_bars(request.warehouse, request.traded, request.timeframe, session, start)
+    run_id = f"replay-{request.label}-{session.day}-{request.key}-{request.config_digest}"
+    clock = ManualClock(start)
+    costs = request.costs
+    # Order and fill ids carry the run id: fills are keyed by fill_id, so ids shared by two
+    # replays of one session would let the later run overwrite the earlier's fills.
+    sim = SimulatedBroker(
+        clock,
+        cash=request.cash,
+        fee_bps=costs.fee_bps,
+        slippage_bps=costs.slippage_bps,
+        sell_fee_bps=costs.sell_fee_bps,
+        id_prefix=f"sim:{run_id}",
+    )
+    feed = ReplayFeed(
+        request.warehouse,
+        request.symbols,
+        request.timeframe,
+        session,
+        clock,
+        sim,
+        speed=request.replay_speed,
+        outbox=request.outbox,
+    )
+    return TradingRun(
+        "replay",
+        session,
+        run_id,
+        f"replay:{run_id}",
+        SessionAdapters(clock, sim, feed, simulated=sim),
+        None,
+    )

@@ -98,7 +98,7 @@ def test_a_locked_warehouse_mid_session_trades_on_and_loses_nothing(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # Give up on the lock quickly (the default is 2 s a write) to keep the test short.
-    monkeypatch.setattr("flows.live_trading.LIVE_LOCK_TIMEOUT_S", 0.3)
+    monkeypatch.setattr("flows.wiring.LIVE_LOCK_TIMEOUT_S", 0.3)
     holder = Holder(market.warehouse)
     clock = LockingClock(holder, START, market.bars, market.ws, market.rest)
     market.clocks.append(clock)

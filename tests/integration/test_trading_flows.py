@@ -258,9 +258,32 @@ def test_a_closed_market_replay_decides_nothing(
     assert on_day == [(0,)]
 
 
+def task_runs_of(flow_run_id: Any) -> list[str]:
+    """The names of a flow run's task runs, in the order they started."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC,
+        )
+    return [r.name.rsplit("-", 1)[0] for r in runs]  # "open-session-0" -> "open-session"
+
+
 def test_a_half_day_replay_stops_at_the_one_oclock_close(shared: Shared) -> None:
-    result = live_trading(shared.replay(HALF_DAY, **COMMON))
+    state = live_trading(shared.replay(HALF_DAY, **COMMON), return_state=True)
+    result = state.result()
     assert result["status"] == "traded" and result["session"] == str(HALF_DAY)
+    # The Prefect UI shows the run's stages as its task runs.
+    assert task_runs_of(state.state_details.flow_run_id) == [
+        "load-models",
+        "check-session",
+        "open-session",
+        "trade-session",
+        "report-session",
+    ]
     close = datetime(2024, 7, 3, 13, 0, tzinfo=NY)
     decisions = run_decisions(shared.warehouse, result["run_id"])
     # 09:30-12:59: 210 bars, each decided once when it closed; the last closes at 13:00 itself.
