@@ -17,7 +17,8 @@ import polars as pl
 import requests
 from alpaca.common.exceptions import APIError
 from alpaca.common.rest import RESTClient
-from alpaca.data.enums import CryptoFeed, DataFeed
+from alpaca.data.enums import Adjustment, CryptoFeed, DataFeed
+from alpaca.data.historical.corporate_actions import CorporateActionsClient
 from alpaca.data.historical.crypto import CryptoHistoricalDataClient
 from alpaca.data.historical.stock import StockHistoricalDataClient
 from alpaca.data.requests import CryptoBarsRequest, StockBarsRequest
@@ -40,6 +41,7 @@ from adapters.protocols import (
     Position,
 )
 from core.bar_schema import BAR_SCHEMA, TIMEFRAMES, conform_bars
+from core.corporate_actions import CorporateAction
 from core.universe import is_coin
 
 SOURCE = "alpaca"
@@ -355,6 +357,20 @@ class _TradingClient(_Guarded, TradingClient):
     pass
 
 
+class _ActionsClient(_Guarded, CorporateActionsClient):
+    pass
+
+
+ADJUSTMENTS = tuple(a.value for a in Adjustment)
+"""Alpaca's stock-bar adjustments: raw, split, dividend, all."""
+# Alpaca's corporate-action types that change the price basis, and what each becomes here.
+_ACTION_TYPES = {
+    "forward_splits": "split",
+    "reverse_splits": "split",
+    "cash_dividends": "dividend",
+}
+
+
 # ------------------------------------------------------------------------------ parsing
 
 
@@ -556,11 +572,17 @@ class AlpacaBarSource:
         retry_exception_codes: Sequence[int] = DEFAULT_RETRY_CODES,
         max_retry_wait_s: float = HISTORY_MAX_RETRY_WAIT_S,
         wall: Callable[[], float] = time.time,
+        adjustment: str = "all",
     ) -> None:
         if not api_key or not secret_key:
             raise AlpacaAuthError(
                 "Alpaca needs an API key pair: set APCA_API_KEY_ID and APCA_API_SECRET_KEY"
             )
+        if adjustment not in ADJUSTMENTS:
+            raise ValueError(
+                f"unknown Alpaca adjustment {adjustment!r}; use one of {', '.join(ADJUSTMENTS)}"
+            )
+        self.adjustment = Adjustment(adjustment)
         try:
             self.feed = DataFeed(feed)
         except ValueError:
@@ -573,7 +595,8 @@ class AlpacaBarSource:
         url = base_url.rstrip("/") if base_url else None
         self._stocks = _StockClient(api_key, secret_key, raw_data=True, url_override=url)
         self._crypto = _CryptoClient(api_key, secret_key, raw_data=True, url_override=url)
-        for client in (self._stocks, self._crypto):
+        self._actions = _ActionsClient(api_key, secret_key, raw_data=True, url_override=url)
+        for client in (self._stocks, self._crypto, self._actions):
             _guard_client(
                 client,
                 self.limiter,
@@ -589,7 +612,7 @@ class AlpacaBarSource:
     @property
     def requests_made(self) -> int:
         """HTTP requests sent so far (retries included)."""
-        return self._stocks._guard.requests + self._crypto._guard.requests
+        return sum(c._guard.requests for c in (self._stocks, self._crypto, self._actions))
 
     def fetch_bars(
         self, symbols: Sequence[str], timeframe: str, start: datetime, end: datetime
@@ -605,7 +628,12 @@ class AlpacaBarSource:
         coins = list(dict.fromkeys(s for s in symbols if is_coin(s)))
         if stocks:
             stock_req = StockBarsRequest(
-                symbol_or_symbols=stocks, timeframe=tf, start=start, end=end, feed=self.feed
+                symbol_or_symbols=stocks,
+                timeframe=tf,
+                start=start,
+                end=end,
+                feed=self.feed,
+                adjustment=self.adjustment,
             )
             params = stock_req.to_request_fields()
             yield from self._pages(self._stocks, "/stocks/bars", params, timeframe, start, end)
@@ -616,6 +644,45 @@ class AlpacaBarSource:
             path = f"/crypto/{CryptoFeed.US.value}/bars"
             params = coin_req.to_request_fields()
             yield from self._pages(self._crypto, path, params, timeframe, start, end)
+
+    def fetch_corporate_actions(
+        self, symbols: Sequence[str], start: date, end: date
+    ) -> list[CorporateAction]:
+        """The stocks' splits and cash dividends with an ex-date in [start, end] (Alpaca's
+        GET /v1/corporate-actions; coins have none). Those that change the basis of the
+        bars this source serves: none with adjustment='raw', splits only with 'split'."""
+        stocks = sorted({s for s in symbols if not is_coin(s)})
+        wanted = {
+            Adjustment.RAW: set(),
+            Adjustment.SPLIT: {"split"},
+            Adjustment.DIVIDEND: {"dividend"},
+            Adjustment.ALL: {"split", "dividend"},
+        }[self.adjustment]
+        if not stocks or not wanted or start > end:
+            return []
+        types = [t for t, kind in _ACTION_TYPES.items() if kind in wanted]
+        params: dict[str, Any] = {
+            "symbols": ",".join(stocks),
+            "types": ",".join(t.removesuffix("s") for t in types),
+            "start": start.isoformat(),
+            "end": end.isoformat(),
+            "limit": 1000,
+        }
+        actions: list[CorporateAction] = []
+        seen: set[str] = set()
+        while True:
+            payload = _mapping(self._actions.get("/corporate-actions", params), "actions")
+            by_type = _mapping(payload.get("corporate_actions") or {}, "corporate actions")
+            for kind_name in types:
+                for raw in by_type.get(kind_name) or []:
+                    actions.append(_corporate_action(_ACTION_TYPES[kind_name], raw))
+            token = payload.get("next_page_token")
+            if not token:
+                return actions
+            if token in seen:
+                raise AlpacaError(f"Alpaca repeated page token {token!r} on corporate actions")
+            seen.add(token)
+            params["page_token"] = token
 
     def _pages(
         self,
@@ -649,6 +716,21 @@ class AlpacaBarSource:
                 raise AlpacaError(f"Alpaca repeated page token {token!r} on GET {path}")
             seen.add(token)
             params["page_token"] = token
+
+
+def _corporate_action(kind: str, raw: Any) -> CorporateAction:
+    """One of Alpaca's forward/reverse splits (new_rate per old_rate) or cash dividends (rate)."""
+    try:
+        ex_date = date.fromisoformat(str(raw["ex_date"]))
+        if kind == "split":
+            value = float(raw["new_rate"]) / float(raw["old_rate"])
+        else:
+            value = float(raw["rate"])
+        return CorporateAction(
+            str(raw["symbol"]), ex_date, "split" if kind == "split" else "dividend", value
+        )
+    except (KeyError, TypeError, ValueError, ZeroDivisionError) as err:
+        raise AlpacaError(f"Alpaca sent a malformed corporate action ({err}): {raw!r}") from None
 
 
 # --------------------------------------------------------------------------- broker

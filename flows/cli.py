@@ -354,6 +354,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         lookback_days=args.lookback_days,
         incremental=args.incremental,
         regular_hours_only=not args.extended_hours,
+        adjustment=args.adjustment,
         warehouse=args.warehouse,
     )
     result = ingest_bars(config)
@@ -669,6 +670,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="store stocks' pre- and post-market intraday bars too (default: quarantined as "
         "outside_regular_hours; the agents trade the regular session)",
+    )
+    p.add_argument(
+        "--adjustment",
+        choices=["raw", "split", "dividend", "all"],
+        default="all",
+        help="Alpaca stocks: history adjusted for splits and dividends (all, the default); "
+        "stored bars re-based when a new split or dividend is learned",
     )
     p.add_argument("--start", type=date.fromisoformat)
     p.add_argument("--end", type=date.fromisoformat)

@@ -89,6 +89,15 @@ class IngestBarsConfig(BaseModel):
         "quarantined as outside_regular_hours, since the agents trade the regular session; "
         "false stores them too. Coins, FX and daily bars are not affected.",
     )
+    adjustment: Literal["raw", "split", "dividend", "all"] = Field(
+        default="all",
+        description="Alpaca stocks only: the corporate actions their history is adjusted for "
+        "(all: splits and dividends). Before the bars, the splits and dividends since the "
+        "newest stored bar are fetched (GET /v1/corporate-actions), recorded in "
+        "corporate_actions, and the stored bars fetched before each new one re-based onto it "
+        "(bar_adjustments), so the next bars do not jump by a split ratio. raw: unadjusted; "
+        "a split then shows as suspected_split in the quarantine.",
+    )
     signal: Literal["none", "autocorr", "sentiment"] = Field(
         default="none", description="Synthetic only: plant a known exploitable signal."
     )

@@ -18,7 +18,12 @@ from core.assets import SymbolInfo, resolve_symbol_info
 from core.settings import get_settings
 from flows.config import IngestBarsConfig, utc_midnight
 from flows.wiring import build_bar_source, resolve_bar_source
-from tasks.bars import SeriesIngest, ingest_symbol_bars, ingest_synthetic_sentiment
+from tasks.bars import (
+    SeriesIngest,
+    ingest_symbol_bars,
+    ingest_synthetic_sentiment,
+    learn_corporate_actions,
+)
 from warehouse.bars import IngestReport, newest_bars, timeframe_step
 from warehouse.symbols import load_symbol_infos, store_symbol_infos
 
@@ -133,6 +138,11 @@ def ingest_bars(config: IngestBarsConfig | None = None) -> dict[str, Any]:
         end_day,
         warehouse,
     )
+    # Splits and dividends first: the stored stock bars re-based onto those learned now.
+    rebased = learn_corporate_actions(source, names, first_day, clock.now(), warehouse)
+    for line in rebased:
+        logger.info("%s", line)
+    notes += rebased
     per_symbol: dict[str, SeriesIngest] = {}
     resume = (
         newest_bars(warehouse, [s for s in symbols if s], timeframe)

@@ -21,6 +21,7 @@ from adapters.synthetic_posts import SyntheticPostConfig, SyntheticPostSource
 from core.costs import CostModel
 from core.settings import Mode, Settings, mode_refusal
 from flows.config import IngestBarsConfig, ScrapeRedditConfig
+from tasks.bars import learn_corporate_actions
 from trading.calendar import Session, calendar_for
 from trading.session import ReplayFeed, SessionAdapters, StreamFeed
 from trading.session_start import (
@@ -69,6 +70,7 @@ def build_bar_source(config: IngestBarsConfig, settings: Settings) -> BarSource:
             secret_key=secret,
             base_url=settings.alpaca_base_url,
             feed=settings.alpaca_stock_feed,
+            adjustment=config.adjustment,
         )
     if config.source == "synthetic":
         seed = settings.synthetic_seed if config.seed is None else config.seed
@@ -361,6 +363,12 @@ def trading_run(
     clock = on_broker_time(adapters.clock, broker, request.max_clock_offset_s, stream, logger)
     calendar = calendar_for(request.calendar_symbol)
     now = clock.now()
+    # The stream's bars are raw: a split or dividend going ex today re-bases the stored
+    # history first (as the nightly ingest does), so today's bars continue it.
+    for line in learn_corporate_actions(
+        adapters.bars, request.symbols, now.date(), now, request.warehouse
+    ):
+        logger.info("%s", line)
     session = calendar.session_at(now)
     if session is None:
         # The 09:25 schedule starts a few minutes early: wait for the open, not for tomorrow.

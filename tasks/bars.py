@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 from prefect import task
@@ -16,12 +17,14 @@ from prefect.logging import get_run_logger
 from adapters.protocols import BarSource, Clock
 from core.bar_schema import TIMEFRAMES
 from core.stamp_shift import find_stamp_shift
+from core.universe import is_coin
 from warehouse.bars import (
     IngestReport,
     ingest_bar_frames,
     timeframe_step,
     write_synthetic_sentiment,
 )
+from warehouse.corporate_actions import learn_actions, oldest_newest_bar
 from warehouse.db import connect
 from warehouse.symbols import load_stored_span
 
@@ -154,3 +157,28 @@ def ingest_synthetic_sentiment(
         "synthetic sentiment: %s rows new of %s", f"{inserted:,}", f"{frame.height:,}"
     )
     return inserted
+
+
+def learn_corporate_actions(
+    source: Any, symbols: list[str], since: date, now: datetime, warehouse: Path
+) -> list[str]:
+    """Before adjusted bars are fetched (or streamed): the stocks' splits and dividends from
+    the source (AlpacaBarSource.fetch_corporate_actions) since `since` -- or since the
+    earliest newest stored bar, if older -- recorded, and the stored bars fetched before
+    each newly learned one re-based onto it. Returns one line per re-based series. A
+    source without corporate actions (files, synthetic, coins) returns nothing."""
+    fetch = getattr(source, "fetch_corporate_actions", None)
+    stocks = [s for s in symbols if s and not is_coin(s)]
+    if fetch is None or not stocks:
+        return []
+    with connect(warehouse) as con:
+        newest = oldest_newest_bar(con, stocks)
+    start = min(since, newest.date()) if newest is not None else since
+    actions = fetch(stocks, start, now.date())
+    with connect(warehouse) as con:
+        rebased = learn_actions(con, actions, now, source=source.name)
+    return [
+        f"{r.action.describe()}: {r.bars:,} stored {r.timeframe} bar(s) before it re-based "
+        f"(prices x{r.price_factor:.6g}, volume x{r.volume_factor:.6g})"
+        for r in rebased
+    ]

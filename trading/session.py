@@ -283,8 +283,10 @@ class ReplayFeed(MinuteFeed):
 class StreamFeed(MinuteFeed):
     """Paper/live: the stream's thread stores bars as they come (the handler); this thread
     wakes `grace_s` after each minute boundary (Alpaca sends minute m's bar just after
-    m+1:00) and waits up to `wait_s` more for every traded symbol's bar. A coin with no trade in a minute has
-    no bar (Alpaca sends none): after the wait the symbols that have one decide.
+    m+1:00) and waits up to `wait_s` more for every traded symbol's bar, then up to
+    `input_wait_s` (within `wait_s`) for the other symbols' bars the features read. A coin
+    with no trade in a minute has no bar (Alpaca sends none): after the wait the symbols
+    that have one decide.
     """
 
     def __init__(
@@ -299,11 +301,13 @@ class StreamFeed(MinuteFeed):
         lock_timeout_s: float,
         wait_s: float,
         grace_s: float = 3.0,
+        input_wait_s: float = 2.0,
         name: str = "bar-stream",
     ) -> None:
         self.stream, self.clock, self.session = stream, clock, session
         self.symbols = sorted(set(symbols))
         self.wait_s, self.grace_s, self.name = wait_s, grace_s, name
+        self.input_wait_s = input_wait_s
         self.lock_timeout_s = lock_timeout_s
         # Bars validated and stored by the handler, kept in memory for the decisions; with
         # the warehouse held by another process they go to the outbox and trading goes on.
@@ -354,9 +358,15 @@ class StreamFeed(MinuteFeed):
         now = self.clock.now()
         boundary = _floor_minute(now) + MINUTE
         self.clock.sleep(max(0.0, (boundary - now).total_seconds()) + self.grace_s)
+        bar = boundary - MINUTE
         deadline = time.monotonic() + self.wait_s
         for symbol in sorted(self.traded):
-            self.arrivals.wait_for(symbol, boundary - MINUTE, max(0.0, deadline - time.monotonic()))
+            self.arrivals.wait_for(symbol, bar, max(0.0, deadline - time.monotonic()))
+        # The inputs (other symbols' bars) a little longer, bounded: a decision without one
+        # reads it back from the warehouse, or goes on with its last value.
+        inputs_by = min(deadline, time.monotonic() + self.input_wait_s)
+        for symbol in sorted(set(self.symbols) - self.traded):
+            self.arrivals.wait_for(symbol, bar, max(0.0, inputs_by - time.monotonic()))
         return time.perf_counter()
 
 

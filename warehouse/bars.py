@@ -411,6 +411,38 @@ class SplitResult:
     """timeframe -> 'adjusted', 'already adjusted' or why it was left alone."""
 
 
+def scale_bars(
+    con: duckdb.DuckDBPyConnection,
+    symbol: str,
+    timeframe: str,
+    before: datetime,
+    price_factor: float,
+    volume_factor: float,
+    now: datetime,
+    source: str | None = None,
+) -> int:
+    """Multiply the stored bars of one series that start before `before` -- prices by
+    price_factor, volume by volume_factor -- as a new version of each row (ingested_at =
+    now); only those of `source` (and its feeds, 'alpaca:iex') when given. Returns how many.
+    The one back-adjustment of stored bars: apply_split and the corporate actions use it."""
+    n = con.execute(
+        "UPDATE bars SET open = open * $p, high = high * $p, low = low * $p,"
+        " close = close * $p, vwap = vwap * $p, volume = volume * $v, ingested_at = $now"
+        " WHERE symbol = $s AND timeframe = $tf AND ts < $t"
+        " AND ($src IS NULL OR source = $src OR source LIKE $src || ':%')",
+        {
+            "p": price_factor,
+            "v": volume_factor,
+            "now": now,
+            "s": symbol,
+            "tf": timeframe,
+            "t": before,
+            "src": source,
+        },
+    ).fetchall()[0][0]
+    return int(n)
+
+
 def apply_split(
     con: duckdb.DuckDBPyConnection,
     symbol: str,
@@ -463,13 +495,7 @@ def apply_split(
         if before is None or after is None or before <= 0:
             actions[tf] = "left alone: no bar on both sides of the effective time yet"
         elif abs(math.log(before * ratio / after)) < abs(math.log(before / after)):
-            n = con.execute(
-                "UPDATE bars SET open = open * $r, high = high * $r, low = low * $r,"
-                " close = close * $r, vwap = vwap * $r, volume = volume / $r, ingested_at = $now"
-                " WHERE symbol = $s AND timeframe = $tf AND ts < $t",
-                {"r": ratio, "now": when, "s": symbol, "tf": tf, "t": effective_ts},
-            ).fetchall()[0][0]
-            adjusted += int(n)
+            adjusted += scale_bars(con, symbol, tf, effective_ts, ratio, 1.0 / ratio, when)
             actions[tf] = "adjusted"
         else:
             actions[tf] = "already adjusted"

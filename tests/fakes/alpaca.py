@@ -332,6 +332,7 @@ class FakeAlpacaRest:
         self._cash = cash
         self._now: datetime | None = None
         self._series: dict[tuple[str, str], _Series] = {}
+        self._actions: list[tuple[str, dict[str, Any]]] = []
         self._prices: dict[str, float] = {}
         self._orders: dict[str, dict[str, Any]] = {}
         self._by_client_id: dict[str, str] = {}
@@ -456,6 +457,59 @@ class FakeAlpacaRest:
     def clear_bars(self) -> None:
         with self._lock:
             self._series.clear()
+
+    # ---- corporate actions -------------------------------------------------------------
+
+    def add_split(self, symbol: str, ex_date: date, new_rate: float, old_rate: float = 1.0) -> None:
+        """A split now known: GET /v1/corporate-actions lists it, and stock bars asked for
+        with adjustment split/all come back with prices before its ex-date divided by
+        new_rate/old_rate and volume multiplied by it (the raw bars stay as loaded)."""
+        with self._lock:
+            self._actions.append(
+                ("forward_splits" if new_rate >= old_rate else "reverse_splits",
+                 {"symbol": symbol, "cusip": "000000000", "old_cusip": "000000000",
+                  "new_cusip": "000000000", "new_rate": new_rate, "old_rate": old_rate,
+                  "process_date": ex_date.isoformat(), "ex_date": ex_date.isoformat()})
+            )  # fmt: skip
+
+    def _adjusted(self, series: _Series, symbol: str, adjustment: str) -> _Series:
+        """The series as Alpaca serves it with `adjustment` (splits only: what the tests use)."""
+        if adjustment not in ("split", "all"):
+            return series
+        frame = series.frame
+        for kind, action in self._actions:
+            if action["symbol"] != symbol or kind not in ("forward_splits", "reverse_splits"):
+                continue
+            ratio = action["new_rate"] / action["old_rate"]
+            ex = date.fromisoformat(action["ex_date"])
+            starts = datetime(ex.year, ex.month, ex.day, tzinfo=ZoneInfo("America/New_York"))
+            starts = starts.astimezone(UTC)
+            before = pl.col("ts") < starts
+            frame = frame.with_columns(
+                *(pl.when(before).then(pl.col(c) / ratio).otherwise(pl.col(c)).alias(c)
+                  for c in ("open", "high", "low", "close", "vwap")),
+                pl.when(before).then(pl.col("volume") * ratio).otherwise(pl.col("volume")),
+            )  # fmt: skip
+        if frame is series.frame:
+            return series
+        return _Series(frame, series.keys, _bar_json(frame))
+
+    async def _corporate_actions(self, request: web.Request) -> web.Response:
+        q = request.query
+        symbols = {s for s in q.get("symbols", "").split(",") if s}
+        types = {t + "s" for t in q.get("types", "").split(",") if t}
+        start = date.fromisoformat(q["start"]) if q.get("start") else date.min
+        end = date.fromisoformat(q["end"]) if q.get("end") else date.max
+        found: dict[str, list[dict[str, Any]]] = {}
+        with self._lock:
+            for kind, action in self._actions:
+                ex = date.fromisoformat(action["ex_date"])
+                wanted = (not symbols or action["symbol"] in symbols) and (
+                    not types or kind in types
+                )
+                if wanted and start <= ex <= end:
+                    found.setdefault(kind, []).append(action)
+        return web.json_response({"corporate_actions": found, "next_page_token": None})
 
     # ---- trading state ---------------------------------------------------------------
 
@@ -598,6 +652,7 @@ class FakeAlpacaRest:
         r = app.router
         r.add_get(STOCK_BARS_PATH, self._stock_bars)
         r.add_get(CRYPTO_BARS_PATH, self._crypto_bars)
+        r.add_get("/v1/corporate-actions", self._corporate_actions)
         r.add_get("/v2/account", self._account)
         r.add_get("/v2/clock", self._clock)
         r.add_get("/v2/calendar", self._calendar)
@@ -711,6 +766,8 @@ class FakeAlpacaRest:
                 series = self._series.get((symbol, timeframe))
                 if series is None:
                     continue
+                if self._actions and not _is_coin(symbol):
+                    series = self._adjusted(series, symbol, q.get("adjustment", "raw"))
                 a = bisect_left(series.keys, lo_us)
                 b = bisect_right(series.keys, hi_us)  # Alpaca's end is inclusive
                 if resume is not None and symbol == resume[0]:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pytest
@@ -185,3 +186,93 @@ def test_ingest_bars_on_alpaca_holds_pre_and_post_market_stock_bars_back(
         ("SPY", 390, start + 90 * MIN, start + 479 * MIN),
     ]
     assert held == [(150, start, start + 539 * MIN)]
+
+
+# ---- split- and dividend-adjusted history (issue 18 item 1) ------------------------------
+
+SPLIT_DAY = date(2024, 7, 2)
+BEFORE_OPEN = datetime(2024, 7, 1, 13, 30, tzinfo=UTC)  # 09:30 EDT
+SPLIT_OPEN = datetime(2024, 7, 2, 13, 30, tzinfo=UTC)
+
+
+def _ingest(warehouse: Path, first: date, last: date, adjustment: str = "all") -> dict[str, Any]:
+    return ingest_bars(
+        IngestBarsConfig(
+            source="alpaca",
+            symbols=["SPY"],
+            start=first,
+            end=last + timedelta(days=1),
+            adjustment=adjustment,  # type: ignore[arg-type]
+            warehouse=str(warehouse),
+        )
+    )
+
+
+def test_a_split_learned_rebases_the_stored_history_and_the_next_day_continues_it(
+    alpaca_env: FakeAlpacaRest, warehouse_path: Path, tmp_path: Path
+) -> None:
+    rest = alpaca_env
+    # SPY at ~500 on Monday; a 2-for-1 split goes ex on Tuesday, which trades at ~250.
+    monday = rest.add_random_walk("SPY", BEFORE_OPEN, 390, price=500.0, seed=3)
+    rest.add_random_walk("SPY", SPLIT_OPEN, 390, price=250.0, seed=4)
+
+    # Monday's evening ingest: no split known yet, the bars are stored as they are.
+    first = _ingest(warehouse_path, date(2024, 7, 1), date(2024, 7, 1))
+    assert first["inserted"] == 390 and first["quarantined"] == {}
+
+    # Tuesday: Alpaca knows the split. The ingest learns it first, re-bases Monday's stored
+    # bars (prices halved, volume doubled), and Tuesday's bars continue the series.
+    rest.add_split("SPY", SPLIT_DAY, 2.0)
+    second = _ingest(warehouse_path, SPLIT_DAY, SPLIT_DAY)
+    assert second["inserted"] == 390 and second["quarantined"] == {}
+    assert any("SPY 2-for-1 split, ex-date 2024-07-02" in w for w in second["warnings"])
+    with connect(warehouse_path) as con:
+        stored = con.execute(
+            "SELECT ts, close, volume FROM bars WHERE symbol = 'SPY' AND ts < ? ORDER BY ts",
+            [SPLIT_OPEN],
+        ).fetchall()
+        actions = con.execute(
+            "SELECT symbol, ex_date, kind, value FROM corporate_actions"
+        ).fetchall()
+        adjusted = con.execute(
+            "SELECT symbol, timeframe, ex_date, kind, price_factor, volume_factor, bars"
+            " FROM bar_adjustments"
+        ).fetchall()
+    assert [c for _, c, _ in stored] == pytest.approx((monday["close"] / 2).to_list())
+    assert [v for _, _, v in stored] == pytest.approx((monday["volume"] * 2).to_list())
+    assert actions == [("SPY", SPLIT_DAY, "split", 2.0)]
+    assert adjusted == [("SPY", "1Min", SPLIT_DAY, "split", 0.5, 2.0, 390)]
+
+    # A re-backfill of both days (adjusted as Alpaca serves them now) finds them as stored:
+    # nothing quarantined, nothing re-based twice.
+    again = _ingest(warehouse_path, date(2024, 7, 1), SPLIT_DAY)
+    assert again["quarantined"] == {} and again["unchanged"] == 780
+    with connect(warehouse_path) as con:
+        assert con.execute("SELECT count(*) FROM bar_adjustments").fetchall() == [(1,)]
+
+    # Unadjusted, the same two days break at the split: Tuesday is held back as a split.
+    raw = tmp_path / "raw.duckdb"
+    _ingest(raw, date(2024, 7, 1), date(2024, 7, 1), adjustment="raw")
+    held = _ingest(raw, SPLIT_DAY, SPLIT_DAY, adjustment="raw")
+    assert held["quarantined"].get("suspected_split", 0) > 0
+
+
+def test_alpaca_corporate_actions_come_through_the_real_client(
+    alpaca_env: FakeAlpacaRest,
+) -> None:
+    rest = alpaca_env
+    rest.add_split("SPY", SPLIT_DAY, 4.0)
+    rest.add_split("VXUS", date(2024, 7, 3), 1.0, old_rate=10.0)  # a 1-for-10 reverse split
+    rest.add_split("QQQ", date(2024, 9, 1), 2.0)  # outside the window asked for
+    source = AlpacaBarSource(KEY, SECRET, base_url=rest.base_url)
+    got = source.fetch_corporate_actions(
+        ["SPY", "VXUS", "QQQ", "BTC/USD"], date(2024, 7, 1), date(2024, 7, 31)
+    )
+    assert sorted((a.symbol, a.ex_date, a.kind, a.value) for a in got) == [
+        ("SPY", SPLIT_DAY, "split", 4.0),
+        ("VXUS", date(2024, 7, 3), "split", 0.1),
+    ]
+    unadjusted = AlpacaBarSource(KEY, SECRET, base_url=rest.base_url, adjustment="raw")
+    assert unadjusted.fetch_corporate_actions(["SPY"], date(2024, 7, 1), date(2024, 7, 31)) == []
+    asked = rest.requests_to("/v1/corporate-actions")
+    assert len(asked) == 1 and asked[0].query["symbols"] == "QQQ,SPY,VXUS"

@@ -210,3 +210,63 @@ def test_replay_and_stream_feeds_run_one_loop_to_the_same_decisions(
     assert replayed["fills"], "nothing filled: nothing to compare"
     assert streamed["decisions"] == replayed["decisions"]
     assert streamed["fills"] == replayed["fills"]
+
+
+class SilentStream:
+    """A stream that delivers nothing by itself: the test stores bars through the handler."""
+
+    def __init__(self) -> None:
+        self.handler: BarHandler | None = None
+        self._stop = threading.Event()
+
+    def subscribe(self, symbols: Sequence[str], handler: BarHandler) -> None:
+        self.handler = handler
+
+    def run(self) -> None:
+        self._stop.wait()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def test_the_stream_feed_waits_a_bounded_while_for_the_inputs_bars(
+    tmp_path: Path, day_bars: pl.DataFrame
+) -> None:
+    session = _session()
+    warehouse = _warehouse(tmp_path, "wait", day_bars, session.open)
+    clock = ManualClock(session.open + 30 * MINUTE)
+    stream = SilentStream()
+    feed = StreamFeed(
+        stream, clock, session, warehouse, ["SPY", "VTI"], outbox=None,
+        lock_timeout_s=2.0, wait_s=30.0, grace_s=0.0, input_wait_s=3.0,
+    )  # fmt: skip
+    feed.traded = {"SPY"}
+    minute = session.open + 30 * MINUTE
+    bars = day_bars.filter(pl.col("ts") == minute)
+
+    def arrive(symbol: str, after_s: float) -> threading.Thread:
+        def deliver() -> None:
+            time.sleep(after_s)
+            assert stream.handler is not None
+            asyncio.run(stream.handler(bars.filter(pl.col("symbol") == symbol)))
+
+        thread = threading.Thread(target=deliver)
+        thread.start()
+        return thread
+
+    with feed:
+        assert feed.next_minute() is not None  # the first minute: at once
+        # SPY after 0.1 s, VTI after 0.2 s (inside the inputs' wait): both there on return.
+        threads = [arrive("SPY", 0.1), arrive("VTI", 0.2)]
+        assert feed.next_minute() is not None
+        assert feed.store.minute(minute, ("SPY", "VTI")) is not None
+        for thread in threads:
+            thread.join()
+        # The next minute SPY comes and VTI never does: the feed gives up on it and returns.
+        minute += MINUTE
+        bars = day_bars.filter(pl.col("ts") == minute)
+        spy = arrive("SPY", 0.1)
+        assert feed.next_minute() is not None
+        spy.join()
+        assert feed.store.minute(minute, ("SPY",)) is not None
+        assert feed.store.minute(minute, ("SPY", "VTI")) is None
