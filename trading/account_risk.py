@@ -29,7 +29,7 @@ from typing import Any
 from adapters.protocols import Broker
 from trading.alerts import Alert, send
 from trading.orders import transient
-from trading.risk import RiskEngine
+from trading.risk import BuyingPower, RiskEngine
 from warehouse.account_risk import account_day_start, load_account_limits
 from warehouse.db import WarehouseLockedError, connect
 
@@ -62,6 +62,8 @@ class AccountView:
     recorded_by: str
     gross_exposure: float
     limits: AccountLimits
+    buying_power: float | None = None
+    """What the broker said the account could still buy."""
 
     @property
     def day_loss(self) -> float:
@@ -108,6 +110,8 @@ class AccountRisk:
         """False for a replay: its simulated account holds one flow only, and a replay must
         trade as the backtest of the same bars does (which has no account)."""
         self.view: AccountView | None = None
+        self.buying_power = BuyingPower()
+        """The account's buying power, shared by this flow's risk engines (apply)."""
         self._day_start: tuple[date, float, str] | None = None
         self._alerted_day: date | None = None
 
@@ -125,6 +129,7 @@ class AccountRisk:
                 raise
             log.warning("account risk check skipped: broker unavailable (%s)", err)
             return None
+        self.buying_power.refresh(account.buying_power)  # spent down again until the next look
         day = now.astimezone(UTC).date()
         if self._day_start is None or self._day_start[0] != day:
             start, by = account_day_start(con, self.account, day, account.equity, now, self.run_id)
@@ -138,6 +143,7 @@ class AccountRisk:
             recorded_by=by,
             gross_exposure=gross / account.equity if account.equity > 0 else float("inf"),
             limits=self.limits(con),
+            buying_power=account.buying_power,
         )
         return self.view
 
@@ -167,6 +173,7 @@ class AccountRisk:
         reason = view.reason()
         for risk in risks:
             risk.set_account_limit(reason, kill=view.killed)
+            risk.buying_power = self.buying_power
         if view.killed and self._alerted_day != view.day:
             self._alerted_day = view.day
             send(

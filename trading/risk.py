@@ -45,6 +45,29 @@ class RiskLimits:
             raise ValueError("daily_loss_limit is a fraction in (0, 1)")
 
 
+BUYING_POWER_MARGIN = 0.0
+"""The share of the account's buying power kept unspent. 0: an increase is cut to what the
+broker's stated buying power pays for at the last close; a market order that then fills
+higher than its buying power allows is refused by the broker and recorded as rejected."""
+
+
+@dataclass
+class BuyingPower:
+    """The account's buying power as the broker last reported it, shared by every risk engine
+    on the account in this run and spent down by the increases they allow until the next
+    report (trading.account_risk refreshes it each minute). None: unknown, not checked (a
+    replay's simulated account, which has its own rules)."""
+
+    left: float | None = None
+
+    def refresh(self, value: float) -> None:
+        self.left = max(0.0, value)
+
+    def spend(self, notional: float) -> None:
+        if self.left is not None:
+            self.left = max(0.0, self.left - notional)
+
+
 class RiskDecision(NamedTuple):
     """What the engine allows: the target quantity to move to, and why (a tuple: one per bar)."""
 
@@ -90,6 +113,11 @@ class RiskEngine:
     account_kill: bool = False
     """Whether that limit is the account's daily-loss kill switch (kill_action applies) rather
     than its exposure limit (reduce-only)."""
+    buying_power: BuyingPower | None = None
+    """The account's buying power (set by AccountRisk on paper/live): an increase the broker
+    could not pay for is cut to what it can, or rejected, before it is sent."""
+    fractional: bool = False
+    """Units may be fractional (coins); whole shares otherwise."""
 
     def set_reduce_only(self, reason: str | None) -> None:
         """Only reductions from now on, because of `reason`; None lifts it."""
@@ -212,6 +240,13 @@ class RiskEngine:
             target_qty = math.copysign(math.floor(cap), target_qty)
             capped = f"position capped at {self.limits.max_position_notional:,.0f} notional"
             verdict, reason = "reduced", capped if reason is None else f"{reason}; {capped}"
+        if self.buying_power is not None and self.buying_power.left is not None:
+            cut = self._afford(current_qty, target_qty, price)
+            if cut is not None:
+                target_qty, why = cut
+                if target_qty == current_qty:
+                    return RiskDecision("rejected", current_qty, why)
+                verdict, reason = "reduced", why if reason is None else f"{reason}; {why}"
         if target_qty != current_qty:
             used = self._orders_last_minute(now)
             if used >= self.limits.max_orders_per_minute:
@@ -220,7 +255,32 @@ class RiskEngine:
                     current_qty,
                     f"order rate: {used} orders in the last 60 s (max {self.limits.max_orders_per_minute})",
                 )
+        if self.buying_power is not None and _increases(current_qty, target_qty):
+            added = abs(target_qty) - (abs(current_qty) if current_qty * target_qty > 0 else 0.0)
+            self.buying_power.spend(added * price)
         return RiskDecision(verdict, target_qty, reason)
+
+    def _afford(
+        self, current_qty: float, target_qty: float, price: float
+    ) -> tuple[float, str] | None:
+        """The target cut to the buying power left (None: affordable as it is)."""
+        if not _increases(current_qty, target_qty):
+            return None
+        assert self.buying_power is not None and self.buying_power.left is not None
+        left = self.buying_power.left
+        kept = abs(current_qty) if current_qty * target_qty > 0 else 0.0
+        added = abs(target_qty) - kept
+        usable = left * (1.0 - BUYING_POWER_MARGIN)
+        if added * price <= usable:
+            return None
+        units = usable / price
+        units = math.floor(units * 1e6) / 1e6 if self.fractional else float(math.floor(units))
+        why = f"buying power: {left:,.2f} left, the order needs {added * price:,.2f}; " + (
+            f"cut to {units:g} units" if units > 0 else "nothing sent"
+        )
+        if units <= 0:
+            return current_qty, why
+        return math.copysign(kept + units, target_qty), why
 
     def _alert_kill(self, reason: str, details: dict[str, object]) -> None:
         if self.alert_as is None:

@@ -514,7 +514,12 @@ class TradingSession:
             ),
             StepwiseQ(t.policy),
             self.broker,
-            RiskEngine(plan.risk_limits, kill_file=plan.kill_file, alert_as=t.symbol),
+            RiskEngine(
+                plan.risk_limits,
+                kill_file=plan.kill_file,
+                alert_as=t.symbol,
+                fractional=is_coin(t.symbol),
+            ),
             orders,
             self.ledger,
             self.book,

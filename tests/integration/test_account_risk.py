@@ -200,3 +200,37 @@ def test_a_flow_restarted_after_the_loss_is_stopped_from_its_first_check(
         equity=90_000.0,
     )
     assert decision.target_qty == 0.0 and "account kill switch" in str(decision.reason)
+
+
+def test_the_accounts_buying_power_caps_what_every_flow_adds(
+    account: tuple[FakeAlpacaRest, AlpacaBroker], tmp_path: Path
+) -> None:
+    _, broker = account
+    warehouse = tmp_path / "w.duckdb"
+    # The account's cash is mostly spent by hand: 160 shares of SPY at 500 (the fake's
+    # buying power is its cash, as a cash account's).
+    broker.submit_order(OrderRequest(client_order_id="by-hand", symbol="SPY", side="buy", qty=160))
+    left = broker.get_account().buying_power
+    assert 0 < left < 30_000
+    guard = AccountRisk("paper", "paper-SPY-run", warehouse)
+    spy, btc = RiskEngine(), RiskEngine(fractional=True)
+    guard.tick(broker, [spy, btc], NOW)
+    assert spy.buying_power is btc.buying_power and spy.buying_power is not None
+    assert spy.buying_power.left == pytest.approx(left)
+    # One flow's increase takes what it can pay for; the next gets the rest, in fractions.
+    wanted = spy.check(
+        now=NOW, bar_close=NOW, q_values=[0.0, 1.0], current_qty=0.0,
+        target_qty=100.0, price=450.0, equity=100_000.0,
+    )  # fmt: skip
+    assert wanted.verdict == "reduced", wanted.reason
+    assert wanted.target_qty == float(int(left // 450))
+    rest = btc.check(
+        now=NOW, bar_close=NOW, q_values=[0.0, 1.0], current_qty=0.0,
+        target_qty=1.0, price=50_000.0, equity=100_000.0,
+    )  # fmt: skip
+    spent = wanted.target_qty * 450.0
+    assert rest.verdict == "reduced" and left - spent > 0
+    assert rest.target_qty == pytest.approx((left - spent) / 50_000.0, abs=1e-6)
+    # The next look at the account says again what the broker says.
+    guard.tick(broker, [spy, btc], NOW + MIN)
+    assert spy.buying_power.left == pytest.approx(left)

@@ -156,3 +156,30 @@ def test_start_day_on_a_new_day_resets_the_switch() -> None:
 def test_risk_limits_validation(kwargs: dict[str, Any], match: str) -> None:
     with pytest.raises(ValueError, match=match):
         RiskLimits(**kwargs)
+
+
+def test_an_increase_the_buying_power_cannot_pay_for_is_cut_then_refused() -> None:
+    from trading.risk import BuyingPower
+
+    power = BuyingPower()
+    stocks = RiskEngine(buying_power=power)
+    coins = RiskEngine(buying_power=power, fractional=True)
+    # Unknown (no account looked at yet): not checked.
+    assert _check(stocks, target_qty=1_000.0, price=100.0).verdict == "accepted"
+    power.refresh(1_050.0)
+    # 10 shares at 100 fit; they are spent from what is left.
+    assert _check(stocks, current_qty=0.0, target_qty=10.0, price=100.0).verdict == "accepted"
+    assert power.left == pytest.approx(50.0)
+    # The next increase (another engine on the account) gets what is left, in whole shares...
+    cut = _check(stocks, current_qty=10.0, target_qty=20.0, price=40.0)
+    assert cut.verdict == "reduced" and cut.target_qty == 11.0
+    assert "buying power: 50.00 left, the order needs 400.00" in str(cut.reason)
+    # ...or in fractions for a coin; with nothing left the increase is refused.
+    power.refresh(30.0)
+    coin = _check(coins, current_qty=0.0, target_qty=1.0, price=60.0)
+    assert coin.verdict == "reduced" and coin.target_qty == pytest.approx(0.5)
+    refused = _check(stocks, current_qty=0.0, target_qty=5.0, price=100.0)
+    assert refused == RiskDecision("rejected", 0.0, refused.reason)
+    assert "nothing sent" in str(refused.reason)
+    # A reduction needs no buying power.
+    assert _check(stocks, current_qty=20.0, target_qty=0.0, price=100.0).verdict == "accepted"
