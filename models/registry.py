@@ -80,12 +80,34 @@ def save_agent(
 
 @dataclass
 class AgentPolicy:
-    """A loaded agent. predict() is the only way backtest and live ask it for a decision."""
+    """A loaded agent: the one door to a model's decisions bar by bar. Live trading asks it
+    through `q_step` (trading.engine.StepwiseQ); `predict` is the same step with the action
+    picked. Backtests and evaluation use the batched pass over whole sessions
+    (models.dqn.greedy_q_paths), which the equality tests hold to these steps."""
 
     net: NestedLSTMQNet
     spec: FeatureSpec
     scaler: FeatureScaler
     meta: dict[str, Any]
+
+    def q_step(
+        self, features: np.ndarray, state: RecurrentState | None, episode_start: bool
+    ) -> tuple[np.ndarray, RecurrentState]:
+        """One bar through the LSTMs: the Q-values of every position the agent can hold
+        ([n_positions, n_actions]) and the state to pass with the next bar. The NaN rule:
+        a row with a NaN or infinite feature still advances the state (the LSTMs must see
+        every bar, as the batched pass does, on zeros) and gives NaN Q-values, which the
+        risk engine rejects. episode_start resets the state (a new session)."""
+        if state is None or episode_start:
+            state = self.net.initial_state(1)
+        raw = np.asarray(features, dtype=np.float64)[None, :]
+        finite = bool(np.isfinite(raw).all())
+        x = torch.from_numpy(self.scaler.transform(np.where(np.isfinite(raw), raw, 0.0)))
+        positions = torch.arange(self.net.actions.n_positions, dtype=torch.float32)
+        with torch.no_grad():
+            enc, state = self.net.encode_step(x, state)
+            q = self.net.q(enc.expand(len(positions), -1), positions).numpy()
+        return (q if finite else np.full_like(q, np.nan)), state
 
     def predict(
         self, obs: tuple[np.ndarray, float], state: RecurrentState | None, episode_start: bool
@@ -95,18 +117,15 @@ class AgentPolicy:
 
         Returns (action index into net.actions: 0=flat 1=hold 2=long for the legacy set,
         else the index of the target level; Q-values; state to pass with the next bar).
-        episode_start resets the recurrent state (a new session).
+        episode_start resets the recurrent state (a new session). A row with a NaN or
+        infinite feature is refused (ValueError); q_step's rule is the risk engine's.
         """
         features, position = obs
-        if state is None or episode_start:
-            state = self.net.initial_state(1)
-        x = torch.from_numpy(self.scaler.transform(np.asarray(features, dtype=np.float64)[None, :]))
-        if not bool(torch.isfinite(x).all()):
+        q_all, state = self.q_step(features, state, episode_start)
+        if not bool(np.isfinite(q_all).all()):
             raise ValueError("feature row contains NaN or infinite values")
-        with torch.no_grad():
-            enc, state = self.net.encode_step(x, state)
-            index = self.net.actions.index(torch.tensor([float(position)]))
-            q = self.net.q(enc, index)[0].numpy()
+        index = self.net.actions.index_of(float(position))
+        q = q_all[index]
         return int(q.argmax()), q, state
 
 

@@ -18,7 +18,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from adapters.protocols import Broker, Fill, Order, Side
 from adapters.sim_broker import SimulatedBroker
@@ -55,30 +54,20 @@ class QSource(Protocol):
 
 
 class StepwiseQ:
-    """Live inference: one LSTM step per bar, the recurrent state carried through the session."""
+    """Live inference: one LSTM step per bar through the registry's policy (AgentPolicy.q_step),
+    the recurrent state carried through the session."""
 
     def __init__(self, policy: AgentPolicy) -> None:
         self.policy = policy
         self.actions = policy.net.actions
         self.state: RecurrentState | None = None
-        # Grid indices: one Q row per position the agent can hold.
-        self._positions = torch.arange(self.actions.n_positions, dtype=torch.float32)
 
     def begin_session(self, key: str) -> None:
-        self.state = self.policy.net.initial_state(1)
+        self.state = None
 
     def q(self, row: np.ndarray, step: int) -> np.ndarray:
-        if self.state is None:
-            self.begin_session("")
-        assert self.state is not None
-        raw = np.asarray(row, dtype=np.float64)[None, :]
-        finite = bool(np.isfinite(raw).all())
-        x = torch.from_numpy(self.policy.scaler.transform(np.where(np.isfinite(raw), raw, 0.0)))
-        with torch.no_grad():
-            enc, self.state = self.policy.net.encode_step(x, self.state)
-            q = self.policy.net.q(enc.expand(len(self._positions), -1), self._positions).numpy()
-        # The state still advances (the LSTM must see every bar); the risk engine rejects NaN.
-        return q if finite else np.full_like(q, np.nan)
+        q, self.state = self.policy.q_step(row, self.state, episode_start=self.state is None)
+        return q
 
 
 class PrecomputedQ:
