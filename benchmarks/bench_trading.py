@@ -18,7 +18,7 @@ from adapters.clock import ManualClock
 from adapters.sim_broker import SimulatedBroker
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
 from benchmarks.harness import Figure, benchmark
-from core.universe import COIN_SYMBOLS, EQUITY_SYMBOLS
+from core.universe import COIN_SYMBOLS, EQUITY_SYMBOLS, is_coin
 from models.features import FeatureScaler, FeatureSpec, compute_features
 from models.qnet import Architecture, NestedLSTMQNet
 from models.registry import AgentPolicy
@@ -26,9 +26,10 @@ from trading.backtest import run_backtest
 from trading.calendar import CryptoCalendar, NYSECalendar
 from trading.engine import MINUTE, Book, EngineConfig, StepwiseQ, TradingEngine
 from trading.ledger import Ledger
-from trading.live import BarStore, LiveRunner
+from trading.live import LiveRunner
 from trading.orders import OrderManager
-from trading.risk import RiskEngine
+from trading.risk import RiskEngine, RiskLimits
+from trading.session import ReplayFeed, SessionAdapters, SessionPlan, Traded, TradingSession
 from warehouse.bars import delete_bars_between, ingest_bar_frames, load_bars
 from warehouse.db import connect
 
@@ -56,7 +57,7 @@ def _engine(
             symbol=spec.traded,
             model_id="untrained",
             feature_names=tuple(spec.names()),
-            fractional="/" in spec.traded,
+            fractional=is_coin(spec.traded),
         ),
         StepwiseQ(policy),
         sim,
@@ -100,38 +101,38 @@ def bench_trading(scratch: Path) -> list[Figure]:
         f"writing its ledger {flush_s:.2f} s"
     )
 
-    # 2. One session replayed minute by minute: store bar -> read features -> decide -> order.
+    # 2. One session replayed minute by minute through the one session loop of every mode
+    # (trading.session: the stream handler's store, the simulated broker filling from the
+    # same bars, decide, reconcile), as the live-trading flow's replay runs it.
     session = NYSECalendar().session_on(SESSION_DAY)
     assert session is not None
     clock = ManualClock(session.open)
     sim = SimulatedBroker(clock, id_prefix="sim:bench-replay")
-    replay_ledger = Ledger(path, mode="replay")
-    runner = LiveRunner(
-        _engine(policy, sim, replay_ledger, "bench-replay"), spec, session, path, sim, replay_ledger
-    )
-    runner.start(session.open)
     minutes = bars.filter((pl.col("ts") >= session.open) & (pl.col("ts") < session.close))
     # The session's bars arrive as new bars do live: not stored yet (the year's ingest above
     # stored them; the stream would be storing them for the first time).
     with connect(path) as con:
         delete_bars_between(con, session.open, session.close)
-    store = BarStore(path)
+    feed = ReplayFeed(path, spec.symbols, "1Min", session, clock, sim, bars=minutes)
+    trading = TradingSession(
+        SessionPlan(
+            run_id="bench-replay",
+            mode="replay",
+            account="replay:bench-replay",
+            session=session,
+            warehouse=path,
+            outbox=scratch / "outbox",
+            risk_limits=RiskLimits(),
+            kill_file=scratch / "no-kill-switch",
+        ),
+        [Traded(spec.traded, "untrained", policy)],
+        SessionAdapters(clock, sim, feed, simulated=sim),
+    )
+    trading.open()
     t = time.perf_counter()
-    with connect(path) as con:
-        runner.con = con
-        for (minute,), frame in minutes.group_by(["ts"], maintain_order=True):
-            assert isinstance(minute, datetime)
-            arrived = time.perf_counter()
-            clock.set(minute + MINUTE)
-            store.store(frame, clock.now(), con)
-            spy = frame.filter(pl.col("symbol") == "SPY")
-            sim.on_bar("SPY", minute, float(spy["open"][0]), float(spy["close"][0]))
-            runner.on_bar_stored(
-                clock.now(), arrived=arrived, fresh=store.minute(minute, spec.symbols)
-            )
-        runner.con = None
+    trading.run()
     replay_s = time.perf_counter() - t
-    lat = np.array(runner.latencies_ms)
+    lat = np.array(trading.runners[spec.traded].latencies_ms)
     speed = session.minutes * 60.0 / replay_s
     print(
         f"  replayed session {SESSION_DAY}: {len(lat)} decisions in {replay_s:.1f} s "

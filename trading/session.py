@@ -238,7 +238,10 @@ class ReplayFeed(MinuteFeed):
         *,
         speed: float = 0.0,
         outbox: Path | None = None,
+        bars: pl.DataFrame | None = None,
     ) -> None:
+        self.bars = bars
+        """The bars to replay, if not the stored ones (bars that arrive for the first time)."""
         self.symbols = sorted(set(symbols))
         self.timeframe, self.session, self.clock, self.sim = timeframe, session, clock, sim
         self.speed = speed
@@ -250,8 +253,15 @@ class ReplayFeed(MinuteFeed):
 
     def __enter__(self) -> ReplayFeed:
         start = max(self.clock.now(), self.session.open)
-        with connect(self.store.warehouse) as con:
-            bars = load_bars(con, self.symbols, self.timeframe, start - MINUTE, self.session.close)
+        if self.bars is None:
+            with connect(self.store.warehouse) as con:
+                bars = load_bars(
+                    con, self.symbols, self.timeframe, start - MINUTE, self.session.close
+                )
+        else:
+            bars = self.bars.filter(
+                (pl.col("ts") >= start - MINUTE) & (pl.col("ts") < self.session.close)
+            )
         bars = bars.sort("ts", "symbol", maintain_order=True)
         self._minutes = iter(bars.group_by(["ts"], maintain_order=True))
         if self.speed == 0:

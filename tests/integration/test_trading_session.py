@@ -200,6 +200,19 @@ def test_replay_and_stream_feeds_run_one_loop_to_the_same_decisions(
     )
     assert time.monotonic() - started < 120  # no minute waited out its whole bar wait
 
+    # Bars not stored yet, replayed as they would arrive (the trading benchmark's way).
+    fresh_wh = _warehouse(tmp_path, "fresh", day_bars, session.open)
+    fresh = _session_run(
+        fresh_wh,
+        policy,
+        lambda clock, sim: ReplayFeed(
+            fresh_wh, symbols, "1Min", session, clock, sim, bars=streamed_bars
+        ),
+        "replay-3",
+        tmp_path,
+    )
+    assert fresh["decisions"] == replayed["decisions"]
+
     for run in (replayed, streamed):
         assert run["result"].decided == MINUTES
         assert len(run["decisions"]) == MINUTES
