@@ -258,10 +258,15 @@ def test_the_stream_feed_waits_a_bounded_while_for_the_inputs_bars(
     bars = day_bars.filter(pl.col("ts") == minute)
 
     def arrive(symbol: str, after_s: float) -> threading.Thread:
+        frame = bars.filter(pl.col("symbol") == symbol)
+
+        async def handle() -> None:
+            assert stream.handler is not None
+            await stream.handler(frame)
+
         def deliver() -> None:
             time.sleep(after_s)
-            assert stream.handler is not None
-            asyncio.run(stream.handler(bars.filter(pl.col("symbol") == symbol)))
+            asyncio.run(handle())
 
         thread = threading.Thread(target=deliver)
         thread.start()
