@@ -115,20 +115,16 @@ def _crypto_trading(config: CryptoTradingConfig) -> dict[str, Any]:
         logger,
     )
     assert not isinstance(run, MarketClosed), "the coins' market never closes"
-    session, run_id, account, day = run.session, run.run_id, run.account, run.session.day
+    session, day = run.session, run.session.day
     with connect(warehouse) as con:
         weights, weights_from = coin_weights(con, models, session.open)
     plan = session_plan(run, config, settings)
-    view = SessionView(
-        lambda: connect(warehouse, timeout_s=plan.lock_timeout_s),
-        run_id=run_id,
-        account=account,
-        symbols=sorted(models),
-        session=session,
-        title=f"crypto {mode} {day}: {len(models)} coin agent(s)",
-        fee_bps=costs.fee_bps,
-        slippage_bps=costs.slippage_bps,
-        every_s=config.view_every_s,
+    view = SessionView.of_plan(
+        plan,
+        sorted(models),
+        f"crypto {mode} {day}: {len(models)} coin agent(s)",
+        costs,
+        config.view_every_s,
     )
     trading = TradingSession(
         plan,

@@ -164,17 +164,13 @@ def _run_session(
     costs: CostModel,
 ) -> dict[str, Any]:
     logger = get_run_logger()
-    spec, session, warehouse = policy.spec, plan.session, plan.warehouse
-    view = SessionView(
-        lambda: connect(warehouse, timeout_s=plan.lock_timeout_s),
-        run_id=run_id,
-        account=plan.account,
-        symbols=list(spec.symbols[:1]),
-        session=session,
-        title=f"{mode} session {session.day} of {spec.traded}",
-        fee_bps=costs.fee_bps,
-        slippage_bps=costs.slippage_bps,
-        every_s=config.view_every_s,
+    spec, session = policy.spec, plan.session
+    view = SessionView.of_plan(
+        plan,
+        list(spec.symbols[:1]),
+        f"{mode} session {session.day} of {spec.traded}",
+        costs,
+        config.view_every_s,
     )
     trading = TradingSession(
         plan,

@@ -23,8 +23,11 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from core.costs import CostModel
 from trading.calendar import Session
+from trading.session import SessionPlan
 from trading.session_report import session_standing, standing_markdown, standing_rows
+from warehouse.db import connect
 
 log = logging.getLogger(__name__)
 MINUTE = timedelta(minutes=1)
@@ -63,6 +66,23 @@ class SessionView:
         self.updates = 0
         self._progress_id: UUID | None = None
         self._last: float | None = None
+
+    @classmethod
+    def of_plan(
+        cls, plan: SessionPlan, symbols: list[str], title: str, costs: CostModel, every_s: float
+    ) -> SessionView:
+        """The view of a trading session's plan (its run, account, session and warehouse)."""
+        return cls(
+            lambda: connect(plan.warehouse, timeout_s=plan.lock_timeout_s),
+            run_id=plan.run_id,
+            account=plan.account,
+            symbols=symbols,
+            session=plan.session,
+            title=title,
+            fee_bps=costs.fee_bps,
+            slippage_bps=costs.slippage_bps,
+            every_s=every_s,
+        )
 
     def progress(self, now: datetime) -> float:
         """Percent of the session's minutes gone at `now`."""
