@@ -499,7 +499,7 @@ def parse_order(raw: Any) -> Order:
 
 def _position_symbol(symbol: str, asset_class: Any) -> str:
     # Alpaca lists crypto positions as "BTCUSD" but trades and streams "BTC/USD".
-    if asset_class == "crypto" and "/" not in symbol:
+    if asset_class == "crypto" and not is_coin(symbol):
         for quote in _CRYPTO_QUOTES:
             if symbol.endswith(quote) and len(symbol) > len(quote):
                 return f"{symbol[: -len(quote)]}/{quote}"

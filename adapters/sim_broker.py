@@ -31,6 +31,7 @@ from adapters.protocols import (
     Position,
 )
 from core.fills import fill_fee, fill_price
+from core.universe import is_coin
 
 
 class SimDuplicateOrderError(DuplicateOrderError):
@@ -131,7 +132,7 @@ class SimulatedBroker:
     @staticmethod
     def _lot(symbol: str, qty: float) -> float:
         """What can trade of `qty`: whole shares for stocks, any amount for a coin pair."""
-        return qty if "/" in symbol else math.floor(qty + 1e-9)
+        return qty if is_coin(symbol) else math.floor(qty + 1e-9)
 
     def _execute(self, order: Order, open_: float, ts: datetime, qty: float) -> Fill | None:
         held = self._holdings.setdefault(order.symbol, _Holding())

@@ -11,6 +11,7 @@ from datetime import datetime
 import polars as pl
 
 from core.bar_schema import BAR_COLUMNS, BAR_KEY, PRICE_COLUMNS, TIMEFRAMES, conform_bars
+from core.universe import is_coin
 
 # Reasons in priority order: a row is quarantined under the first one it fails.
 REASONS: dict[str, str] = {
@@ -90,7 +91,7 @@ class JumpRules:
     crypto: JumpRule = field(default_factory=lambda: JumpRule(4.0))
 
     def for_symbol(self, symbol: str) -> JumpRule:
-        return self.crypto if "/" in symbol else self.equity
+        return self.crypto if is_coin(symbol) else self.equity
 
 
 DEFAULT_JUMP_RULES = JumpRules()

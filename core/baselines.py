@@ -21,6 +21,7 @@ import polars as pl
 
 from core.fills import fill_fee, fill_price, fill_references
 from core.metrics import summarize
+from core.universe import is_coin
 
 MOMENTUM_WINDOW = 30
 """Bars of the momentum rule's look-back, counted across the whole window (not per episode)."""
@@ -155,7 +156,7 @@ def bar_opens(frame: pl.DataFrame) -> npt.NDArray[np.float64] | None:
 
 def periods_per_year(symbol: str) -> float:
     """Trading days per year of a symbol's daily returns: 365 for a coin pair ("BTC/USD"), else 252."""
-    return 365.0 if "/" in symbol else 252.0
+    return 365.0 if is_coin(symbol) else 252.0
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from core.universe import COIN_SYMBOLS, EQUITY_SYMBOLS
+from core.universe import COIN_SYMBOLS, EQUITY_SYMBOLS, is_coin
 
 Mode = Literal["replay", "paper", "live"]
 
@@ -154,7 +154,7 @@ class Settings(BaseSettings):
     @field_validator("coin_symbols")
     @classmethod
     def _coins_are_pairs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
-        bad = [c for c in value if "/" not in c]
+        bad = [c for c in value if not is_coin(c)]
         if bad:
             raise ValueError(f"coins are written as pairs like BTC/USD, not {bad}")
         return value

@@ -21,6 +21,7 @@ from adapters.clock import ManualClock
 from adapters.sim_broker import SimulatedBroker
 from core.fills import fill_references
 from core.sessions import SessionRule, session_rule, timeframe_span
+from core.universe import is_coin
 from models.dqn import greedy_q_paths
 from models.env import assign_episodes, build_sessions
 from models.features import FeatureSpec, compute_features
@@ -169,7 +170,7 @@ def run_backtest(
             symbol=symbol,
             model_id=model_id,
             feature_names=tuple(names),
-            fractional="/" in symbol,
+            fractional=is_coin(symbol),
             flatten_before_close_min=rule.flatten_min if rule.flattens else 0.0,
             store_inputs=False,
         ),
@@ -269,7 +270,7 @@ def run_backtest(
     fills = pl.DataFrame(ledger.rows["fills"], schema=SCHEMAS["fills"], orient="row").select(
         "ts", "symbol", "side", "qty", "price", "fee"
     )
-    ppy = 365.0 if "/" in symbol else 252.0
+    ppy = 365.0 if is_coin(symbol) else 252.0
     metrics = {
         "strategy": summarize(
             eq.select("ts", pl.col("strategy").alias("equity"), "position_value"),

@@ -15,10 +15,10 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -26,8 +26,11 @@ import duckdb
 import polars as pl
 
 from adapters.protocols import Broker
+from core.assets import CALENDAR_24_5, CALENDAR_24_7
+from core.bar_hours import quarantine_outside_hours
 from core.bar_quality import DEFAULT_JUMP_RULES, ValidatedBars, validate_bars
 from core.bar_schema import BAR_SCHEMA, TIMEFRAMES
+from core.stamp_shift import regular_sessions
 from models.features import FeatureSpec
 from trading.calendar import Session
 from trading.engine import MINUTE, TradingEngine
@@ -314,6 +317,12 @@ class BarStore:
     checked: int = 0
     """Frames that went through validate_bars."""
     _seeded: set[tuple[str, str]] = field(default_factory=set)
+    regular_hours: Mapping[str, str] | None = None
+    """symbol -> exchange calendar (the symbols table's): intraday bars of those symbols
+    outside every regular session go to the quarantine as `outside_regular_hours`, as the
+    ingest's rule (core.bar_hours) sends them -- a paper run started at 09:25 receives
+    pre-market bars. None: no such check (coins; a replay of stored bars)."""
+    _windows: dict[tuple[str, date], list[tuple[datetime, datetime]]] = field(default_factory=dict)
 
     def store(self, frame: pl.DataFrame, now: datetime, con: Any = None) -> pl.DataFrame:
         """Validate and store one delivery; returns the rows accepted (stored or outboxed)."""
@@ -366,9 +375,37 @@ class BarStore:
                     checked.good.sort("ts").select("symbol", "timeframe", "close").iter_rows()
                 )
             }
+        if self.regular_hours and self._off_hours(checked.good):
+            checked = quarantine_outside_hours(checked, self.regular_hours)
+            closes = {
+                key: close for key, close in closes.items() if key[0] not in self.regular_hours
+            } | {
+                (sym, tf): close
+                for sym, tf, close in (
+                    checked.good.sort("ts").select("symbol", "timeframe", "close").iter_rows()
+                )
+            }
         self.previous.update(closes)
         self._remember(checked.good)
         return checked
+
+    def _off_hours(self, good: pl.DataFrame) -> bool:
+        """Whether a bar of a symbol on an exchange calendar misses the regular sessions of
+        its day (a cheap look at cached session windows; the shared rule then decides)."""
+        assert self.regular_hours is not None
+        for symbol, ts in good.select("symbol", "ts").iter_rows():
+            calendar = self.regular_hours.get(symbol)
+            if calendar in (None, CALENDAR_24_7, CALENDAR_24_5):
+                continue
+            day = ts.date()
+            windows = self._windows.get((calendar, day))
+            if windows is None:
+                found = regular_sessions(calendar, day - timedelta(days=1), day + timedelta(days=1))
+                windows = list(found.select("open", "close").iter_rows())
+                self._windows[(calendar, day)] = windows
+            if not any(o <= ts < c for o, c in windows):
+                return True
+        return False
 
     def _store(self, con: Any, frame: pl.DataFrame, now: datetime) -> pl.DataFrame:
         self._merge_outbox(con, now)

@@ -35,6 +35,7 @@ import polars as pl
 from adapters.clock import ManualClock
 from adapters.protocols import BarStream, Broker, Clock, TradeUpdates
 from adapters.sim_broker import SimulatedBroker
+from core.assets import default_calendar, infer_asset_class
 from core.universe import is_coin
 from models.registry import AgentPolicy
 from trading.account_risk import AccountRisk
@@ -73,6 +74,16 @@ def stored_calendar(warehouse: Path, symbol: str) -> str | None:
     which the live features' time of session follows as training's did."""
     info = load_symbol_infos(warehouse, [symbol]).get(symbol)
     return None if info is None else info.calendar
+
+
+def exchange_calendars(warehouse: Path, symbols: Iterable[str]) -> dict[str, str]:
+    """symbol -> calendar (the symbols table's, else the one its name implies)."""
+    names = list(symbols)
+    infos = load_symbol_infos(warehouse, names)
+    return {
+        s: infos[s].calendar if s in infos else default_calendar(infer_asset_class(s))
+        for s in names
+    }
 
 
 # ---- the stream's health ----------------------------------------------------------------
@@ -321,7 +332,13 @@ class StreamFeed(MinuteFeed):
         self.lock_timeout_s = lock_timeout_s
         # Bars validated and stored by the handler, kept in memory for the decisions; with
         # the warehouse held by another process they go to the outbox and trading goes on.
-        self.store = BarStore(warehouse, outbox=outbox, lock_timeout_s=lock_timeout_s)
+        # Stocks' bars outside their regular sessions are held back, as the ingest does.
+        self.store = BarStore(
+            warehouse,
+            outbox=outbox,
+            lock_timeout_s=lock_timeout_s,
+            regular_hours=exchange_calendars(warehouse, self.symbols),
+        )
         self.arrivals = Arrivals()
         # DuckDB (2.0) breaks when two threads of one process open and close connections to
         # one file at the same moment ("python_arrow_scan does not exist", "unique file

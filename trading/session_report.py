@@ -8,6 +8,7 @@ from typing import Any
 
 import polars as pl
 
+from core.universe import is_coin
 from trading.baselines import BUY_AND_HOLD, benchmark_books, benchmark_metrics
 from trading.metrics import summarize
 from trading.report import write_report
@@ -78,7 +79,7 @@ def session_report(
         [symbols, start - timedelta(hours=1), end],
     )
     # One session is too short for daily returns: per-bar ratios, annualised by bars per year.
-    bars_per_year = 525_600.0 if "/" in symbols[0] else 252.0 * 390
+    bars_per_year = 525_600.0 if is_coin(symbols[0]) else 252.0 * 390
     metrics = {
         "strategy": summarize(
             curve.select("ts", "equity", pl.col("positions_value").alias("position_value")),

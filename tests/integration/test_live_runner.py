@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from adapters.clock import ManualClock
 from adapters.sim_broker import SimulatedBroker
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
-from core.bar_schema import BAR_COLUMNS
+from core.bar_schema import BAR_COLUMNS, BAR_SCHEMA
 from core.universe import EQUITY_SYMBOLS
 from models.features import FeatureScaler, FeatureSpec, compute_features
 from models.qnet import Architecture, NestedLSTMQNet
@@ -257,3 +257,46 @@ def test_a_minute_not_decided_is_walked_so_the_next_decision_is_unchanged(
     assert len(after) == 10
     for ts in after:
         np.testing.assert_allclose(q[("gappy", ts)], q[("steady", ts)], rtol=1e-6, atol=1e-6)
+
+
+def test_the_live_store_holds_back_stock_bars_outside_regular_hours(tmp_path: Path) -> None:
+    # A paper run started at 09:25 New York time receives the pre-market minutes: held back
+    # with the ingest's reason, as ingest-bars holds them back; the coin's bars are kept.
+    path = tmp_path / "hours.duckdb"
+    open_ = datetime(2024, 7, 2, 13, 30, tzinfo=UTC)  # 09:30 EDT
+    store = BarStore(path, regular_hours={"SPY": "XNYS", "BTC/USD": "24/7"})
+
+    def minute(ts: datetime, symbol: str, price: float) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "symbol": [symbol],
+                "timeframe": ["1Min"],
+                "ts": [ts],
+                "open": [price],
+                "high": [price * 1.001],
+                "low": [price * 0.999],
+                "close": [price],
+                "volume": [100.0],
+                "trade_count": [5],
+                "vwap": [price],
+                "source": ["alpaca"],
+            },
+            schema=BAR_SCHEMA,
+        )
+
+    for i in range(-3, 3):
+        ts = open_ + i * MINUTE
+        store.store(
+            pl.concat([minute(ts, "BTC/USD", 60_000.0), minute(ts, "SPY", 500.0)]), ts + MINUTE
+        )
+    with connect(path) as con:
+        stored = con.execute(
+            "SELECT symbol, count(*), min(ts) FROM bars GROUP BY 1 ORDER BY 1"
+        ).fetchall()
+        held = con.execute(
+            "SELECT symbol, reason, count(*) FROM bars_quarantine GROUP BY 1, 2"
+        ).fetchall()
+    assert stored == [("BTC/USD", 6, open_ - 3 * MINUTE), ("SPY", 3, open_)]
+    assert held == [("SPY", "outside_regular_hours", 3)]
+    assert store.minute(open_ - MINUTE, ("SPY",)) is None  # not in memory for a decision
+    assert store.minute(open_, ("SPY", "BTC/USD")) is not None
