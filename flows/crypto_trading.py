@@ -39,7 +39,9 @@ from trading.session_start import (
     check_mode,
     symbol_costs,
 )
+from warehouse.bars import newest_bar_ts
 from warehouse.db import connect
+from warehouse.trade_history import run_decisions_by_symbol, run_order_count
 
 COIN_WAIT_S = 5.0
 """paper/live: how long after a minute boundary (+3 s) the decisions wait for every coin's
@@ -47,10 +49,7 @@ bar; a coin with no trade that minute has none (Alpaca sends none) and skips it.
 
 
 def _newest_day(con: Any, coins: list[str]) -> date | None:
-    rows = con.execute(
-        "SELECT max(ts) FROM bars WHERE timeframe = '1Min' AND list_contains(?, symbol)", [coins]
-    ).fetchall()
-    newest = rows[0][0] if rows else None
+    newest = newest_bar_ts(con, coins, "1Min")
     return None if newest is None else newest.astimezone(UTC).date()
 
 
@@ -165,15 +164,8 @@ def report_crypto_session(
     """The run's counts and its Prefect artifact."""
     plan, book = trading.plan, trading.book
     with connect(plan.warehouse) as con:
-        per_coin = con.execute(
-            "SELECT symbol, count(*), count(*) FILTER (WHERE action = 'long') FROM decisions"
-            " WHERE run_id = ? GROUP BY symbol ORDER BY symbol",
-            [plan.run_id],
-        ).fetchall()
-        n_orders = con.execute(
-            "SELECT count(*) FROM orders o JOIN decisions d USING (decision_id) WHERE d.run_id = ?",
-            [plan.run_id],
-        ).fetchall()[0][0]
+        per_coin = run_decisions_by_symbol(con, plan.run_id)
+        n_orders = run_order_count(con, plan.run_id)
     lat = np.array(decided_ms) if decided_ms else np.array([0.0])
     coins = sorted(trading.runners)
     summary = {

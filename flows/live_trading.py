@@ -39,7 +39,9 @@ from trading.session_start import (
     load_compatible_model,
     symbol_costs,
 )
+from warehouse.bars import bar_sources, newest_bar_ts
 from warehouse.db import connect
+from warehouse.trade_history import run_decision_counts, run_order_count
 
 check_session = task(name="check-session", cache_policy=NO_CACHE)(trading_run)
 """The calendar, the clock and the adapters for the mode (flows.wiring.trading_run), as a task."""
@@ -52,10 +54,7 @@ symbol's bar before deciding without it (the next minute walks it through)."""
 
 
 def newest_session(con: Any, symbol: str, timeframe: str) -> date | None:
-    rows = con.execute(
-        "SELECT max(ts) FROM bars WHERE symbol = ? AND timeframe = ?", [symbol, timeframe]
-    ).fetchall()
-    newest = rows[0][0] if rows else None
+    newest = newest_bar_ts(con, [symbol], timeframe)
     if newest is None:
         return None
     if is_coin(symbol):
@@ -217,14 +216,8 @@ def report_session(
     """The run's counts, its HTML report and its Prefect artifact."""
     session, account = plan.session, plan.account
     with connect(plan.warehouse) as con:
-        counts = con.execute(
-            "SELECT count(*), count(*) FILTER (WHERE action <> 'hold') FROM decisions WHERE run_id = ?",
-            [run_id],
-        ).fetchall()[0]
-        n_orders = con.execute(
-            "SELECT count(*) FROM orders o JOIN decisions d USING (decision_id) WHERE d.run_id = ?",
-            [run_id],
-        ).fetchall()[0][0]
+        counts = run_decision_counts(con, run_id)
+        n_orders = run_order_count(con, run_id)
         reports = (
             Path(config.reports_dir) if config.reports_dir else get_settings().data_dir / "reports"
         )
@@ -233,13 +226,7 @@ def report_session(
             "CAGR, Sharpe, Sortino and Calmar of one session are annualised from minute "
             "returns: read them as scale, not as a forecast.",
         ]
-        sources = [
-            str(r[0])
-            for r in con.execute(
-                "SELECT DISTINCT source FROM bars WHERE symbol = ? AND ts >= ? AND ts < ?",
-                [spec.traded, session.open, session.close],
-            ).fetchall()
-        ]
+        sources = bar_sources(con, spec.traded, session.open, session.close)
         if any(s.startswith("synthetic") for s in sources):
             notes.insert(0, "SYNTHETIC data: these are generated minute bars, not market prices.")
         made = session_report(

@@ -506,6 +506,8 @@ class TradingSession:
             raise ValueError(f"one session trades one timeframe, not {sorted(timeframes)}")
         self.timeframe = timeframes.pop()
         self.warmed = 0
+        self.symbols = sorted({s for r in self.runners.values() for s in r.spec.symbols})
+        """Every symbol the runners' features read (the traded ones and their inputs)."""
         self.feed.traded = set(self.runners)
         self.guard = AccountRisk(
             plan.account,
@@ -567,11 +569,6 @@ class TradingSession:
     @property
     def risks(self) -> list[RiskEngine]:
         return [r.engine.risk for r in self.runners.values()]
-
-    @property
-    def symbols(self) -> list[str]:
-        """Every symbol the runners' features read (the traded ones and their inputs)."""
-        return sorted({s for r in self.runners.values() for s in r.spec.symbols})
 
     def open(self) -> int:
         """Recover, reconcile, warm up; returns the bars the policies were warmed up on."""

@@ -527,3 +527,28 @@ def apply_split(
                 con.unregister(view)
             released += checked.good.height
     return SplitResult(adjusted=adjusted, released=released, actions=actions)
+
+
+def newest_bar_ts(
+    con: duckdb.DuckDBPyConnection, symbols: Sequence[str], timeframe: str
+) -> datetime | None:
+    """Start of the newest stored bar of any of `symbols` in `timeframe` (None: none stored)."""
+    rows = con.execute(
+        "SELECT max(ts) FROM bars WHERE timeframe = ? AND list_contains(?, symbol)",
+        [timeframe, list(symbols)],
+    ).fetchall()
+    newest = rows[0][0] if rows else None
+    return newest if isinstance(newest, datetime) else None
+
+
+def bar_sources(
+    con: duckdb.DuckDBPyConnection, symbol: str, start: datetime, end: datetime
+) -> list[str]:
+    """The sources of a symbol's stored bars starting in [start, end)."""
+    return [
+        str(r[0])
+        for r in con.execute(
+            "SELECT DISTINCT source FROM bars WHERE symbol = ? AND ts >= ? AND ts < ?",
+            [symbol, start, end],
+        ).fetchall()
+    ]

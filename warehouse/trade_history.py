@@ -137,3 +137,34 @@ def fills_by_route(con: duckdb.DuckDBPyConnection, mode: str) -> dict[str, int]:
             "SELECT seen_via, count(*) FROM fills WHERE mode = ? GROUP BY seen_via", [mode]
         ).fetchall()
     }
+
+
+def run_decision_counts(con: duckdb.DuckDBPyConnection, run_id: str) -> tuple[int, int]:
+    """(decisions, of them not 'hold') of one run."""
+    row = con.execute(
+        "SELECT count(*), count(*) FILTER (WHERE action <> 'hold') FROM decisions WHERE run_id = ?",
+        [run_id],
+    ).fetchall()[0]
+    return int(row[0]), int(row[1])
+
+
+def run_decisions_by_symbol(
+    con: duckdb.DuckDBPyConnection, run_id: str
+) -> list[tuple[str, int, int]]:
+    """(symbol, decisions, of them 'long') of one run, by symbol."""
+    rows = con.execute(
+        "SELECT symbol, count(*), count(*) FILTER (WHERE action = 'long') FROM decisions"
+        " WHERE run_id = ? GROUP BY symbol ORDER BY symbol",
+        [run_id],
+    ).fetchall()
+    return [(str(s), int(n), int(lg)) for s, n, lg in rows]
+
+
+def run_order_count(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
+    """Orders sent for one run's decisions."""
+    return int(
+        con.execute(
+            "SELECT count(*) FROM orders o JOIN decisions d USING (decision_id) WHERE d.run_id = ?",
+            [run_id],
+        ).fetchall()[0][0]
+    )

@@ -21,9 +21,7 @@ SQL_METHODS = frozenset({"execute", "executemany", "sql"})
 # test below until its entry is removed.
 ALLOWED_SQL_FILES: frozenset[str] = frozenset(
     {
-        "flows/crypto_trading.py",  # held positions at start, the session report's counts
         "flows/demo.py",  # the demo's printed ledger rows
-        "flows/live_trading.py",  # held positions at start, the session report's counts
     }
 )
 
