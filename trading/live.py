@@ -9,7 +9,6 @@ of the old 10-minute wait for history.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import math
 import os
@@ -24,6 +23,7 @@ from typing import Any
 
 import duckdb
 import polars as pl
+from filelock import FileLock, Timeout
 
 from adapters.protocols import Broker
 from core.assets import CALENDAR_24_5, CALENDAR_24_7
@@ -61,27 +61,26 @@ class LiveRunLockedError(RuntimeError):
     """Another live-trading run holds the lock."""
 
 
+def _write_holder(fd: int) -> None:
+    # Called by filelock with the lock held: the lock file itself names the holder for a loser.
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()}".encode(), 0)
+
+
 @contextmanager
 def run_lock(path: Path) -> Iterator[None]:
     """One live run at a time on this machine (beside the deployment's concurrency limit)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    handle = path.open("a+")
+    lock = FileLock(path, blocking=False, preserve_lock_file=True, on_acquired=_write_holder)
     try:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "unknown"
-            raise LiveRunLockedError(
-                f"another live-trading run holds {path} ({holder}); one run at a time"
-            ) from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"pid {os.getpid()}")
-        handle.flush()
+        held = lock.acquire()
+    except Timeout:
+        holder = path.read_text().strip() or "unknown"
+        raise LiveRunLockedError(
+            f"another live-trading run holds {path} ({holder}); one run at a time"
+        ) from None
+    with held:
         yield
-    finally:
-        handle.close()
 
 
 def load_tail(

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import random
 import re
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 import duckdb
 import polars as pl
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from warehouse.migrate import apply_migrations, current_version
 
@@ -46,9 +52,11 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         raise
 
 
-def _is_lock_conflict(exc: duckdb.Error) -> bool:
+def _is_lock_conflict(exc: BaseException) -> bool:
     text = str(exc)
-    return "Could not set lock" in text or "Conflicting lock" in text
+    return isinstance(exc, duckdb.IOException) and (
+        "Could not set lock" in text or "Conflicting lock" in text
+    )
 
 
 def describe_holder(message: str) -> str:
@@ -80,22 +88,24 @@ def open_connection(
         )
     if not read_only:
         path.parent.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    attempt = 0
-    while True:
-        try:
-            con = duckdb.connect(str(path), read_only=read_only)
-            break
-        except duckdb.IOException as exc:
-            if not _is_lock_conflict(exc):
-                raise
-            waited = time.monotonic() - start
-            if waited >= timeout_s:
-                raise WarehouseLockedError(path, waited, describe_holder(str(exc))) from None
-            # Full jitter keeps several waiting processes from retrying in lock-step.
-            delay = random.uniform(0, min(max_delay_s, base_delay_s * 2**attempt))
-            time.sleep(min(delay, max(0.0, timeout_s - waited)))
-            attempt += 1
+    # Full jitter keeps several waiting processes from retrying in lock-step; the last wait
+    # ends at the timeout, so the last attempt is made then.
+    jitter = wait_random_exponential(multiplier=base_delay_s, max=max_delay_s)
+
+    def wait(state: RetryCallState) -> float:
+        return min(jitter(state), max(0.0, timeout_s - (state.seconds_since_start or 0.0)))
+
+    def give_up(state: RetryCallState) -> NoReturn:
+        conflict = state.outcome.exception() if state.outcome else None
+        holder = describe_holder(str(conflict))
+        raise WarehouseLockedError(path, state.seconds_since_start or 0.0, holder) from None
+
+    con = Retrying(
+        retry=retry_if_exception(_is_lock_conflict),
+        wait=wait,
+        stop=stop_after_delay(timeout_s),
+        retry_error_callback=give_up,
+    )(duckdb.connect, str(path), read_only=read_only)
     con.execute("SET TimeZone = 'UTC'")
     return con
 
