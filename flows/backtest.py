@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import sys
+from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 from prefect import flow
 from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
@@ -14,38 +17,50 @@ from tqdm import tqdm
 
 from core.assets import infer_asset_class
 from core.costs import configured_costs
-from core.sessions import session_rule
+from core.provenance import data_sources
+from core.sessions import SessionRule, session_rule
 from core.settings import get_settings, require_writable
 from flows.config import BacktestConfig, utc_midnight
 from flows.data_defaults import resolve_backtest_config
+from models.env import Costs
 from models.features import unavailable_note
-from models.registry import load_registered_agent
-from trading.backtest import run_backtest, warmup_days
+from models.registry import AgentPolicy, load_registered_agent
+from trading.backtest import BacktestResult, run_backtest, warmup_days
 from trading.inputs import input_loader
 from trading.ledger import Ledger
 from trading.report import report_markdown, write_report
 from trading.risk import RiskLimits
 from warehouse.bars import load_bars
 from warehouse.db import connect
-from warehouse.io import load_frame
 from warehouse.registry import choose_model
-from warehouse.summary import load_symbol_coverage
+from warehouse.summary import hourly_sentiment, load_symbol_coverage
 from warehouse.symbols import load_symbols
 
 
-@flow(name="backtest", log_prints=True)
-def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
-    """Run a registered agent over [start, end) with the simulated broker; ledger, metrics, report."""
-    config = config or BacktestConfig()
-    settings = get_settings()
-    logger = get_run_logger()
-    warehouse = Path(config.warehouse) if config.warehouse else settings.warehouse_path
-    reports = Path(config.reports_dir) if config.reports_dir else settings.data_dir / "reports"
-    # Found now, not after the whole backtest has run.
-    require_writable(reports, f"the reports folder {reports}", "reports_dir or TRADINGML_DATA_DIR")
-    require_writable(
-        warehouse.parent, f"the warehouse {warehouse}", "warehouse or TRADINGML_WAREHOUSE"
-    )
+def _say(logger: Any, text: str) -> None:
+    """Once, on the console too (the progress bar's stream) and in the run's log."""
+    sys.stderr.write(text + "\n")
+    logger.info(text)
+
+
+@dataclass(frozen=True)
+class _Setup:
+    """A backtest's resolved inputs: the model, its bars and inputs, costs and episode rule."""
+
+    config: BacktestConfig
+    row: dict[str, Any]
+    policy: AgentPolicy
+    bars: pl.DataFrame
+    sentiment: pl.DataFrame | None
+    forecasts: pl.DataFrame | None
+    costs: Costs
+    rule: SessionRule
+    run_id: str
+
+
+def _setup(config: BacktestConfig, warehouse: Path, logger: Any) -> _Setup:
+    """The model (production or named), the range it defaults to, its costs (the symbol's asset
+    class), its episode rule (the stored calendar, as trained), its bars and inputs with warm-up."""
     with connect(warehouse) as con:
         row = choose_model(con, config.symbol, config.model_id)
     policy = load_registered_agent(row)
@@ -54,19 +69,15 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
         coverage = load_symbol_coverage(con, [config.symbol])
     config, using = resolve_backtest_config(config, coverage, spec.timeframe, row.get("params"))
     if using is not None:
-        sys.stderr.write(using + "\n")
-        logger.info(using)
+        _say(logger, using)
     start, end = utc_midnight(config.start), utc_midnight(config.end)
-    from datetime import timedelta
-
     trained = row.get("params") or {}
     with connect(warehouse) as con:
         stored = load_symbols(con, [spec.traded]).get(spec.traded)
     # Costs follow the symbol's asset class (stored at import, else inferred from its name).
     asset_class = stored.asset_class if stored is not None else infer_asset_class(spec.traded)
     costs = configured_costs(asset_class, config.fee_bps, config.slippage_bps)
-    sys.stderr.write(costs.describe(asset_class) + "\n")
-    logger.info(costs.describe(asset_class))
+    _say(logger, costs.describe(asset_class))
     # The calendar stored with the symbol at import; the episodes the model was trained on.
     episode_bars = config.episode_bars
     if episode_bars is None and trained.get("episode_bars") is not None:
@@ -90,10 +101,8 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
         )
     note = unavailable_note(bars, spec)
     if note is not None:
-        # Once, on the console too: close-only series (skfolio) lack what these need.
-        sys.stderr.write(note + "\n")
-        logger.info(note)
-    loader = input_loader(spec, row.get("params") or {})
+        _say(logger, note)  # close-only series (skfolio) lack what these need
+    loader = input_loader(spec, trained)
     sentiment = forecasts = None
     if loader is not None:
         with connect(warehouse) as con:
@@ -102,7 +111,12 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
     run_id = (
         f"bt-{config.symbol.replace('/', '-')}-{config.start}-{config.end}-{key.hexdigest()[:8]}"
     )
-    ledger = Ledger(warehouse, mode="backtest")
+    return _Setup(config, row, policy, bars, sentiment, forecasts, costs, rule, run_id)
+
+
+def _run(b: _Setup, ledger: Ledger) -> BacktestResult:
+    """The backtest through the live execution path, with a progress bar."""
+    config = b.config
     bar = tqdm(
         total=1, desc=f"backtest {config.symbol}", unit="bar", file=sys.stderr, mininterval=1.0
     )
@@ -113,40 +127,45 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
         bar.refresh()
 
     result = run_backtest(
-        policy,
-        bars,
-        model_id=str(row["model_id"]),
-        run_id=run_id,
-        start=start,
-        end=end,
+        b.policy,
+        b.bars,
+        model_id=str(b.row["model_id"]),
+        run_id=b.run_id,
+        start=utc_midnight(config.start),
+        end=utc_midnight(config.end),
         ledger=ledger,
         cash=config.cash,
-        fee_bps=costs.fee_bps,
-        slippage_bps=costs.slippage_bps,
-        sell_fee_bps=costs.sell_fee_bps,
+        fee_bps=b.costs.fee_bps,
+        slippage_bps=b.costs.slippage_bps,
+        sell_fee_bps=b.costs.sell_fee_bps,
         limits=RiskLimits(**config.risk.limits()),
         flatten_before_close_min=config.flatten_before_close_min,
-        rule=rule,
+        rule=b.rule,
         progress=progress,
-        sentiment=sentiment,
-        forecasts=forecasts,
+        sentiment=b.sentiment,
+        forecasts=b.forecasts,
     )
     bar.close()
-    sources = sorted(str(s) for s in bars.get_column("source").unique().to_list())
-    notes = [f"Bars from: {', '.join(sources)}; model {row['model_id']} (stage {row['stage']})."]
+    return result
+
+
+def _store(
+    b: _Setup, result: BacktestResult, ledger: Ledger, warehouse: Path, reports: Path
+) -> tuple[Path, dict[str, int], list[str]]:
+    """The report first, under a temporary name; then the ledger rows in one transaction; then
+    the report under its name. A failure at any step leaves neither behind: never a ledger
+    without its report, nor a report of rows that were not stored."""
+    config = b.config
+    sources = data_sources(b.bars)
+    notes = [
+        f"Bars from: {', '.join(sources)}; model {b.row['model_id']} (stage {b.row['stage']})."
+    ]
     if any(s.startswith("synthetic") for s in sources):
         notes.insert(0, "SYNTHETIC data: these are generated minute bars, not market prices.")
     with connect(warehouse) as con:
-        hourly = load_frame(
-            con,
-            "SELECT hour AS ts, symbol, avg(mean_compound) AS sentiment FROM v_sentiment_hourly"
-            " WHERE symbol = ? AND hour >= ? AND hour < ? GROUP BY ALL ORDER BY ts",
-            [config.symbol, start, end],
-        )
-    # The report first, under a temporary name; then the ledger rows in one transaction;
-    # then the report under its name. A failure at any step leaves neither behind: never
-    # a ledger without its report, nor a report of rows that were not stored.
-    partial = reports / f".{run_id}.html.partial"
+        start, end = utc_midnight(config.start), utc_midnight(config.end)
+        hourly = hourly_sentiment(con, [config.symbol], start, end)
+    partial = reports / f".{b.run_id}.html.partial"
     try:
         write_report(
             partial,
@@ -164,9 +183,28 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
     except BaseException:
         partial.unlink(missing_ok=True)
         raise
-    path = partial.replace(reports / f"{run_id}.html")
+    return partial.replace(reports / f"{b.run_id}.html"), written, sources
+
+
+@flow(name="backtest", log_prints=True)
+def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
+    """Run a registered agent over [start, end) with the simulated broker; ledger, metrics, report."""
+    config = config or BacktestConfig()
+    settings = get_settings()
+    logger = get_run_logger()
+    warehouse = Path(config.warehouse) if config.warehouse else settings.warehouse_path
+    reports = Path(config.reports_dir) if config.reports_dir else settings.data_dir / "reports"
+    # Found now, not after the whole backtest has run.
+    require_writable(reports, f"the reports folder {reports}", "reports_dir or TRADINGML_DATA_DIR")
+    require_writable(
+        warehouse.parent, f"the warehouse {warehouse}", "warehouse or TRADINGML_WAREHOUSE"
+    )
+    b = _setup(config, warehouse, logger)
+    ledger = Ledger(warehouse, mode="backtest")
+    result = _run(b, ledger)
+    path, written, sources = _store(b, result, ledger, warehouse, reports)
     create_markdown_artifact(
-        key="backtest-report", markdown=report_markdown(result.metrics, path), description=run_id
+        key="backtest-report", markdown=report_markdown(result.metrics, path), description=b.run_id
     )
     create_link_artifact(
         key="backtest-report-file", link=path.resolve().as_uri(), link_text=path.name
@@ -174,7 +212,7 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
     s = result.metrics["strategy"]
     logger.info(
         "%s: %d decisions, %d orders; total return %.2f%% (buy-and-hold %.2f%%), max drawdown %.2f%%",
-        run_id,
+        b.run_id,
         result.decisions,
         result.orders,
         100 * s["total_return"],
@@ -182,9 +220,9 @@ def backtest(config: BacktestConfig | None = None) -> dict[str, Any]:
         100 * s["max_drawdown"],
     )
     return {
-        "run_id": run_id,
-        "model_id": row["model_id"],
-        "symbol": config.symbol,
+        "run_id": b.run_id,
+        "model_id": b.row["model_id"],
+        "symbol": b.config.symbol,
         "decisions": result.decisions,
         "orders": result.orders,
         "fills": result.fills.height,

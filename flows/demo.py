@@ -34,32 +34,29 @@ from flows.config import (
 from flows.crypto_trading import crypto_trading
 from flows.ingest_bars import ingest_bars
 from flows.live_trading import live_trading
-from flows.nightly_retrain import agent_decisions, apply_gate, nightly_retrain
+from flows.nightly_retrain import nightly_retrain
 from flows.scrape_reddit import scrape_reddit
 from flows.train_agent import train_agent
 from models.evaluation import judge_candidate
 from models.gate import GateDecision, VerdictFunction
+from tasks.gate import agent_decisions, apply_gate
 from warehouse.bars import load_bars
 from warehouse.db import connect
-from warehouse.io import load_frame
-from warehouse.registry import load_promotion_history, production_model_id
+from warehouse.registry import load_promotion_history, production_model_id, production_symbols
 from warehouse.summary import (
     EXAMPLE_SQL,
     SENTIMENT_SQL,
     load_coverage,
+    load_example_rows,
+    load_latest_gate,
     load_quarantine_counts,
     load_sentiment_summary,
 )
+from warehouse.summary import GATE_SQL as GATE_SQL  # the CLI's nightly table
 from warehouse.symbols import load_symbols
 
 DEMO_COINS = ("BTC/USD", "ETH/USD", "DOGE/USD")
-GATE_SQL = """select kind, symbol, replace(reference, 'baseline:', '') as reference,
-       round(candidate_objective, 2) as candidate, round(reference_objective, 2) as ref_value,
-       test, round(spa_p, 3) as spa_p, round(dsr, 3) as dsr, round(p_value, 3) as p_value,
-       promoted
-from promotion_decisions
-where decided_at = (select max(decided_at) from promotion_decisions)
-order by kind, symbol"""
+MINUTE_AGENT = "SPY minute (synthetic)"
 
 SAMPLE_FILE = Path(__file__).resolve().parents[1] / "examples" / "faulty_bars.csv"
 
@@ -122,7 +119,7 @@ def gate_minute_agent(
     verdict_function: VerdictFunction = judge_candidate,
 ) -> GatedAgent:
     """Judge the minute agent's candidates on the selection range [train_end, report_start)
-    exactly as nightly-retrain judges agents (flows.nightly_retrain.agent_decisions: each a
+    exactly as nightly-retrain judges agents (tasks.gate.agent_decisions: each a
     trial first, SPA + deflated Sharpe against the champion and the baselines), store the
     verdicts and promote only what passes (apply_gate). The report range's bars are not even
     loaded. Returns the production candidate if the gate promoted one (now or on an earlier
@@ -213,7 +210,46 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
     config = config or DemoConfig()
     logger = get_run_logger()
     warehouse = config.warehouse or str(get_settings().warehouse_path)
+    ingest = _ingest(config, warehouse, logger)  # 1-3
+    posts = _posts(config, warehouse, logger)  # 4
+    agents = _train_agents(config, warehouse, logger)  # 5-6
+    gated, backtest_result, session = _gate_and_trade(config, warehouse, agents, logger)  # 7-8
+    nightly, verdicts, crypto = _nightly_and_crypto(config, warehouse, logger)  # 9-10
+    with connect(warehouse) as con:
+        coverage = load_coverage(con)
+        quarantine = load_quarantine_counts(con)
+        example = load_example_rows(con)
+        sentiment = load_sentiment_summary(con)
+    _summary_artifact(config, gated, coverage, quarantine, example, sentiment)
+    return {
+        "warehouse": warehouse,
+        "ingest": ingest,
+        "posts": {k: v for k, v in posts.items() if k != "sentiment_now"},
+        "sentiment": sentiment.to_dicts(),
+        "sentiment_sql": SENTIMENT_SQL,
+        "coverage": coverage.to_dicts(),
+        "quarantine": quarantine.to_dicts(),
+        "example_sql": EXAMPLE_SQL,
+        "example_rows": example.to_dicts(),
+        "agents": agents,
+        "promoted": gated.model_id if gated.promoted else None,
+        "spy_agent": {
+            "model_id": gated.model_id,
+            "status": gated.label,
+            "ranges": demo_ranges(config),
+            "gate": gated.verdicts(),
+        },
+        "backtest": backtest_result,
+        "session": session,
+        "nightly": {k: v for k, v in nightly.items() if k in ("window", "failures", "notes")},
+        "gate": verdicts.to_dicts(),
+        "gate_sql": GATE_SQL,
+        "crypto": crypto,
+    }
 
+
+def _ingest(config: DemoConfig, warehouse: str, logger: Any) -> dict[str, Any]:
+    """Steps 1-3: real daily index bars, SYNTHETIC minute bars, a faulty SYNTHETIC CSV."""
     logger.info("1/10 real daily bars of the S&P 500 and NASDAQ indices (from the arch package)")
     real = ingest_bars(IngestBarsConfig(source="arch", warehouse=warehouse))
     logger.info("2/10 SYNTHETIC minute bars, %s to %s, 4 ETFs + 14 coins", config.start, config.end)
@@ -252,13 +288,22 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
             warehouse=warehouse,
         )
     )
+    return {
+        "arch": real,
+        "synthetic ETFs": synthetic,
+        "synthetic coins": synthetic_coins,
+        "sample_file": sample,
+    }
 
+
+def _posts(config: DemoConfig, warehouse: str, logger: Any) -> dict[str, Any]:
+    """Step 4: SYNTHETIC Reddit posts whose tone leads the coins."""
     logger.info(
         "4/10 SYNTHETIC Reddit posts, %s to %s: tone follows the ETFs and leads the coins",
         config.start,
         config.end,
     )
-    posts = scrape_reddit(
+    return scrape_reddit(
         ScrapeRedditConfig(
             source="synthetic",
             since=utc_midnight(config.start),
@@ -269,6 +314,10 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
             warehouse=warehouse,
         )
     )
+
+
+def _train_agents(config: DemoConfig, warehouse: str, logger: Any) -> dict[str, Any]:
+    """Steps 5-6: the SPY minute agent (SYNTHETIC) and the daily S&P 500 agent (real)."""
     logger.info("5/10 a deep-Q agent for SPY on the SYNTHETIC minute bars: %s", demo_ranges(config))
     # Its held-out evaluation is the selection range only: the report range stays unseen.
     minute_agent = train_agent(
@@ -296,16 +345,21 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
             warehouse=warehouse,
         )
     )
+    return {MINUTE_AGENT: minute_agent, "^GSPC daily (real)": daily_agent}
 
+
+def _gate_and_trade(
+    config: DemoConfig, warehouse: str, agents: dict[str, Any], logger: Any
+) -> tuple[GatedAgent, dict[str, Any], dict[str, Any]]:
+    """Steps 7-8: the gate on the SPY candidates, the backtest of the report months, the replay."""
     logger.info(
         "7/10 the promotion gate judges the SPY candidates on the selection months (SPA + "
         "deflated Sharpe, as nightly); the report months then get a backtest through the "
         "live execution path (simulated broker): %s",
         demo_ranges(config),
     )
-    gated = gate_minute_agent(
-        warehouse, "SPY", list(minute_agent["models"]), config, datetime.now(UTC)
-    )
+    candidates = list(agents[MINUTE_AGENT]["models"])
+    gated = gate_minute_agent(warehouse, "SPY", candidates, config, datetime.now(UTC))
     if gated.promoted:
         logger.info("gate: SPY agent %s %s", gated.model_id, PROMOTED)
     else:
@@ -323,57 +377,56 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
         gated.model_id,
         gated.label,
     )
-    session = live_trading(replay_config)
-    verdicts = pl.DataFrame()
-    nightly: dict[str, Any] = {}
-    crypto: dict[str, Any] = {"status": "not run", "why": "the nightly step is off (nightly=false)"}
-    if config.nightly:
-        logger.info(
-            "9/10 a small nightly retrain on %s: forecasters, coin agents with forecast and "
-            "sentiment inputs, the SVM allocator, and the promotion gate",
-            ", ".join(DEMO_COINS),
-        )
-        nightly = nightly_retrain(
-            NightlyRetrainConfig(
-                coins=list(DEMO_COINS),
-                include_spy=False,
-                start=config.start,
-                end=config.end - timedelta(days=1),
-                cycles=config.coin_agent_cycles,
-                # Hold out up to 30 days, at most a sixth of a shorter window.
-                agent_test_days=max(1, min(30, (config.end - config.start).days // 6)),
-                warehouse=warehouse,
-            )
-        )
-        with connect(warehouse) as con:
-            verdicts = load_frame(con, GATE_SQL)
-            coin_agents = [
-                str(r[0])
-                for r in con.execute(
-                    "SELECT symbol FROM models WHERE kind = 'dqn' AND stage = 'production'"
-                    " AND list_contains(?, symbol) ORDER BY symbol",
-                    [list(DEMO_COINS)],
-                ).fetchall()
-            ]
-        crypto = {"status": "not run", "why": "no coin agent passed the gate"}
-        if coin_agents:
-            logger.info(
-                "10/10 replay the newest stored UTC day of %s (crypto-trading)", coin_agents
-            )
-            crypto = crypto_trading(
-                CryptoTradingConfig(coins=coin_agents, mode="replay", warehouse=warehouse)
-            )
-        else:
-            logger.info("10/10 crypto-trading skipped: no coin agent passed the gate")
-    else:
+    return gated, backtest_result, live_trading(replay_config)
+
+
+def _nightly_and_crypto(
+    config: DemoConfig, warehouse: str, logger: Any
+) -> tuple[dict[str, Any], pl.DataFrame, dict[str, Any]]:
+    """Steps 9-10: a small nightly retrain on the demo coins, then a replay of the coins it promoted."""
+    if not config.nightly:
         logger.info("9-10/10 skipped: nightly=false")
-
+        why = "the nightly step is off (nightly=false)"
+        return {}, pl.DataFrame(), {"status": "not run", "why": why}
+    logger.info(
+        "9/10 a small nightly retrain on %s: forecasters, coin agents with forecast and "
+        "sentiment inputs, the SVM allocator, and the promotion gate",
+        ", ".join(DEMO_COINS),
+    )
+    nightly = nightly_retrain(
+        NightlyRetrainConfig(
+            coins=list(DEMO_COINS),
+            include_spy=False,
+            start=config.start,
+            end=config.end - timedelta(days=1),
+            cycles=config.coin_agent_cycles,
+            # Hold out up to 30 days, at most a sixth of a shorter window.
+            agent_test_days=max(1, min(30, (config.end - config.start).days // 6)),
+            warehouse=warehouse,
+        )
+    )
     with connect(warehouse) as con:
-        coverage = load_coverage(con)
-        quarantine = load_quarantine_counts(con)
-        example = load_frame(con, EXAMPLE_SQL)
-        sentiment = load_sentiment_summary(con)
+        verdicts = load_latest_gate(con)
+        coin_agents = production_symbols(con, "dqn", DEMO_COINS)
+    if not coin_agents:
+        logger.info("10/10 crypto-trading skipped: no coin agent passed the gate")
+        return nightly, verdicts, {"status": "not run", "why": "no coin agent passed the gate"}
+    logger.info("10/10 replay the newest stored UTC day of %s (crypto-trading)", coin_agents)
+    crypto = crypto_trading(
+        CryptoTradingConfig(coins=coin_agents, mode="replay", warehouse=warehouse)
+    )
+    return nightly, verdicts, crypto
 
+
+def _summary_artifact(
+    config: DemoConfig,
+    gated: GatedAgent,
+    coverage: pl.DataFrame,
+    quarantine: pl.DataFrame,
+    example: pl.DataFrame,
+    sentiment: pl.DataFrame,
+) -> None:
+    """What the demo put in the warehouse, as a markdown artifact."""
     create_markdown_artifact(
         key="demo-summary",
         markdown="\n\n".join(
@@ -397,36 +450,6 @@ def demo(config: DemoConfig | None = None) -> dict[str, Any]:
         ),
         description="What the demo put in the warehouse",
     )
-    return {
-        "warehouse": warehouse,
-        "ingest": {
-            "arch": real,
-            "synthetic ETFs": synthetic,
-            "synthetic coins": synthetic_coins,
-            "sample_file": sample,
-        },
-        "posts": {k: v for k, v in posts.items() if k != "sentiment_now"},
-        "sentiment": sentiment.to_dicts(),
-        "sentiment_sql": SENTIMENT_SQL,
-        "coverage": coverage.to_dicts(),
-        "quarantine": quarantine.to_dicts(),
-        "example_sql": EXAMPLE_SQL,
-        "example_rows": example.to_dicts(),
-        "agents": {"SPY minute (synthetic)": minute_agent, "^GSPC daily (real)": daily_agent},
-        "promoted": gated.model_id if gated.promoted else None,
-        "spy_agent": {
-            "model_id": gated.model_id,
-            "status": gated.label,
-            "ranges": demo_ranges(config),
-            "gate": gated.verdicts(),
-        },
-        "backtest": backtest_result,
-        "session": session,
-        "nightly": {k: v for k, v in nightly.items() if k in ("window", "failures", "notes")},
-        "gate": verdicts.to_dicts(),
-        "gate_sql": GATE_SQL,
-        "crypto": crypto,
-    }
 
 
 if __name__ == "__main__":

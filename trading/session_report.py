@@ -12,8 +12,15 @@ from core.universe import is_coin
 from trading.baselines import BUY_AND_HOLD, benchmark_books, benchmark_metrics
 from trading.metrics import summarize
 from trading.report import write_report
-from warehouse.io import load_frame
-from warehouse.trade_history import net_positions, recent_decisions
+from warehouse.bars import minute_open_close
+from warehouse.summary import hourly_sentiment
+from warehouse.trade_history import (
+    account_equity,
+    net_positions,
+    recent_decisions,
+    run_actions,
+    run_fills,
+)
 
 MINUTE = timedelta(minutes=1)
 
@@ -50,19 +57,8 @@ def session_report(
     if traded is None:
         return None
     bars, curve, books = traded
-    fills = load_frame(
-        con,
-        "SELECT f.ts, f.symbol, f.side, f.qty, f.price, f.fee FROM fills f"
-        " JOIN orders o USING (client_order_id) JOIN decisions d ON d.decision_id = o.decision_id"
-        " WHERE d.run_id = ? ORDER BY f.ts",
-        [run_id],
-    )
-    actions = load_frame(
-        con,
-        "SELECT ts - INTERVAL 1 MINUTE AS ts, symbol, action FROM decisions WHERE run_id = ?"
-        " ORDER BY ts",
-        [run_id],
-    )
+    fills = run_fills(con, run_id)
+    actions = run_actions(con, run_id)
     frame = curve.select("ts", pl.col("equity").alias("strategy")).with_columns(
         **{key: pl.Series(book.equity) for key, book in books.items()}
     )
@@ -72,12 +68,7 @@ def session_report(
         .join(held.rename({"ts": "at"}), on="at", how="left")
         .select("ts", "symbol", "action", pl.col("position").fill_null(0))
     )
-    sentiment = load_frame(
-        con,
-        "SELECT hour AS ts, symbol, avg(mean_compound) AS sentiment FROM v_sentiment_hourly"
-        " WHERE list_contains(?, symbol) AND hour >= ? AND hour < ? GROUP BY ALL ORDER BY ts",
-        [symbols, start - timedelta(hours=1), end],
-    )
+    sentiment = hourly_sentiment(con, symbols, start - timedelta(hours=1), end)
     # One session is too short for daily returns: per-bar ratios, annualised by bars per year.
     bars_per_year = 525_600.0 if is_coin(symbols[0]) else 252.0 * 390
     metrics = {
@@ -116,21 +107,10 @@ def _curve_and_benchmarks(
     """The session's bars, the account's equity curve on the first symbol's bar closes and the
     benchmarks' books on the same bars (core.baselines: the one implementation); None before
     two equity points."""
-    equity = load_frame(
-        con,
-        "SELECT ts, equity, positions_value FROM equity WHERE account = ? AND ts > ? AND ts <= ?"
-        " ORDER BY ts",
-        [account, start, end],
-    )
+    equity = account_equity(con, account, start, end)
     if equity.height < 2:
         return None
-    bars = load_frame(
-        con,
-        "SELECT symbol, ts, open, close FROM bars WHERE timeframe = '1Min'"
-        " AND list_contains(?, symbol)"
-        " AND ts >= ? AND ts < ? ORDER BY symbol, ts",
-        [symbols, start - MINUTE, end],
-    )
+    bars = minute_open_close(con, symbols, start - MINUTE, end)
     # Benchmarks on the first symbol's bars, aligned to the equity points (a bar's close);
     # with each bar's open, so a benchmark's decision fills at the next bar's open as the
     # session's own orders do.

@@ -552,3 +552,16 @@ def bar_sources(
             [symbol, start, end],
         ).fetchall()
     ]
+
+
+def minute_open_close(
+    con: duckdb.DuckDBPyConnection, symbols: Sequence[str], start: datetime, end: datetime
+) -> pl.DataFrame:
+    """symbol, ts, open, close of the stored 1Min bars starting in [start, end)."""
+    return load_frame(
+        con,
+        "SELECT symbol, ts, open, close FROM bars WHERE timeframe = '1Min'"
+        " AND list_contains(?, symbol)"
+        " AND ts >= ? AND ts < ? ORDER BY symbol, ts",
+        [list(symbols), start, end],
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, Literal
 
@@ -65,6 +66,18 @@ def production_model_id(con: duckdb.DuckDBPyConnection, kind: str, symbol: str) 
         [kind, symbol],
     ).fetchall()
     return str(rows[0][0]) if rows else None
+
+
+def production_symbols(
+    con: duckdb.DuckDBPyConnection, kind: str, symbols: Sequence[str]
+) -> list[str]:
+    """Which of `symbols` have a production model of `kind`, sorted."""
+    rows = con.execute(
+        "SELECT DISTINCT symbol FROM models WHERE kind = ? AND stage = 'production'"
+        " AND list_contains(?, symbol) ORDER BY symbol",
+        [kind, list(symbols)],
+    ).fetchall()
+    return [str(r[0]) for r in rows]
 
 
 def resolve_genome(

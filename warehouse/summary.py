@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import duckdb
 import polars as pl
 
@@ -30,6 +32,20 @@ FROM days
 WINDOW w AS (PARTITION BY symbol ORDER BY day)
 ORDER BY day DESC, symbol
 LIMIT 8"""
+
+
+GATE_SQL = """select kind, symbol, replace(reference, 'baseline:', '') as reference,
+       round(candidate_objective, 2) as candidate, round(reference_objective, 2) as ref_value,
+       test, round(spa_p, 3) as spa_p, round(dsr, 3) as dsr, round(p_value, 3) as p_value,
+       promoted
+from promotion_decisions
+where decided_at = (select max(decided_at) from promotion_decisions)
+order by kind, symbol"""
+
+
+def load_latest_gate(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The newest gate run's decisions, rounded for people (GATE_SQL)."""
+    return load_frame(con, GATE_SQL)
 
 
 def load_coverage(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
@@ -75,6 +91,23 @@ ORDER BY corr_next_hour DESC"""
 def load_sentiment_summary(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
     """Per symbol: posts, mean sentiment and its correlation with this and the next hour's return."""
     return load_frame(con, SENTIMENT_SQL)
+
+
+def load_example_rows(con: duckdb.DuckDBPyConnection) -> pl.DataFrame:
+    """The rows of the README's and the demo's example query (EXAMPLE_SQL)."""
+    return load_frame(con, EXAMPLE_SQL)
+
+
+def hourly_sentiment(
+    con: duckdb.DuckDBPyConnection, symbols: list[str], start: datetime, end: datetime
+) -> pl.DataFrame:
+    """ts (the hour), symbol, sentiment (mean VADER compound of its posts) for hours in [start, end)."""
+    return load_frame(
+        con,
+        "SELECT hour AS ts, symbol, avg(mean_compound) AS sentiment FROM v_sentiment_hourly"
+        " WHERE list_contains(?, symbol) AND hour >= ? AND hour < ? GROUP BY ALL ORDER BY ts",
+        [symbols, start, end],
+    )
 
 
 def load_symbol_coverage(con: duckdb.DuckDBPyConnection, symbols: list[str]) -> pl.DataFrame:

@@ -9,6 +9,7 @@ from pathlib import Path
 import duckdb
 
 from core.assets import SymbolInfo, check_asset_class
+from core.sessions import SessionRule, session_rule
 from warehouse.db import connect
 
 _COLUMNS = ("symbol", "asset_class", "calendar", "timezone", "source", "first_seen", "updated_at")
@@ -36,6 +37,16 @@ def load_symbols(
         )
         for sym, klass, cal, tz, src, first, updated in rows
     }
+
+
+def stored_session_rule(
+    con: duckdb.DuckDBPyConnection, symbol: str, timeframe: str, episode_bars: int | None = None
+) -> SessionRule:
+    """The rule `train` cuts `symbol`'s episodes with: the timeframe and the calendar stored
+    with the symbol (inferred from it when none is stored); episode_bars None: the timeframe's default."""
+    info = load_symbols(con, [symbol]).get(symbol)
+    calendar = info.calendar if info is not None else None
+    return session_rule(symbol, timeframe, calendar, episode_bars=episode_bars)
 
 
 def write_symbols(

@@ -6,6 +6,9 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import duckdb
+import polars as pl
+
+from warehouse.io import load_frame
 
 
 def net_positions(
@@ -167,4 +170,37 @@ def run_order_count(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
             "SELECT count(*) FROM orders o JOIN decisions d USING (decision_id) WHERE d.run_id = ?",
             [run_id],
         ).fetchall()[0][0]
+    )
+
+
+def run_fills(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """A run's fills (ts, symbol, side, qty, price, fee), through its orders and decisions."""
+    return load_frame(
+        con,
+        "SELECT f.ts, f.symbol, f.side, f.qty, f.price, f.fee FROM fills f"
+        " JOIN orders o USING (client_order_id) JOIN decisions d ON d.decision_id = o.decision_id"
+        " WHERE d.run_id = ? ORDER BY f.ts",
+        [run_id],
+    )
+
+
+def run_actions(con: duckdb.DuckDBPyConnection, run_id: str) -> pl.DataFrame:
+    """A run's decisions (ts = the decided bar's start, symbol, action)."""
+    return load_frame(
+        con,
+        "SELECT ts - INTERVAL 1 MINUTE AS ts, symbol, action FROM decisions WHERE run_id = ?"
+        " ORDER BY ts",
+        [run_id],
+    )
+
+
+def account_equity(
+    con: duckdb.DuckDBPyConnection, account: str, start: datetime, end: datetime
+) -> pl.DataFrame:
+    """An account's equity points (ts, equity, positions_value) in (start, end]."""
+    return load_frame(
+        con,
+        "SELECT ts, equity, positions_value FROM equity WHERE account = ? AND ts > ? AND ts <= ?"
+        " ORDER BY ts",
+        [account, start, end],
     )

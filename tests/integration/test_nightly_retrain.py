@@ -22,13 +22,14 @@ from adapters.synthetic import SyntheticBarSource
 from core.costs import costs_for
 from core.universe import EQUITY_SYMBOLS
 from flows.config import GateConfig, NightlyRetrainConfig
-from flows.nightly_retrain import agent_decisions, apply_gate, nightly_retrain
+from flows.nightly_retrain import nightly_retrain
 from models.env import Costs
 from models.evaluation import GateVerdict, judge_candidate
 from models.features import FeatureSpec
 from models.gate import VerdictFunction
 from models.registry import META, verify_artifact
 from models.sentiment import coin_sentiment
+from tasks.gate import agent_decisions, apply_gate
 from tests.fakes import no_shared_disk
 from tests.integration.nightly_budget import tiny_nightly
 from tests.integration.planted import DAY, PLANTED, planted_agent, planted_bars

@@ -15,14 +15,13 @@ import models.search as search
 import tasks.agents as agents
 from core.assets import SymbolInfo
 from core.sessions import DEFAULT_EPISODE_BARS, session_rule
-from flows.nightly_retrain import _session_rule
 from models.dqn import DQNParams
 from models.env import Costs
 from models.features import FeatureSpec
 from models.genome import random_genome
 from models.train import PreparedData, prepare_data
 from warehouse.db import connect
-from warehouse.symbols import store_symbol_infos
+from warehouse.symbols import store_symbol_infos, stored_session_rule
 
 TRAIN = (datetime(2022, 1, 3, tzinfo=UTC), datetime(2023, 1, 2, tzinfo=UTC))
 TEST = (datetime(2023, 1, 2, tzinfo=UTC), datetime(2023, 7, 1, tzinfo=UTC))
@@ -138,7 +137,7 @@ def test_the_nightly_rule_reads_the_stored_calendar(tmp_path: Path) -> None:
     now = datetime(2024, 6, 1, tzinfo=UTC)
     store_symbol_infos(warehouse, [SymbolInfo("EURUSD", "fx", "24/5")], now)
     with connect(warehouse) as con:
-        fx = _session_rule(con, "EURUSD", "1Hour")
-        stock = _session_rule(con, "ACME", "1Day", episode_bars=21)
+        fx = stored_session_rule(con, "EURUSD", "1Hour")
+        stock = stored_session_rule(con, "ACME", "1Day", episode_bars=21)
     assert (fx.calendar, fx.episode_bars, fx.flattens) == ("24/5", 120, False)
     assert (stock.calendar, stock.episode_bars) == ("XNYS", 21)
