@@ -1,23 +1,31 @@
 """Soak harness: replayed trading days under seeded faults; the ledger must equal the broker's record.
 
-The parts a paper/live session uses, driven in-process minute by minute (no Prefect: a
-flow run per restart would be too slow): bars stored by the stream handler's
-`store_bars`, `LiveRunner.on_bar_stored` -> engine -> risk -> `TrackedOrderManager` ->
-a fault-injecting wrapper around one `SimulatedBroker`, fills from `OrderFillPoller`,
-the `Ledger` with its Parquet outbox, `recover_orders` and `reconcile` at every start.
-The simulated broker is the broker: it outlives every kill, and its orders and fills are
-the record the warehouse is compared with at the end.
+The days run through the session paper and live run (trading.session.TradingSession: its
+set-up, recovery and reconciliation at every start, and its minute loop), in-process and
+without Prefect (a flow run per restart would be too slow), as a paper session on one
+broker account: orders through `TrackedOrderManager` to a fault-injecting wrapper around
+one `SimulatedBroker`, fills from the trade-updates stream with the `OrderFillPoller` as
+the fallback, the `Ledger` with its Parquet outbox, the account-wide risk check. The
+simulated broker is the broker: it outlives every kill, and its orders and fills are the
+record the warehouse is compared with at the end.
 
-Faults, each drawn per minute on a numpy seed:
-- kill: every in-memory object but the broker is dropped (the ledger buffer unflushed) at
-  one of three points -- before the decision, right after the broker accepted an order, or
-  right after fills were polled -- and the run starts again from warehouse + broker;
-- lock: another process holds the DuckDB file for a few minutes: bars cannot be stored
-  (kept for later, as a gap-fill would), fills polled meanwhile go to the outbox;
+The minutes come from `SoakFeed`, the session's `MinuteFeed`: the market (the simulated
+broker fills from every bar), the bar stream (bars through the stream handler's store),
+and the faults, each drawn per minute on a numpy seed and injected between the minutes
+or armed in the adapters for the minute's decision:
+- kill: the process dies (`SoakKill`) at one of three points -- before the decision,
+  right after the broker accepted an order, or right after fills were taken from the
+  trade-updates stream -- with every in-memory object but the broker (the ledger buffer
+  unflushed); a new TradingSession of the same run id is the restart, which recovers and
+  reconciles from warehouse + broker and decides the interrupted minute;
+- lock: another process holds the DuckDB file for a few minutes: as in a paper session,
+  the bars go to the outbox, decisions are made from the bars in memory and their ledger
+  rows go to the outbox, all merged by the next write that gets the file;
 - rate_limit: the next submit(s) fail with the broker's 429 error, sometimes AFTER the
   broker accepted the order;
-- silence: the bar stream goes quiet for a few minutes (the market and the broker go on),
-  then delivers the withheld bars late: no decision is made on them.
+- silence: the bar stream goes quiet for a few minutes (the market and the broker go on;
+  the stream reports itself stale), then delivers the withheld bars late: no decision is
+  made on them.
 
 Orders fill at most a share of each bar's volume (`max_volume_share`: partial fills over
 several bars). Fills come as in a paper session: from the account's trade-updates stream (simulated
@@ -37,20 +45,19 @@ import sys
 import textwrap
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Literal
 
-import duckdb
 import numpy as np
 import polars as pl
 import torch
 
 from adapters.alpaca import AlpacaError
 from adapters.clock import ManualClock
-from adapters.protocols import Account, Fill, MarketClock, Order, OrderRequest, Position
+from adapters.protocols import Account, MarketClock, Order, OrderRequest, Position
 from adapters.sim_broker import SimulatedBroker
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
 from models.env import FLAT, HOLD, LONG
@@ -59,19 +66,11 @@ from models.qnet import Architecture, NestedLSTMQNet
 from models.registry import AgentPolicy
 from trading.backtest import session_q_paths
 from trading.calendar import NYSECalendar, Session
-from trading.engine import FINAL, MINUTE, Book, EngineConfig, StepwiseQ, TradingEngine
-from trading.ledger import Ledger
-from trading.live import LiveRunner, store_bars
-from trading.reconcile import (
-    OrderFillPoller,
-    StreamedFills,
-    TrackedOrderManager,
-    reconcile,
-    recover_orders,
-    session_client_ids,
-    warehouse_positions,
-)
-from trading.risk import RiskEngine
+from trading.engine import FINAL, MINUTE
+from trading.live import BarStore
+from trading.reconcile import warehouse_positions
+from trading.risk import RiskLimits
+from trading.session import MinuteFeed, SessionAdapters, SessionPlan, Traded, TradingSession
 from warehouse.bars import ingest_bar_frames
 from warehouse.db import connect, open_connection
 from warehouse.trade_history import (
@@ -88,8 +87,12 @@ MODE = "paper"
 ACCOUNT = "soak"
 WEEK = tuple(date(2024, 6, 24) + timedelta(days=i) for i in range(5))  # Mon-Fri, no holiday
 KillPoint = Literal["before_decision", "after_submit", "after_poll"]
+"""Where a kill strikes: before the minute's decision, right after the broker accepted an
+order, right after fills were taken from the trade-updates stream (before they are booked)."""
 KILL_POINTS: tuple[KillPoint, ...] = ("before_decision", "after_submit", "after_poll")
 FAULT_KINDS = ("kill", "lock", "rate_limit", "silence")
+LOCK_TIMEOUT_S = 0.05
+"""How long the session's writes and decisions wait for a warehouse another process holds."""
 
 
 class SoakKill(BaseException):
@@ -123,13 +126,15 @@ class SoakConfig:
     cash: float = 100_000.0
     """Starting cash of the broker account."""
     reconcile_every_min: int = 15
-    """Periodic reconciliation, as the live loop does it."""
+    """Periodic reconciliation (SessionPlan.reconcile_every_min): every this many minutes
+    decided by one process."""
     max_volume_share: float | None = 0.001
     """Partial fills: an order fills at most this share of each bar's volume (the synthetic
     SPY minute trades ~130k shares, so orders of a few hundred shares fill over 2-3 bars at
     quiet minutes); None fills whole orders."""
     trade_updates: bool = True
-    """Fills also by the (simulated) trade-updates stream, the poller as the fallback."""
+    """Fills also by the (simulated) trade-updates stream, the poller as the fallback (without
+    it the kill after fills were taken from the stream never strikes)."""
     p_stream_loss: float = 0.05
     """Probability that the stream loses a fill's event (the poller must book it)."""
     p_stream_repeat: float = 0.05
@@ -259,7 +264,9 @@ class SimTradeUpdates:
 
     `pump()` after each bar queues the order state of every new fill; an event is lost with
     `p_loss` or sent twice with `p_repeat` (its own seeded generator: the soak's other
-    faults keep their sequence). `start()` is a reconnect: the last few events come again.
+    faults keep their sequence). `start()` is a reconnect: the last few events come again;
+    `stop()` drops what was not drained (gone with the connection). `kill_after_drain`
+    kills the process once events were taken, before the session books them.
     """
 
     def __init__(self, sim: SimulatedBroker, seed: int, p_loss: float, p_repeat: float) -> None:
@@ -270,6 +277,7 @@ class SimTradeUpdates:
         self.recent: list[tuple[Order, datetime | None]] = []
         self.queue: list[tuple[Order, datetime | None]] = []
         self.lost = self.repeated = self.replayed = 0
+        self.kill_after_drain = False
 
     def pump(self, now: datetime) -> None:
         for order in self.sim.orders():
@@ -293,6 +301,9 @@ class SimTradeUpdates:
 
     def drain(self) -> list[tuple[Order, datetime | None]]:
         out, self.queue = self.queue, []
+        if out and self.kill_after_drain:
+            self.kill_after_drain = False
+            raise SoakKill("killed right after fills were taken from the stream, before booking")
         return out
 
     def stop(self) -> None:
@@ -338,109 +349,182 @@ class LockHolder:
                 self.proc.wait()
 
 
-# ----------------------------------------------------------------------------- one run
+# ----------------------------------------------------------------------------- the feed
 
 
-@dataclass
-class _Run:
-    engine: TradingEngine
-    runner: LiveRunner
-    ledger: Ledger
-    decided: int = 0
+class SoakFeed(MinuteFeed):
+    """The soak's minutes for a TradingSession, its faults drawn per minute between them.
 
+    Each minute: the clock onto the minute's close, the simulated broker filling from the
+    traded symbol's bar (the market goes on, whatever the stream delivers), the
+    trade-updates stream queueing the new fills; then the minute's draws (the same every
+    minute: a seed is one sequence of faults) and the bars through the stream handler's
+    store -- or withheld while the stream is silent (it reports itself stale), then
+    delivered late with the next ones. A lock taken is held through the decisions of its
+    minutes (another process: the store and the ledger send their rows to the outbox). A
+    kill strikes here before the decision, or is armed in the broker (after a submit) or
+    the trade-updates stream (after fills were taken) for the minute's decision.
 
-@dataclass
-class _Soak:
-    config: SoakConfig
-    warehouse: Path
-    outbox: Path
-    policy: AgentPolicy
-    clock: ManualClock
-    broker: FaultyBroker
-    stream: SimTradeUpdates | None = None
-    kill_after_poll: bool = False
-    kills_after_poll: int = 0
-    con: duckdb.DuckDBPyConnection | None = None
-    """Held across minutes, as a fast replay does; let go whenever another process needs the file."""
-    outboxed: int = 0
-    decisions: int = 0
+    The feed is the world, not the process: it outlives a kill. The soak then builds the
+    restarted TradingSession on it, whose first minute is the one the kill interrupted (no
+    new draws; its bars were stored or withheld before), read by a new store (the stream
+    handler's memory died with the process), as a paper session restarted mid-session
+    decides the last closed minute first.
+    """
 
-    def connection(self) -> duckdb.DuckDBPyConnection:
-        if self.con is None:
-            self.con = open_connection(self.warehouse, timeout_s=30)
-        return self.con
+    def __init__(
+        self,
+        config: SoakConfig,
+        bars: pl.DataFrame,
+        warehouse: Path,
+        outbox: Path,
+        clock: ManualClock,
+        sim: SimulatedBroker,
+        broker: FaultyBroker,
+        stream: SimTradeUpdates | None,
+    ) -> None:
+        self.config, self.bars, self.warehouse, self.outbox = config, bars, warehouse, outbox
+        self.clock, self.sim, self.broker, self.stream = clock, sim, broker, stream
+        self.rng = np.random.default_rng(config.seed)
+        self.holder = LockHolder(warehouse)
+        self.lock_timeout_s = LOCK_TIMEOUT_S
+        self.store = BarStore(warehouse, outbox=outbox, lock_timeout_s=LOCK_TIMEOUT_S)
+        self.traded = set()
+        self.faults: Counter[str] = Counter()
+        self.kill_points: Counter[str] = Counter()
+        self.minutes = self.withheld_bars = 0
+        self._minutes: Iterator[tuple[tuple[object, ...], pl.DataFrame]] = iter(())
+        self._pending: list[pl.DataFrame] = []
+        self._lock_left = self._silence_left = 0
+        self._quiet = False
+        self._kill: KillPoint | None = None
+        self._again = False
 
-    def let_go(self) -> None:
-        if self.con is not None:
-            self.con.close()
-            self.con = None
+    def day(self, session: Session) -> None:
+        """The session's minutes (from the open, `minutes_per_day` of them) come next."""
+        day = self.bars.filter((pl.col("ts") >= session.open) & (pl.col("ts") < session.close))
+        if self.config.minutes_per_day is not None:
+            day = day.filter(pl.col("ts") < session.open + self.config.minutes_per_day * MINUTE)
+        self._minutes = iter(day.group_by(["ts"], maintain_order=True))
+        self._pending, self._lock_left, self._silence_left = [], 0, 0
+        self._quiet = self._again = False
 
-    def fills_source(self, poller: OrderFillPoller) -> Callable[[], list[Fill]]:
-        routes: Callable[[], list[Fill]] = (
-            poller if self.stream is None else StreamedFills(poller, self.stream.start())
-        )
+    @property
+    def stale_reason(self) -> str | None:
+        return "the bar stream is silent" if self._quiet else None
 
-        def fills() -> list[Fill]:
-            out = routes()
-            if out and self.kill_after_poll:
-                self.kill_after_poll = False
-                self.kills_after_poll += 1
-                raise SoakKill("killed right after fills were polled, before the ledger flush")
-            return out
+    def __enter__(self) -> SoakFeed:
+        self.store = BarStore(self.warehouse, outbox=self.outbox, lock_timeout_s=LOCK_TIMEOUT_S)
+        if not self.holder.held:
+            self._hold()
+        return self
 
-        return fills
+    def __exit__(self, *exc: object) -> None:
+        self._let_go()
 
-    def start(self, session: Session, run_id: str) -> _Run:
-        """What a trading session does at every start (trading.session.TradingSession.open)."""
+    def _hold(self) -> None:
+        """Held across minutes, as a fast replay does; let go whenever another process needs it."""
+        if self.held is None:
+            self.held = open_connection(self.warehouse, timeout_s=30)
+
+    def _let_go(self) -> None:
+        if self.held is not None:
+            self.held.close()
+            self.held = None
+
+    def _arm(self, kill: KillPoint | None) -> None:
+        self.broker.kill_after_submit = kill == "after_submit"
+        if self.stream is not None:
+            self.stream.kill_after_drain = kill == "after_poll"
+
+    def next_minute(self) -> float | None:
+        self._arm(None)  # kills armed for the last minute and not triggered lapse
+        if self._again:
+            self._again = False
+            return time.perf_counter()
+        if self.holder.held and not self._lock_left:
+            self.holder.release()
+            self._hold()
+        item = next(self._minutes, None)
+        if item is None:
+            self._close()
+            return None
+        (minute,), frame = item
+        assert isinstance(minute, datetime)
+        self.minutes += 1
+        self.clock.set(minute + MINUTE)
         now = self.clock.now()
-        self.let_go()
-        ledger = Ledger(self.warehouse, mode=MODE, outbox=self.outbox, lock_timeout_s=0.05)
-        with connect(self.warehouse, timeout_s=30) as con:
-            ours = warehouse_positions(con, run_id=None, mode=MODE)
-        book = Book(cash=self.broker.get_account().cash, qty=ours)
-        engine_ref: list[TradingEngine] = []
-        poller = OrderFillPoller(
-            self.broker, lambda: engine_ref[0].open_orders.keys() if engine_ref else ()
-        )
-        spec = self.policy.spec
-        engine = TradingEngine(
-            EngineConfig(
-                run_id=run_id,
-                mode=MODE,
-                account=ACCOUNT,
-                symbol=spec.traded,
-                model_id="soak-untrained",
-                feature_names=tuple(spec.names()),
-                flatten_before_close_min=2.0,
-                store_inputs=False,
-            ),
-            StepwiseQ(self.policy),
-            self.broker,
-            RiskEngine(),
-            TrackedOrderManager(self.broker, poller, sleep=self.clock.sleep),
-            ledger,
-            book,
-            self.fills_source(poller),
-            seen_via="rest",
-        )
-        engine_ref.append(engine)
-        with connect(self.warehouse, timeout_s=30) as con:
-            recover_orders(
-                engine,
-                poller,
-                self.broker,
-                con,
-                candidates=session_client_ids(run_id, spec.traded, session.open, now),
-                now=now,
-            )
-        reconcile(book, self.broker, ledger, account=ACCOUNT, run_id=run_id, now=now)
-        runner = LiveRunner(engine, spec, session, self.warehouse, self.broker, ledger)
-        runner.start(now)
-        return _Run(engine, runner, ledger)
+        for symbol, open_, close, volume in frame.select(
+            "symbol", "open", "close", "volume"
+        ).iter_rows():
+            if symbol in self.traded:
+                self.sim.on_bar(symbol, minute, float(open_), float(close), volume=float(volume))
+        if self.stream is not None:
+            self.stream.pump(now)
+        self._kill = self._draw()
+        self._pending.append(frame)
+        self._quiet = self._silence_left > 0
+        if self._quiet:  # kept back; delivered when the stream speaks again
+            self._silence_left -= 1
+            self.withheld_bars += frame.height
+        else:
+            for part in self._pending:
+                self.store.store(part, now, self.held)
+            self._pending.clear()
+        arrived = time.perf_counter()
+        if self._lock_left:
+            self._lock_left -= 1  # let go at the next minute, after this one's decision
+        if self._kill == "before_decision":
+            raise SoakKill("killed before the minute's decision")
+        self._arm(self._kill)
+        return arrived
 
-    def finish(self, run: _Run) -> None:
-        self.decisions += run.engine.decisions
-        self.outboxed += run.ledger.outboxed
+    def _draw(self) -> KillPoint | None:
+        """This minute's faults: a lock taken, a silence begun, 429s ahead; the kill, if any."""
+        config, rng = self.config, self.rng
+        draw = rng.random(4)
+        if not self._lock_left and draw[0] < config.p_lock:
+            self._let_go()
+            low, high = config.lock_minutes
+            self._lock_left = int(rng.integers(low, high + 1))
+            self.holder.hold()
+            self.faults["lock"] += 1
+        if not self._silence_left and draw[1] < config.p_silence:
+            low, high = config.silence_minutes
+            self._silence_left = int(rng.integers(low, high + 1))
+            self.faults["silence"] += 1
+        if draw[2] < config.p_rate_limit:
+            self.broker.fail_submits = int(rng.integers(1, 3))
+            self.broker.after_accept = bool(rng.random() < 0.5)
+        if draw[3] < config.p_kill and not self._lock_left:
+            return KILL_POINTS[int(rng.integers(0, len(KILL_POINTS)))]
+        return None
+
+    def killed(self) -> None:
+        """The session died (SoakKill): counted; the next one decides the minute again."""
+        self.faults["kill"] += 1
+        self.kill_points[self._kill or "unknown"] += 1
+        self._kill = None
+        self._arm(None)
+        self._again = True
+
+    def _close(self) -> None:
+        """The close: the lock let go, the withheld bars come in, day orders still open expire."""
+        self.holder.release()
+        self._lock_left = 0
+        self._hold()
+        for part in self._pending:
+            self.store.store(part, self.clock.now(), self.held)
+        self._pending.clear()
+        self._quiet = False
+        for order in self.sim.orders():
+            if order.status not in FINAL:
+                self.sim.cancel_order(order.id)
+
+    def close(self) -> None:
+        self._let_go()
+        self.holder.release()
+        self.holder.close()
 
 
 def _trading_policy(
@@ -474,7 +558,6 @@ def run_soak(workdir: Path, config: SoakConfig | None = None) -> SoakResult:
     """Replay the configured sessions under faults; compare the warehouse with the broker."""
     config = config or SoakConfig()
     started = time.perf_counter()
-    rng = np.random.default_rng(config.seed)
     cal = NYSECalendar()
     sessions = [s for s in (cal.session_on(d) for d in config.days) if s is not None]
     if not sessions:
@@ -499,165 +582,67 @@ def run_soak(workdir: Path, config: SoakConfig | None = None) -> SoakResult:
         clock, cash=config.cash, id_prefix="sim:soak", max_volume_share=config.max_volume_share
     )
     broker = FaultyBroker(sim)
-    soak = _Soak(config, warehouse, outbox, policy, clock, broker)
-    if config.trade_updates:
-        soak.stream = SimTradeUpdates(
-            sim, config.seed + 1, config.p_stream_loss, config.p_stream_repeat
-        )
-    holder = LockHolder(warehouse)
-    faults: Counter[str] = Counter()
-    kill_points: Counter[str] = Counter()
-    minutes = withheld_bars = 0
+    stream = (
+        SimTradeUpdates(sim, config.seed + 1, config.p_stream_loss, config.p_stream_repeat)
+        if config.trade_updates
+        else None
+    )
+    feed = SoakFeed(config, bars, warehouse, outbox, clock, sim, broker, stream)
+    traded = [Traded(spec.traded, "soak-untrained", policy)]
+    decisions = outboxed = 0
     try:
         for session in sessions:
             clock.set(session.open)
-            run_id = f"soak-{config.seed}-{session.day}"
-            run = soak.start(session, run_id)
-            day = bars.filter((pl.col("ts") >= session.open) & (pl.col("ts") < session.close))
-            if config.minutes_per_day is not None:
-                day = day.filter(pl.col("ts") < session.open + config.minutes_per_day * MINUTE)
-            pending: list[pl.DataFrame] = []
-            lock_left = silence_left = 0
-            for (minute,), frame in day.group_by(["ts"], maintain_order=True):
-                assert isinstance(minute, datetime)
-                minutes += 1
-                clock.set(minute + MINUTE)
-                now = clock.now()
-                traded = frame.filter(pl.col("symbol") == spec.traded)
-                if traded.height:  # the market goes on, whatever our stream delivers
-                    sim.on_bar(
-                        spec.traded,
-                        minute,
-                        float(traded["open"][0]),
-                        float(traded["close"][0]),
-                        volume=float(traded["volume"][0]),
-                    )
-                if soak.stream is not None:
-                    soak.stream.pump(now)
-                # The draws: same order every minute, so a seed is one sequence of faults.
-                draw = rng.random(4)
-                if not lock_left and draw[0] < config.p_lock:
-                    soak.let_go()
-                    lock_left = int(
-                        rng.integers(config.lock_minutes[0], config.lock_minutes[1] + 1)
-                    )
-                    holder.hold()
-                    faults["lock"] += 1
-                if not silence_left and draw[1] < config.p_silence:
-                    silence_left = int(
-                        rng.integers(config.silence_minutes[0], config.silence_minutes[1] + 1)
-                    )
-                    faults["silence"] += 1
-                if draw[2] < config.p_rate_limit:
-                    broker.fail_submits = int(rng.integers(1, 3))
-                    broker.after_accept = bool(rng.random() < 0.5)
-                kill: KillPoint | None = None
-                if draw[3] < config.p_kill and not lock_left:
-                    kill = KILL_POINTS[int(rng.integers(0, len(KILL_POINTS)))]
-                pending.append(frame)
-                quiet = silence_left > 0  # kept back; delivered when the stream speaks again
-                if quiet:
-                    silence_left -= 1
-                    withheld_bars += frame.height
-                if lock_left:
-                    # Nothing can be stored or read: the fills polled go to the outbox.
-                    lock_left -= 1
-                    run.engine.sync_fills()
-                    run.ledger.flush()
-                    if not lock_left:
-                        holder.release()
-                    continue
-                delivered = not quiet
-                while True:
-                    try:
-                        run = _minute(soak, run, session, now, pending if delivered else [], kill)
-                        break
-                    except SoakKill:
-                        soak.let_go()
-                        faults["kill"] += 1
-                        kill_points[kill or "unknown"] += 1
-                        kill = None
-                        broker.kill_after_submit = soak.kill_after_poll = False
-                        soak.finish(run)  # counters only: the buffer is dropped
-                        run.ledger.rows = {name: [] for name in run.ledger.rows}
-                        run = soak.start(session, run_id)
-                if delivered:
-                    pending.clear()
-                # Arms not triggered this minute lapse.
-                broker.kill_after_submit = soak.kill_after_poll = False
-            # The close: withheld bars come in, day orders still open expire, last sync.
-            holder.release()
-            for frame in pending:
-                store_bars(warehouse, frame, clock.now(), soak.connection())
-            soak.let_go()
-            for order in sim.orders():
-                if order.status not in FINAL:
-                    sim.cancel_order(order.id)
-            run.engine.sync_fills()
-            run.ledger.flush()
-            soak.finish(run)
-        faults["rate_limit"] = broker.raised_429
+            feed.day(session)
+            plan = SessionPlan(
+                run_id=f"soak-{config.seed}-{session.day}",
+                mode=MODE,
+                account=ACCOUNT,
+                session=session,
+                warehouse=warehouse,
+                outbox=outbox,
+                risk_limits=RiskLimits(),
+                kill_file=workdir / "KILL_SWITCH",  # never there
+                lock_timeout_s=LOCK_TIMEOUT_S,
+                flatten_before_close_min=2.0,
+                reconcile_every_min=config.reconcile_every_min,
+            )
+            while True:
+                # A start, or the restart after a kill: recovery and reconciliation, warm-up.
+                adapters = SessionAdapters(clock, broker, feed, trade_updates=stream)
+                trading = TradingSession(plan, traded, adapters)
+                try:
+                    trading.open()
+                    trading.run()
+                    break
+                except SoakKill:
+                    feed.killed()  # the session dropped, its ledger buffer with it
+                finally:
+                    decisions += sum(r.engine.decisions for r in trading.runners.values())
+                    outboxed += trading.ledger.outboxed
+        feed.faults["rate_limit"] = broker.raised_429
     finally:
-        soak.let_go()
-        holder.release()
-        holder.close()
-    result = compare(warehouse, sim, soak)
-    result.minutes = minutes
-    result.faults = {kind: int(faults[kind]) for kind in FAULT_KINDS}
-    result.kill_points = {p: int(kill_points[p]) for p in KILL_POINTS}
+        feed.close()
+    result = compare(warehouse, sim, decisions, outboxed)
+    result.minutes = feed.minutes
+    result.faults = {kind: int(feed.faults[kind]) for kind in FAULT_KINDS}
+    result.kill_points = {p: int(feed.kill_points[p]) for p in KILL_POINTS}
     result.rate_limited_after_accept = broker.raised_after_accept
-    result.withheld_bars = withheld_bars
+    result.withheld_bars = feed.withheld_bars
     result.partially_filled_orders = sim.partially_filled_orders()
     result.broker_executions = sim.executions()
-    if soak.stream is not None:
-        result.stream_lost = soak.stream.lost
-        result.stream_repeated = soak.stream.repeated
-        result.stream_replayed = soak.stream.replayed
+    if stream is not None:
+        result.stream_lost = stream.lost
+        result.stream_repeated = stream.repeated
+        result.stream_replayed = stream.replayed
     result.wall_s = time.perf_counter() - started
     return result
-
-
-def _minute(
-    soak: _Soak,
-    run: _Run,
-    session: Session,
-    now: datetime,
-    deliver: list[pl.DataFrame],
-    kill: KillPoint | None,
-) -> _Run:
-    """One minute of a healthy (not locked) warehouse: store what arrived, decide, reconcile."""
-    con = soak.connection()
-    for frame in deliver:
-        store_bars(soak.warehouse, frame, now, con)
-    if kill == "before_decision":
-        raise SoakKill("killed before the minute's decision")
-    soak.broker.kill_after_submit = kill == "after_submit"
-    soak.kill_after_poll = kill == "after_poll"
-    run.runner.con = con
-    try:
-        if run.runner.on_bar_stored(now) is not None:
-            run.decided += 1
-        if run.decided and run.decided % soak.config.reconcile_every_min == 0:
-            run.engine.sync_fills()
-            if not run.engine.open_orders:
-                reconcile(
-                    run.engine.book,
-                    soak.broker,
-                    run.ledger,
-                    account=ACCOUNT,
-                    run_id=run.engine.config.run_id,
-                    now=now,
-                )
-            run.ledger.flush(con)
-    finally:
-        run.runner.con = None
-    return run
 
 
 # ----------------------------------------------------------------------------- the verdict
 
 
-def compare(warehouse: Path, sim: SimulatedBroker, soak: _Soak) -> SoakResult:
+def compare(warehouse: Path, sim: SimulatedBroker, decisions: int, outboxed: int) -> SoakResult:
     """The warehouse's orders, fills and positions against the simulated broker's record."""
     orders = sim.orders()
     # Duplicates: one client_order_id twice, or two orders for one decision (one symbol
@@ -687,14 +672,14 @@ def compare(warehouse: Path, sim: SimulatedBroker, soak: _Soak) -> SoakResult:
         unrecorded_orders=sum(1 for o in orders if o.client_order_id not in recorded),
         stale_orders=int(stale),
         minutes=0,
-        decisions=soak.decisions,
+        decisions=decisions,
         broker_orders=len(orders),
         broker_fills=len(filled),
         faults={},
         kill_points={},
         rate_limited_after_accept=0,
         withheld_bars=0,
-        outboxed_rows=soak.outboxed,
+        outboxed_rows=outboxed,
         wall_s=0.0,
         fills_by_stream=routes.get("stream", 0),
         fills_by_rest=routes.get("rest", 0),

@@ -482,6 +482,10 @@ class TradingSession:
         # restarted replay; the new simulated broker's view is then adopted and recorded at
         # reconciliation), of the mode's account otherwise.
         with connect(plan.warehouse) as con:
+            # Rows a run killed while the warehouse was locked left in the outbox go in first:
+            # the book, the order recovery and the reconciliation read the warehouse (a
+            # partial fill booked only there would be recovered again as a bigger one).
+            self.ledger.flush(con)
             ours = warehouse_positions(
                 con, run_id=plan.run_id if adapters.simulated is not None else None, mode=plan.mode
             )

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 import benchmarks.soak as soak
+import trading.session
 from benchmarks.soak import KILL_POINTS, SoakConfig, run_soak
 
 pytestmark = pytest.mark.slow
@@ -67,7 +68,8 @@ def test_the_soak_catches_fills_lost_when_a_restart_does_not_recover_them(
     def no_recovery(*_args: Any, **_kwargs: Any) -> list[Any]:
         return []
 
-    monkeypatch.setattr(soak, "recover_orders", no_recovery)
+    # The restarts' recovery is the trading session's (the soak runs TradingSession).
+    monkeypatch.setattr(trading.session, "recover_orders", no_recovery)
     result = run_soak(tmp_path, SMALL)
 
     assert result.faults["kill"] >= 1
