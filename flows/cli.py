@@ -7,10 +7,11 @@ import json
 import os
 import sys
 import traceback
-import typing
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from flows.cli_options import add_config_options, config_from_args
 
 
 def set_prefect_env() -> None:
@@ -121,13 +122,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     from flows.backtest import backtest
     from flows.config import BacktestConfig
 
-    kwargs: dict[str, Any] = {"symbol": args.symbol}
-    for key in ("model_id", "start", "end", "warehouse"):
-        if getattr(args, key):
-            kwargs[key] = getattr(args, key)
-    if args.episode_bars is not None:
-        kwargs["episode_bars"] = args.episode_bars
-    result = backtest(BacktestConfig(**kwargs))
+    result = backtest(config_from_args(BacktestConfig, args))
     _metrics_table(
         f"backtest {result['run_id']}: {result['decisions']:,} decisions, {result['orders']} orders",
         result["metrics"],
@@ -137,7 +132,6 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from flows.cli_options import config_from_args
     from flows.config import EvaluateConfig
     from flows.evaluate import evaluate
 
@@ -154,7 +148,6 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_select_agent(args: argparse.Namespace) -> int:
-    from flows.cli_options import config_from_args
     from flows.config import SelectAgentConfig
     from flows.select_agent import select_agent
 
@@ -176,13 +169,7 @@ def cmd_trade(args: argparse.Namespace) -> int:
     from flows.config import LiveTradingConfig
     from flows.live_trading import live_trading
 
-    kwargs: dict[str, Any] = {"symbol": args.symbol}
-    for key in ("mode", "model_id", "replay_date", "max_minutes", "warehouse"):
-        if getattr(args, key) is not None:
-            kwargs[key] = getattr(args, key)
-    if args.speed is not None:
-        kwargs["replay_speed"] = args.speed
-    result = live_trading(LiveTradingConfig(**kwargs))
+    result = live_trading(config_from_args(LiveTradingConfig, args))
     for key, value in result.items():
         print(f"{key:<16} {value}")
     return 0
@@ -190,29 +177,14 @@ def cmd_trade(args: argparse.Namespace) -> int:
 
 def cmd_nightly(args: argparse.Namespace) -> int:
     from flows.config import NightlyRetrainConfig
-    from flows.demo import GATE_SQL
     from flows.nightly_retrain import nightly_retrain
     from warehouse.db import connect
-    from warehouse.io import load_frame
+    from warehouse.summary import load_latest_gate
 
-    kwargs: dict[str, Any] = {"runner": args.runner}
-    for key in (
-        "coins",
-        "cycles",
-        "start",
-        "end",
-        "workers",
-        "threads",
-        "dask_address",
-        "warehouse",
-    ):
-        if getattr(args, key) is not None:
-            kwargs[key] = getattr(args, key)
-    if args.no_spy:
-        kwargs["include_spy"] = False
-    result = nightly_retrain(NightlyRetrainConfig(**kwargs))
-    with connect(args.warehouse, read_only=True) as con:
-        _table("promotion gate (promotion_decisions)", load_frame(con, GATE_SQL).to_dicts())
+    config = config_from_args(NightlyRetrainConfig, args)
+    result = nightly_retrain(config)
+    with connect(config.warehouse, read_only=True) as con:
+        _table("promotion gate (promotion_decisions)", load_latest_gate(con).to_dicts())
     for failure in result.get("failures", []):
         print(f"failed: {failure}")
     return 0
@@ -222,11 +194,7 @@ def cmd_crypto(args: argparse.Namespace) -> int:
     from flows.config import CryptoTradingConfig
     from flows.crypto_trading import crypto_trading
 
-    kwargs: dict[str, Any] = {}
-    for key in ("coins", "mode", "replay_date", "max_minutes", "warehouse"):
-        if getattr(args, key) is not None:
-            kwargs[key] = getattr(args, key)
-    result = crypto_trading(CryptoTradingConfig(**kwargs))
+    result = crypto_trading(config_from_args(CryptoTradingConfig, args))
     for key, value in result.items():
         print(f"{key:<26} {value}")
     return 0
@@ -236,14 +204,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from flows.config import DemoConfig
     from flows.demo import demo
 
-    kwargs: dict[str, Any] = {}
-    if args.start:
-        kwargs["start"] = args.start
-    if args.end:
-        kwargs["end"] = args.end
-    result = demo(DemoConfig(**kwargs))
+    result = demo(config_from_args(DemoConfig, args))
     console = _console()
     console.rule("[bold]demo summary")
+    _print_demo_data(console, result)
+    _print_demo_models(console, result)
+    console.print(
+        'Models: tradingml sql "select * from v_model_leaderboard"; promoted ones are stage '
+        "'production'"
+    )
+    console.print(
+        f'Warehouse: {result["warehouse"]}  --  query it with `tradingml sql "select ..."`'
+    )
+    return 0
+
+
+def _print_demo_data(console: Any, result: dict[str, Any]) -> None:
+    """What the demo stored: ingest counts, coverage, quarantine, posts, sentiment, example SQL."""
     _table(
         "What this run ingested (a re-run finds everything unchanged)",
         [
@@ -280,6 +257,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     console.print('[bold]Example SQL[/bold] (try it: tradingml sql "...")')
     console.print(result["example_sql"], highlight=False)
     _table("Result", result["example_rows"])
+
+
+def _print_demo_models(console: Any, result: dict[str, Any]) -> None:
+    """The agents, the gate, the backtest, the replayed sessions."""
     for name, agent in result["agents"].items():
         _table(
             f"Deep-Q agent, {name}: {agent['test_sessions']} held-out episodes, each of "
@@ -320,44 +301,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         )
     else:
         console.print(f"crypto-trading not run: {c.get('why')}")
-    console.print(
-        'Models: tradingml sql "select * from v_model_leaderboard"; promoted ones are stage '
-        "'production'"
-    )
-    console.print(
-        f'Warehouse: {result["warehouse"]}  --  query it with `tradingml sql "select ..."`'
-    )
-    return 0
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from flows.config import IngestBarsConfig
     from flows.ingest_bars import ingest_bars
 
-    config = IngestBarsConfig(
-        source=args.source,
-        symbols=args.symbols or None,
-        start=args.start,
-        end=args.end,
-        timeframe=args.timeframe,
-        seed=args.seed,
-        signal=args.signal,
-        path=args.path,
-        column_map=_column_map(args.column_map),
-        source_label=args.source_label,
-        decimal=args.decimal,
-        symbol=args.symbol,
-        file_tz=args.tz,
-        asset_class=args.asset_class,
-        calendar=args.calendar,
-        reclassify=args.reclassify,
-        lookback_days=args.lookback_days,
-        incremental=args.incremental,
-        regular_hours_only=not args.extended_hours,
-        adjustment=args.adjustment,
-        warehouse=args.warehouse,
-    )
-    result = ingest_bars(config)
+    result = ingest_bars(config_from_args(IngestBarsConfig, args))
     if args.json:
         print(json.dumps(result, indent=2, default=str))
         return 0
@@ -401,34 +351,11 @@ def _span(first: datetime | None, last: datetime | None, timeframe: str | None) 
     return f"{first.astimezone(UTC):%Y-%m-%d %H:%M} .. {last.astimezone(UTC):%Y-%m-%d %H:%M}"
 
 
-def _column_map(text: str | None) -> dict[str, str] | None:
-    if not text:
-        return None
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(
-            f'--column-map is not JSON ({exc}); e.g. \'{{"close": "Last"}}\''
-        ) from None
-    if not isinstance(value, dict):
-        raise ValueError('--column-map must be a JSON object, e.g. \'{"close": "Last"}\'')
-    return {str(k): str(v) for k, v in value.items()}
-
-
 def cmd_scrape(args: argparse.Namespace) -> int:
     from flows.config import ScrapeRedditConfig
     from flows.scrape_reddit import scrape_reddit
 
-    fields = {
-        "source": args.source,
-        "subreddits": args.subreddits,
-        "limit": args.limit,
-        "since": args.since,
-        "until": args.until,
-        "tone": args.tone,
-        "warehouse": args.warehouse,
-    }
-    result = scrape_reddit(ScrapeRedditConfig(**{k: v for k, v in fields.items() if v is not None}))
+    result = scrape_reddit(config_from_args(ScrapeRedditConfig, args))
     label = "SYNTHETIC posts" if result["source"] == "synthetic" else "Reddit"
     print(
         f"{label}: {result['received']:,} received, {result['inserted']:,} new, "
@@ -443,27 +370,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from flows.config import TrainAgentConfig
     from flows.train_agent import train_agent
 
-    fields = {
-        "symbols": args.symbols,
-        "timeframe": args.timeframe,
-        "train_start": args.train_start,
-        "train_end": args.train_end,
-        "test_start": args.test_start,
-        "test_end": args.test_end,
-        "cycles": args.cycles,
-        "seeds": args.seeds,
-        "budget_s": args.budget_s,
-        "episode_bars": args.episode_bars,
-        "sentiment_inputs": args.sentiment_inputs,
-        "forecast": args.forecast or None,
-        "warehouse": args.warehouse,
-    }
-    config = TrainAgentConfig(
-        **{k: v for k, v in fields.items() if v is not None},
-        resume=not args.no_resume,
-        flatten_at_close=not args.no_flatten_at_close,
-    )
-    result = train_agent(config)
+    result = train_agent(config_from_args(TrainAgentConfig, args))
     _table(
         f"held-out evaluation of {', '.join(result['models'])} ({result['test_sessions']} "
         "episodes): each seed, their mean ± std, and the baselines on the same bars and costs",
@@ -476,17 +383,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     from flows.config import EvolveConfig
     from flows.evolve import evolve_architecture
 
-    fields = {
-        "population": args.population,
-        "generations": args.generations,
-        "cycles": args.cycles,
-        "seeds": args.seeds,
-        "runner": args.runner,
-        "workers": args.workers,
-        "dask_address": args.dask_address,
-        "warehouse": args.warehouse,
-    }
-    result = evolve_architecture(EvolveConfig(**{k: v for k, v in fields.items() if v is not None}))
+    result = evolve_architecture(config_from_args(EvolveConfig, args))
     _table(f"{result['search_id']}: fitness by generation", result["generations"])
     best = result["best"]
     print(
@@ -637,8 +534,7 @@ def cmd_settings(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from flows.config import SentimentInput
-
+    """Each flow command's options come from its flow's config (flows/cli_options.py)."""
     parser = argparse.ArgumentParser(prog="tradingml", description=__doc__)
     parser.add_argument(
         "--debug",
@@ -646,145 +542,69 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the full traceback of an error (also: TRADINGML_DEBUG=1)",
     )
     sub = parser.add_subparsers(dest="command", required=True)
+    _flow_commands(sub)
+    _registry_commands(sub)
+    return parser
 
-    p = sub.add_parser("demo", help="run the whole pipeline on the embedded offline data")
-    p.add_argument("--start", type=date.fromisoformat, help="first day of synthetic bars")
-    p.add_argument("--end", type=date.fromisoformat, help="last day (exclusive)")
-    p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("ingest", help="run the ingest-bars flow")
-    p.add_argument(
-        "--source",
-        choices=["synthetic", "arch", "skfolio", "file", "alpaca", "auto"],
-        default="synthetic",
-        help="auto: alpaca when APCA_API_KEY_ID/APCA_API_SECRET_KEY are set, else synthetic; "
-        "skfolio: real adjusted daily closes, close-only (SPX 1990-2022, 5 factor ETFs 2014-2022)",
-    )
-    p.add_argument("--symbols", nargs="*", help="default: the source's universe")
-    p.add_argument("--lookback-days", type=int, help="fetch from N days ago up to now")
-    p.add_argument(
-        "--incremental", action="store_true", help="start after the newest stored bar per symbol"
-    )
-    p.add_argument(
-        "--extended-hours",
-        action="store_true",
-        help="store stocks' pre- and post-market intraday bars too (default: quarantined as "
-        "outside_regular_hours; the agents trade the regular session)",
-    )
-    p.add_argument(
-        "--adjustment",
-        choices=["raw", "split", "dividend", "all"],
-        default="all",
-        help="Alpaca stocks: history adjusted for splits and dividends (all, the default); "
-        "stored bars re-based when a new split or dividend is learned",
-    )
-    p.add_argument("--start", type=date.fromisoformat)
-    p.add_argument("--end", type=date.fromisoformat)
-    p.add_argument("--timeframe")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--signal", choices=["none", "autocorr", "sentiment"], default="none")
-    p.add_argument("--path", help="CSV/Parquet file for --source file")
-    p.add_argument("--column-map", help='JSON, e.g. \'{"close": "Last"}\'')
-    p.add_argument(
-        "--decimal",
-        choices=[".", ","],
-        help="decimal separator of the file's numbers (default: detected from the numbers)",
-    )
-    p.add_argument(
-        "--symbol",
-        help="the symbol of a file without a symbol/ticker column; for a file with one, "
-        "import only this symbol",
-    )
-    p.add_argument(
-        "--tz",
-        metavar="ZONE",
-        help="IANA zone of the file's naive timestamps (default America/New_York), e.g. "
-        "Europe/London, Etc/GMT (UTC), Etc/GMT-2 (UTC+2); refused for timestamps with an offset",
-    )
-    p.add_argument(
-        "--asset-class",
-        choices=["stock", "etf", "crypto", "fx"],
-        help="stored per symbol (table symbols); default: as stored, else BASE/QUOTE names "
-        "crypto and the rest stock",
-    )
-    p.add_argument(
-        "--calendar",
-        metavar="NAME",
-        help="exchange-calendars name (XNYS, XLON, ...), 24/7, or 24/5 (FX: Sunday 17:00 to "
-        "Friday 17:00 New York); default: as stored, else stock/etf XNYS, crypto 24/7, fx 24/5",
-    )
-    p.add_argument(
-        "--reclassify",
-        action="store_true",
-        help="let --asset-class/--calendar change what is stored for a symbol",
-    )
-    p.add_argument("--source-label")
-    p.add_argument("--warehouse")
-    p.add_argument("--json", action="store_true", help="print the result as JSON (for scripts)")
-    p.set_defaults(func=cmd_ingest)
+def _flow_commands(sub: Any) -> None:
+    """The commands that run a flow: one option per field of its config."""
+    from flows import config as cfg
 
-    p = sub.add_parser("scrape", help="run the scrape-reddit flow (posts -> VADER sentiment)")
-    p.add_argument(
-        "--source",
-        choices=["auto", "reddit", "synthetic"],
-        default="auto",
-        help="auto: Reddit when REDDIT_CLIENT_ID/REDDIT_CLIENT_SECRET are set, else synthetic",
-    )
-    p.add_argument("--subreddits", nargs="+", help="default: TRADINGML_SUBREDDITS")
-    p.add_argument("--limit", type=int, help="new posts per subreddit (default 1000)")
-    p.add_argument("--since", type=datetime.fromisoformat, help="e.g. 2024-01-01T00:00Z")
-    p.add_argument("--until", type=datetime.fromisoformat, help="synthetic: the generator's now")
-    p.add_argument("--tone", choices=["follow", "lead", "lead-coins"], help="synthetic tone")
-    p.add_argument("--warehouse")
-    p.set_defaults(func=cmd_scrape)
+    # Unset, these come from the stored bars (flows/data_defaults.py).
+    train_from_data = ("timeframe", "train_start", "train_end", "test_start", "test_end")
+    commands: list[tuple[str, dict[str, str], Any, dict[str, Any], Any]] = [
+        ("demo", {"help": "run the whole pipeline on the embedded offline data"},
+         cfg.DemoConfig, {}, cmd_demo),
+        ("ingest", {"help": "run the ingest-bars flow"}, cfg.IngestBarsConfig,
+         {"aliases": {"--tz": "file_tz", "--extended-hours": ("regular_hours_only", False)}},
+         cmd_ingest),
+        ("scrape", {"help": "run the scrape-reddit flow (posts -> VADER sentiment)"},
+         cfg.ScrapeRedditConfig, {}, cmd_scrape),
+        ("train", {"help": "run the train-agent flow (Double DQN, nested LSTMs)"},
+         cfg.TrainAgentConfig, {"hide_default": train_from_data}, cmd_train),
+        ("evolve", {"help": "run the evolve-architecture flow (evolutionary search)"},
+         cfg.EvolveConfig, {}, cmd_evolve),
+        ("backtest", {"help": "run the backtest flow (a registered agent, simulated broker)"},
+         cfg.BacktestConfig, {"hide_default": ("start", "end")}, cmd_backtest),
+        ("evaluate", {
+            "help": "walk-forward evaluation of the agent beside the baselines, with its "
+            "statistics",
+            "description": "Per test year: train each seed on the years before it, trade the "
+            "year beside buy-and-hold, flat, momentum, trend and a volatility target (same "
+            "costs); then the promotion gate's statistics over all years: SPA p-value, deflated "
+            "Sharpe ratio, bootstrap interval of the Sharpe difference. Writes evaluation tables "
+            "and an HTML report.",
+        }, cfg.EvaluateConfig, {}, cmd_evaluate),
+        ("select-agent", {
+            "help": "choose the agent's settings on development folds, then judge only the winner",
+            "description": "Trains each fixed candidate (models/selection.py: five exposure "
+            "levels, then one change each: drawdown reward, differential Sharpe, twice the "
+            "updates on half the batch, an ensemble of 3) on the development years (default "
+            "1993-1999) and picks the best mean walk-forward Sharpe (ties: the simpler); then "
+            "`evaluate`s only the winner on the judging years (default 2000 on), its deflated "
+            "Sharpe ratio counting the candidates x seeds tried.",
+        }, cfg.SelectAgentConfig, {}, cmd_select_agent),
+        ("trade", {"help": "run the live-trading flow (replay by default; paper/live)"},
+         cfg.LiveTradingConfig, {"aliases": {"--speed": "replay_speed"}}, cmd_trade),
+        ("nightly", {"help": "run the nightly-retrain flow (forecasters, agents, gate)"},
+         cfg.NightlyRetrainConfig, {"aliases": {"--no-spy": ("include_spy", False)}},
+         cmd_nightly),
+        ("crypto", {"help": "run the crypto-trading flow (coin agents: replay, paper or live)"},
+         cfg.CryptoTradingConfig, {}, cmd_crypto),
+    ]  # fmt: skip
+    for name, texts, model, options, func in commands:
+        p = sub.add_parser(name, **texts)
+        add_config_options(p, model, **options)
+        if name == "ingest":
+            p.add_argument(
+                "--json", action="store_true", help="print the result as JSON (for scripts)"
+            )
+        p.set_defaults(func=func)
 
-    p = sub.add_parser("train", help="run the train-agent flow (Double DQN, nested LSTMs)")
-    p.add_argument("--symbols", nargs="+", help="assets for the features; the first is traded")
-    p.add_argument("--timeframe")
-    p.add_argument("--train-start", type=date.fromisoformat)
-    p.add_argument("--train-end", type=date.fromisoformat)
-    p.add_argument("--test-start", type=date.fromisoformat)
-    p.add_argument("--test-end", type=date.fromisoformat)
-    p.add_argument("--cycles", type=int)
-    p.add_argument("--seeds", type=int, nargs="+")
-    p.add_argument("--budget-s", type=float, help="stop each seed after this many seconds")
-    p.add_argument("--no-resume", action="store_true", help="start over instead of resuming")
-    p.add_argument(
-        "--episode-bars",
-        type=int,
-        help="bars per training episode (0 = one trading day; default per timeframe: "
-        "minute one session, 1Hour 120, 1Day 63)",
-    )
-    p.add_argument(
-        "--no-flatten-at-close",
-        action="store_true",
-        help="intraday exchange bars: do not go flat at each session's close",
-    )
-    p.add_argument(
-        "--sentiment-inputs",
-        nargs="+",
-        choices=list(typing.get_args(SentimentInput)),
-        help="sentiment aggregates the agent sees (point in time with the lag; 0 without posts)",
-    )
-    p.add_argument(
-        "--forecast",
-        action="store_true",
-        help="the agent sees the traded symbol's production forecaster's forecast",
-    )
-    p.add_argument("--warehouse")
-    p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("evolve", help="run the evolve-architecture flow (evolutionary search)")
-    p.add_argument("--population", type=int)
-    p.add_argument("--generations", type=int)
-    p.add_argument("--cycles", type=int, help="training cycles per individual, fold and seed")
-    p.add_argument("--seeds", type=int, nargs="+")
-    p.add_argument("--runner", choices=["process", "dask", "serial"])
-    p.add_argument("--workers", type=int)
-    p.add_argument("--dask-address", help="scheduler of an existing Dask cluster")
-    p.add_argument("--warehouse")
-    p.set_defaults(func=cmd_evolve)
-
+def _registry_commands(sub: Any) -> None:
+    """The commands on the registry, the account's limits and the warehouse."""
     p = sub.add_parser(
         "account-limits",
         help="show or set the account-wide limits every trading flow on one account obeys "
@@ -803,27 +623,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_account_limits)
-
-    p = sub.add_parser(
-        "promote",
-        help="make a registered model the production one of its kind/symbol (it needs a valid"
-        " evaluation: a finite metrics.objective; the previous production model is archived)",
-    )
-    p.add_argument("model_id")
-    p.add_argument("--reason", help="a note stored in promotion_history")
-    p.add_argument("--warehouse")
-    p.set_defaults(func=cmd_promote)
-
-    p = sub.add_parser(
-        "demote",
-        help="take a production model out of production (-> archived), leaving none for its"
-        " kind/symbol until you promote or roll back",
-    )
-    p.add_argument("model_id")
-    p.add_argument("--reason", help="a note stored in promotion_history")
-    p.add_argument("--warehouse")
-    p.set_defaults(func=cmd_demote)
-
+    for name, func, text in (
+        (
+            "promote",
+            cmd_promote,
+            "make a registered model the production one of its kind/symbol (it needs a valid"
+            " evaluation: a finite metrics.objective; the previous production model is archived)",
+        ),
+        (
+            "demote",
+            cmd_demote,
+            "take a production model out of production (-> archived), leaving none for its"
+            " kind/symbol until you promote or roll back",
+        ),
+    ):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("model_id")
+        p.add_argument("--reason", help="a note stored in promotion_history")
+        p.add_argument("--warehouse")
+        p.set_defaults(func=func)
     p = sub.add_parser(
         "rollback",
         help="make the previous production model of KIND SYMBOL production again (from"
@@ -837,88 +655,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--reason", help="a note stored in promotion_history")
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_rollback)
-
-    p = sub.add_parser(
-        "backtest", help="run the backtest flow (a registered agent, simulated broker)"
-    )
-    p.add_argument("--symbol", default="SPY")
-    p.add_argument("--model-id", dest="model_id", help="default: production, else best candidate")
-    p.add_argument("--start", type=date.fromisoformat)
-    p.add_argument("--end", type=date.fromisoformat)
-    p.add_argument(
-        "--episode-bars",
-        type=int,
-        help="bars per policy episode (default: as the model was trained)",
-    )
-    p.add_argument("--warehouse")
-    p.set_defaults(func=cmd_backtest)
-
-    from flows.cli_options import add_config_options
-    from flows.config import EvaluateConfig
-
-    p = sub.add_parser(
-        "evaluate",
-        help="walk-forward evaluation of the agent beside the baselines, with its statistics",
-        description="Per test year: train each seed on the years before it, trade the year "
-        "beside buy-and-hold, flat, momentum, trend and a volatility target (same costs); then "
-        "the promotion gate's statistics over all years: SPA p-value, deflated Sharpe ratio, "
-        "bootstrap interval of the Sharpe difference. Writes evaluation tables and an HTML report.",
-    )
-    add_config_options(p, EvaluateConfig)
-    p.set_defaults(func=cmd_evaluate)
-
-    from flows.config import SelectAgentConfig
-
-    p = sub.add_parser(
-        "select-agent",
-        help="choose the agent's settings on development folds, then judge only the winner",
-        description="Trains each fixed candidate (models/selection.py: five exposure levels, "
-        "then one change each: drawdown reward, differential Sharpe, "
-        "twice the updates on half the batch, an ensemble of 3) on the development years "
-        "(default 1993-1999) and picks the best mean walk-forward Sharpe (ties: the simpler); "
-        "then `evaluate`s only the winner on the judging years (default 2000 on), its deflated "
-        "Sharpe ratio counting the candidates x seeds tried.",
-    )
-    add_config_options(p, SelectAgentConfig)
-    p.set_defaults(func=cmd_select_agent)
-
-    p = sub.add_parser("trade", help="run the live-trading flow (replay by default; paper/live)")
-    p.add_argument("--symbol", default="SPY")
-    p.add_argument("--mode", choices=["replay", "paper", "live"], help="default: TRADINGML_MODE")
-    p.add_argument("--model-id", dest="model_id", help="default: the production model")
-    p.add_argument("--replay-date", dest="replay_date", type=date.fromisoformat)
-    p.add_argument("--speed", type=float, help="replay speed, times real time (0 = unthrottled)")
-    p.add_argument("--max-minutes", dest="max_minutes", type=int)
-    p.add_argument("--warehouse")
-    p.set_defaults(func=cmd_trade)
-
-    p = sub.add_parser("nightly", help="run the nightly-retrain flow (forecasters, agents, gate)")
-    p.add_argument("--coins", nargs="*", help="default: TRADINGML_COINS")
-    p.add_argument("--no-spy", dest="no_spy", action="store_true", help="skip the SPY agent")
-    p.add_argument("--cycles", type=int, help="training cycles per agent (default 300)")
-    p.add_argument("--start", type=date.fromisoformat)
-    p.add_argument("--end", type=date.fromisoformat)
-    p.add_argument("--runner", choices=["thread", "process", "dask"], default="thread")
-    p.add_argument("--workers", type=int, help="tasks at once (default 2)")
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="torch threads per training task (default: cores // workers; 1 on a Dask cluster)",
-    )
-    p.add_argument("--dask-address", help="scheduler of an existing Dask cluster")
-    p.add_argument("--warehouse")
-    p.set_defaults(func=cmd_nightly)
-
-    p = sub.add_parser(
-        "crypto", help="run the crypto-trading flow (coin agents: replay, paper or live)"
-    )
-    p.add_argument("--coins", nargs="*", help="default: TRADINGML_COINS")
-    p.add_argument("--mode", choices=["replay", "paper", "live"])
-    p.add_argument("--replay-date", dest="replay_date", type=date.fromisoformat)
-    p.add_argument("--max-minutes", dest="max_minutes", type=int)
-    p.add_argument("--warehouse")
-    p.set_defaults(func=cmd_crypto)
-
     p = sub.add_parser(
         "sql", help="run SQL against the warehouse (read-only: no files, extensions or network)"
     )
@@ -926,10 +662,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_sql)
-
     p = sub.add_parser("settings", help="show the effective settings (secrets hidden)")
     p.set_defaults(func=cmd_settings)
-    return parser
 
 
 # Commands that write nothing; every other one writes the warehouse, and these the data dir too.

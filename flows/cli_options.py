@@ -6,13 +6,23 @@ import argparse
 import json
 import types
 import typing
-from collections.abc import Collection
-from datetime import date
+from collections.abc import Collection, Mapping
+from datetime import date, datetime
 from typing import Any
 
 from pydantic import BaseModel
 
-_SCALARS: dict[Any, Any] = {int: int, float: float, str: str, date: date.fromisoformat}
+_SCALARS: dict[Any, Any] = {
+    int: int,
+    float: float,
+    str: str,
+    date: date.fromisoformat,
+    datetime: datetime.fromisoformat,
+}
+
+Alias = str | tuple[str, Any]
+"""Another flag of a field's option: a field name (the flag takes the option's value), or
+(field name, value) for a switch that sets the field to that value, e.g. ``--no-spy``."""
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -24,6 +34,14 @@ def _json_object(text: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"not a JSON object: {text!r}")
     return value
+
+
+# How an option's value is written, where its type says more than the field's name.
+_METAVARS: dict[Any, str] = {
+    date.fromisoformat: "YYYY-MM-DD",
+    datetime.fromisoformat: "TIME",
+    _json_object: "JSON",
+}
 
 
 def _option_kind(annotation: Any) -> tuple[Any, Any, bool] | None:
@@ -40,8 +58,8 @@ def _option_kind(annotation: Any) -> tuple[Any, Any, bool] | None:
     if origin is list:
         inner = _option_kind(typing.get_args(annotation)[0])
         return None if inner is None or inner[2] else (inner[0], inner[1], True)
-    if origin is dict and typing.get_args(annotation) == (str, Any):
-        # Free-form overrides (params, architecture: dict[str, Any]) as one JSON object.
+    if origin is dict and typing.get_args(annotation) in ((str, Any), (str, str)):
+        # Free-form overrides (params: dict[str, Any]) and maps (column_map) as one JSON object.
         return _json_object, None, False
     if annotation is bool:
         return bool, None, False
@@ -51,40 +69,71 @@ def _option_kind(annotation: Any) -> tuple[Any, Any, bool] | None:
 
 
 def add_config_options(
-    parser: argparse.ArgumentParser, model: type[BaseModel], exclude: Collection[str] = ()
+    parser: argparse.ArgumentParser,
+    model: type[BaseModel],
+    exclude: Collection[str] = (),
+    *,
+    aliases: Mapping[str, Alias] | None = None,
+    hide_default: Collection[str] = (),
 ) -> None:
     """One ``--field-name`` option per field of `model` (booleans as ``--x/--no-x``), default: the config's.
 
-    Free-form overrides (``dict[str, Any]``) take a JSON object; fields whose type has no
-    command-line form (nested configs, other dicts) are left out.
+    Free-form overrides (``dict[str, Any]``) and string maps take a JSON object; fields whose
+    type has no command-line form (nested configs, other dicts) are left out. `aliases` maps
+    older flags to the option they stand for (see `Alias`). `hide_default` names fields whose
+    unset value the flow works out (their description says how): their help shows no fixed
+    default.
     """
+    names: dict[str, list[str]] = {}
+    switches: dict[str, list[tuple[str, Any]]] = {}
+    for alias, target in (aliases or {}).items():
+        of = target if isinstance(target, str) else target[0]
+        if of not in model.model_fields or of in exclude:
+            raise ValueError(f"alias {alias} names no option of {model.__name__}: {of!r}")
+        if isinstance(target, str):
+            names.setdefault(of, []).append(alias)
+        else:
+            switches.setdefault(of, []).append((alias, target[1]))
     for name, field in model.model_fields.items():
         if name in exclude:
             continue
         kind = _option_kind(field.annotation)
         if kind is None:
+            if name in names or name in switches:
+                raise ValueError(f"{model.__name__}.{name} has no command-line form to alias")
             continue
         convert, choices, many = kind
         flag = "--" + name.replace("_", "-")
         default = field.get_default(call_default_factory=True)
         help_text = (field.description or "").replace("%", "%%")
-        if default is not None:
+        if default not in (None, [], {}) and name not in hide_default:
             shown = " ".join(str(v) for v in default) if many else default
             help_text += f" (default: {shown})"
+        flags = [flag, *names.get(name, [])]
         if convert is bool:
             parser.add_argument(
-                flag, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text
+                *flags,
+                dest=name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
             )
-            continue
-        parser.add_argument(
-            flag,
-            dest=name,
-            type=convert,
-            choices=choices,
-            nargs="+" if many else None,
-            default=None,
-            help=help_text,
-        )
+        else:
+            parser.add_argument(
+                *flags,
+                dest=name,
+                type=convert,
+                choices=choices,
+                nargs="+" if many else None,
+                default=None,
+                metavar=None if choices else _METAVARS.get(convert),
+                help=help_text,
+            )
+        for switch, value in switches.get(name, []):
+            same = (flag if value else f"--no-{flag[2:]}") if convert is bool else f"{flag} {value}"
+            parser.add_argument(
+                switch, dest=name, action="store_const", const=value, help=f"same as {same}"
+            )
 
 
 def config_from_args(model: type[BaseModel], args: argparse.Namespace) -> Any:

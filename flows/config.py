@@ -30,7 +30,7 @@ def fee_field() -> Any:
     return Field(
         default=None,
         ge=0,
-        description="Fee per trade, basis points of value (None: the symbol's asset-class "
+        description="Fee per trade, basis points of value (empty: the symbol's asset-class "
         "default, core.costs; given, a flat fee + slippage with no sell-side fee).",
     )
 
@@ -40,7 +40,7 @@ def slippage_field() -> Any:
     return Field(
         default=None,
         ge=0,
-        description="Fill price moved against us (half-spread), bps (None: asset-class default).",
+        description="Fill price moved against us (half-spread), bps (empty: asset-class default).",
     )
 
 
@@ -117,7 +117,7 @@ class IngestBarsConfig(BaseModel):
     path: str | None = Field(default=None, description="file source: path of the CSV/Parquet file.")
     column_map: dict[str, str] | None = Field(
         default=None,
-        description="file source: canonical column -> file column, e.g. {'close': 'Last'}.",
+        description='file source: canonical column -> file column, e.g. {"close": "Last"}.',
     )
     symbol: str | None = Field(
         default=None,
@@ -305,10 +305,10 @@ class TrainAgentConfig(BaseModel):
     slippage_bps: float | None = slippage_field()
     architecture: dict[str, Any] = Field(
         default_factory=dict,
-        description="Overrides of models.qnet.Architecture, e.g. {'fast_hidden': 32}.",
+        description='Overrides of models.qnet.Architecture, e.g. {"fast_hidden": 32}.',
     )
     params: dict[str, Any] = Field(
-        default_factory=dict, description="Overrides of models.dqn.DQNParams, e.g. {'lr': 0.0005}."
+        default_factory=dict, description='Overrides of models.dqn.DQNParams, e.g. {"lr": 0.0005}.'
     )
     checkpoint_every: int = Field(default=100, ge=1, description="Cycles between checkpoints.")
     episode_bars: int | None = Field(
@@ -447,7 +447,7 @@ class EvolveConfig(BaseModel):
     fixed_genes: dict[str, Any] = Field(
         default_factory=dict,
         description="Genes held at one value in every individual (models/genome.py GENES), e.g. "
-        "{'ensemble_size': 1, 'updates_per_block': 1} where ensembles or more updates cost too "
+        '{"ensemble_size": 1, "updates_per_block": 1} where ensembles or more updates cost too '
         "much; empty: the whole search space.",
     )
     fee_bps: float | None = fee_field()
@@ -531,8 +531,8 @@ class ScrapeRedditConfig(BaseModel):
     )
     since: datetime | None = Field(
         default=None,
-        description="Fetch posts made after this UTC time; default: the newest stored post of "
-        "the same source (an incremental scrape).",
+        description="Fetch posts made after this time (with its zone, e.g. 2024-01-01T00:00Z); "
+        "default: the newest stored post of the same source (an incremental scrape).",
     )
     until: datetime | None = Field(
         default=None,
@@ -675,7 +675,11 @@ class LiveTradingConfig(BaseModel):
     cash: float = Field(default=100_000.0, gt=0, description="replay: simulated starting cash.")
     fee_bps: float | None = fee_field()
     slippage_bps: float | None = slippage_field()
-    flatten_before_close_min: float = Field(default=1.0, ge=0)
+    flatten_before_close_min: float = Field(
+        default=1.0,
+        ge=0,
+        description="Go flat this many minutes before the session's close (0: never).",
+    )
     reconcile_every_min: int = Field(
         default=5, ge=1, description="Reconcile with the broker this often."
     )
@@ -724,13 +728,15 @@ class CryptoTradingConfig(BaseModel):
         default=0, ge=0, le=1439, description="Start this many minutes into the day."
     )
     max_minutes: int | None = Field(default=None, ge=1, description="Stop after this many minutes.")
-    cash: float = Field(default=100_000.0, gt=0)
+    cash: float = Field(default=100_000.0, gt=0, description="replay: simulated starting cash.")
     fee_bps: float | None = fee_field()
     slippage_bps: float | None = slippage_field()
     flatten_before_close_min: float = Field(
         default=1.0, ge=0, description="Go flat this close to 00:00 UTC (the agents' episode end)."
     )
-    reconcile_every_min: int = Field(default=5, ge=1)
+    reconcile_every_min: int = Field(
+        default=5, ge=1, description="Reconcile with the broker this often (minutes)."
+    )
     view_every_s: float = Field(
         default=120.0,
         gt=0,
@@ -839,7 +845,7 @@ class NightlyRetrainConfig(BaseModel):
     )
     forecaster: dict[str, Any] = Field(
         default_factory=dict,
-        description="Overrides of models.forecaster.ForecasterConfig, e.g. {'n_estimators': 100}.",
+        description='Overrides of models.forecaster.ForecasterConfig, e.g. {"n_estimators": 100}.',
     )
     forecaster_threads: int | None = Field(
         default=None,
@@ -865,7 +871,7 @@ class NightlyRetrainConfig(BaseModel):
     )
     architecture: dict[str, Any] = Field(
         default_factory=dict,
-        description="Overrides of models.qnet.Architecture, e.g. {'fast_hidden': 32}.",
+        description='Overrides of models.qnet.Architecture, e.g. {"fast_hidden": 32}.',
     )
     params: dict[str, Any] = Field(
         default_factory=dict, description="Overrides of models.dqn.DQNParams."
@@ -1009,7 +1015,7 @@ class EvaluateConfig(BaseModel):
     )
     architecture: dict[str, Any] = Field(
         default_factory=dict,
-        description="Overrides of models.qnet.Architecture, e.g. {'fast_hidden': 32}.",
+        description='Overrides of models.qnet.Architecture, e.g. {"fast_hidden": 32}.',
     )
     params: dict[str, Any] = Field(
         default_factory=dict,

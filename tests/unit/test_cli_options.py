@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from datetime import UTC, date, datetime
 from typing import Literal
 
 import pytest
 from pydantic import BaseModel, Field
 
+from flows import config
 from flows.cli_options import add_config_options, config_from_args
 from flows.config import EvaluateConfig
 
@@ -52,3 +54,95 @@ def test_every_evaluate_field_is_an_option_and_config_errors_still_refuse() -> N
     assert {a.dest for a in parser._actions} - {"help"} == set(EvaluateConfig.model_fields)
     with pytest.raises(ValueError, match="window=rolling needs train_bars"):
         config_from_args(EvaluateConfig, parser.parse_args(["--window", "rolling"]))
+
+
+def test_aliases_keep_older_flags_working() -> None:
+    class Config(BaseModel):
+        file_tz: str | None = Field(default=None, description="Zone.")
+        include_spy: bool = Field(default=True, description="SPY too.")
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_config_options(
+        parser, Config, aliases={"--tz": "file_tz", "--no-spy": ("include_spy", False)}
+    )
+    old = config_from_args(Config, parser.parse_args(["--tz", "Etc/GMT", "--no-spy"]))
+    new = config_from_args(Config, parser.parse_args(["--file-tz", "Etc/GMT", "--no-include-spy"]))
+    assert old == new == Config(file_tz="Etc/GMT", include_spy=False)
+    assert config_from_args(Config, parser.parse_args([])).model_fields_set == set()
+    assert "same as --no-include-spy" in parser.format_help()
+    with pytest.raises(ValueError, match="names no option"):
+        add_config_options(argparse.ArgumentParser(), Config, aliases={"--x": "nope"})
+
+
+def test_dates_times_json_maps_and_hidden_defaults() -> None:
+    class Config(BaseModel):
+        day: date = Field(default=date(2024, 1, 1), description="Day; unset: from the data.")
+        since: datetime | None = Field(default=None, description="Since.")
+        column_map: dict[str, str] | None = Field(default=None, description="Map.")
+        inputs: list[str] = Field(default_factory=list, description="Inputs.")
+
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    add_config_options(parser, Config, hide_default=("day",))
+    args = parser.parse_args(
+        ["--day", "2024-02-01", "--since", "2024-01-01T00:00Z", "--column-map", '{"close": "Last"}']
+    )
+    parsed = config_from_args(Config, args)
+    assert parsed.day == date(2024, 2, 1) and parsed.since == datetime(2024, 1, 1, tzinfo=UTC)
+    assert parsed.column_map == {"close": "Last"}
+    text = " ".join(parser.format_help().split())
+    assert "--day YYYY-MM-DD Day; unset: from the data. --since" in text  # no fixed default shown
+    assert "--column-map JSON" in text and "(default: )" not in text
+    with pytest.raises(argparse.ArgumentError):
+        parser.parse_args(["--column-map", "close=Last"])
+
+
+def _subparser(command: str) -> argparse.ArgumentParser:
+    from flows.cli import build_parser
+
+    [commands] = [a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)]
+    parser: argparse.ArgumentParser = commands.choices[command]
+    return parser
+
+
+@pytest.mark.parametrize(
+    ("command", "model"),
+    [
+        ("demo", config.DemoConfig),
+        ("ingest", config.IngestBarsConfig),
+        ("scrape", config.ScrapeRedditConfig),
+        ("train", config.TrainAgentConfig),
+        ("evolve", config.EvolveConfig),
+        ("backtest", config.BacktestConfig),
+        ("evaluate", config.EvaluateConfig),
+        ("select-agent", config.SelectAgentConfig),
+        ("trade", config.LiveTradingConfig),
+        ("nightly", config.NightlyRetrainConfig),
+        ("crypto", config.CryptoTradingConfig),
+    ],
+)
+def test_each_flow_command_offers_its_configs_fields_and_no_other_option(
+    command: str, model: type[BaseModel]
+) -> None:
+    """Typed once: a flow command's options are its config's fields (nested configs aside)."""
+    dests = {a.dest for a in _subparser(command)._actions} - {"help"}
+    nested = {
+        name
+        for name, field in model.model_fields.items()
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)
+    }
+    extra = {"ingest": {"json"}}.get(command, set())
+    assert dests == set(model.model_fields) - nested | extra
+    assert config_from_args(model, _subparser(command).parse_args([])) == model()
+
+
+def test_renamed_flags_still_parse_as_before() -> None:
+    ingest = _subparser("ingest").parse_args(["--source", "file", "--path", "a.csv", "--tz", "UTC"])
+    assert ingest.file_tz == "UTC"
+    assert _subparser("ingest").parse_args(["--extended-hours"]).regular_hours_only is False
+    assert _subparser("trade").parse_args(["--speed", "60"]).replay_speed == 60.0
+    assert _subparser("nightly").parse_args(["--no-spy"]).include_spy is False
+    train = _subparser("train").parse_args(["--no-resume", "--no-flatten-at-close"])
+    assert config_from_args(config.TrainAgentConfig, train).model_fields_set == {
+        "resume",
+        "flatten_at_close",
+    }
