@@ -21,7 +21,7 @@ from core.provenance import data_sources
 from core.sessions import SessionRule, session_rule
 from core.settings import get_settings, require_writable
 from flows.config import BacktestConfig, utc_midnight
-from flows.data_defaults import resolve_backtest_config
+from flows.data_defaults import resolve_backtest_config, say
 from models.env import Costs
 from models.features import unavailable_note
 from models.registry import AgentPolicy, load_registered_agent
@@ -35,12 +35,6 @@ from warehouse.db import connect
 from warehouse.registry import choose_model
 from warehouse.summary import hourly_sentiment, load_symbol_coverage
 from warehouse.symbols import load_symbols
-
-
-def _say(logger: Any, text: str) -> None:
-    """Once, on the console too (the progress bar's stream) and in the run's log."""
-    sys.stderr.write(text + "\n")
-    logger.info(text)
 
 
 @dataclass(frozen=True)
@@ -69,7 +63,7 @@ def _setup(config: BacktestConfig, warehouse: Path, logger: Any) -> _Setup:
         coverage = load_symbol_coverage(con, [config.symbol])
     config, using = resolve_backtest_config(config, coverage, spec.timeframe, row.get("params"))
     if using is not None:
-        _say(logger, using)
+        say(logger, using)
     start, end = utc_midnight(config.start), utc_midnight(config.end)
     trained = row.get("params") or {}
     with connect(warehouse) as con:
@@ -77,7 +71,7 @@ def _setup(config: BacktestConfig, warehouse: Path, logger: Any) -> _Setup:
     # Costs follow the symbol's asset class (stored at import, else inferred from its name).
     asset_class = stored.asset_class if stored is not None else infer_asset_class(spec.traded)
     costs = configured_costs(asset_class, config.fee_bps, config.slippage_bps)
-    _say(logger, costs.describe(asset_class))
+    say(logger, costs.describe(asset_class))
     # The calendar stored with the symbol at import; the episodes the model was trained on.
     episode_bars = config.episode_bars
     if episode_bars is None and trained.get("episode_bars") is not None:
@@ -101,7 +95,7 @@ def _setup(config: BacktestConfig, warehouse: Path, logger: Any) -> _Setup:
         )
     note = unavailable_note(bars, spec)
     if note is not None:
-        _say(logger, note)  # close-only series (skfolio) lack what these need
+        say(logger, note)  # close-only series (skfolio) lack what these need
     loader = input_loader(spec, trained)
     sentiment = forecasts = None
     if loader is not None:

@@ -24,12 +24,14 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from core.settings import get_settings
+from core.settings import Mode, Settings, get_settings
 from flows.alerts import alerting
 from flows.config import CryptoTradingConfig
 from flows.live_trading import check_session, session_plan
 from flows.session_view import SessionView
 from flows.wiring import MarketClosed, SessionRequest
+from models.env import Costs
+from models.registry import AgentPolicy
 from tasks.trading import load_models, open_session, trade_session
 from trading.allocation import coin_weights
 from trading.live import run_lock
@@ -85,34 +87,8 @@ def _crypto_trading(config: CryptoTradingConfig) -> dict[str, Any]:
         warehouse, sorted(models), config.fee_bps, config.slippage_bps
     )
     logger.info("%s: %s", ", ".join(sorted(models)), costs.describe(asset_class))
-    symbols = sorted({s for _, policy in models.values() for s in policy.spec.symbols})
-    run = check_session(
-        SessionRequest(
-            mode=mode,
-            label="crypto",
-            calendar_symbol=sorted(models)[0],
-            traded=sorted(models),
-            symbols=symbols,
-            timeframe="1Min",
-            warehouse=warehouse,
-            outbox=settings.data_dir / "outbox",
-            # A restart on the same day with the same models continues the same run (the
-            # same decision and client order ids: nothing decided before is ordered again).
-            key=hashlib.sha256(
-                "|".join(f"{c}={r['model_id']}" for c, (r, _) in sorted(models.items())).encode()
-            ).hexdigest()[:8],
-            config_digest=hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:8],
-            replay_day=config.replay_date or newest,
-            costs=costs,
-            start_minute=config.start_minute,
-            cash=config.cash,
-            max_clock_offset_s=config.max_clock_offset_s,
-            bar_wait_s=COIN_WAIT_S,
-            stream_name="crypto-bar-stream",
-        ),
-        settings,
-        logger,
-    )
+    request = _request(config, mode, models, costs, newest, warehouse, settings)
+    run = check_session(request, settings, logger)
     assert not isinstance(run, MarketClosed), "the coins' market never closes"
     session, day = run.session, run.session.day
     with connect(warehouse) as con:
@@ -148,6 +124,42 @@ def _crypto_trading(config: CryptoTradingConfig) -> dict[str, Any]:
         result = trade_session(trading)
     return report_crypto_session(
         trading, result.decided, result.decided_ms, day, skipped, weights, weights_from
+    )
+
+
+def _request(
+    config: CryptoTradingConfig,
+    mode: Mode,
+    models: dict[str, tuple[dict[str, Any], AgentPolicy]],
+    costs: Costs,
+    newest: date | None,
+    warehouse: Path,
+    settings: Settings,
+) -> SessionRequest:
+    """The session the coins' run asks for: every coin's agent on one account, one minute loop."""
+    symbols = sorted({s for _, policy in models.values() for s in policy.spec.symbols})
+    return SessionRequest(
+        mode=mode,
+        label="crypto",
+        calendar_symbol=sorted(models)[0],
+        traded=sorted(models),
+        symbols=symbols,
+        timeframe="1Min",
+        warehouse=warehouse,
+        outbox=settings.data_dir / "outbox",
+        # A restart on the same day with the same models continues the same run (the
+        # same decision and client order ids: nothing decided before is ordered again).
+        key=hashlib.sha256(
+            "|".join(f"{c}={r['model_id']}" for c, (r, _) in sorted(models.items())).encode()
+        ).hexdigest()[:8],
+        config_digest=hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:8],
+        replay_day=config.replay_date or newest,
+        costs=costs,
+        start_minute=config.start_minute,
+        cash=config.cash,
+        max_clock_offset_s=config.max_clock_offset_s,
+        bar_wait_s=COIN_WAIT_S,
+        stream_name="crypto-bar-stream",
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -14,6 +15,13 @@ TEST_SHARE = 0.2
 """Share of the stored span held out for testing when no dates are given (the most recent part)."""
 
 _TRAIN_DATES = ("train_start", "train_end", "test_start", "test_end")
+
+
+def say(logger: Any, text: str) -> None:
+    """A line a person should see before long work: on the console (beside the progress bars)
+    and in the run's log."""
+    sys.stderr.write(text + "\n")
+    logger.info(text)
 
 
 def _day(value: Any) -> date:

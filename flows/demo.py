@@ -45,6 +45,7 @@ from warehouse.db import connect
 from warehouse.registry import load_promotion_history, production_model_id, production_symbols
 from warehouse.summary import (
     EXAMPLE_SQL,
+    GATE_SQL,
     SENTIMENT_SQL,
     load_coverage,
     load_example_rows,
@@ -52,7 +53,6 @@ from warehouse.summary import (
     load_quarantine_counts,
     load_sentiment_summary,
 )
-from warehouse.summary import GATE_SQL as GATE_SQL  # the CLI's nightly table
 from warehouse.symbols import load_symbols
 
 DEMO_COINS = ("BTC/USD", "ETH/USD", "DOGE/USD")

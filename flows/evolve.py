@@ -6,7 +6,7 @@ import hashlib
 import json
 import math
 import tempfile
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from core import metrics as core_metrics
 from core.assets import infer_asset_class
 from core.baselines import periods_per_year
 from core.costs import configured_costs
+from core.provenance import data_sources
 from core.sessions import SessionRule, session_rule
 from core.settings import get_settings
 from flows.alerts import alerting
@@ -54,15 +55,24 @@ from warehouse.symbols import load_symbols
 from warehouse.trials import load_trial_sharpes, record_trial
 
 
-@flow(name="evolve-architecture-generations")
-def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str) -> dict[str, Any]:
-    """Run (or resume) the generations, then judge the winner on the judging range.
+@dataclass(frozen=True)
+class _Search:
+    """One search's fixed parts: its settings, data ranges and folds, costs and episode rule."""
 
-    Each individual is stored as soon as it is scored, and recorded as a trial (kind
-    'genome', the search range) so the gate's deflated Sharpe ratio counts every genome
-    tried. The winner is registered as a candidate (register_best) and promoted only if the
-    statistical gate passes on the judging range."""
-    logger = get_run_logger()
+    id: str
+    settings: SearchSettings
+    spec: FeatureSpec
+    base: dict[str, Any]
+    """The DQN params every individual trains with (its genome changes the rest)."""
+    search_range: tuple[datetime, datetime]
+    test_range: tuple[datetime, datetime]
+    folds: list[SearchFold]
+    costs: dict[str, Any]
+    rule: dict[str, Any]
+    threads: int
+
+
+def _search(config: EvolveConfig, warehouse: str, logger: Any) -> _Search:
     settings = SearchSettings(
         config.population,
         config.generations,
@@ -72,9 +82,7 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
         config.search_seed,
         config.fixed_genes,
     )
-    search_id = config.search_id()
     spec = FeatureSpec(symbols=tuple(config.symbols), timeframe=config.timeframe)
-    base = DQNParams(cycles=config.cycles, checkpoint_every=config.cycles).to_dict()
     search_range = (utc_midnight(config.search_start), utc_midnight(config.search_end))
     test_range = (utc_midnight(config.test_start), utc_midnight(config.test_end))
     folds = search_folds(*search_range, config.folds)
@@ -85,131 +93,161 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
         _day(test_range[1]),
     )
     with connect(warehouse) as con:
-        stored = load_individuals(con, search_id)
         info = load_symbols(con, [spec.traded]).get(spec.traded)
     # Costs follow the symbol's asset class (stored at import, else inferred from its name).
     asset_class = info.asset_class if info is not None else infer_asset_class(spec.traded)
     cost_model = configured_costs(asset_class, config.fee_bps, config.slippage_bps)
     logger.info(cost_model.describe(asset_class))
-    costs = asdict(cost_model)
     # Episodes as `train` cuts them: the timeframe and the calendar stored with the symbol.
-    rule = asdict(
-        session_rule(spec.traded, spec.timeframe, info.calendar if info is not None else None)
-    )
+    rule = session_rule(spec.traded, spec.timeframe, info.calendar if info is not None else None)
     # Torch threads per evaluation: this machine's cores shared by the workers (1 on an
     # existing Dask cluster, Dask's own rule); one count for every runner.
     threads = runner_threads(config.workers, config.runner == "dask" and bool(config.dask_address))
-    if stored:
-        logger.info("resuming %s: %d individuals already scored", search_id, len(stored))
-    population = initial_population(settings)
-    everyone: list[dict[str, Any]] = []
-    # Per-fold fitness of the individuals scored in this run (nas_individuals has no column
-    # for it): returned with the best and shown in the generation tables.
-    per_fold: dict[tuple[int, int], list[float]] = {}
-    for gen in range(settings.generations):
-        done = {r["individual"]: r for r in stored if r["generation"] == gen}
-        for i, r in done.items():
-            if r["genome_hash"] != population[i].hash():
-                raise RuntimeError(
-                    f"{search_id}: stored generation {gen} differs from a replay of the search"
-                )
-        futures = {
-            i: evaluate_individual.submit(
-                gen,
-                i,
-                g.to_dict(),
-                bars,
-                spec.to_dict(),
-                [asdict(f) for f in folds],
-                base,
-                costs,
-                config.seeds,
-                config.individual_timeout_s,
-                rule,
-                threads,
-            )
-            # Largest first: two workers finish a generation together instead of one waiting.
-            for i, g in sorted(enumerate(population), key=lambda ig: -ig[1].cost())
-            if i not in done
-        }
-        rows = dict(done)
-        for i, future in futures.items():
-            ev = future.result()
-            row = {
-                "search_id": search_id,
-                "generation": gen,
-                "individual": i,
-                "genome": population[i].to_dict(),
-                "genome_hash": population[i].hash(),
-                "fitness": ev["fitness"],
-                "fitness_std": ev["fitness_std"],
-                "fitness_per_seed": ev["per_seed"],
-                "train_seconds": ev["seconds"],
-                "status": ev["status"],
-                "error": ev["error"],
-                "created_at": datetime.now(UTC),
-            }
-            with connect(warehouse) as con:
-                write_individual(con, row)
-                _record_search_trial(con, spec.traded, search_id, search_range, row, ev)
-            rows[i] = row
-            per_fold[(gen, i)] = ev["per_fold"]
-            if ev["status"] != "ok":
-                logger.warning("gen %d individual %d %s: %s", gen, i, ev["status"], ev["error"])
-        ranked = sorted(rows.values(), key=lambda r: r["fitness"], reverse=True)
-        everyone += ranked
-        lines = [
-            f"## {search_id}, generation {gen}",
-            "",
-            f"fitness = mean over {len(folds)} folds x {len(config.seeds)} seeds",
-            "",
-            "| rank | individual | fitness | std | per fold | status | genome |",
-            "|---:|---:|---:|---:|---|---|---|",
-        ]
-        for rank, r in enumerate(ranked[:5], start=1):
-            folds_text = ", ".join(f"{x:.4f}" for x in per_fold.get((gen, r["individual"]), []))
-            lines.append(
-                f"| {rank} | {r['individual']} | {r['fitness']:.4f} | {r['fitness_std']:.4f} "
-                f"| {folds_text or 'stored'} | {r['status']} "
-                f"| `{json.dumps(r['genome'], sort_keys=True)}` |"
-            )
-        create_markdown_artifact(key=f"evolve-gen-{gen}", markdown="\n".join(lines))
-        logger.info(
-            "generation %d: best fitness %.4f (%s)",
-            gen,
-            ranked[0]["fitness"],
-            ranked[0]["genome_hash"],
-        )
-        if gen + 1 < settings.generations:
-            scored = [
-                Scored(population[i], float(rows[i]["fitness"])) for i in range(len(population))
-            ]
-            population = next_generation(scored, gen + 1, settings)
+    return _Search(
+        config.search_id(),
+        settings,
+        spec,
+        DQNParams(cycles=config.cycles, checkpoint_every=config.cycles).to_dict(),
+        search_range,
+        test_range,
+        folds,
+        asdict(cost_model),
+        asdict(rule),
+        threads,
+    )
 
-    best = _best_evaluated(everyone, search_id)
-    with connect(warehouse) as con:
-        summary = generation_summary(con, search_id)
-    sources = sorted(set(bars.get_column("source").unique().to_list()))
-    label = f"{spec.traded} {spec.timeframe}, data: {', '.join(sources)}"
-    if any(str(src).startswith("synthetic") for src in sources):
-        label += " (SYNTHETIC)"
-    plot = _plot_fitness(summary, search_id, label, get_settings().data_dir / "reports")
-    decision, note = _judge(
-        config, best, bars, spec, folds, test_range, base, costs, rule, warehouse
-    )
-    registered = (
-        _register_genome(best, spec, warehouse, search_id, decision)
-        if config.register_best
-        else None
-    )
-    verdict = _store_verdict(warehouse, decision, registered, note)
-    logger.info("judging %s to %s: %s", _day(test_range[0]), _day(test_range[1]), verdict["line"])
+
+def _individual_row(
+    search_id: str, gen: int, i: int, genome: Genome, ev: dict[str, Any]
+) -> dict[str, Any]:
+    """An evaluated individual as nas_individuals stores it."""
     return {
         "search_id": search_id,
-        "best": {
-            k: best[k]
-            for k in ("generation", "individual", "genome", "genome_hash", "fitness", "fitness_std")
-        }
+        "generation": gen,
+        "individual": i,
+        "genome": genome.to_dict(),
+        "genome_hash": genome.hash(),
+        "fitness": ev["fitness"],
+        "fitness_std": ev["fitness_std"],
+        "fitness_per_seed": ev["per_seed"],
+        "train_seconds": ev["seconds"],
+        "status": ev["status"],
+        "error": ev["error"],
+        "created_at": datetime.now(UTC),
+    }
+
+
+def _score_generation(
+    s: _Search,
+    config: EvolveConfig,
+    gen: int,
+    population: list[Genome],
+    stored: list[dict[str, Any]],
+    bars: pl.DataFrame,
+    warehouse: str,
+    per_fold: dict[tuple[int, int], list[float]],
+    logger: Any,
+) -> dict[int, dict[str, Any]]:
+    """Every individual of the generation scored (those stored by an interrupted run reused,
+    checked against a replay of the search), each stored and recorded as a trial at once."""
+    done = {r["individual"]: r for r in stored if r["generation"] == gen}
+    for i, r in done.items():
+        if r["genome_hash"] != population[i].hash():
+            raise RuntimeError(
+                f"{s.id}: stored generation {gen} differs from a replay of the search"
+            )
+    futures = {
+        i: evaluate_individual.submit(
+            gen,
+            i,
+            g.to_dict(),
+            bars,
+            s.spec.to_dict(),
+            [asdict(f) for f in s.folds],
+            s.base,
+            s.costs,
+            config.seeds,
+            config.individual_timeout_s,
+            s.rule,
+            s.threads,
+        )
+        # Largest first: two workers finish a generation together instead of one waiting.
+        for i, g in sorted(enumerate(population), key=lambda ig: -ig[1].cost())
+        if i not in done
+    }
+    rows = dict(done)
+    for i, future in futures.items():
+        ev = future.result()
+        row = _individual_row(s.id, gen, i, population[i], ev)
+        with connect(warehouse) as con:
+            write_individual(con, row)
+            _record_search_trial(con, s.spec.traded, s.id, s.search_range, row, ev)
+        rows[i] = row
+        per_fold[(gen, i)] = ev["per_fold"]
+        if ev["status"] != "ok":
+            logger.warning("gen %d individual %d %s: %s", gen, i, ev["status"], ev["error"])
+    return rows
+
+
+def _generation_artifact(
+    s: _Search,
+    gen: int,
+    ranked: list[dict[str, Any]],
+    per_fold: dict[tuple[int, int], list[float]],
+    n_seeds: int,
+) -> None:
+    """The generation's five best as a markdown artifact."""
+    lines = [
+        f"## {s.id}, generation {gen}",
+        "",
+        f"fitness = mean over {len(s.folds)} folds x {n_seeds} seeds",
+        "",
+        "| rank | individual | fitness | std | per fold | status | genome |",
+        "|---:|---:|---:|---:|---|---|---|",
+    ]
+    for rank, r in enumerate(ranked[:5], start=1):
+        folds_text = ", ".join(f"{x:.4f}" for x in per_fold.get((gen, r["individual"]), []))
+        lines.append(
+            f"| {rank} | {r['individual']} | {r['fitness']:.4f} | {r['fitness_std']:.4f} "
+            f"| {folds_text or 'stored'} | {r['status']} "
+            f"| `{json.dumps(r['genome'], sort_keys=True)}` |"
+        )
+    create_markdown_artifact(key=f"evolve-gen-{gen}", markdown="\n".join(lines))
+
+
+def _judge_winner(
+    s: _Search,
+    config: EvolveConfig,
+    everyone: list[dict[str, Any]],
+    per_fold: dict[tuple[int, int], list[float]],
+    bars: pl.DataFrame,
+    warehouse: str,
+    logger: Any,
+) -> dict[str, Any]:
+    """The best individual plotted, judged on the judging range, registered (register_best) and
+    its verdict stored; the search's result."""
+    best = _best_evaluated(everyone, s.id)
+    with connect(warehouse) as con:
+        summary = generation_summary(con, s.id)
+    sources = data_sources(bars)
+    label = f"{s.spec.traded} {s.spec.timeframe}, data: {', '.join(sources)}"
+    if any(src.startswith("synthetic") for src in sources):
+        label += " (SYNTHETIC)"
+    plot = _plot_fitness(summary, s.id, label, get_settings().data_dir / "reports")
+    decision, note = _judge(
+        config, best, bars, s.spec, s.folds, s.test_range, s.base, s.costs, s.rule, warehouse
+    )
+    registered = (
+        _register_genome(best, s.spec, warehouse, s.id, decision) if config.register_best else None
+    )
+    verdict = _store_verdict(warehouse, decision, registered, note)
+    logger.info(
+        "judging %s to %s: %s", _day(s.test_range[0]), _day(s.test_range[1]), verdict["line"]
+    )
+    best_fields = ("generation", "individual", "genome", "genome_hash", "fitness", "fitness_std")
+    return {
+        "search_id": s.id,
+        "best": {k: best[k] for k in best_fields}
         | {"fitness_per_fold": per_fold.get((best["generation"], best["individual"]))},
         "generations": summary.to_dicts(),
         "plot": str(plot),
@@ -219,10 +257,51 @@ def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str)
                 "train": [_day(f.train[0]), _day(f.train[1])],
                 "valid": [_day(f.valid[0]), _day(f.valid[1])],
             }
-            for f in folds
+            for f in s.folds
         ],
         "verdict": verdict,
     }
+
+
+@flow(name="evolve-architecture-generations")
+def search_generations(config: EvolveConfig, bars: pl.DataFrame, warehouse: str) -> dict[str, Any]:
+    """Run (or resume) the generations, then judge the winner on the judging range.
+
+    Each individual is stored as soon as it is scored, and recorded as a trial (kind
+    'genome', the search range) so the gate's deflated Sharpe ratio counts every genome
+    tried. The winner is registered as a candidate (register_best) and promoted only if the
+    statistical gate passes on the judging range."""
+    logger = get_run_logger()
+    s = _search(config, warehouse, logger)
+    with connect(warehouse) as con:
+        stored = load_individuals(con, s.id)
+    if stored:
+        logger.info("resuming %s: %d individuals already scored", s.id, len(stored))
+    population = initial_population(s.settings)
+    everyone: list[dict[str, Any]] = []
+    # Per-fold fitness of the individuals scored in this run (nas_individuals has no column
+    # for it): returned with the best and shown in the generation tables.
+    per_fold: dict[tuple[int, int], list[float]] = {}
+    for gen in range(s.settings.generations):
+        rows = _score_generation(
+            s, config, gen, population, stored, bars, warehouse, per_fold, logger
+        )
+        ranked = sorted(rows.values(), key=lambda r: r["fitness"], reverse=True)
+        everyone += ranked
+        _generation_artifact(s, gen, ranked, per_fold, len(config.seeds))
+        logger.info(
+            "generation %d: best fitness %.4f (%s)",
+            gen,
+            ranked[0]["fitness"],
+            ranked[0]["genome_hash"],
+        )
+        if gen + 1 < s.settings.generations:
+            scored = [
+                Scored(population[i], float(rows[i]["fitness"])) for i in range(len(population))
+            ]
+            population = next_generation(scored, gen + 1, s.settings)
+
+    return _judge_winner(s, config, everyone, per_fold, bars, warehouse, logger)
 
 
 def _day(ts: datetime) -> str:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,29 +81,29 @@ def report_markdown(title: str, rows: list[dict[str, Any]], warnings: list[str])
     return "\n".join(lines)
 
 
-@flow(name="ingest-bars", log_prints=True)
-def ingest_bars(config: IngestBarsConfig | None = None) -> dict[str, Any]:
-    """Ingest bars from one source into the warehouse; re-running it changes nothing."""
-    config = config or IngestBarsConfig()
-    settings = get_settings()
-    logger = get_run_logger()
-    warehouse = Path(config.warehouse) if config.warehouse else settings.warehouse_path
-    config = resolve_bar_source(config, settings)
-    source = build_bar_source(config, settings)
-    clock = SystemClock()
-    first_day, end_day = config.date_range()
-    start, end = utc_midnight(first_day), utc_midnight(end_day)
-    if config.source in ("alpaca", "synthetic"):
-        # Never ask for bars that cannot exist yet (synthetic ones would be quarantined as future).
-        end = min(end, clock.now().replace(second=0, microsecond=0))
-    universe = config.default_symbols()
-    if config.source == "alpaca" and not config.symbols:
-        universe = [*settings.equity_symbols, *settings.coin_symbols]
-    symbols: list[str | None] = list(universe) or [None]
-    timeframe = config.default_timeframe()
+@dataclass(frozen=True)
+class _Symbols:
+    """What each symbol of an import is, settled before any bar is written."""
 
-    # What each symbol is, settled (and a conflicting re-import refused) before any bar is
-    # written; a file's symbols and the zone of its stamps are known once it is read.
+    names: list[str]
+    infos: dict[str, SymbolInfo]
+    symbol_rows: dict[str, str]
+    stamp_zone: str | None
+    """The zone of a file's naive stamps; None for other sources."""
+    notes: list[str]
+
+
+def _settle_symbols(
+    config: IngestBarsConfig,
+    source: Any,
+    symbols: list[str | None],
+    timeframe: str | None,
+    warehouse: Path,
+    clock: SystemClock,
+    logger: Any,
+) -> _Symbols:
+    """Each symbol's asset class and calendar, stored (a conflicting re-import refused) before
+    any bar is written; a file's symbols and the zone of its stamps are known once it is read."""
     names: list[str] = [s for s in symbols if s]
     stamp_zone: str | None = None
     provenance = source.name
@@ -130,19 +132,23 @@ def ingest_bars(config: IngestBarsConfig | None = None) -> dict[str, Any]:
         for name in names
     }
     symbol_rows = store_symbol_infos(warehouse, list(infos.values()), clock.now())
-    logger.info(
-        "ingesting %s bars for %d symbol(s), %s to %s, into %s",
-        source.name,
-        len(names) or len(symbols),
-        first_day,
-        end_day,
-        warehouse,
-    )
-    # Splits and dividends first: the stored stock bars re-based onto those learned now.
-    rebased = learn_corporate_actions(source, names, first_day, clock.now(), warehouse)
-    for line in rebased:
-        logger.info("%s", line)
-    notes += rebased
+    return _Symbols(names, infos, symbol_rows, stamp_zone, notes)
+
+
+def _ingest_series(
+    config: IngestBarsConfig,
+    source: Any,
+    symbols: list[str | None],
+    timeframe: str | None,
+    span: tuple[datetime, datetime],
+    settled: _Symbols,
+    warehouse: Path,
+    clock: SystemClock,
+    logger: Any,
+) -> dict[str, SeriesIngest]:
+    """Each series validated, quarantined and stored in turn (incremental: from its newest bar on)."""
+    start, end = span
+    calendars = {n: info.calendar for n, info in settled.infos.items()}
     per_symbol: dict[str, SeriesIngest] = {}
     resume = (
         newest_bars(warehouse, [s for s in symbols if s], timeframe)
@@ -172,24 +178,59 @@ def ingest_bars(config: IngestBarsConfig | None = None) -> dict[str, Any]:
             # separator or unit must not overwrite or extend it.
             scale_check=config.source == "file",
             # ...and its clock against the calendar: a wrong zone shifts every bar.
-            calendars={n: info.calendar for n, info in infos.items()}
-            if config.source == "file"
-            else None,
-            stamp_zone=stamp_zone,
+            calendars=calendars if config.source == "file" else None,
+            stamp_zone=settled.stamp_zone,
             # Pre- and post-market bars of stocks and ETFs are held back (the agents trade
             # the regular session); coins and FX have no such hours.
-            regular_hours={n: info.calendar for n, info in infos.items()}
-            if config.regular_hours_only
-            else None,
+            regular_hours=calendars if config.regular_hours_only else None,
         )
         per_symbol.update(results)
         for name, result in results.items():
             logger.info("[%d/%d] %s: %s", i, len(symbols), name, result.report.summary())
+    return per_symbol
+
+
+@flow(name="ingest-bars", log_prints=True)
+def ingest_bars(config: IngestBarsConfig | None = None) -> dict[str, Any]:
+    """Ingest bars from one source into the warehouse; re-running it changes nothing."""
+    config = config or IngestBarsConfig()
+    settings = get_settings()
+    logger = get_run_logger()
+    warehouse = Path(config.warehouse) if config.warehouse else settings.warehouse_path
+    config = resolve_bar_source(config, settings)
+    source = build_bar_source(config, settings)
+    clock = SystemClock()
+    first_day, end_day = config.date_range()
+    start, end = utc_midnight(first_day), utc_midnight(end_day)
+    if config.source in ("alpaca", "synthetic"):
+        # Never ask for bars that cannot exist yet (synthetic ones would be quarantined as future).
+        end = min(end, clock.now().replace(second=0, microsecond=0))
+    universe = config.default_symbols()
+    if config.source == "alpaca" and not config.symbols:
+        universe = [*settings.equity_symbols, *settings.coin_symbols]
+    symbols: list[str | None] = list(universe) or [None]
+    timeframe = config.default_timeframe()
+    settled = _settle_symbols(config, source, symbols, timeframe, warehouse, clock, logger)
+    logger.info(
+        "ingesting %s bars for %d symbol(s), %s to %s, into %s",
+        source.name,
+        len(settled.names) or len(symbols),
+        first_day,
+        end_day,
+        warehouse,
+    )
+    # Splits and dividends first: the stored stock bars re-based onto those learned now.
+    rebased = learn_corporate_actions(source, settled.names, first_day, clock.now(), warehouse)
+    for line in rebased:
+        logger.info("%s", line)
+    per_symbol = _ingest_series(
+        config, source, symbols, timeframe, (start, end), settled, warehouse, clock, logger
+    )
     total = sum((s.report for s in per_symbol.values()), IngestReport())
     if config.source == "synthetic" and config.signal == "sentiment":
         ingest_synthetic_sentiment(source, [s for s in symbols if s], start, end, warehouse)
-    rows = series_rows(per_symbol, infos, symbol_rows)
-    warnings = [*notes, *(w for s in per_symbol.values() for w in s.warnings)]
+    rows = series_rows(per_symbol, settled.infos, settled.symbol_rows)
+    warnings = [*settled.notes, *rebased, *(w for s in per_symbol.values() for w in s.warnings)]
     create_markdown_artifact(
         key="ingest-bars-report",
         markdown=report_markdown(f"ingest-bars ({source.name})", rows, warnings),

@@ -201,6 +201,45 @@ def _run_session(
     return summary
 
 
+def _html_report(
+    config: LiveTradingConfig,
+    mode: str,
+    run_id: str,
+    plan: SessionPlan,
+    row: dict[str, Any],
+    spec: Any,
+    costs: CostModel,
+) -> tuple[Path, dict[str, Any]] | None:
+    """The session's HTML report beside its benchmarks (trading.session_report); None before
+    two equity points."""
+    session = plan.session
+    reports = (
+        Path(config.reports_dir) if config.reports_dir else get_settings().data_dir / "reports"
+    )
+    notes = [
+        f"{mode} session of {spec.traded} with model {row['model_id']}; run {run_id}.",
+        "CAGR, Sharpe, Sortino and Calmar of one session are annualised from minute "
+        "returns: read them as scale, not as a forecast.",
+    ]
+    with connect(plan.warehouse) as con:
+        sources = bar_sources(con, spec.traded, session.open, session.close)
+        if any(s.startswith("synthetic") for s in sources):
+            notes.insert(0, "SYNTHETIC data: these are generated minute bars, not market prices.")
+        return session_report(
+            con,
+            run_id=run_id,
+            account=plan.account,
+            symbols=list(spec.symbols[:1]),
+            start=session.open,
+            end=session.close + MINUTE,
+            path=reports / f"{run_id}.html",
+            title=f"{mode} session {session.day} of {spec.traded}",
+            notes=notes,
+            fee_bps=costs.fee_bps,
+            slippage_bps=costs.slippage_bps,
+        )
+
+
 @task(name="report-session", cache_policy=NO_CACHE)
 def report_session(
     config: LiveTradingConfig,
@@ -218,30 +257,7 @@ def report_session(
     with connect(plan.warehouse) as con:
         counts = run_decision_counts(con, run_id)
         n_orders = run_order_count(con, run_id)
-        reports = (
-            Path(config.reports_dir) if config.reports_dir else get_settings().data_dir / "reports"
-        )
-        notes = [
-            f"{mode} session of {spec.traded} with model {row['model_id']}; run {run_id}.",
-            "CAGR, Sharpe, Sortino and Calmar of one session are annualised from minute "
-            "returns: read them as scale, not as a forecast.",
-        ]
-        sources = bar_sources(con, spec.traded, session.open, session.close)
-        if any(s.startswith("synthetic") for s in sources):
-            notes.insert(0, "SYNTHETIC data: these are generated minute bars, not market prices.")
-        made = session_report(
-            con,
-            run_id=run_id,
-            account=account,
-            symbols=list(spec.symbols[:1]),
-            start=session.open,
-            end=session.close + MINUTE,
-            path=reports / f"{run_id}.html",
-            title=f"{mode} session {session.day} of {spec.traded}",
-            notes=notes,
-            fee_bps=costs.fee_bps,
-            slippage_bps=costs.slippage_bps,
-        )
+    made = _html_report(config, mode, run_id, plan, row, spec, costs)
     lat = sorted(runner.latencies_ms)
     summary = {
         "status": "traded",

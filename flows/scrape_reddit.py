@@ -57,6 +57,36 @@ def _markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def _report(
+    label: str,
+    per_sub: dict[str, PostIngestReport],
+    shown: list[dict[str, Any]],
+    now: datetime,
+    lag_minutes: int,
+    total: PostIngestReport,
+) -> None:
+    """Per subreddit what was stored and quarantined, and the sentiment a decision now would see."""
+    create_markdown_artifact(
+        key="scrape-reddit-report",
+        markdown="\n\n".join(
+            [
+                f"## scrape-reddit ({label}{', SYNTHETIC' if label == 'synthetic' else ''})",
+                _markdown(
+                    [
+                        {"subreddit": k, **v.as_dict(), "quarantined": v.quarantined_total}
+                        for k, v in per_sub.items()
+                    ]
+                ),
+                f"## Sentiment a decision at {now:%Y-%m-%d %H:%M} UTC would see "
+                f"(posts count {lag_minutes} min after they are made; "
+                f"'{MARKET}' = all posts)",
+                _markdown(shown),
+            ]
+        ),
+        description=total.summary(),
+    )
+
+
 @flow(name="scrape-reddit", log_prints=True)
 def scrape_reddit(config: ScrapeRedditConfig | None = None) -> dict[str, Any]:
     """Fetch new posts per subreddit, store and score them; re-running it changes nothing."""
@@ -97,25 +127,7 @@ def scrape_reddit(config: ScrapeRedditConfig | None = None) -> dict[str, Any]:
     symbols = [*settings.equity_symbols, *settings.coin_symbols]
     now_features = sentiment_now(warehouse, symbols, clock.now(), lag)
     shown = now_features.filter(pl.col("posts_24h") > 0).to_dicts()
-    create_markdown_artifact(
-        key="scrape-reddit-report",
-        markdown="\n\n".join(
-            [
-                f"## scrape-reddit ({label}{', SYNTHETIC' if label == 'synthetic' else ''})",
-                _markdown(
-                    [
-                        {"subreddit": k, **v.as_dict(), "quarantined": v.quarantined_total}
-                        for k, v in per_sub.items()
-                    ]
-                ),
-                f"## Sentiment a decision at {clock.now():%Y-%m-%d %H:%M} UTC would see "
-                f"(posts count {settings.sentiment_lag_minutes} min after they are made; "
-                f"'{MARKET}' = all posts)",
-                _markdown(shown),
-            ]
-        ),
-        description=total.summary(),
-    )
+    _report(label, per_sub, shown, clock.now(), settings.sentiment_lag_minutes, total)
     logger.info("scrape-reddit done: %s", total.summary())
     return {
         "source": label,

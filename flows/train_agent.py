@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import math
-import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,15 +15,17 @@ from prefect.logging import get_run_logger
 
 from core.assets import infer_asset_class
 from core.costs import configured_costs
+from core.provenance import data_sources
 from core.sessions import session_rule
 from core.settings import get_settings
 from flows.config import TrainAgentConfig, utc_midnight
-from flows.data_defaults import resolve_train_config
+from flows.data_defaults import resolve_train_config, say
 from models.dqn import DQNParams
+from models.env import Costs
 from models.features import FeatureSpec, unavailable_note
 from models.qnet import Architecture
 from models.registry import load_registered_genome
-from models.train import prepare_data
+from models.train import PreparedData, prepare_data
 from tasks.agents import train_agent_seed
 from trading.baselines import momentum_label
 from trading.inputs import load_training_inputs
@@ -113,6 +115,106 @@ def summarise_seeds(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+@dataclass(frozen=True)
+class _Recipe:
+    """What the agents are: features, DQN params and architecture (a genome's, if one is named)."""
+
+    spec: FeatureSpec
+    params: DQNParams
+    arch: Architecture
+    genome: str
+    """The genome's registry id, or 'builtin'."""
+
+
+def _recipe(config: TrainAgentConfig, warehouse: Path, logger: Any) -> _Recipe:
+    spec = FeatureSpec(
+        symbols=tuple(config.symbols),
+        timeframe=config.timeframe,
+        sentiment_inputs=tuple(config.sentiment_inputs),
+        forecast=config.forecast,
+    )
+    params = DQNParams.from_dict(
+        {**config.params, "cycles": config.cycles, "checkpoint_every": config.checkpoint_every}
+    )
+    arch = Architecture.from_dict(config.architecture)
+    with connect(warehouse) as con:
+        genome_row = resolve_genome(con, config.genome_id, spec.traded)
+    if genome_row is None:
+        return _Recipe(spec, params, arch, "builtin")
+    genome = load_registered_genome(genome_row)
+    arch, params = genome.with_overrides(config.architecture, params, config.params)
+    logger.info("architecture from %s", genome_row["model_id"])
+    return _Recipe(genome.feature_spec(spec), params, arch, str(genome_row["model_id"]))
+
+
+@dataclass(frozen=True)
+class _Data:
+    """The prepared sessions and how they were cut, charged and sourced."""
+
+    data: PreparedData
+    costs: Costs
+    description: dict[str, Any]
+    """What each model records of its training (ranges, calendar, episodes, sources, inputs)."""
+
+
+def _data(config: TrainAgentConfig, r: _Recipe, warehouse: Path, logger: Any) -> _Data:
+    """Bars, costs (the symbol's asset class), the episode rule (its stored calendar) and the
+    spec's sentiment/forecast inputs as backtest and live will read them back; prepared."""
+    spec = r.spec
+    train = (utc_midnight(config.train_start), utc_midnight(config.train_end))
+    test = (utc_midnight(config.test_start), utc_midnight(config.test_end))
+    with connect(warehouse) as con:
+        bars = load_bars(con, config.symbols, config.timeframe, train[0], test[1])
+        stored = load_symbols(con, [spec.traded]).get(spec.traded)
+    if bars.height == 0:
+        raise ValueError(
+            f"no {config.timeframe} bars for {config.symbols} between {config.train_start} and "
+            f"{config.test_end} in {warehouse}; run ingest-bars (or make demo) first"
+        )
+    note = unavailable_note(bars, spec)
+    if note is not None:
+        say(logger, note)  # close-only series (skfolio) lack what these need
+    asset_class = stored.asset_class if stored is not None else infer_asset_class(spec.traded)
+    costs = configured_costs(asset_class, config.fee_bps, config.slippage_bps)
+    say(logger, costs.describe(asset_class))
+    rule = session_rule(
+        spec.traded,
+        config.timeframe,
+        stored.calendar if stored is not None else None,
+        flatten_at_close=config.flatten_at_close,
+        episode_bars=config.episode_bars,
+    )
+    with connect(warehouse) as con:
+        inputs = load_training_inputs(con, spec, train[0], test[1])
+    for line in inputs.notes:
+        say(logger, line)
+    data = prepare_data(bars, spec, train, test, inputs.sentiment, inputs.forecasts, rule=rule)
+    description = {
+        "train_range": [str(config.train_start), str(config.train_end)],
+        "test_range": [str(config.test_start), str(config.test_end)],
+        "symbols": config.symbols,
+        "timeframe": config.timeframe,
+        "genome": r.genome,
+        # How the ranges were cut: `backtest` of this model cuts its range the same way.
+        "calendar": rule.calendar,
+        "episode_bars": rule.episode_bars,
+        # Provenance of the training bars; 'synthetic...' marks a model trained on generated data.
+        "data_sources": data_sources(bars),
+        # How its sentiment/forecast inputs were read (trading.inputs.input_loader reads them).
+        **inputs.params,
+    }
+    return _Data(data, costs, description)
+
+
+def _run_key(config: TrainAgentConfig, r: _Recipe, data: PreparedData) -> str:
+    """The run id names the config AND the data: changed bars never resume an old run's checkpoint."""
+    digest = hashlib.sha256()
+    for tensor in (data.train.features, data.train.returns, data.test.returns):
+        digest.update(tensor.numpy().tobytes())
+    digest.update(r.genome.encode())
+    return f"{config.run_key()}-{digest.hexdigest()[:8]}"
+
+
 @flow(name="train-agent", log_prints=True)
 def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
     """Train one Double-DQN agent per seed on warehouse bars and evaluate each on held-out sessions."""
@@ -125,118 +227,29 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
         coverage = load_symbol_coverage(con, list(config.symbols))
     config, using = resolve_train_config(config, coverage)
     if using is not None:
-        # Once, on the console before the long work: what the unset options became.
-        sys.stderr.write(using + "\n")
-        logger.info(using)
-    spec = FeatureSpec(
-        symbols=tuple(config.symbols),
-        timeframe=config.timeframe,
-        sentiment_inputs=tuple(config.sentiment_inputs),
-        forecast=config.forecast,
-    )
-    params = DQNParams.from_dict(
-        {**config.params, "cycles": config.cycles, "checkpoint_every": config.checkpoint_every}
-    )
-    arch = Architecture.from_dict(config.architecture)
-    genome_used = "builtin"
-    with connect(warehouse) as con:
-        genome_row = resolve_genome(con, config.genome_id, spec.traded)
-    if genome_row is not None:
-        genome = load_registered_genome(genome_row)
-        genome_used = str(genome_row["model_id"])
-        spec = genome.feature_spec(spec)
-        arch, params = genome.with_overrides(config.architecture, params, config.params)
-        logger.info("architecture from %s", genome_used)
-    with connect(warehouse) as con:
-        bars = load_bars(
-            con,
-            config.symbols,
-            config.timeframe,
-            utc_midnight(config.train_start),
-            utc_midnight(config.test_end),
-        )
-    if bars.height == 0:
-        raise ValueError(
-            f"no {config.timeframe} bars for {config.symbols} between {config.train_start} and "
-            f"{config.test_end} in {warehouse}; run ingest-bars (or make demo) first"
-        )
-    note = unavailable_note(bars, spec)
-    if note is not None:
-        # Once, on the console too: close-only series (skfolio) lack what these need.
-        sys.stderr.write(note + "\n")
-        logger.info(note)
-    with connect(warehouse) as con:
-        stored = load_symbols(con, [spec.traded]).get(spec.traded)
-    # Costs follow the symbol's asset class (stored at import, else inferred from its name).
-    asset_class = stored.asset_class if stored is not None else infer_asset_class(spec.traded)
-    costs = configured_costs(asset_class, config.fee_bps, config.slippage_bps)
-    sys.stderr.write(costs.describe(asset_class) + "\n")
-    logger.info(costs.describe(asset_class))
-    # Episodes and the end-of-session rule follow the timeframe and the symbol's stored calendar.
-    rule = session_rule(
-        spec.traded,
-        config.timeframe,
-        stored.calendar if stored is not None else None,
-        flatten_at_close=config.flatten_at_close,
-        episode_bars=config.episode_bars,
-    )
-    # The spec's sentiment and forecast inputs (the genome's spec may ask for them too), as
-    # backtest and live trading will read them back through trading.inputs.input_loader.
-    with connect(warehouse) as con:
-        inputs = load_training_inputs(
-            con, spec, utc_midnight(config.train_start), utc_midnight(config.test_end)
-        )
-    for line in inputs.notes:
-        sys.stderr.write(line + "\n")
-        logger.info(line)
-    data = prepare_data(
-        bars,
-        spec,
-        (utc_midnight(config.train_start), utc_midnight(config.train_end)),
-        (utc_midnight(config.test_start), utc_midnight(config.test_end)),
-        inputs.sentiment,
-        inputs.forecasts,
-        rule=rule,
-    )
+        say(logger, using)  # what the unset options became, before the long work
+    r = _recipe(config, warehouse, logger)
+    d = _data(config, r, warehouse, logger)
     logger.info(
         "features %s: %d training and %d held-out sessions of %s",
-        spec.schema_hash(),
-        len(data.train),
-        len(data.test),
-        spec.traded,
+        r.spec.schema_hash(),
+        len(d.data.train),
+        len(d.data.test),
+        r.spec.traded,
     )
-    # The run id names the config AND the data: changed bars never resume an old run's checkpoint.
-    fingerprint = hashlib.sha256()
-    for tensor in (data.train.features, data.train.returns, data.test.returns):
-        fingerprint.update(tensor.numpy().tobytes())
-    fingerprint.update(genome_used.encode())
-    key = f"{config.run_key()}-{fingerprint.hexdigest()[:8]}"
-    description = {
-        "train_range": [str(config.train_start), str(config.train_end)],
-        "test_range": [str(config.test_start), str(config.test_end)],
-        "symbols": config.symbols,
-        "timeframe": config.timeframe,
-        "genome": genome_used,
-        # How the ranges were cut: `backtest` of this model cuts its range the same way.
-        "calendar": rule.calendar,
-        "episode_bars": rule.episode_bars,
-        # Provenance of the training bars; 'synthetic...' marks a model trained on generated data.
-        "data_sources": sorted(str(x) for x in bars.get_column("source").unique().to_list()),
-        # How its sentiment/forecast inputs were read (trading.inputs.input_loader reads them).
-        **inputs.params,
-    }
+    key = _run_key(config, r, d.data)
     results = [
         train_agent_seed(
-            data,
+            d.data,
             f"{key}-s{seed}",
             seed,
-            arch,
-            params,
-            costs,
+            r.arch,
+            r.params,
+            d.costs,
             models_dir,
             warehouse,
             config.resume,
-            description,
+            d.description,
             config.budget_s,
         )
         for seed in config.seeds
@@ -244,7 +257,7 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
     table = summarise_seeds(results)
     rows = seed_rows(results, table)
     lines = [
-        f"## train-agent {spec.traded} ({config.timeframe}), held-out {config.test_start} to {config.test_end}",
+        f"## train-agent {r.spec.traded} ({config.timeframe}), held-out {config.test_start} to {config.test_end}",
         "",
         "| " + " | ".join(rows[0]) + " |",
         "|---|---|" + "---:|" * len(SEED_COLUMNS),
@@ -252,14 +265,14 @@ def train_agent(config: TrainAgentConfig | None = None) -> dict[str, Any]:
     ]
     create_markdown_artifact(key="train-agent-evaluation", markdown="\n".join(lines))
     return {
-        "symbol": spec.traded,
+        "symbol": r.spec.traded,
         "timeframe": config.timeframe,
-        "feature_schema_hash": spec.schema_hash(),
-        "models": [r["model_id"] for r in results],
+        "feature_schema_hash": r.spec.schema_hash(),
+        "models": [x["model_id"] for x in results],
         "evaluation": table,
         "seed_rows": rows,
-        "train_sessions": len(data.train),
-        "test_sessions": len(data.test),
+        "train_sessions": len(d.data.train),
+        "test_sessions": len(d.data.test),
     }
 
 

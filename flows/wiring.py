@@ -188,6 +188,11 @@ def build_adapters(settings: Settings) -> Adapters:
             bars=SyntheticBarSource(SyntheticConfig(seed=settings.synthetic_seed)),
             posts=posts,
         )
+    return _alpaca_adapters(settings, clock, posts)
+
+
+def _alpaca_adapters(settings: Settings, clock: Clock, posts: PostSource) -> Adapters:
+    """Alpaca's market data, bar stream, broker and trade updates (paper, or live with the opt-in)."""
     from adapters.alpaca import AlpacaBarSource, AlpacaBroker
     from adapters.alpaca_stream import AlpacaBarStream
 
