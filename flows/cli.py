@@ -603,26 +603,8 @@ def _flow_commands(sub: Any) -> None:
         p.set_defaults(func=func)
 
 
-def _registry_commands(sub: Any) -> None:
-    """The commands on the registry, the account's limits and the warehouse."""
-    p = sub.add_parser(
-        "account-limits",
-        help="show or set the account-wide limits every trading flow on one account obeys "
-        "(live-trading and crypto-trading share them): daily loss and gross exposure",
-    )
-    p.add_argument("--account", default="paper", help="paper (default) or live")
-    p.add_argument(
-        "--daily-loss-limit",
-        type=float,
-        help="fraction of the account's equity at the start of the UTC day, e.g. 0.03",
-    )
-    p.add_argument(
-        "--max-gross-exposure",
-        type=float,
-        help="largest sum of |position value| as a multiple of equity, e.g. 1.0",
-    )
-    p.add_argument("--warehouse")
-    p.set_defaults(func=cmd_account_limits)
+def _model_commands(sub: Any) -> None:
+    """promote, demote and rollback: a model's stage in the registry, by hand."""
     for name, func, text in (
         (
             "promote",
@@ -655,6 +637,29 @@ def _registry_commands(sub: Any) -> None:
     p.add_argument("--reason", help="a note stored in promotion_history")
     p.add_argument("--warehouse")
     p.set_defaults(func=cmd_rollback)
+
+
+def _registry_commands(sub: Any) -> None:
+    """The commands on the account's limits, the registry and the warehouse."""
+    p = sub.add_parser(
+        "account-limits",
+        help="show or set the account-wide limits every trading flow on one account obeys "
+        "(live-trading and crypto-trading share them): daily loss and gross exposure",
+    )
+    p.add_argument("--account", default="paper", help="paper (default) or live")
+    p.add_argument(
+        "--daily-loss-limit",
+        type=float,
+        help="fraction of the account's equity at the start of the UTC day, e.g. 0.03",
+    )
+    p.add_argument(
+        "--max-gross-exposure",
+        type=float,
+        help="largest sum of |position value| as a multiple of equity, e.g. 1.0",
+    )
+    p.add_argument("--warehouse")
+    p.set_defaults(func=cmd_account_limits)
+    _model_commands(sub)
     p = sub.add_parser(
         "sql", help="run SQL against the warehouse (read-only: no files, extensions or network)"
     )

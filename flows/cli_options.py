@@ -68,6 +68,23 @@ def _option_kind(annotation: Any) -> tuple[Any, Any, bool] | None:
     return None
 
 
+def _aliases(
+    model: type[BaseModel], exclude: Collection[str], aliases: Mapping[str, Alias]
+) -> tuple[dict[str, list[str]], dict[str, list[tuple[str, Any]]]]:
+    """Per field: the older flags that name it, and the switches that set it to a value."""
+    names: dict[str, list[str]] = {}
+    switches: dict[str, list[tuple[str, Any]]] = {}
+    for alias, target in aliases.items():
+        of = target if isinstance(target, str) else target[0]
+        if of not in model.model_fields or of in exclude:
+            raise ValueError(f"alias {alias} names no option of {model.__name__}: {of!r}")
+        if isinstance(target, str):
+            names.setdefault(of, []).append(alias)
+        else:
+            switches.setdefault(of, []).append((alias, target[1]))
+    return names, switches
+
+
 def add_config_options(
     parser: argparse.ArgumentParser,
     model: type[BaseModel],
@@ -84,16 +101,7 @@ def add_config_options(
     unset value the flow works out (their description says how): their help shows no fixed
     default.
     """
-    names: dict[str, list[str]] = {}
-    switches: dict[str, list[tuple[str, Any]]] = {}
-    for alias, target in (aliases or {}).items():
-        of = target if isinstance(target, str) else target[0]
-        if of not in model.model_fields or of in exclude:
-            raise ValueError(f"alias {alias} names no option of {model.__name__}: {of!r}")
-        if isinstance(target, str):
-            names.setdefault(of, []).append(alias)
-        else:
-            switches.setdefault(of, []).append((alias, target[1]))
+    names, switches = _aliases(model, exclude, aliases or {})
     for name, field in model.model_fields.items():
         if name in exclude:
             continue
