@@ -9,8 +9,6 @@ outbox of Parquet files beside it instead, merged by the next flush that gets th
 from __future__ import annotations
 
 import logging
-import time
-import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -22,6 +20,7 @@ import polars as pl
 from adapters.protocols import Fill, Order
 from warehouse.db import WarehouseLockedError, connect, transaction
 from warehouse.io import insert_rows, upsert
+from warehouse.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +197,8 @@ class Ledger:
         # Oldest first: outbox files in name (time) order, then the buffer, so that
         # keep="last" keeps the newest version of a repeated key.
         parts: dict[str, list[pl.DataFrame]] = {}
-        for path in outbox_files:
-            parts.setdefault(path.name.split("--", 1)[0], []).append(pl.read_parquet(path))
+        for name, path in outbox_files:
+            parts.setdefault(name, []).append(pl.read_parquet(path))
         for name, older in parts.items():
             frames[name] = pl.concat([*older, *([frames[name]] if name in frames else [])]).unique(
                 subset=list(KEYS[name]), keep="last", maintain_order=True
@@ -210,8 +209,7 @@ class Ledger:
                 counts[name] = upsert(
                     con, name, frame, KEYS[name], bookkeeping=BOOKKEEPING.get(name, ())
                 ).total
-        for path in outbox_files:
-            path.unlink(missing_ok=True)
+        Outbox.done(path for _, path in outbox_files)
         for name, n in counts.items():
             self.flushed[name] += n
         self.rows = {name: [] for name in SCHEMAS}
@@ -256,20 +254,13 @@ class Ledger:
             )
             return {}
 
-    def _outbox_files(self) -> list[Path]:
-        if self.outbox is None or not self.outbox.exists():
-            return []
-        return sorted(self.outbox.glob("*.parquet"))
+    def _outbox_files(self) -> list[tuple[str, Path]]:
+        """The ledger's files in the outbox (its tables' kinds; the bars' are BarStore's)."""
+        return [] if self.outbox is None else Outbox(self.outbox).waiting(SCHEMAS)
 
     def _to_outbox(self) -> None:
         assert self.outbox is not None
-        self.outbox.mkdir(parents=True, exist_ok=True)
         for name, frame in self.frames().items():
-            tmp = self.outbox / f".{name}--{uuid.uuid4().hex}.tmp"
-            frame.write_parquet(tmp)
-            # Names sort by time, so merging keeps the newest version of a repeated key.
-            tmp.rename(
-                self.outbox / f"{name}--{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
-            )
+            Outbox(self.outbox).put(name, frame)
             self.outboxed += frame.height
         self.rows = {name: [] for name in SCHEMAS}

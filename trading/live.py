@@ -13,7 +13,6 @@ import logging
 import math
 import os
 import time
-import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import ExitStack, contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -48,6 +47,7 @@ from warehouse.bars import (
     write_stream_bars,
 )
 from warehouse.db import WarehouseLockedError, connect, transaction
+from warehouse.outbox import Outbox
 from warehouse.trade_history import first_equity_in
 
 log = logging.getLogger(__name__)
@@ -300,7 +300,7 @@ class BarStore:
     bars here instead of reading them back (`minute()`).
 
     When another process holds the warehouse past `lock_timeout_s`, the frame's good and
-    quarantined rows go to `outbox/bars` as Parquet and trading goes on from memory; the next
+    quarantined rows go to the outbox (warehouse.outbox) and trading goes on from memory; the next
     write that gets the file merges them (upserts: a re-merge changes nothing).
     """
 
@@ -339,7 +339,7 @@ class BarStore:
                 "warehouse locked (%s): %d bar(s) kept in %s, merged when it is free",
                 err.holder,
                 good.good.height,
-                self.outbox / "bars",
+                self.outbox,
             )
             return good.good
 
@@ -490,38 +490,33 @@ class BarStore:
 
     def _to_outbox(self, checked: ValidatedBars, now: datetime) -> None:
         assert self.outbox is not None
-        folder = self.outbox / "bars"
-        folder.mkdir(parents=True, exist_ok=True)
-        stamp = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-        for name, part in (("bars", checked.good), ("quarantine", checked.quarantine)):
+        for kind, part in (("bars", checked.good), ("quarantine", checked.quarantine)):
             if part.height:
-                tmp = folder / f".{name}--{stamp}.tmp"
-                part.with_columns(
-                    pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_at")
-                ).write_parquet(tmp)
-                tmp.rename(folder / f"{name}--{stamp}.parquet")
+                at = pl.lit(now).cast(pl.Datetime("us", "UTC")).alias("_at")
+                Outbox(self.outbox).put(kind, part.with_columns(at))
         self.outboxed += checked.good.height
 
     def _merge_outbox(self, con: Any, now: datetime) -> int:
-        """Store what a locked warehouse sent to the outbox (oldest first); returns bars merged."""
+        """Store what a locked warehouse sent to the outbox (oldest first); returns bars merged.
+        Files an earlier version left in outbox/bars are merged too."""
         if self.outbox is None:
             return 0
-        files = sorted((self.outbox / "bars").glob("*.parquet"))
+        kinds = ("bars", "quarantine")
+        files = Outbox(self.outbox).waiting(kinds) + Outbox(self.outbox / "bars").waiting(kinds)
         if not files:
             return 0
         merged = 0
         with transaction(con):
-            for path in files:
+            for kind, path in files:
                 part = pl.read_parquet(path)
                 at = part.get_column("_at")[0] if part.height else now
                 part = part.drop("_at")
-                if path.name.startswith("bars--"):
+                if kind == "bars":
                     write_bars(con, part, at)
                     merged += part.height
                 else:
                     write_quarantine(con, part, at)
-        for path in files:
-            path.unlink(missing_ok=True)
+        Outbox.done(path for _, path in files)
         log.info("merged %d outboxed bar(s) into the warehouse", merged)
         return merged
 
