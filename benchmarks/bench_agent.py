@@ -14,7 +14,7 @@ import torch
 from adapters.synthetic import SyntheticBarSource
 from benchmarks.harness import Figure, benchmark
 from benchmarks.proofs import planted_sentiment_market, random_walk_sessions, t_stat
-from models.dqn import DQNLightning, DQNParams, act_sessions, n_updates
+from models.dqn import DQNLightning, DQNParams, ReplayBatch, act_sessions, n_updates
 from models.env import Costs
 from models.features import FeatureSpec, compute_features
 from models.qnet import Architecture
@@ -58,9 +58,7 @@ def _window_update_seconds(
     return (time.perf_counter() - start) / repeats
 
 
-def _session_update_seconds(
-    module: DQNLightning, batch: dict[str, torch.Tensor], repeats: int
-) -> float:
+def _session_update_seconds(module: DQNLightning, batch: ReplayBatch, repeats: int) -> float:
     """Ours: a whole session unrolled once, every transition learned from that pass."""
     opt = torch.optim.Adam(module.online.parameters(), lr=1e-3)
     loss = module.td_loss(batch)
@@ -148,13 +146,13 @@ def bench_agent(scratch: Path) -> list[Figure]:
     idx = np.arange(params.batch_sessions) % len(data.train)
     sub = data.train.subset(idx)
     played = act_sessions(module.online, sub, costs, 0.1, np.random.default_rng(0))
-    batch = {
-        "features": sub.features,
-        "mask": sub.mask,
-        "actions": torch.as_tensor(played["actions"]),
-        "positions": torch.as_tensor(played["positions"]),
-        "rewards": torch.as_tensor(played["rewards"]),
-    }
+    batch = ReplayBatch(
+        features=sub.features,
+        mask=sub.mask,
+        actions=torch.as_tensor(played["actions"]),
+        positions=torch.as_tensor(played["positions"]),
+        rewards=torch.as_tensor(played["rewards"]),
+    )
     ours = _session_update_seconds(module, batch, repeats=5) / float(sub.mask[:, 1:].sum())
     window = _window_update_seconds(module, n_features, batch=256, window=60, repeats=5) / 256
     print(

@@ -14,7 +14,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pytorch_lightning as pl
@@ -31,7 +31,7 @@ from models.env import (
     forced_flat_mask,
     step_money,
 )
-from models.qnet import Architecture, NestedLSTMQNet
+from models.qnet import Architecture, NestedLSTMQNet, greedy_q_paths
 from models.rewards import DEFAULT_REWARD, REWARD_KINDS, RewardSettings, shape_rewards
 
 REWARDS = REWARD_KINDS
@@ -148,6 +148,19 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 
+class ReplayBatch(NamedTuple):
+    """Whole sessions for one update: their features [B, T, F] and mask [B, T], the actions
+    taken, the positions held before them and the rewards [B, T], and where the
+    end-of-session rule forced flat (None: nowhere)."""
+
+    features: torch.Tensor
+    mask: torch.Tensor
+    actions: torch.Tensor
+    positions: torch.Tensor
+    rewards: torch.Tensor
+    forced: torch.Tensor | None = None
+
+
 class ReplayMemory:
     """Whole played sessions: which session, the actions, the positions before them, the rewards."""
 
@@ -213,9 +226,9 @@ class DQNLightning(pl.LightningModule):
         self.last_loss: float | None = None
         self.pending_optimizer_state: dict[str, Any] | None = None
 
-    def td_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        x, mask = batch["features"], batch["mask"]
-        actions, pos, rewards = batch["actions"].long(), batch["positions"], batch["rewards"]
+    def td_loss(self, batch: ReplayBatch) -> torch.Tensor:
+        x, mask = batch.features, batch.mask
+        actions, pos, rewards = batch.actions.long(), batch.positions, batch.rewards
         aset = self.actions
         # The net reads positions as grid indices (the legacy grid's are the positions).
         pos_next = aset.index(aset.next_position(pos, actions))
@@ -229,7 +242,7 @@ class DQNLightning(pl.LightningModule):
             enc_target = self.target.encode(x)
             # Double DQN: the online net picks the next action, the target net values it.
             best = self.online.q(enc[:, 1:].detach(), pos_next[:, :-1]).argmax(dim=-1, keepdim=True)
-            forced = batch.get("forced")
+            forced = batch.forced
             if forced is not None:
                 # Where the end-of-session rule forces flat, flat is the only action taken there.
                 best = torch.where(forced[:, 1:, None], aset.flat, best)
@@ -269,15 +282,6 @@ class DQNLightning(pl.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.online.parameters(), lr=self.params.lr)
-
-
-def greedy_q_paths(net: NestedLSTMQNet, features: torch.Tensor) -> np.ndarray:
-    """Q-values for every grid position at every bar: [B, T, P positions, A] (net.actions.grid)."""
-    with torch.no_grad():
-        enc = net.encode(features)
-        zeros = torch.zeros(enc.shape[:2])
-        q = torch.stack([net.q(enc, zeros + p) for p in range(net.n_positions)], dim=2)
-    return q.numpy()
 
 
 def act_sessions(
@@ -358,7 +362,7 @@ class TrainState:
     history: list[CycleStats] = field(default_factory=list)
 
 
-class ExperienceStream(IterableDataset[dict[str, torch.Tensor]]):
+class ExperienceStream(IterableDataset[ReplayBatch]):
     """Plays train_every cycles with the current weights, then yields updates_per_block replay
     batches to learn from, each drawn on its own."""
 
@@ -379,7 +383,7 @@ class ExperienceStream(IterableDataset[dict[str, torch.Tensor]]):
         self.on_cycle, self.on_checkpoint = on_cycle, on_checkpoint
         self.out_of_budget = out_of_budget
 
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+    def __iter__(self) -> Iterator[ReplayBatch]:
         p = self.module.params
         every = max(1, p.train_every)
         ckpt_every = max(every, math.ceil(p.checkpoint_every / every) * every)
@@ -422,19 +426,18 @@ class ExperienceStream(IterableDataset[dict[str, torch.Tensor]]):
             for _ in range(p.updates_per_block):
                 yield self._replay_batch(rng)
 
-    def _replay_batch(self, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    def _replay_batch(self, rng: np.random.Generator) -> ReplayBatch:
         idx = self.memory.sample(rng, self.module.params.batch_sessions)
         sess_idx = torch.as_tensor(self.memory.session[idx])
-        batch = {
-            "features": self.sessions.features[sess_idx],
-            "mask": self.sessions.mask[sess_idx],
-            "actions": torch.as_tensor(self.memory.actions[idx]),
-            "positions": torch.as_tensor(self.memory.positions[idx]),
-            "rewards": torch.as_tensor(self.memory.rewards[idx]),
-        }
-        if self.sessions.forced_flat is not None:
-            batch["forced"] = self.sessions.forced_flat[sess_idx]
-        return batch
+        forced = self.sessions.forced_flat
+        return ReplayBatch(
+            features=self.sessions.features[sess_idx],
+            mask=self.sessions.mask[sess_idx],
+            actions=torch.as_tensor(self.memory.actions[idx]),
+            positions=torch.as_tensor(self.memory.positions[idx]),
+            rewards=torch.as_tensor(self.memory.rewards[idx]),
+            forced=None if forced is None else forced[sess_idx],
+        )
 
 
 class ExperienceDataModule(pl.LightningDataModule):
@@ -444,7 +447,7 @@ class ExperienceDataModule(pl.LightningDataModule):
         super().__init__()
         self.stream = stream
 
-    def train_dataloader(self) -> DataLoader[dict[str, torch.Tensor]]:
+    def train_dataloader(self) -> DataLoader[ReplayBatch]:
         # batch_size=None: the stream yields ready batches; one process, because the stream
         # acts with the very module being trained. Its own generator: the loader's seed draw
         # must not move torch's global one while another thread seeds and builds a network.

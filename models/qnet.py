@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -136,3 +137,12 @@ class NestedLSTMQNet(nn.Module):
             slow_out = s_out[:, 0]
         enc = torch.cat([fast_t, slow_out], dim=1)
         return enc, RecurrentState(fast=fast, slow=slow, slow_out=slow_out, step=state.step + 1)
+
+
+def greedy_q_paths(net: NestedLSTMQNet, features: torch.Tensor) -> np.ndarray:
+    """Q-values for every grid position at every bar: [B, T, P positions, A] (net.actions.grid)."""
+    with torch.no_grad():
+        enc = net.encode(features)
+        zeros = torch.zeros(enc.shape[:2])
+        q = torch.stack([net.q(enc, zeros + p) for p in range(net.n_positions)], dim=2)
+    return q.numpy()

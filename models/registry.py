@@ -20,7 +20,7 @@ from models.ensemble import EnsembleQNet
 from models.errors import ModelLoadError as ModelLoadError
 from models.features import FeatureScaler, FeatureSpec
 from models.genome import Genome
-from models.qnet import Architecture, NestedLSTMQNet, RecurrentState
+from models.qnet import Architecture, NestedLSTMQNet, RecurrentState, greedy_q_paths
 
 WEIGHTS = "weights.safetensors"
 META = "meta.json"
@@ -80,10 +80,10 @@ def save_agent(
 
 @dataclass
 class AgentPolicy:
-    """A loaded agent: the one door to a model's decisions bar by bar. Live trading asks it
+    """A loaded agent: the one door to a model's decisions. Live trading asks it bar by bar
     through `q_step` (trading.engine.StepwiseQ); `predict` is the same step with the action
-    picked. Backtests and evaluation use the batched pass over whole sessions
-    (models.dqn.greedy_q_paths), which the equality tests hold to these steps."""
+    picked; backtests ask `predict_sessions` for whole sessions in one batched pass
+    (models.dqn.greedy_q_paths), with the same NaN rule, held equal to the steps by tests."""
 
     net: NestedLSTMQNet
     spec: FeatureSpec
@@ -108,6 +108,28 @@ class AgentPolicy:
             enc, state = self.net.encode_step(x, state)
             q = self.net.q(enc.expand(len(positions), -1), positions).numpy()
         return (q if finite else np.full_like(q, np.nan)), state
+
+    def predict_sessions(
+        self, raw: np.ndarray, sessions: np.ndarray, steps: np.ndarray
+    ) -> dict[str, np.ndarray]:
+        """Q-values [T, P, A] of every session of raw feature rows (spec.names() order; row i
+        is step steps[i] of session sessions[i]), each session in one batched pass from a fresh
+        state -- q_step bar by bar, with its NaN rule: a row with a NaN or infinite feature
+        advances the state on zeros and gets NaN Q-values."""
+        raw = np.asarray(raw, dtype=np.float64)
+        finite = np.isfinite(raw).all(axis=1)
+        x = self.scaler.transform(np.where(np.isfinite(raw), raw, 0.0))
+        keys, inverse, counts = np.unique(
+            np.asarray(sessions), return_inverse=True, return_counts=True
+        )
+        steps = np.asarray(steps, dtype=np.int64)
+        feats = np.zeros((len(keys), int(counts.max()) if len(keys) else 0, x.shape[1]), np.float32)
+        feats[inverse, steps] = x
+        bad = np.zeros(feats.shape[:2], dtype=bool)
+        bad[inverse, steps] = ~finite
+        q = greedy_q_paths(self.net, torch.from_numpy(feats))
+        q[bad] = np.nan
+        return {str(key): q[i, : int(counts[i])] for i, key in enumerate(keys)}
 
     def predict(
         self, obs: tuple[np.ndarray, float], state: RecurrentState | None, episode_start: bool

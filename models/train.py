@@ -39,7 +39,6 @@ from models.dqn import (
     ReplayMemory,
     TrainState,
     act_sessions,
-    greedy_q_paths,
     latest_checkpoint,
     load_checkpoint,
     n_updates,
@@ -54,7 +53,7 @@ from models.env import (
     play_positions,
 )
 from models.features import FeatureScaler, FeatureSpec, compute_features
-from models.qnet import Architecture, NestedLSTMQNet
+from models.qnet import Architecture, NestedLSTMQNet, greedy_q_paths
 
 
 @dataclass(frozen=True)

@@ -22,8 +22,7 @@ from adapters.sim_broker import SimulatedBroker
 from core.fills import fill_references
 from core.sessions import SessionRule, session_rule, timeframe_span
 from core.universe import is_coin
-from models.dqn import greedy_q_paths
-from models.env import assign_episodes, build_sessions
+from models.env import assign_episodes
 from models.features import FeatureSpec, compute_features
 from models.registry import AgentPolicy
 from trading.baselines import benchmark_books, benchmark_metrics
@@ -49,13 +48,12 @@ class BacktestResult:
 
 def session_q_paths(policy: AgentPolicy, frame: pl.DataFrame) -> dict[str, np.ndarray]:
     """Q-values [T, P, A] of every session in a feature frame (P: the positions of the policy's
-    action set, policy.net.actions.grid), each session in one batched pass."""
-    names = policy.spec.names()
-    x = policy.scaler.transform(frame.select(names).to_numpy().astype(np.float64))
-    sessions = build_sessions(frame, x, min_len=1)
-    q = greedy_q_paths(policy.net, sessions.features)
-    lengths = sessions.lengths.numpy()
-    return {key: q[i, : int(lengths[i])] for i, key in enumerate(sessions.keys)}
+    action set, policy.net.actions.grid), each session in one batched pass
+    (AgentPolicy.predict_sessions: live's step rule, NaN included)."""
+    raw = frame.select(policy.spec.names()).to_numpy().astype(np.float64)
+    return policy.predict_sessions(
+        raw, frame.get_column("session").to_numpy(), frame.get_column("step").to_numpy()
+    )
 
 
 def warmup_days(spec: FeatureSpec, rule: SessionRule) -> int:

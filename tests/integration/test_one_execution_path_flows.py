@@ -22,8 +22,8 @@ from flows.config import (
 )
 from flows.ingest_bars import ingest_bars
 from flows.train_agent import train_agent
-from models.dqn import greedy_q_paths
 from models.env import FLAT, HOLD, LONG, Costs
+from models.qnet import greedy_q_paths
 from models.registry import load_registered_agent, save_agent
 from models.train import greedy_net_positions, held_out_sessions
 from warehouse.bars import load_bars

@@ -22,7 +22,7 @@ from models.env import (
     VecMarketEnv,
     play_positions,
 )
-from models.features import FeatureSpec, compute_features
+from models.features import FeatureScaler, FeatureSpec, compute_features
 from models.qnet import Architecture, NestedLSTMQNet
 from models.registry import ModelLoadError, artifact_sha256, load_agent, save_agent
 from models.train import (
@@ -266,6 +266,36 @@ def test_saved_agent_loads_checked_and_predicts_like_training(tmp_path: Path) ->
     weights.write_bytes(weights.read_bytes()[:-1] + b"\x00")
     with pytest.raises(ModelLoadError, match="sha256"):
         load_agent(tmp_path / "m", sha)
+
+
+def test_predict_sessions_is_q_step_bar_by_bar_nan_rule_included(tmp_path: Path) -> None:
+    # The batched door backtests use and the step live uses give the same Q-values for every
+    # bar of every session -- a row with a NaN feature too (NaN Q there; the state advanced on
+    # zeros, so the bars after it agree as well), not NaN for the rest of the session.
+    start, end = utc(2024, 3, 4), utc(2024, 3, 7)  # Monday to Wednesday: 3 sessions
+    spec = FeatureSpec(symbols=("SPY",))
+    bars = pl.concat(list(SyntheticBarSource().fetch_bars(["SPY"], "1Min", start, end)))
+    frame = compute_features(bars, spec)
+    raw = frame.select(spec.names()).to_numpy().astype(np.float64)
+    sessions, steps = frame["session"].to_numpy(), frame["step"].to_numpy()
+    first_key = sessions[0]
+    poisoned = int(np.flatnonzero(sessions == first_key)[5])
+    raw[poisoned, 0] = np.nan
+    net = NestedLSTMQNet(raw.shape[1], SMALL)
+    scaler = FeatureScaler.fit(frame, spec.names())
+    sha = save_agent(tmp_path / "m", net, spec, scaler, {})
+    policy = load_agent(tmp_path / "m", sha)
+
+    batched = policy.predict_sessions(raw, sessions, steps)
+    assert len(batched) == len(np.unique(sessions)) >= 2
+    for key in list(batched)[:2]:
+        rows = np.flatnonzero(sessions.astype(str) == key)
+        state = None
+        for t, i in enumerate(rows):
+            q, state = policy.q_step(raw[i], state, episode_start=(t == 0))
+            np.testing.assert_allclose(batched[key][t], q, rtol=1e-5, atol=1e-6, equal_nan=True)
+    nan_rows = np.isnan(batched[str(first_key)]).all(axis=(1, 2))
+    assert nan_rows.tolist() == [t == 5 for t in range(len(nan_rows))]
 
 
 def test_evaluation_reports_the_agent_beside_baselines() -> None:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from core.costs import CostModel
-from models.dqn import DQNLightning, DQNParams, act_sessions
+from models.dqn import DQNLightning, DQNParams, ReplayBatch, act_sessions
 from models.env import FLAT, HOLD, LONG, Costs, Sessions, VecMarketEnv, play_positions
 from models.qnet import Architecture
 from models.train import session_log_returns
@@ -91,14 +91,14 @@ def test_td_targets_take_flat_where_the_rule_forces_it() -> None:
     torch.manual_seed(0)
     module = DQNLightning(3, Architecture(fast_hidden=8, slow_hidden=4, head_hidden=8), DQNParams())
     b, t = 4, 12
-    batch = {
-        "features": torch.randn(b, t, 3),
-        "mask": torch.ones(b, t, dtype=torch.bool),
-        "actions": torch.randint(0, 3, (b, t)),
-        "positions": torch.randint(0, 2, (b, t)).float(),
-        "rewards": torch.randn(b, t),
-    }
+    batch = ReplayBatch(
+        features=torch.randn(b, t, 3),
+        mask=torch.ones(b, t, dtype=torch.bool),
+        actions=torch.randint(0, 3, (b, t)),
+        positions=torch.randint(0, 2, (b, t)).float(),
+        rewards=torch.randn(b, t),
+    )
     free = module.td_loss(batch).item()
     forced = torch.zeros(b, t, dtype=torch.bool)
     forced[:, 6:] = True
-    assert module.td_loss(batch | {"forced": forced}).item() != pytest.approx(free)
+    assert module.td_loss(batch._replace(forced=forced)).item() != pytest.approx(free)
