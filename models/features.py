@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import lru_cache
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -78,9 +80,7 @@ class FeatureSpec:
     def names(self) -> list[str]:
         cols: list[str] = []
         for i in range(len(self.symbols)):
-            cols += [f"a{i}_ret_{w}" for w in self.return_windows]
-            cols += [f"a{i}_vol_{w}" for w in self.vol_windows]
-            cols += [f"a{i}_volz", f"a{i}_vwap_dev", f"a{i}_range"]
+            cols += [f"a{i}_{f.name}" for f in asset_features(self)]
         cols += ["time_of_session", "time_to_close"]
         if self.sentiment:
             cols.append("sentiment")
@@ -204,11 +204,119 @@ def session_times(ts: datetime, calendar: str) -> tuple[float, float]:
 # none of a column (close-only series such as skfolio's adjusted closes), the feature has no
 # information: compute_features' null rule makes it the constant 0.0, which the scaler keeps
 # at 0 (std 0 -> 1). The column stays so the schema hash does not depend on the data.
-FEATURE_INPUTS: dict[str, tuple[str, ...]] = {
-    "volz": ("volume",),
-    "vwap_dev": ("vwap",),
-    "range": ("high", "low"),
-}
+# ---------------------------------------------------------------------------- per-asset features
+#
+# Each per-asset feature is defined once, here: its batch expression over an asset's bars
+# (compute_features) and its value for the newest bar from the recent bars
+# (trading.live_features, live), side by side with the same window and the same null rule
+# (a null batch value is NaN bar by bar; both become 0.0 in the row).
+# tests/unit/test_live_features.py holds the two equal over whole sessions.
+
+
+class RecentBars(Protocol):
+    """What a bar-by-bar value reads: an asset's newest bars (oldest first) -- log closes, log
+    returns (None before the first), volumes (null read as 0) -- and the newest bar's prices."""
+
+    @property
+    def logc(self) -> Sequence[float]: ...
+    @property
+    def lr(self) -> Sequence[float | None]: ...
+    @property
+    def vol(self) -> Sequence[float]: ...
+    @property
+    def newest(self) -> tuple[float, float, float, float | None]:
+        """high, low, close, vwap of the newest bar."""
+        ...
+
+
+@dataclass(frozen=True)
+class AssetFeature:
+    """One per-asset feature: its name, the bar columns it needs beyond the close, its batch
+    expression and its value for the newest bar."""
+
+    name: str
+    inputs: tuple[str, ...]
+    batch: Callable[[], pl.Expr]
+    """Over one asset's bars sorted by ts: past and present bars only; null = no value."""
+    step: Callable[[RecentBars], float]
+    """The same value for the newest bar; NaN = no value."""
+
+
+def _sample_std(values: Sequence[float | None]) -> float:
+    """ddof=1 standard deviation of the non-null values (polars' rolling_std with
+    min_samples=2 over the same window); NaN under 2 values."""
+    xs = [v for v in values if v is not None and not math.isnan(v)]
+    n = len(xs)
+    if n < 2:
+        return math.nan
+    mean = sum(xs) / n
+    return math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
+
+
+def _ret(w: int) -> AssetFeature:
+    def step(b: RecentBars) -> float:
+        return b.logc[-1] - b.logc[-1 - w] if len(b.logc) > w else math.nan
+
+    log_close = pl.col("close").log()
+    return AssetFeature(f"ret_{w}", (), lambda: log_close - log_close.shift(w), step)
+
+
+def _vol(w: int) -> AssetFeature:
+    def step(b: RecentBars) -> float:
+        return _sample_std(list(b.lr)[-w:])
+
+    return AssetFeature(
+        f"vol_{w}", (), lambda: pl.col("close").log().diff().rolling_std(w, min_samples=2), step
+    )
+
+
+def _volz(w: int) -> AssetFeature:
+    """The newest volume's z-score over the last w volumes, clipped to [-10, 10]."""
+
+    def batch() -> pl.Expr:
+        vol = pl.col("volume").fill_null(0.0)
+        mean = vol.rolling_mean(w, min_samples=2)
+        std = vol.rolling_std(w, min_samples=2)
+        return ((vol - mean) / pl.when(std > 0).then(std).otherwise(None)).clip(-10, 10)
+
+    def step(b: RecentBars) -> float:
+        vols = list(b.vol)[-w:]
+        known = [v for v in vols if not math.isnan(v)]
+        std = _sample_std(known)
+        if len(known) < 2 or not std > 0:
+            return math.nan
+        return min(10.0, max(-10.0, (vols[-1] - sum(known) / len(known)) / std))
+
+    return AssetFeature("volz", ("volume",), batch, step)
+
+
+def _vwap_dev_step(b: RecentBars) -> float:
+    _, _, close, vwap = b.newest
+    return math.log(close / vwap) if vwap and vwap > 0 and close > 0 else math.nan
+
+
+def _range_step(b: RecentBars) -> float:
+    high, low, _, _ = b.newest
+    return math.log(high / low) if low > 0 and high > 0 else math.nan
+
+
+VWAP_DEV = AssetFeature(
+    "vwap_dev", ("vwap",), lambda: (pl.col("close") / pl.col("vwap")).log(), _vwap_dev_step
+)
+RANGE = AssetFeature(
+    "range", ("high", "low"), lambda: (pl.col("high") / pl.col("low")).log(), _range_step
+)
+
+
+def asset_features(spec: FeatureSpec) -> tuple[AssetFeature, ...]:
+    """The per-asset features of `spec`, in column order."""
+    return (
+        *(_ret(w) for w in spec.return_windows),
+        *(_vol(w) for w in spec.vol_windows),
+        _volz(spec.volume_window),
+        VWAP_DEV,
+        RANGE,
+    )
 
 
 def unavailable_features(bars: pl.DataFrame, spec: FeatureSpec) -> dict[str, str]:
@@ -222,7 +330,7 @@ def unavailable_features(bars: pl.DataFrame, spec: FeatureSpec) -> dict[str, str
         own = bars.filter(pl.col("symbol") == sym)
         if own.height == 0:
             continue
-        for name, inputs in FEATURE_INPUTS.items():
+        for name, inputs in ((f.name, f.inputs) for f in asset_features(spec) if f.inputs):
             absent = [
                 c
                 for c in inputs
@@ -245,24 +353,7 @@ def unavailable_note(bars: pl.DataFrame, spec: FeatureSpec) -> str | None:
 
 def _asset_features(bars: pl.DataFrame, i: int, spec: FeatureSpec) -> pl.DataFrame:
     """One asset's features on its own bars (sorted by ts); past and present bars only."""
-    lr = pl.col("close").log().diff()
-    exprs = [pl.col("ts")]
-    for w in spec.return_windows:
-        exprs.append(
-            (pl.col("close").log() - pl.col("close").log().shift(w)).alias(f"a{i}_ret_{w}")
-        )
-    for w in spec.vol_windows:
-        exprs.append(lr.rolling_std(w, min_samples=2).alias(f"a{i}_vol_{w}"))
-    vol = pl.col("volume").fill_null(0.0)
-    mean = vol.rolling_mean(spec.volume_window, min_samples=2)
-    std = vol.rolling_std(spec.volume_window, min_samples=2)
-    exprs += [
-        ((vol - mean) / pl.when(std > 0).then(std).otherwise(None))
-        .clip(-10, 10)
-        .alias(f"a{i}_volz"),
-        (pl.col("close") / pl.col("vwap")).log().alias(f"a{i}_vwap_dev"),
-        (pl.col("high") / pl.col("low")).log().alias(f"a{i}_range"),
-    ]
+    exprs = [pl.col("ts"), *(f.batch().alias(f"a{i}_{f.name}") for f in asset_features(spec))]
     return bars.sort("ts").select(exprs)
 
 

@@ -2,9 +2,9 @@
 
 Recomputing the batch polars features for every minute costs ~10 ms of fixed overhead;
 a live decision has a 5 ms budget. This keeps, per asset, the few dozen past bars the
-feature windows need and evaluates each feature for the newest bar only, with the batch
-function's exact definitions (same windows, ddof=1 standard deviations, the same null ->
-0 rules and float32 cast). The time-of-session pair follows the traded symbol's calendar
+feature windows need and evaluates each feature for the newest bar only, by the rule
+models.features defines beside each feature's batch expression (models.features.asset_features:
+same windows, ddof=1 standard deviations, the same null -> 0 rules and float32 cast). The time-of-session pair follows the traded symbol's calendar
 through models.features.session_times, the batch function's own definition.
 tests/unit/test_live_features.py holds the two equal, feature by feature, over whole
 sessions on NYSE, 24/5 FX and 24/7 calendars.
@@ -16,40 +16,28 @@ import math
 from collections import deque
 from collections.abc import Mapping
 from datetime import datetime
+from math import nan
 
 import numpy as np
 import polars as pl
 
-from models.features import FeatureSpec, feature_calendar, session_times
-
-
-def _std(values: list[float]) -> float | None:
-    """Sample standard deviation (ddof=1) of the non-null values; None under 2 values."""
-    xs = [v for v in values if v is not None and not math.isnan(v)]
-    n = len(xs)
-    if n < 2:
-        return None
-    mean = sum(xs) / n
-    return math.sqrt(sum((x - mean) ** 2 for x in xs) / (n - 1))
-
-
-def _mean(values: list[float]) -> float | None:
-    xs = [v for v in values if v is not None and not math.isnan(v)]
-    return sum(xs) / len(xs) if len(xs) >= 2 else None
+from models.features import FeatureSpec, asset_features, feature_calendar, session_times
 
 
 class _Asset:
-    """The recent bars of one asset and the features of its newest bar."""
+    """The recent bars of one asset and the features of its newest bar (models.features.RecentBars)."""
 
     def __init__(self, spec: FeatureSpec) -> None:
         self.spec = spec
+        self.defs = asset_features(spec)
         keep = max([*spec.return_windows, *spec.vol_windows, spec.volume_window]) + 2
         self.ts: deque[datetime] = deque(maxlen=keep)
         self.logc: deque[float] = deque(maxlen=keep)
         self.lr: deque[float | None] = deque(maxlen=keep)
         self.vol: deque[float] = deque(maxlen=keep)
+        self.newest: tuple[float, float, float, float | None] = (nan, nan, nan, None)
         self.last: dict[str, float] = {}
-        self.close = float("nan")
+        self.close = nan
         """The newest bar's close."""
 
     def push(
@@ -70,33 +58,15 @@ class _Asset:
                 self.vol.pop()
             else:
                 return  # an older bar than we have: the batch features sort by ts; ignore
-        logc = math.log(c) if c > 0 else float("nan")
+        logc = math.log(c) if c > 0 else nan
         self.lr.append(logc - self.logc[-1] if self.logc else None)
         self.ts.append(ts)
         self.logc.append(logc)
         self.vol.append(0.0 if v is None else float(v))
         self.close = c
-        self.last = self._features(h, lo, c, vwap)
-
-    def _features(self, h: float, lo: float, c: float, vwap: float | None) -> dict[str, float]:
-        spec = self.spec
-        out: dict[str, float] = {}
-        n = len(self.logc)
-        for w in spec.return_windows:
-            out[f"ret_{w}"] = self.logc[-1] - self.logc[-1 - w] if n > w else float("nan")
-        lrs = list(self.lr)
-        for w in spec.vol_windows:
-            s = _std(lrs[-w:])  # type: ignore[arg-type]
-            out[f"vol_{w}"] = float("nan") if s is None else s
-        vols = list(self.vol)[-spec.volume_window :]
-        mean, std = _mean(vols), _std(vols)
-        if mean is None or std is None or std <= 0:
-            out["volz"] = float("nan")
-        else:
-            out["volz"] = min(10.0, max(-10.0, (vols[-1] - mean) / std))
-        out["vwap_dev"] = math.log(c / vwap) if vwap and vwap > 0 and c > 0 else float("nan")
-        out["range"] = math.log(h / lo) if lo > 0 and h > 0 else float("nan")
-        return out
+        self.newest = (h, lo, c, vwap)
+        # Each feature's own bar-by-bar rule, defined beside its batch expression.
+        self.last = {f.name: f.step(self) for f in self.defs}
 
 
 class LiveFeatures:
@@ -151,9 +121,7 @@ class LiveFeatures:
             asset = self.assets[sym]
             present = bool(asset.ts) and asset.ts[-1] == ts
             f = asset.last if present else {}
-            values += [f.get(f"ret_{w}", float("nan")) for w in self.spec.return_windows]
-            values += [f.get(f"vol_{w}", float("nan")) for w in self.spec.vol_windows]
-            values += [f.get(k, float("nan")) for k in ("volz", "vwap_dev", "range")]
+            values += [f.get(d.name, nan) for d in asset.defs]
         values += list(session_times(ts, self.calendar))
         extra: dict[str, float | None] = {"sentiment": sentiment, "forecast": forecast}
         extra |= inputs or {}
