@@ -521,10 +521,13 @@ def evolve_architecture(config: EvolveConfig | None = None) -> dict[str, Any]:
             f"no {config.timeframe} bars for {config.symbols} in {warehouse}; run ingest-bars first"
         )
     share_api_with_workers()
-    scratch = Path(tempfile.mkdtemp(prefix="tradingml-dask-"))
-    runner = build_task_runner(config.runner, config.workers, config.dask_address, scratch)
-    with alerting("evolve"):  # the gate's verdict on the winner becomes a Prefect event
-        return search_generations.with_options(task_runner=runner)(config, bars, warehouse)
+    # A local Dask cluster's scratch space, removed once the search (and its cluster) ended.
+    with tempfile.TemporaryDirectory(prefix="tradingml-dask-") as scratch:
+        runner = build_task_runner(
+            config.runner, config.workers, config.dask_address, Path(scratch)
+        )
+        with alerting("evolve"):  # the gate's verdict on the winner becomes a Prefect event
+            return search_generations.with_options(task_runner=runner)(config, bars, warehouse)
 
 
 if __name__ == "__main__":

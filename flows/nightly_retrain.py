@@ -104,12 +104,13 @@ def _failure(symbol: str, stage: str, exc: BaseException | str) -> dict[str, str
     return {"symbol": symbol, "stage": stage, "error": text}
 
 
-def _task_runner(config: NightlyRetrainConfig, dask_address: str | None) -> TaskRunner[Any]:
+def _task_runner(
+    config: NightlyRetrainConfig, dask_address: str | None, scratch: Path
+) -> TaskRunner[Any]:
     if config.runner == "thread":
         # wiring.build_task_runner knows 'serial' (one thread), 'process' and 'dask'.
         return ThreadPoolTaskRunner(max_workers=config.workers)
     share_api_with_workers()
-    scratch = Path(tempfile.mkdtemp(prefix="tradingml-dask-"))
     return build_task_runner(config.runner, config.workers, dask_address, scratch)
 
 
@@ -119,9 +120,11 @@ def nightly_retrain(config: NightlyRetrainConfig | None = None) -> dict[str, Any
     config = config or NightlyRetrainConfig()
     settings = get_settings()
     dask_address = config.dask_address or settings.dask_address
-    runner = _task_runner(config, dask_address)
-    with alerting("nightly"):  # the gate's verdicts become Prefect events
-        return retrain_and_gate.with_options(task_runner=runner)(config, datetime.now(UTC))
+    # A local Dask cluster's scratch space, removed once the run (and its cluster) ended.
+    with tempfile.TemporaryDirectory(prefix="tradingml-dask-") as scratch:
+        runner = _task_runner(config, dask_address, Path(scratch))
+        with alerting("nightly"):  # the gate's verdicts become Prefect events
+            return retrain_and_gate.with_options(task_runner=runner)(config, datetime.now(UTC))
 
 
 # ---------------------------------------------------------------------------- state
