@@ -35,7 +35,6 @@ _FILES: dict[SkfolioFile, str] = {
     "sp500_index": "sp500_index.csv.gz",
     "factors": "factors_dataset.csv.gz",
 }
-SKFOLIO_DAILY_SYMBOLS: tuple[str, ...] = tuple(_DATASETS)
 
 
 def _check_symbol(symbol: str) -> tuple[SkfolioFile, str, Literal["stock", "etf"]]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.harness import Figure, benchmark
-from flows.config import EvaluateConfig, IngestBarsConfig, SelectAgentConfig
+from core.configs import EvaluateConfig, IngestBarsConfig, SelectAgentConfig
 from flows.evaluate import evaluate
 from flows.ingest_bars import ingest_bars
 from flows.select_agent import select_agent

@@ -6,7 +6,7 @@ import time
 from pathlib import Path
 
 from benchmarks.harness import Figure, benchmark
-from flows.config import EvaluateConfig, IngestBarsConfig
+from core.configs import EvaluateConfig, IngestBarsConfig
 from flows.evaluate import evaluate
 from flows.ingest_bars import ingest_bars
 from warehouse.db import connect

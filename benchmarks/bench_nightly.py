@@ -14,11 +14,11 @@ from adapters.clock import ManualClock
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
 from adapters.synthetic_posts import SyntheticPostConfig, SyntheticPostSource
 from benchmarks.harness import Figure, benchmark
+from core.configs import NightlyRetrainConfig
 from core.post_quality import frame_from_posts
 from core.posts import Post
 from core.settings import DEFAULT_SUBREDDITS
 from core.universe import COIN_SYMBOLS, EQUITY_SYMBOLS
-from flows.config import NightlyRetrainConfig
 from flows.nightly_retrain import nightly_retrain
 from models.sentiment import compute_post_sentiment
 from warehouse.bars import ingest_bar_frames

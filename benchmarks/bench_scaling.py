@@ -17,8 +17,8 @@ from adapters.synthetic import SyntheticBarSource, SyntheticConfig
 from benchmarks.bench_nightly import END, LAST_DAY, START, synthetic_year
 from benchmarks.harness import Figure, benchmark
 from core.bar_quality import validate_bars
+from core.configs import NightlyRetrainConfig
 from core.universe import COIN_SYMBOLS
-from flows.config import NightlyRetrainConfig
 from flows.nightly_retrain import nightly_retrain
 from warehouse.bars import write_bars
 from warehouse.db import connect

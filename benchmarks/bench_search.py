@@ -17,9 +17,9 @@ from scipy.stats import spearmanr
 
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
 from benchmarks.harness import Figure, benchmark
+from core.configs import EvolveConfig
 from core.sessions import session_rule
 from core.universe import EQUITY_SYMBOLS
-from flows.config import EvolveConfig
 from flows.evolve import evolve_architecture
 from models.dqn import DQNParams
 from models.env import Costs

@@ -21,6 +21,9 @@ COIN_SYMBOLS: tuple[str, ...] = (
 )
 # Real daily index series shipped inside the `arch` package (1999-2018).
 ARCH_DAILY_SYMBOLS: tuple[str, ...] = ("^GSPC", "^IXIC")
+# Real daily closes vendored from skfolio (adapters.skfolio_daily reads them): the S&P 500
+# index and five factor ETFs.
+SKFOLIO_DAILY_SYMBOLS: tuple[str, ...] = ("SPX", "MTUM", "QUAL", "SIZE", "USMV", "VLUE")
 
 
 def is_coin(symbol: str) -> bool:

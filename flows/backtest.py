@@ -16,11 +16,11 @@ from prefect.logging import get_run_logger
 from tqdm import tqdm
 
 from core.assets import infer_asset_class
+from core.configs import BacktestConfig, utc_midnight
 from core.costs import configured_costs
 from core.provenance import data_sources
 from core.sessions import SessionRule, session_rule
 from core.settings import get_settings, require_writable
-from flows.config import BacktestConfig, utc_midnight
 from flows.data_defaults import resolve_backtest_config, say
 from models.env import Costs
 from models.features import unavailable_note

@@ -119,8 +119,8 @@ def _metrics_table(title: str, metrics: dict[str, dict[str, float]]) -> None:
 
 
 def cmd_backtest(args: argparse.Namespace) -> int:
+    from core.configs import BacktestConfig
     from flows.backtest import backtest
-    from flows.config import BacktestConfig
 
     result = backtest(config_from_args(BacktestConfig, args))
     _metrics_table(
@@ -132,7 +132,7 @@ def cmd_backtest(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from flows.config import EvaluateConfig
+    from core.configs import EvaluateConfig
     from flows.evaluate import evaluate
 
     result = evaluate(config_from_args(EvaluateConfig, args))
@@ -148,7 +148,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_select_agent(args: argparse.Namespace) -> int:
-    from flows.config import SelectAgentConfig
+    from core.configs import SelectAgentConfig
     from flows.select_agent import select_agent
 
     result = select_agent(config_from_args(SelectAgentConfig, args))
@@ -166,7 +166,7 @@ def cmd_select_agent(args: argparse.Namespace) -> int:
 
 
 def cmd_trade(args: argparse.Namespace) -> int:
-    from flows.config import LiveTradingConfig
+    from core.configs import LiveTradingConfig
     from flows.live_trading import live_trading
 
     result = live_trading(config_from_args(LiveTradingConfig, args))
@@ -176,7 +176,7 @@ def cmd_trade(args: argparse.Namespace) -> int:
 
 
 def cmd_nightly(args: argparse.Namespace) -> int:
-    from flows.config import NightlyRetrainConfig
+    from core.configs import NightlyRetrainConfig
     from flows.nightly_retrain import nightly_retrain
     from warehouse.db import connect
     from warehouse.summary import load_latest_gate
@@ -191,7 +191,7 @@ def cmd_nightly(args: argparse.Namespace) -> int:
 
 
 def cmd_crypto(args: argparse.Namespace) -> int:
-    from flows.config import CryptoTradingConfig
+    from core.configs import CryptoTradingConfig
     from flows.crypto_trading import crypto_trading
 
     result = crypto_trading(config_from_args(CryptoTradingConfig, args))
@@ -201,7 +201,7 @@ def cmd_crypto(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from flows.config import DemoConfig
+    from core.configs import DemoConfig
     from flows.demo import demo
 
     result = demo(config_from_args(DemoConfig, args))
@@ -304,7 +304,7 @@ def _print_demo_models(console: Any, result: dict[str, Any]) -> None:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from flows.config import IngestBarsConfig
+    from core.configs import IngestBarsConfig
     from flows.ingest_bars import ingest_bars
 
     result = ingest_bars(config_from_args(IngestBarsConfig, args))
@@ -352,7 +352,7 @@ def _span(first: datetime | None, last: datetime | None, timeframe: str | None) 
 
 
 def cmd_scrape(args: argparse.Namespace) -> int:
-    from flows.config import ScrapeRedditConfig
+    from core.configs import ScrapeRedditConfig
     from flows.scrape_reddit import scrape_reddit
 
     result = scrape_reddit(config_from_args(ScrapeRedditConfig, args))
@@ -367,7 +367,7 @@ def cmd_scrape(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from flows.config import TrainAgentConfig
+    from core.configs import TrainAgentConfig
     from flows.train_agent import train_agent
 
     result = train_agent(config_from_args(TrainAgentConfig, args))
@@ -380,7 +380,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evolve(args: argparse.Namespace) -> int:
-    from flows.config import EvolveConfig
+    from core.configs import EvolveConfig
     from flows.evolve import evolve_architecture
 
     result = evolve_architecture(config_from_args(EvolveConfig, args))
@@ -549,7 +549,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _flow_commands(sub: Any) -> None:
     """The commands that run a flow: one option per field of its config."""
-    from flows import config as cfg
+    from core import configs as cfg
 
     # Unset, these come from the stored bars (flows/data_defaults.py).
     train_from_data = ("timeframe", "train_start", "train_end", "test_start", "test_end")

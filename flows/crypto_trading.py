@@ -24,9 +24,9 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from core.configs import CryptoTradingConfig
 from core.settings import Mode, Settings, get_settings
 from flows.alerts import alerting
-from flows.config import CryptoTradingConfig
 from flows.live_trading import check_session, session_plan
 from flows.session_view import SessionView
 from flows.wiring import MarketClosed, SessionRequest

@@ -9,7 +9,7 @@ from typing import Any
 
 import polars as pl
 
-from flows.config import BacktestConfig, TrainAgentConfig
+from core.configs import BacktestConfig, TrainAgentConfig
 
 TEST_SHARE = 0.2
 """Share of the stored span held out for testing when no dates are given (the most recent part)."""

@@ -15,11 +15,7 @@ from prefect.logging import get_run_logger
 from prefect.runtime import flow_run
 
 from core.assets import infer_asset_class
-from core.costs import configured_costs
-from core.settings import get_settings
-from core.universe import COIN_SYMBOLS, EQUITY_SYMBOLS
-from flows.backtest import backtest
-from flows.config import (
+from core.configs import (
     BacktestConfig,
     CryptoTradingConfig,
     DemoConfig,
@@ -31,6 +27,10 @@ from flows.config import (
     TrainAgentConfig,
     utc_midnight,
 )
+from core.costs import configured_costs
+from core.settings import get_settings
+from core.universe import COIN_SYMBOLS, EQUITY_SYMBOLS
+from flows.backtest import backtest
 from flows.crypto_trading import crypto_trading
 from flows.ingest_bars import ingest_bars
 from flows.live_trading import live_trading

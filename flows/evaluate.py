@@ -20,10 +20,10 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from tqdm import tqdm
 
 from core.assets import AssetClass, infer_asset_class
+from core.configs import EvaluateConfig
 from core.costs import configured_costs
 from core.sessions import session_rule
 from core.settings import get_settings, require_writable
-from flows.config import EvaluateConfig
 from models.dqn import DQNParams
 from models.env import Costs
 from models.evaluation import Fold, walk_forward_folds

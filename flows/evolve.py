@@ -20,12 +20,12 @@ from prefect.runtime import flow_run
 from core import metrics as core_metrics
 from core.assets import infer_asset_class
 from core.baselines import periods_per_year
+from core.configs import EvolveConfig, utc_midnight
 from core.costs import configured_costs
 from core.provenance import data_sources
 from core.sessions import SessionRule, session_rule
 from core.settings import get_settings
 from flows.alerts import alerting
-from flows.config import EvolveConfig, utc_midnight
 from flows.wiring import build_task_runner, share_api_with_workers
 from models.dqn import DQNParams
 from models.env import Costs

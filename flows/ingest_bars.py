@@ -17,8 +17,8 @@ from adapters.files import FileBarSource
 from adapters.skfolio_daily import SkfolioDailyBarSource
 from adapters.skfolio_daily import asset_class as skfolio_asset_class
 from core.assets import SymbolInfo, resolve_symbol_info
+from core.configs import IngestBarsConfig, utc_midnight
 from core.settings import get_settings
-from flows.config import IngestBarsConfig, utc_midnight
 from flows.wiring import build_bar_source, resolve_bar_source
 from tasks.bars import (
     SeriesIngest,

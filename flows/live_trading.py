@@ -19,11 +19,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
+from core.configs import CryptoTradingConfig, LiveTradingConfig
 from core.costs import CostModel
 from core.settings import Settings, get_settings
 from core.universe import is_coin
 from flows.alerts import alerting
-from flows.config import CryptoTradingConfig, LiveTradingConfig
 from flows.session_view import SessionView
 from flows.wiring import MarketClosed, SessionRequest, TradingRun, trading_run
 from models.registry import AgentPolicy

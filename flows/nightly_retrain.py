@@ -48,12 +48,12 @@ from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from core.assets import infer_asset_class
+from core.configs import NightlyRetrainConfig
 from core.costs import configured_costs
 from core.provenance import data_sources, fingerprint
 from core.sessions import SessionRule, session_rule
 from core.settings import get_settings
 from flows.alerts import alerting
-from flows.config import NightlyRetrainConfig
 from flows.wiring import build_task_runner, share_api_with_workers
 from models.dqn import DQNParams
 from models.env import Costs

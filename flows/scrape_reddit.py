@@ -13,8 +13,8 @@ from prefect.logging import get_run_logger
 
 from adapters.clock import ManualClock, SystemClock
 from adapters.protocols import Clock
+from core.configs import ScrapeRedditConfig
 from core.settings import get_settings
-from flows.config import ScrapeRedditConfig
 from flows.wiring import build_post_source
 from models.sentiment import (
     DEFAULT_WINDOWS,

@@ -10,8 +10,8 @@ from typing import Any
 import polars as pl
 from prefect import flow
 
+from core.configs import EvaluateConfig, SelectAgentConfig
 from core.settings import get_settings
-from flows.config import EvaluateConfig, SelectAgentConfig
 from flows.evaluate import evaluate, out_of_sample
 from models.selection import (
     DEFAULT_CANDIDATES,

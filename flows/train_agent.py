@@ -14,11 +14,11 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.logging import get_run_logger
 
 from core.assets import infer_asset_class
+from core.configs import TrainAgentConfig, utc_midnight
 from core.costs import configured_costs
 from core.provenance import data_sources
 from core.sessions import session_rule
 from core.settings import get_settings
-from flows.config import TrainAgentConfig, utc_midnight
 from flows.data_defaults import resolve_train_config, say
 from models.dqn import DQNParams
 from models.env import Costs

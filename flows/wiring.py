@@ -18,9 +18,9 @@ from adapters.protocols import BarSource, BarStream, Broker, Clock, PostSource, 
 from adapters.sim_broker import SimulatedBroker
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
 from adapters.synthetic_posts import SyntheticPostConfig, SyntheticPostSource
+from core.configs import IngestBarsConfig, ScrapeRedditConfig
 from core.costs import CostModel
 from core.settings import Mode, Settings, mode_refusal
-from flows.config import IngestBarsConfig, ScrapeRedditConfig
 from tasks.bars import learn_corporate_actions
 from trading.calendar import Session, calendar_for
 from trading.session import ReplayFeed, SessionAdapters, StreamFeed

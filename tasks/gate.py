@@ -46,7 +46,7 @@ AGENT_KIND = "dqn"
 
 
 class GateLevels(Protocol):
-    """The gate's significance levels and margins (flows.config.GateConfig is one)."""
+    """The gate's significance levels and margins (core.configs.GateConfig is one)."""
 
     @property
     def alpha(self) -> float: ...

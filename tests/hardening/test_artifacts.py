@@ -23,7 +23,7 @@ import pytest
 import torch
 import xgboost as xgb
 
-from flows.config import LiveTradingConfig
+from core.configs import LiveTradingConfig
 from flows.live_trading import LiveTradingRefused, live_trading
 from models.allocator import (
     ARRAYS,

@@ -133,7 +133,7 @@ def dst_warehouse(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _replay(warehouse: Path, day: date, **kw: object) -> str:
-    from flows.config import LiveTradingConfig
+    from core.configs import LiveTradingConfig
 
     config = LiveTradingConfig(mode="replay", replay_date=day, warehouse=str(warehouse), **kw)
     result = live_trading(config)

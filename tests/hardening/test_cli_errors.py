@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 import flows.cli as cli
+from core.configs import BacktestConfig
 from core.settings import NotWritableError, get_settings, unwritable_reason
 from flows.backtest import backtest
 from flows.cli import main
-from flows.config import BacktestConfig
 from tests.hardening.trading_world import World, build_world
 from warehouse.db import connect
 

@@ -11,8 +11,8 @@ import polars as pl
 import pytest
 from prefect.settings import PREFECT_API_URL, temporary_settings
 
+from core.configs import BacktestConfig, TrainAgentConfig
 from flows import cli
-from flows.config import BacktestConfig, TrainAgentConfig
 from flows.data_defaults import resolve_backtest_config, resolve_train_config
 
 

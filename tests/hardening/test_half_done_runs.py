@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
+from core.configs import CryptoTradingConfig, LiveTradingConfig, utc_midnight
 from core.settings import get_settings
 from flows.cli import main
-from flows.config import CryptoTradingConfig, LiveTradingConfig, utc_midnight
 from flows.crypto_trading import crypto_trading
 from flows.live_trading import live_trading
 from models.features import FeatureScaler, FeatureSpec, compute_features

@@ -18,6 +18,7 @@ import pytest
 from pydantic import ValidationError
 
 from adapters.clock import ManualClock
+from core.configs import LiveTradingConfig
 from core.settings import (
     LIVE_TRADING_URL,
     PAPER_TRADING_URL,
@@ -26,7 +27,6 @@ from core.settings import (
     is_live_endpoint,
     mode_refusal,
 )
-from flows.config import LiveTradingConfig
 from flows.live_trading import LiveTradingRefused, live_trading
 from flows.wiring import ModeRefusedError, build_adapters
 from tests.fakes.alpaca import FakeAlpacaRest

@@ -20,8 +20,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from core.configs import BacktestConfig, IngestBarsConfig, TrainAgentConfig
 from flows import cli
-from flows.config import BacktestConfig, IngestBarsConfig, TrainAgentConfig
 from warehouse.db import connect
 
 ROOT = Path(__file__).resolve().parents[2]

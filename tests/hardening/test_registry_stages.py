@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from adapters.synthetic import SyntheticBarSource
+from core.configs import IngestBarsConfig, NightlyRetrainConfig, TrainAgentConfig
 from core.universe import EQUITY_SYMBOLS
 from flows.cli import main
-from flows.config import IngestBarsConfig, NightlyRetrainConfig, TrainAgentConfig
 from models.features import FeatureScaler, FeatureSpec
 from models.qnet import Architecture, NestedLSTMQNet
 from models.registry import save_agent

@@ -36,9 +36,9 @@ from prefect.logging.handlers import APILogWorker
 from prefect.settings import get_current_settings
 
 from adapters.alpaca import AlpacaAuthError
+from core.configs import LiveTradingConfig
 from core.settings import get_settings
 from flows.cli import main
-from flows.config import LiveTradingConfig
 from flows.live_trading import live_trading
 from tests.fakes.alpaca import FakeAlpacaRest
 from tests.fakes.alpaca_stream import FakeAlpacaStreamServer

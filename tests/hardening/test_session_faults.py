@@ -26,8 +26,8 @@ import torch
 from adapters.alpaca_stream import GAP_FILL_SOURCE, AlpacaBarStream
 from adapters.clock import ManualClock
 from adapters.synthetic import SyntheticBarSource
+from core.configs import LiveTradingConfig, RiskConfig
 from core.settings import get_settings
-from flows.config import LiveTradingConfig, RiskConfig
 from flows.live_trading import LiveTradingRefused, live_trading
 from models.env import LONG
 from models.features import FeatureScaler, FeatureSpec

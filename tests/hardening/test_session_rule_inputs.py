@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
+from core.configs import BacktestConfig, TrainAgentConfig
 from core.sessions import SessionRule, session_rule, timeframe_span
-from flows.config import BacktestConfig, TrainAgentConfig
 from trading.calendar import calendar_for
 
 

@@ -12,10 +12,8 @@ from typing import Any
 import pytest
 from pydantic import BaseModel, ValidationError
 
-import flows.config as flow_configs
-from core.settings import Settings
-from flows.cli import main
-from flows.config import (
+import core.configs as flow_configs
+from core.configs import (
     DemoConfig,
     EvolveConfig,
     IngestBarsConfig,
@@ -23,6 +21,8 @@ from flows.config import (
     ScrapeRedditConfig,
     TrainAgentConfig,
 )
+from core.settings import Settings
+from flows.cli import main
 
 # Fields that may be negative on purpose (none today; e.g. a margin read as a tolerance).
 SIGNED_ON_PURPOSE: set[tuple[str, str]] = set()

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
-from flows.config import utc_midnight
+from core.configs import utc_midnight
 from models.features import FeatureScaler, FeatureSpec, compute_features
 from models.qnet import Architecture, NestedLSTMQNet
 from models.registry import save_agent

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from flows.config import NightlyRetrainConfig
+from core.configs import NightlyRetrainConfig
 
 SMALL_ARCH = {"fast_hidden": 8, "slow_hidden": 4, "head_hidden": 8, "slow_stride": 15}
 

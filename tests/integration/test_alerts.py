@@ -237,7 +237,7 @@ def test_a_refused_start_reaches_the_webhook_through_the_automation(
         # A real live-trading run on a warehouse with no model: refused, as a user would see.
         run = _python(
             env,
-            "from flows.config import LiveTradingConfig\n"
+            "from core.configs import LiveTradingConfig\n"
             "from flows.live_trading import live_trading\n"
             f"live_trading(LiveTradingConfig(warehouse={str(tmp_path / 'empty.duckdb')!r}))",
         )

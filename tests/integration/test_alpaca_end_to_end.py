@@ -15,7 +15,7 @@ import pytest
 from adapters.alpaca import AlpacaBarSource
 from adapters.alpaca_stream import AlpacaBarStream
 from adapters.clock import ManualClock
-from flows.config import IngestBarsConfig
+from core.configs import IngestBarsConfig
 from flows.ingest_bars import ingest_bars
 from tests.fakes.alpaca import FakeAlpacaRest, fake_alpaca_rest  # noqa: F401
 from tests.fakes.alpaca_stream import (

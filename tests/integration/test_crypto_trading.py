@@ -14,8 +14,8 @@ import pytest
 
 from adapters.alpaca import AlpacaBroker
 from adapters.protocols import OrderRequest
+from core.configs import CryptoTradingConfig, IngestBarsConfig, TrainAgentConfig
 from core.settings import get_settings
-from flows.config import CryptoTradingConfig, IngestBarsConfig, TrainAgentConfig
 from flows.crypto_trading import crypto_trading
 from flows.ingest_bars import ingest_bars
 from flows.live_trading import LiveTradingRefused, load_compatible_model

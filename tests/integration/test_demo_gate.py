@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from flows.config import DEMO_END, DEMO_START, DemoConfig, utc_midnight
+from core.configs import DEMO_END, DEMO_START, DemoConfig, utc_midnight
 from flows.demo import NOT_PROMOTED, PROMOTED, demo_ranges, gate_minute_agent, report_configs
 from models.evaluation import GateVerdict, judge_candidate
 from models.gate import VerdictFunction

@@ -10,10 +10,10 @@ import polars as pl
 import pytest
 
 from core.baselines import BUY_AND_HOLD, benchmark_books
+from core.configs import EvaluateConfig, IngestBarsConfig
 from core.costs import costs_for
 from core.metrics import returns_from_equity
 from flows.cli import main
-from flows.config import EvaluateConfig, IngestBarsConfig
 from flows.evaluate import evaluate
 from flows.ingest_bars import ingest_bars
 from models.walk_forward import AGENT, AGENT_MEAN, BASELINES

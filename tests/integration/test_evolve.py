@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from adapters.synthetic import SyntheticBarSource
+from core.configs import EvolveConfig
 from core.universe import EQUITY_SYMBOLS
-from flows.config import EvolveConfig
 from flows.evolve import SearchFailedError, _best_evaluated, evolve_architecture
 from models.search import WORST_FITNESS
 from warehouse.bars import ingest_bar_frames

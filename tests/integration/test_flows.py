@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.config import IngestBarsConfig
+from core.configs import IngestBarsConfig
 from flows.demo import NOT_PROMOTED, PROMOTED, SAMPLE_FILE, demo
 from flows.ingest_bars import ingest_bars
 from warehouse.db import connect
@@ -145,7 +145,7 @@ def test_demo_flow_runs_end_to_end_and_summarises(warehouse_path: Path) -> None:
 
 
 def demo_small(warehouse_path: Path) -> dict[str, object]:
-    from flows.config import DemoConfig
+    from core.configs import DemoConfig
 
     return demo(
         DemoConfig(

@@ -28,8 +28,8 @@ import pytest
 from adapters.alpaca import AlpacaBroker
 from adapters.clock import ManualClock
 from adapters.protocols import OrderRequest
+from core.configs import LiveTradingConfig
 from core.settings import get_settings
-from flows.config import LiveTradingConfig
 from flows.live_trading import live_trading, symbol_costs
 from flows.session_view import artifact_key
 from tests.fakes.alpaca import FakeAlpacaRest, fake_alpaca_rest  # noqa: F401

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from adapters.synthetic import SyntheticBarSource
-from flows.config import NightlyRetrainConfig
+from core.configs import NightlyRetrainConfig
 from flows.nightly_retrain import nightly_retrain
 from tests.integration.nightly_budget import tiny_nightly
 from warehouse.bars import ingest_bar_frames

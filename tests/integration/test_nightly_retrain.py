@@ -19,9 +19,9 @@ import polars as pl
 import pytest
 
 from adapters.synthetic import SyntheticBarSource
+from core.configs import GateConfig, NightlyRetrainConfig
 from core.costs import costs_for
 from core.universe import EQUITY_SYMBOLS
-from flows.config import GateConfig, NightlyRetrainConfig
 from flows.nightly_retrain import nightly_retrain
 from models.env import Costs
 from models.evaluation import GateVerdict, judge_candidate

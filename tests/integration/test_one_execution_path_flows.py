@@ -11,15 +11,15 @@ import polars as pl
 import pytest
 import torch
 
-from core.sessions import SessionRule, session_rule
-from flows.backtest import backtest
-from flows.config import (
+from core.configs import (
     BacktestConfig,
     IngestBarsConfig,
     RiskConfig,
     TrainAgentConfig,
     utc_midnight,
 )
+from core.sessions import SessionRule, session_rule
+from flows.backtest import backtest
 from flows.ingest_bars import ingest_bars
 from flows.train_agent import train_agent
 from models.env import FLAT, HOLD, LONG, Costs

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from core.configs import ScrapeRedditConfig
 from core.settings import Settings
-from flows.config import ScrapeRedditConfig
 from flows.scrape_reddit import scrape_reddit
 from flows.wiring import MissingCredentialsError, build_post_source
 from tests.fakes.reddit import (

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from core.configs import BacktestConfig, IngestBarsConfig, RiskConfig, TrainAgentConfig
 from flows.backtest import backtest
-from flows.config import BacktestConfig, IngestBarsConfig, RiskConfig, TrainAgentConfig
 from flows.ingest_bars import ingest_bars
 from flows.train_agent import train_agent
 from warehouse.db import connect

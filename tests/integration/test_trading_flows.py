@@ -23,14 +23,14 @@ import torch
 from adapters.clock import ManualClock
 from adapters.protocols import OrderRequest
 from adapters.sim_broker import SimulatedBroker
-from flows.backtest import backtest
-from flows.config import (
+from core.configs import (
     BacktestConfig,
     IngestBarsConfig,
     LiveTradingConfig,
     TrainAgentConfig,
     utc_midnight,
 )
+from flows.backtest import backtest
 from flows.ingest_bars import ingest_bars
 from flows.live_trading import LiveTradingRefused, live_trading
 from flows.train_agent import train_agent

@@ -173,8 +173,8 @@ def test_the_sentiment_aggregates_live_equal_the_batch_and_training_inputs(tmp_p
 def test_the_configs_and_the_cli_offer_exactly_the_feature_specs_sentiment_inputs() -> None:
     import typing
 
+    from core.configs import SentimentInput
     from flows.cli import build_parser
-    from flows.config import SentimentInput
 
     assert typing.get_args(SentimentInput) == SENTIMENT_INPUTS
     train = build_parser()._subparsers._group_actions[0].choices["train"]  # type: ignore[union-attr]

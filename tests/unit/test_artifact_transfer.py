@@ -90,7 +90,7 @@ def test_tasks_share_the_cores_and_the_count_is_restored() -> None:
 
 
 def test_nightly_gives_every_task_one_thread_count_from_the_runner() -> None:
-    from flows.config import NightlyRetrainConfig
+    from core.configs import NightlyRetrainConfig
     from flows.nightly_retrain import _task_threads
 
     assert _task_threads(NightlyRetrainConfig(workers=2)) == task_threads(2)

@@ -9,9 +9,9 @@ from typing import Literal
 import pytest
 from pydantic import BaseModel, Field
 
-from flows import config
+from core import configs as config
+from core.configs import EvaluateConfig
 from flows.cli_options import add_config_options, config_from_args
-from flows.config import EvaluateConfig
 
 
 class _Config(BaseModel):

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from core.assets import SymbolInfo
+from core.configs import CryptoTradingConfig, LiveTradingConfig, NightlyRetrainConfig
 from core.costs import CostModel, costs_for
-from flows.config import CryptoTradingConfig, LiveTradingConfig, NightlyRetrainConfig
 from flows.live_trading import LiveTradingRefused, symbol_costs
 from warehouse.symbols import store_symbol_infos
 

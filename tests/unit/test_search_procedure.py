@@ -12,8 +12,8 @@ import pytest
 from pydantic import ValidationError
 
 import models.search as search
+from core.configs import EvolveConfig
 from core.sessions import session_rule
-from flows.config import EvolveConfig
 from models.dqn import DQNParams
 from models.env import Costs
 from models.features import FeatureSpec
@@ -39,7 +39,7 @@ def test_folds_expand_inside_the_search_range_and_validate_on_consecutive_window
 def test_the_default_ranges_do_not_collide_with_each_other_or_train_agents_held_out_window() -> (
     None
 ):
-    from flows.config import TrainAgentConfig
+    from core.configs import TrainAgentConfig
 
     c, agent = EvolveConfig(), TrainAgentConfig()
     folds = search_folds(

@@ -11,8 +11,8 @@ import numpy as np
 import polars as pl
 import pytest
 
+from core.configs import EvaluateConfig, SelectAgentConfig
 from flows.cli_options import add_config_options, config_from_args
-from flows.config import EvaluateConfig, SelectAgentConfig
 from flows.select_agent import run_selection
 from models.dqn import DQNParams
 from models.selection import (

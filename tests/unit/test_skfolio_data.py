@@ -12,7 +12,6 @@ import torch
 
 from adapters.skfolio_daily import (
     DATA_DIR,
-    SKFOLIO_DAILY_SYMBOLS,
     SkfolioDailyBarSource,
     load_daily,
     read_file,
@@ -22,6 +21,7 @@ from core.bar_schema import BAR_SCHEMA
 from core.baselines import trade_positions
 from core.fills import fill_references
 from core.sessions import session_rule
+from core.universe import SKFOLIO_DAILY_SYMBOLS
 from models.env import Costs
 from models.features import FeatureSpec, compute_features, unavailable_features
 from models.qnet import Architecture, NestedLSTMQNet

@@ -8,8 +8,8 @@ from adapters.arch_daily import ArchDailyBarSource
 from adapters.files import FileBarSource
 from adapters.protocols import BarSource, Clock
 from adapters.synthetic import SyntheticBarSource
+from core.configs import IngestBarsConfig
 from core.settings import Settings
-from flows.config import IngestBarsConfig
 from flows.wiring import MissingCredentialsError, build_adapters, build_bar_source
 
 

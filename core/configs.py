@@ -8,7 +8,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from core.assets import AssetClass
-from core.universe import ARCH_DAILY_SYMBOLS, COIN_SYMBOLS, EQUITY_SYMBOLS
+from core.universe import (
+    ARCH_DAILY_SYMBOLS,
+    COIN_SYMBOLS,
+    EQUITY_SYMBOLS,
+    SKFOLIO_DAILY_SYMBOLS,
+)
 
 BarSourceName = Literal["auto", "alpaca", "synthetic", "arch", "skfolio", "file"]
 # numpy's seed sequences refuse negative seeds: say so before a run starts, naming the field.
@@ -196,8 +201,6 @@ class IngestBarsConfig(BaseModel):
         if self.source == "arch":
             return list(ARCH_DAILY_SYMBOLS)
         if self.source == "skfolio":
-            from adapters.skfolio_daily import SKFOLIO_DAILY_SYMBOLS
-
             return list(SKFOLIO_DAILY_SYMBOLS)
         return []
 
