@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 import polars as pl
 
@@ -191,6 +193,143 @@ def _band(ratio: pl.Expr, rule: JumpRule) -> pl.Expr:
     return cond
 
 
+# ---- the rules that judge a row alone, each written once for a batch and for one row -------
+#
+# A bar is full OHLC or close-only (open, high, low all null: sources such as skfolio publish
+# only a close). The value rules judge the columns a row has: in a batch a null compares as
+# null, which validate_bars reads as "not broken" (fill_null(False)); the row form skips a
+# comparison with a None the same way. trading.live.BarStore's fast path judges each streamed
+# row with the row forms (row_reason) and hands anything they reject to validate_bars.
+
+
+class BarRow(NamedTuple):
+    """One bar's values as the row rules read them."""
+
+    symbol: str | None
+    timeframe: str | None
+    ts: datetime | None
+    open: float | None
+    high: float | None
+    low: float | None
+    close: float | None
+    volume: float | None
+    raw: str | None = None
+
+
+def _ohl_missing() -> list[pl.Expr]:
+    return [pl.col(x).is_null() for x in ("open", "high", "low")]
+
+
+def _partial() -> pl.Expr:
+    missing = _ohl_missing()
+    return pl.any_horizontal(*missing) & ~pl.all_horizontal(*missing)
+
+
+def _row_partial(r: BarRow) -> bool:
+    missing = [x is None for x in (r.open, r.high, r.low)]
+    return any(missing) and not all(missing)
+
+
+def _not_finite(x: float | None) -> bool:
+    """A value present but NaN or infinite."""
+    return x is not None and not math.isfinite(x)
+
+
+def _above(a: float | None, b: float | None) -> bool:
+    """a > b, False when either is missing (a null comparison reads as not broken)."""
+    return a is not None and b is not None and a > b
+
+
+def _batch_nan_price(_now: datetime) -> pl.Expr:
+    o, h, lo = (pl.col(x) for x in ("open", "high", "low"))
+    # A source adapter nulls a value it could not parse and keeps the row's text in `raw`:
+    # such a null is a bad price that was sent (nan_price), not one the source lacks.
+    return (
+        _bad("close")
+        | pl.any_horizontal(*(x.is_nan() | x.is_infinite() for x in (o, h, lo)))
+        | (_partial() & pl.col("raw").is_not_null())
+    )
+
+
+def _row_nan_price(r: BarRow, _now: datetime) -> bool:
+    return (
+        r.close is None
+        or not math.isfinite(r.close)
+        or any(_not_finite(x) for x in (r.open, r.high, r.low))
+        or (_row_partial(r) and r.raw is not None)
+    )
+
+
+@dataclass(frozen=True)
+class BarRule:
+    """One rule that judges a row alone: `batch(now)` is True on the rows of a frame that
+    break it, `row(bar, now)` on one row; REASONS[reason] says why."""
+
+    reason: str
+    batch: Callable[[datetime], pl.Expr]
+    row: Callable[[BarRow, datetime], bool]
+
+
+STATIC_RULES: tuple[BarRule, ...] = (
+    BarRule(
+        "missing_key",
+        lambda _now: pl.any_horizontal(*(pl.col(k).is_null() for k in BAR_KEY)),
+        lambda r, _now: r.symbol is None or r.timeframe is None or r.ts is None,
+    ),
+    BarRule(
+        "bad_timeframe",
+        lambda _now: ~pl.col("timeframe").is_in(list(TIMEFRAMES)),
+        lambda r, _now: r.timeframe is not None and r.timeframe not in TIMEFRAMES,
+    ),
+    BarRule("nan_price", _batch_nan_price, _row_nan_price),
+    BarRule("partial_ohlc", lambda _now: _partial(), lambda r, _now: _row_partial(r)),
+    BarRule(
+        "non_positive_price",
+        lambda _now: pl.any_horizontal(*(pl.col(x) <= 0 for x in PRICE_COLUMNS)),
+        lambda r, _now: any(x is not None and x <= 0 for x in (r.open, r.high, r.low, r.close)),
+    ),
+    BarRule(
+        "high_below_low",
+        lambda _now: pl.col("high") < pl.col("low"),
+        lambda r, _now: _above(r.low, r.high),
+    ),
+    BarRule(
+        "ohlc_outside_range",
+        lambda _now: (
+            (pl.col("open") > pl.col("high"))
+            | (pl.col("open") < pl.col("low"))
+            | (pl.col("close") > pl.col("high"))
+            | (pl.col("close") < pl.col("low"))
+        ),
+        lambda r, _now: (
+            _above(r.open, r.high)
+            or _above(r.low, r.open)
+            or _above(r.close, r.high)
+            or _above(r.low, r.close)
+        ),
+    ),
+    BarRule(
+        "bad_volume",
+        lambda _now: pl.col("volume").is_not_null() & (_bad("volume") | (pl.col("volume") < 0)),
+        lambda r, _now: r.volume is not None and (not math.isfinite(r.volume) or r.volume < 0),
+    ),
+    BarRule(
+        "future_timestamp",
+        lambda now: pl.col("ts") > pl.lit(now).cast(pl.Datetime("us", "UTC")),
+        lambda r, now: r.ts is not None and r.ts > now,
+    ),
+)
+"""The static rules in priority order (a row is quarantined under the first it breaks)."""
+
+
+def row_reason(bar: BarRow, now: datetime) -> str | None:
+    """The first static rule `bar` breaks (None: it passes them all), as validate_bars judges it."""
+    for rule in STATIC_RULES:
+        if rule.row(bar, now):
+            return rule.reason
+    return None
+
+
 def validate_bars(
     df: pl.DataFrame,
     now: datetime,
@@ -211,31 +350,7 @@ def validate_bars(
         bars = bars.with_columns(pl.lit(None, dtype=pl.String).alias("raw"))
     bars = bars.with_row_index("_i")
 
-    o, h, lo, c = (pl.col(x) for x in PRICE_COLUMNS)
-    # A bar is full OHLC or close-only (open, high, low all null: sources such as skfolio
-    # publish only a close). The value rules below judge the columns a row has: a null
-    # compares as null, which fill_null(False) reads as "not broken".
-    ohl_missing = [pl.col(x).is_null() for x in ("open", "high", "low")]
-    partial = pl.any_horizontal(*ohl_missing) & ~pl.all_horizontal(*ohl_missing)
-    # A source adapter nulls a value it could not parse and keeps the row's text in `raw`:
-    # such a null is a bad price that was sent (nan_price), not one the source lacks.
-    unparsed = pl.col("raw").is_not_null()
-    static_rules: list[tuple[str, pl.Expr]] = [
-        ("missing_key", pl.any_horizontal(*(pl.col(k).is_null() for k in BAR_KEY))),
-        ("bad_timeframe", ~pl.col("timeframe").is_in(list(TIMEFRAMES))),
-        (
-            "nan_price",
-            _bad("close")
-            | pl.any_horizontal(*(x.is_nan() | x.is_infinite() for x in (o, h, lo)))
-            | (partial & unparsed),
-        ),
-        ("partial_ohlc", partial),
-        ("non_positive_price", pl.any_horizontal(*(pl.col(x) <= 0 for x in PRICE_COLUMNS))),
-        ("high_below_low", h < lo),
-        ("ohlc_outside_range", (o > h) | (o < lo) | (c > h) | (c < lo)),
-        ("bad_volume", pl.col("volume").is_not_null() & (_bad("volume") | (pl.col("volume") < 0))),
-        ("future_timestamp", pl.col("ts") > pl.lit(now).cast(pl.Datetime("us", "UTC"))),
-    ]
+    static_rules = [(r.reason, r.batch(now)) for r in STATIC_RULES]
     reason = pl.lit(None, dtype=pl.String)
     for name, cond in reversed(static_rules):
         reason = pl.when(cond.fill_null(False)).then(pl.lit(name)).otherwise(reason)

@@ -10,7 +10,6 @@ of the old 10-minute wait for history.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from collections.abc import Iterator, Mapping
@@ -27,8 +26,8 @@ from filelock import FileLock, Timeout
 from adapters.protocols import Broker
 from core.assets import CALENDAR_24_5, CALENDAR_24_7
 from core.bar_hours import quarantine_outside_hours
-from core.bar_quality import DEFAULT_JUMP_RULES, ValidatedBars, validate_bars
-from core.bar_schema import BAR_SCHEMA, TIMEFRAMES
+from core.bar_quality import DEFAULT_JUMP_RULES, BarRow, ValidatedBars, row_reason, validate_bars
+from core.bar_schema import BAR_SCHEMA
 from core.stamp_shift import regular_sessions
 from models.features import FeatureSpec
 from trading.calendar import Session
@@ -429,13 +428,8 @@ class BarStore:
         last: dict[tuple[str, str], datetime] = {}
         ref: dict[tuple[str, str], float] = {}
         for sym, tf, ts, o, h, lo, c, v, _n, _vw, _src in rows:
-            if sym is None or tf not in TIMEFRAMES or ts is None or ts > now:
-                return None
-            if o is None or h is None or lo is None or c is None:
-                return None
-            if not (0 < lo <= o <= h and lo <= c <= h and math.isfinite(h)):
-                return None
-            if v is not None and not (math.isfinite(v) and v >= 0):
+            # The static rules are validate_bars' own, in their one-row form.
+            if row_reason(BarRow(sym, tf, ts, o, h, lo, c, v), now) is not None:
                 return None
             key = (sym, tf)
             if key in last and ts <= last[key]:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import polars as pl
 import pytest
 
-from core.bar_quality import REASONS, validate_bars
+from core.bar_quality import REASONS, STATIC_RULES, BarRow, row_reason, validate_bars
 from core.bar_schema import BAR_COLUMNS
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)
@@ -71,6 +71,33 @@ def test_each_bad_case_is_quarantined_and_good_rows_survive(
     assert result.quarantine.get_column("detail").to_list() == [REASONS[reason]]
     assert result.good.get_column("ts").to_list() == [T0, T0 + timedelta(minutes=2)]
     assert result.good.columns == list(BAR_COLUMNS)
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        *(o for _, o in CASES),
+        {},  # a clean bar
+        {"open": None, "high": None, "low": None},  # close-only: valid
+        {"open": None, "high": None, "low": None, "close": -1.0},
+        {"volume": None},
+        {"high": float("nan"), "low": None},
+    ],
+)
+def test_the_one_row_form_of_each_rule_judges_a_row_as_the_batch_form_does(
+    override: dict[str, object],
+) -> None:
+    """The live store's fast path (row_reason) and validate_bars are one set of rules."""
+    row = bar(1, **override)
+    batch = validate_bars(frame([row]), NOW, jumps=None).quarantine.get_column("reason")
+    one = row_reason(BarRow(*(row[c] for c in COLS)), NOW)  # type: ignore[arg-type]
+    assert one == (batch[0] if batch.len() else None)
+
+
+def test_every_static_reason_has_a_rule_and_a_text() -> None:
+    static = [r.reason for r in STATIC_RULES]
+    assert len(static) == len(set(static)) and set(static) <= set(REASONS)
+    assert static == [r for r in REASONS if r in static]  # the priority order of REASONS
 
 
 def test_duplicate_keys_keep_the_last_delivery() -> None:
