@@ -11,8 +11,9 @@ import pytest
 from adapters.synthetic import SyntheticBarSource
 from core.configs import EvolveConfig
 from core.universe import EQUITY_SYMBOLS
-from flows.evolve import SearchFailedError, _best_evaluated, evolve_architecture
+from flows.evolve import evolve_architecture
 from models.search import WORST_FITNESS
+from tasks.evolve import SearchFailedError, best_evaluated
 from warehouse.bars import ingest_bar_frames
 from warehouse.db import connect
 
@@ -100,10 +101,10 @@ def test_a_failed_individual_is_never_the_best() -> None:
         individual(2, -5.0, "ok"),
         individual(3, WORST_FITNESS, "timeout"),
     ]
-    assert _best_evaluated(everyone, "s")["individual"] == 2
-    assert _best_evaluated(list(reversed(everyone)), "s")["individual"] == 2
+    assert best_evaluated(everyone, "s")["individual"] == 2
+    assert best_evaluated(list(reversed(everyone)), "s")["individual"] == 2
     with pytest.raises(SearchFailedError, match=r"all 2 individuals failed.*individual 0 failed"):
-        _best_evaluated(everyone[:2], "s")  # max() by fitness alone kept the failed first one
+        best_evaluated(everyone[:2], "s")  # max() by fitness alone kept the failed first one
 
 
 def test_search_resumes_after_a_kill_and_reproduces_itself(small_warehouse: Path) -> None:
