@@ -7,6 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from core.account_rules import AccountType
 from core.assets import AssetClass
 from core.universe import (
     ARCH_DAILY_SYMBOLS,
@@ -22,6 +23,13 @@ Window = Annotated[int, Field(ge=1)]
 StdWindow = Annotated[int, Field(ge=2)]  # a standard deviation needs two values
 # models.features.SENTIMENT_INPUTS (tests hold the two equal): the sentiment aggregates an agent may take.
 SentimentInput = Literal["symbol_60m", "symbol_24h", "market_60m", "market_24h"]
+
+
+def config_json(config: LiveTradingConfig | CryptoTradingConfig) -> str:
+    """A trading config as JSON for its replay's run id: `account_rules` (added later) only when
+    set, so a replay configured as before keeps its run id."""
+    unset = {"account_rules"} if config.account_rules == "ideal" else None
+    return config.model_dump_json(exclude=unset)
 
 
 def utc_midnight(day: date) -> datetime:
@@ -337,6 +345,15 @@ class TrainAgentConfig(BaseModel):
         description="The agent sees the traded symbol's production forecaster's point-in-time "
         "forecast (refused when the symbol has none).",
     )
+    stale_bars: int = Field(
+        default=0,
+        ge=0,
+        description="A missing minute of a non-traded input (VXUS, BND on the IEX feed) keeps "
+        "that asset's newest bar's features for up to this many bars, with a staleness input "
+        "per asset (1.0: none within reach, features 0); 0 = a missing bar reads 0 (as "
+        "models trained before it). 5 suits Alpaca's free IEX feed. Only specs with more "
+        "than one symbol change.",
+    )
     genome_id: str = Field(
         default="production",
         description="Architecture to train: 'production' = the promoted genome of the traded symbol if "
@@ -385,6 +402,8 @@ class TrainAgentConfig(BaseModel):
             del payload["sentiment_inputs"]
         if not self.forecast:
             del payload["forecast"]
+        if not self.stale_bars or len(self.symbols) == 1:  # no other asset, nothing to carry
+            del payload["stale_bars"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 
@@ -616,6 +635,27 @@ class BacktestConfig(BaseModel):
     )
     fee_bps: float | None = fee_field()
     slippage_bps: float | None = slippage_field()
+    account_rules: AccountType = Field(
+        default="ideal",
+        description="The simulated account's rules (core.account_rules), which the broker "
+        "and the risk engine enforce: ideal (none: cash may go negative, instant settlement); "
+        "cash (settled cash only, stock sales settle T+1); margin (2x buying power, and "
+        "before 2026-06-04 the pattern-day-trader limit: no 4th day trade in 5 business "
+        "days below $25k equity).",
+    )
+    impact_bps: float = Field(
+        default=0.0,
+        ge=0,
+        description="Size impact on top of the half-spread: a fill pays impact_bps x "
+        "sqrt(its quantity / the bar's volume) more (square-root law); 0 = none.",
+    )
+    max_volume_share: float | None = Field(
+        default=None,
+        gt=0,
+        le=1,
+        description="Fill at most this share of each bar's volume; the rest of an order waits "
+        "for the next bars (partial fills). Unset: whole orders fill.",
+    )
     flatten_before_close_min: float = Field(
         default=1.0,
         ge=0,
@@ -683,6 +723,12 @@ class LiveTradingConfig(BaseModel):
         ge=0,
         description="Go flat this many minutes before the session's close (0: never).",
     )
+    account_rules: AccountType = Field(
+        default="ideal",
+        description="Replay: the simulated account's rules (ideal, cash: settled cash only and "
+        "T+1 for stocks, margin: 2x buying power and the pre-2026-06-04 pattern-day-trader "
+        "limit), enforced by its broker and this flow's risk engines. Paper/live: Alpaca's.",
+    )
     reconcile_every_min: int = Field(
         default=5, ge=1, description="Reconcile with the broker this often."
     )
@@ -736,6 +782,12 @@ class CryptoTradingConfig(BaseModel):
     slippage_bps: float | None = slippage_field()
     flatten_before_close_min: float = Field(
         default=1.0, ge=0, description="Go flat this close to 00:00 UTC (the agents' episode end)."
+    )
+    account_rules: AccountType = Field(
+        default="ideal",
+        description="Replay: the simulated account's rules (ideal, cash: settled cash only and "
+        "T+1 for stocks, margin: 2x buying power and the pre-2026-06-04 pattern-day-trader "
+        "limit), enforced by its broker and this flow's risk engines. Paper/live: Alpaca's.",
     )
     reconcile_every_min: int = Field(
         default=5, ge=1, description="Reconcile with the broker this often (minutes)."
@@ -868,6 +920,15 @@ class NightlyRetrainConfig(BaseModel):
         "(symbol_60m, symbol_24h, market_60m, market_24h; e.g. the coins' market-wide "
         "market_60m, market_24h), point in time with the sentiment lag; 0 without posts.",
     )
+    stale_bars: int = Field(
+        default=0,
+        ge=0,
+        description="The SPY agent: a missing minute of a non-traded input (VXUS, BND on the IEX feed) keeps "
+        "that asset's newest bar's features for up to this many bars, with a staleness input "
+        "per asset (1.0: none within reach, features 0); 0 = a missing bar reads 0 (as "
+        "models trained before it). 5 suits Alpaca's free IEX feed. Only specs with more "
+        "than one symbol change.",
+    )
     cycles: int = Field(default=300, ge=1, description="Training cycles of each agent.")
     seeds: list[Seed] = Field(
         default_factory=lambda: [1], min_length=1, description="One agent per seed and symbol."
@@ -965,6 +1026,8 @@ class NightlyRetrainConfig(BaseModel):
             del payload["sentiment_inputs"]
         if self.genome_id == "production":  # added with #17 at its default: the same
             del payload["genome_id"]
+        if not self.stale_bars:
+            del payload["stale_bars"]
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:10]
 
 

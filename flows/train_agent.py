@@ -132,6 +132,7 @@ def _recipe(config: TrainAgentConfig, warehouse: Path, logger: Any) -> _Recipe:
         timeframe=config.timeframe,
         sentiment_inputs=tuple(config.sentiment_inputs),
         forecast=config.forecast,
+        stale_bars=config.stale_bars if len(config.symbols) > 1 else 0,
     )
     params = DQNParams.from_dict(
         {**config.params, "cycles": config.cycles, "checkpoint_every": config.checkpoint_every}

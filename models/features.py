@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 
 from core.assets import CALENDAR_24_5, CALENDAR_24_7, OWN_CALENDARS
-from core.sessions import calendar_zone
+from core.sessions import calendar_zone, timeframe_span
 from core.universe import EQUITY_SYMBOLS, is_coin
 
 FEATURE_VERSION = "1"
@@ -31,6 +31,18 @@ FEATURE_VERSION = "1"
 # post ('market'), over the last 60 minutes or 24 hours, each post counted from its
 # created_utc + the sentiment lag (models.sentiment.compute_sentiment_inputs); 0 without posts.
 SENTIMENT_INPUTS: tuple[str, ...] = ("symbol_60m", "symbol_24h", "market_60m", "market_24h")
+
+
+def stale_column(i: int) -> str:
+    """The staleness column of asset `i` (FeatureSpec.stale_bars)."""
+    return f"a{i}_stale"
+
+
+def staleness(age_bars: float | None, stale_bars: int) -> float:
+    """How old a carried-forward bar is: age / (stale_bars + 1) within reach (below 1), 1.0 beyond it or with none."""
+    if age_bars is None or age_bars > stale_bars:
+        return 1.0
+    return age_bars / (stale_bars + 1)
 
 
 def sentiment_input_column(name: str) -> str:
@@ -60,6 +72,12 @@ class FeatureSpec:
     """Bumped whenever a feature's definition changes."""
     sentiment_inputs: tuple[str, ...] = ()
     """Sentiment aggregates to include, from SENTIMENT_INPUTS (kept in that order): one column each."""
+    stale_bars: int = 0
+    """Carry a missing bar of a non-traded asset forward for up to this many bars: its
+    features keep the newest bar's values and a{i}_stale (age in bars / (stale_bars + 1),
+    so below 1; exactly 1.0 when no bar is within reach, and the features then read 0)
+    says how old they are.
+    0: a missing bar of another asset reads 0 and there is no staleness column."""
 
     def __post_init__(self) -> None:
         unknown = [x for x in self.sentiment_inputs if x not in SENTIMENT_INPUTS]
@@ -68,6 +86,8 @@ class FeatureSpec:
         # One canonical order: the same set of inputs is one spec, one hash, one column order.
         ordered = tuple(x for x in SENTIMENT_INPUTS if x in self.sentiment_inputs)
         object.__setattr__(self, "sentiment_inputs", ordered)
+        if self.stale_bars < 0:
+            raise ValueError(f"stale_bars must be >= 0, got {self.stale_bars}")
 
     @property
     def traded(self) -> str:
@@ -81,6 +101,8 @@ class FeatureSpec:
         cols: list[str] = []
         for i in range(len(self.symbols)):
             cols += [f"a{i}_{f.name}" for f in asset_features(self)]
+            if i and self.stale_bars:
+                cols.append(stale_column(i))
         cols += ["time_of_session", "time_to_close"]
         if self.sentiment:
             cols.append("sentiment")
@@ -94,7 +116,7 @@ class FeatureSpec:
         return [sentiment_input_column(x) for x in self.sentiment_inputs]
 
     def to_dict(self) -> dict[str, Any]:
-        """The spec as plain JSON-able values; `forecast` and `sentiment_inputs` appear only when set.
+        """The spec as plain JSON-able values; `forecast`, `sentiment_inputs` and `stale_bars` appear only when set.
 
         Leaving the defaults out keeps the dict, and so schema_hash(), of every spec made
         before the fields existed exactly as it was: registered models store that hash.
@@ -102,6 +124,8 @@ class FeatureSpec:
         d = asdict(self)
         if not self.forecast:
             del d["forecast"]
+        if not self.stale_bars:
+            del d["stale_bars"]
         if not self.sentiment_inputs:
             del d["sentiment_inputs"]
         else:
@@ -357,6 +381,26 @@ def _asset_features(bars: pl.DataFrame, i: int, spec: FeatureSpec) -> pl.DataFra
     return bars.sort("ts").select(exprs)
 
 
+def _carry_forward(
+    frame: pl.DataFrame, other: pl.DataFrame, i: int, spec: FeatureSpec
+) -> pl.DataFrame:
+    """Asset i's features as of each traded bar: its newest bar at or before it, within
+    spec.stale_bars bars, and how old that bar is (staleness(); trading.live_features does
+    the same bar by bar)."""
+    span = timeframe_span(spec.timeframe)
+    seen = f"a{i}_seen"
+    frame = frame.sort("ts").join_asof(
+        other.with_columns(pl.col("ts").alias(seen)),
+        on="ts",
+        strategy="backward",
+        tolerance=span * spec.stale_bars,
+    )
+    age = (pl.col("ts") - pl.col(seen)).dt.total_microseconds() / (span.total_seconds() * 1e6)
+    return frame.with_columns(
+        (age / (spec.stale_bars + 1)).fill_null(1.0).alias(stale_column(i))
+    ).drop(seen)
+
+
 def compute_features(
     bars: pl.DataFrame,
     spec: FeatureSpec,
@@ -386,8 +430,11 @@ def compute_features(
         other = bars.filter(pl.col("symbol") == sym)
         if other.height == 0:
             raise ValueError(f"no {spec.timeframe} bars for {sym} in the requested range")
-        # Left join on the traded grid: a missing bar of another asset reads as "no news" (0).
-        frame = frame.join(_asset_features(other, i, spec), on="ts", how="left")
+        if spec.stale_bars:
+            frame = _carry_forward(frame, _asset_features(other, i, spec), i, spec)
+        else:
+            # Left join on the traded grid: a missing bar of another asset reads as "no news" (0).
+            frame = frame.join(_asset_features(other, i, spec), on="ts", how="left")
 
     # Episodes: one trading session intraday (the calendar's trading day), a month for daily
     # bars (a SessionRule recuts them). The time of session follows the traded symbol's

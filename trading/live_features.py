@@ -21,7 +21,14 @@ from math import nan
 import numpy as np
 import polars as pl
 
-from models.features import FeatureSpec, asset_features, feature_calendar, session_times
+from core.sessions import timeframe_span
+from models.features import (
+    FeatureSpec,
+    asset_features,
+    feature_calendar,
+    session_times,
+    staleness,
+)
 
 
 class _Asset:
@@ -37,6 +44,8 @@ class _Asset:
         self.vol: deque[float] = deque(maxlen=keep)
         self.newest: tuple[float, float, float, float | None] = (nan, nan, nan, None)
         self.last: dict[str, float] = {}
+        self.history: deque[tuple[datetime, dict[str, float]]] = deque(maxlen=keep)
+        """(bar ts, its features), newest last: what a carried-forward row reads."""
         self.close = nan
         """The newest bar's close."""
 
@@ -56,6 +65,7 @@ class _Asset:
                 self.logc.pop()
                 self.lr.pop()
                 self.vol.pop()
+                self.history.pop()
             else:
                 return  # an older bar than we have: the batch features sort by ts; ignore
         logc = math.log(c) if c > 0 else nan
@@ -67,6 +77,14 @@ class _Asset:
         self.newest = (h, lo, c, vwap)
         # Each feature's own bar-by-bar rule, defined beside its batch expression.
         self.last = {f.name: f.step(self) for f in self.defs}
+        self.history.append((ts, self.last))
+
+    def as_of(self, ts: datetime) -> tuple[datetime | None, dict[str, float]]:
+        """The newest bar at or before `ts` and its features ((None, {}) without one)."""
+        for seen, features in reversed(self.history):
+            if seen <= ts:
+                return seen, features
+        return None, {}
 
 
 class LiveFeatures:
@@ -81,6 +99,7 @@ class LiveFeatures:
         self.calendar = feature_calendar(spec.traded, calendar)
         self.assets = {sym: _Asset(spec) for sym in spec.symbols}
         self.names = spec.names()
+        self.span = timeframe_span(spec.timeframe)
 
     def push_frame(self, bars: pl.DataFrame) -> None:
         """Add bars (canonical schema, any symbols); each asset's must come in ts order."""
@@ -117,8 +136,17 @@ class LiveFeatures:
         if not traded.ts or traded.ts[-1] != ts:
             return None
         values: list[float] = []
-        for sym in self.spec.symbols:
+        stale_bars = self.spec.stale_bars
+        for i, sym in enumerate(self.spec.symbols):
             asset = self.assets[sym]
+            if i and stale_bars:
+                # Carried forward, as compute_features' as-of join: the newest bar within reach.
+                seen, f = asset.as_of(ts)
+                age = None if seen is None else (ts - seen) / self.span
+                within = age is not None and age <= stale_bars
+                values += [f.get(d.name, nan) if within else nan for d in asset.defs]
+                values.append(staleness(age, stale_bars))
+                continue
             present = bool(asset.ts) and asset.ts[-1] == ts
             f = asset.last if present else {}
             values += [f.get(d.name, nan) for d in asset.defs]

@@ -91,14 +91,14 @@ def test_tasks_share_the_cores_and_the_count_is_restored() -> None:
 
 def test_nightly_gives_every_task_one_thread_count_from_the_runner() -> None:
     from core.configs import NightlyRetrainConfig
-    from flows.nightly_retrain import _task_threads
+    from tasks.nightly import task_threads_of
 
-    assert _task_threads(NightlyRetrainConfig(workers=2)) == task_threads(2)
-    assert _task_threads(NightlyRetrainConfig(workers=1)) == task_threads(1)
+    assert task_threads_of(NightlyRetrainConfig(workers=2)) == task_threads(2)
+    assert task_threads_of(NightlyRetrainConfig(workers=1)) == task_threads(1)
     # An existing Dask cluster: Dask's own rule, one thread per task.
     cluster = NightlyRetrainConfig(runner="dask", dask_address="tcp://127.0.0.1:8786")
-    assert _task_threads(cluster) == 1
-    assert _task_threads(NightlyRetrainConfig(runner="dask", threads=3)) == 3
+    assert task_threads_of(cluster) == 1
+    assert task_threads_of(NightlyRetrainConfig(runner="dask", threads=3)) == 3
     # The count shapes speed, not the recipe: the same models whatever the threads.
     assert (
         NightlyRetrainConfig(threads=4, forecaster_threads=2).recipe_key()

@@ -89,6 +89,12 @@ def test_bar_by_bar_rows_equal_the_batch_rows(
     if hourly is not None:
         # Not all zeros: the comparison below covers a real time of session.
         assert batch.get_column("time_of_session").n_unique() >= 9
+    _assert_live_equals_batch(bars, spec, calendar, batch)
+
+
+def _assert_live_equals_batch(
+    bars: pl.DataFrame, spec: FeatureSpec, calendar: str | None, batch: pl.DataFrame
+) -> None:
     live = LiveFeatures(spec, calendar)
     names = spec.names()
     checked = 0
@@ -111,6 +117,47 @@ def test_bar_by_bar_rows_equal_the_batch_rows(
     assert checked == batch.height
     # float32 rounding of values computed two ways: equal to the last bit or one ulp.
     assert worst < 1e-5, worst
+
+
+def test_missing_input_minutes_carry_forward_with_their_staleness_alike_in_batch_and_live() -> None:
+    """FeatureSpec.stale_bars: VXUS and BND lose a third of their minutes at random and a
+    20-minute block (longer than the reach); the traded SPY keeps all of its own."""
+    spec = FeatureSpec(stale_bars=5)
+    bars = _bars(list(spec.symbols), START, START + timedelta(days=2))
+    rng = np.random.default_rng(3)
+    inputs = pl.col("symbol").is_in(["VXUS", "BND"])
+    first = bars.get_column("ts").min()
+    assert isinstance(first, datetime)
+    block = (pl.col("ts") >= first + timedelta(hours=2)) & (
+        pl.col("ts") < first + timedelta(hours=2, minutes=20)
+    )
+    keep = pl.Series(rng.random(bars.height) > 1 / 3)
+    gappy = bars.filter(~inputs | (keep & ~block))
+    batch = compute_features(gappy, spec)
+    assert "a2_stale" in spec.names() and "a0_stale" not in spec.names()
+    stale = batch.get_column("a2_stale")
+    # Fresh, carried and out-of-reach rows all occur.
+    assert (stale == 0.0).sum() > 0 and ((stale > 0) & (stale < 1)).sum() > 0
+    assert (stale == 1.0).sum() >= 10
+    # A carried row holds the newest bar's values; beyond reach they read 0.
+    carried = batch.filter((pl.col("a2_stale") > 0) & (pl.col("a2_stale") < 1))
+    assert (carried.get_column("a2_range") != 0).sum() > 0
+    gone = batch.filter(pl.col("a2_stale") == 1.0)
+    assert (gone.get_column("a2_range") == 0).all()
+    # Without stale_bars the same gaps read 0 and there is no staleness column.
+    plain = compute_features(gappy, FeatureSpec())
+    assert "a2_stale" not in plain.columns
+    _assert_live_equals_batch(gappy, spec, None, batch)
+
+
+def test_stale_bars_changes_the_hash_only_when_set() -> None:
+    assert FeatureSpec(stale_bars=0).schema_hash() == FeatureSpec().schema_hash()
+    assert "stale_bars" not in FeatureSpec().to_dict()
+    spec = FeatureSpec(stale_bars=5)
+    assert spec.schema_hash() != FeatureSpec().schema_hash()
+    assert FeatureSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="stale_bars"):
+        FeatureSpec(stale_bars=-1)
 
 
 def test_a_bar_that_is_not_the_newest_gives_no_row() -> None:
