@@ -105,6 +105,8 @@ class Account:
     buying_power: float
     currency: str = "USD"
     paper: bool = True
+    daytrade_count: int = 0
+    """Day trades in the last 5 business days (Alpaca's field; the PDT rule counts them)."""
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,17 @@ Partial fills (opt-in, `max_volume_share`): an order fills at most that share of
 volume (the bar's volume given to `on_bar`); the rest stays open (`partially_filled`) for
 the next bars until it is filled or canceled. Off by default: backtests and replays fill
 whole orders, as training's evaluation does (one execution path); the soak turns it on.
+
+Size impact (opt-in, `impact_bps`): a fill's slippage grows with the square root of its
+share of the bar's volume (core.fills.sized_slippage_rate); 0 by default.
+
+Account rules (opt-in, `rules`, core.account_rules): buying power per account type, T+1
+settlement of stock sales for a cash account, the pattern-day-trader limit. An order the
+rules refuse is answered `rejected` at submission, as Alpaca answers it (HTTP 403), and
+never fills; `reject_reasons` says why. A buy is checked at submission against its cost at
+the last mark (price with slippage, plus fee) and the buying power left after the open
+buys; its fill at the next open may cost a little more, as a real market order may. The
+default rules ("ideal") refuse nothing, so backtests and replays keep their numbers.
 """
 
 from __future__ import annotations
@@ -18,7 +29,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 
 from adapters.protocols import (
     Account,
@@ -30,7 +41,16 @@ from adapters.protocols import (
     OrderRequest,
     Position,
 )
-from core.fills import fill_fee, fill_price
+from core.account_rules import (
+    AccountRules,
+    buy_refusal,
+    buying_power,
+    pdt_refusal,
+    settlement_date,
+    trading_date,
+    window_start,
+)
+from core.fills import fill_fee, fill_price, sized_slippage_rate
 from core.universe import is_coin
 
 
@@ -47,7 +67,8 @@ class _Holding:
 
 
 class SimulatedBroker:
-    """Cash account with next-bar fills; deterministic ids (sim-1, sim-2, ...) for reproducible ledgers."""
+    """Long-only account with next-bar fills under `rules`; deterministic ids (sim-1, sim-2, ...)
+    for reproducible ledgers."""
 
     def __init__(
         self,
@@ -59,6 +80,8 @@ class SimulatedBroker:
         id_prefix: str = "sim",
         sell_fee_bps: float = 0.0,
         max_volume_share: float | None = None,
+        impact_bps: float = 0.0,
+        rules: AccountRules | None = None,
     ) -> None:
         if cash <= 0:
             raise ValueError("starting cash must be positive")
@@ -70,6 +93,14 @@ class SimulatedBroker:
         self.fee_rate = fee_bps / 1e4
         self.slip_rate = slippage_bps / 1e4
         self.sell_fee_rate = sell_fee_bps / 1e4
+        if impact_bps < 0:
+            raise ValueError("impact_bps must be 0 or more")
+        self.impact_rate = impact_bps / 1e4
+        self.rules = rules or AccountRules()
+        self.reject_reasons: dict[str, str] = {}  # client_order_id -> why it was rejected
+        self._unsettled: list[tuple[date, float]] = []  # (settles on, sale proceeds)
+        self._opened: dict[str, date] = {}  # stock bought on that day, not sold since
+        self._day_trades: list[date] = []
         self.id_prefix = id_prefix
         self._ids = itertools.count(1)
         self._orders: dict[str, Order] = {}  # by client_order_id
@@ -114,7 +145,7 @@ class SimulatedBroker:
             if qty <= 1e-12:
                 still.append(cid)  # no volume for it in this bar
                 continue
-            fill = self._execute(order, open_, ts, qty)
+            fill = self._execute(order, open_, ts, qty, volume)
             if fill is not None:
                 fills.append(fill)
                 if room is not None:
@@ -134,9 +165,12 @@ class SimulatedBroker:
         """What can trade of `qty`: whole shares for stocks, any amount for a coin pair."""
         return qty if is_coin(symbol) else math.floor(qty + 1e-9)
 
-    def _execute(self, order: Order, open_: float, ts: datetime, qty: float) -> Fill | None:
+    def _execute(
+        self, order: Order, open_: float, ts: datetime, qty: float, volume: float | None = None
+    ) -> Fill | None:
         held = self._holdings.setdefault(order.symbol, _Holding())
-        price = fill_price(open_, order.side, self.slip_rate)
+        slip = sized_slippage_rate(self.slip_rate, self.impact_rate, qty, volume)
+        price = fill_price(open_, order.side, slip)
         if order.side == "sell" and qty > held.qty + 1e-9:
             self._orders[order.client_order_id] = replace(order, status="rejected")
             return None
@@ -153,6 +187,8 @@ class SimulatedBroker:
             held.cost = held.qty * avg if held.qty > 1e-12 else 0.0
             if held.qty <= 1e-12:
                 held.qty = 0.0
+        if not is_coin(order.symbol):
+            self._stock_fill(order.symbol, order.side, trading_date(ts), notional - fee)
         filled = order.filled_qty + qty
         average = ((order.filled_avg_price or 0.0) * order.filled_qty + price * qty) / filled
         done = filled >= order.qty - 1e-9
@@ -176,6 +212,109 @@ class SimulatedBroker:
             fee=fee,
         )
 
+    def _stock_fill(self, symbol: str, side: str, day: date, proceeds: float) -> None:
+        """Day trades and settlement of a stock fill on `day` (coins have neither)."""
+        if side == "buy":
+            self._opened[symbol] = day
+            return
+        if self._opened.get(symbol) == day:  # buy then sell on one day: a day trade
+            self._day_trades.append(day)
+            del self._opened[symbol]
+        if self.rules.settlement_days > 0:
+            self._unsettled.append((settlement_date(day, self.rules.settlement_days), proceeds))
+
+    def unsettled(self) -> float:
+        """Sale proceeds not settled today (they are in `cash`, but not yet spendable)."""
+        today = trading_date(self.clock.now())
+        self._unsettled = [(d, v) for d, v in self._unsettled if d > today]
+        return sum(v for _, v in self._unsettled)
+
+    def daytrade_count(self) -> int:
+        """Day trades within the rules' business-day window ending today (Alpaca's daytrade_count)."""
+        if not self._day_trades:
+            return 0
+        start = window_start(trading_date(self.clock.now()), self.rules.pdt_window_days)
+        self._day_trades = [d for d in self._day_trades if d >= start]
+        return len(self._day_trades)
+
+    def could_day_trade(self, symbol: str, side: str) -> bool:
+        """Whether an order of `side` in `symbol` now could make a day trade: a sell of a stock
+        bought today, or (Alpaca counts open orders, whatever order they fill in) a buy and a
+        sell of it open together."""
+        if is_coin(symbol):
+            return False
+        today = trading_date(self.clock.now())
+        if side == "sell" and self._opened.get(symbol) == today:
+            return True
+        other = "buy" if side == "sell" else "sell"
+        return any(
+            self._orders[c].symbol == symbol and self._orders[c].side == other
+            for c in self._pending
+        )
+
+    def buying_power(self, symbol: str | None = None) -> float:
+        """What a buy may spend now (of `symbol`'s kind: coins are not marginable), less the
+        estimated cost of the buys still open. Ideal rules: the cash, as before the rules."""
+        if not self.rules.enforced:
+            return max(self.cash, 0.0)
+        stock = coin = 0.0
+        for pos in self.get_positions():
+            if is_coin(pos.symbol):
+                coin += pos.market_value
+            else:
+                stock += pos.market_value
+        power = buying_power(
+            self.rules,
+            cash=self.cash,
+            unsettled=self.unsettled(),
+            equity=self.cash + stock + coin,
+            stock_value=stock,
+            coin_value=coin,
+            coin=symbol is not None and is_coin(symbol),
+        )
+        reserved = sum(
+            self._buy_cost(o.symbol, o.qty - o.filled_qty)
+            for o in (self._orders[c] for c in self._pending)
+            if o.side == "buy"
+        )
+        return max(0.0, power - reserved)
+
+    def _buy_cost(self, symbol: str, qty: float) -> float:
+        """A buy's estimated cost at the last mark: price with slippage, plus fee (0: no mark)."""
+        mark = self._marks.get(symbol)
+        if mark is None:
+            return 0.0
+        price = fill_price(mark, "buy", self.slip_rate)
+        return qty * price + fill_fee(qty, price, self.fee_rate, side="buy")
+
+    def _refusal(self, request: OrderRequest) -> str | None:
+        """Why the account's rules refuse this order now (None: accepted)."""
+        if not self.rules.enforced:
+            return None
+        symbol = request.symbol
+        today = trading_date(self.clock.now())
+        if self.rules.pdt_applies(is_coin(symbol), today) and self.could_day_trade(
+            symbol, request.side
+        ):
+            equity = self.cash + sum(p.market_value for p in self.get_positions())
+            why = pdt_refusal(
+                self.rules,
+                day=today,
+                coin=False,
+                day_trades=self.daytrade_count(),
+                equity=equity,
+            )
+            if why is not None:
+                return why
+        if request.side == "buy":
+            return buy_refusal(
+                self.rules,
+                cost=self._buy_cost(symbol, request.qty),
+                power=self.buying_power(symbol),
+                unsettled=self.unsettled(),
+            )
+        return None
+
     def new_fills(self) -> list[Fill]:
         """Fills since the last call (what a trade-updates stream would have pushed)."""
         out, self._fills = self._fills, []
@@ -185,7 +324,13 @@ class SimulatedBroker:
 
     def get_account(self) -> Account:
         equity = self.cash + sum(p.market_value for p in self.get_positions())
-        return Account(cash=self.cash, equity=equity, buying_power=max(self.cash, 0.0), paper=True)
+        return Account(
+            cash=self.cash,
+            equity=equity,
+            buying_power=self.buying_power(),
+            paper=True,
+            daytrade_count=self.daytrade_count(),
+        )
 
     def get_clock(self) -> MarketClock:
         now = self.clock.now()
@@ -209,6 +354,7 @@ class SimulatedBroker:
             raise SimDuplicateOrderError(request.client_order_id)
         if not (math.isfinite(request.qty) and request.qty > 0):
             raise ValueError(f"order quantity must be positive, got {request.qty}")
+        refused = self._refusal(request)
         order = Order(
             id=f"{self.id_prefix}-{next(self._ids)}",
             client_order_id=request.client_order_id,
@@ -217,11 +363,14 @@ class SimulatedBroker:
             qty=float(request.qty),
             filled_qty=0.0,
             filled_avg_price=None,
-            status="accepted",
+            status="accepted" if refused is None else "rejected",
             submitted_at=self.clock.now(),
         )
         self._orders[request.client_order_id] = order
-        self._pending.append(request.client_order_id)
+        if refused is None:
+            self._pending.append(request.client_order_id)
+        else:
+            self.reject_reasons[request.client_order_id] = refused
         return order
 
     def get_order_by_client_id(self, client_order_id: str) -> Order | None:

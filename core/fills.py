@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import numpy.typing as npt
 
@@ -12,6 +14,24 @@ def fill_price(reference: float, side: str, slippage_rate: float) -> float:
     A buy pays ``reference * (1 + slippage_rate)``, a sell gets ``reference * (1 - slippage_rate)``.
     """
     return reference * (1.0 + slippage_rate) if side == "buy" else reference * (1.0 - slippage_rate)
+
+
+def sized_slippage_rate(
+    slippage_rate: float, impact_rate: float, qty: float, volume: float | None
+) -> float:
+    """The slippage of an order of ``qty`` units in a bar that traded ``volume``: the half-spread
+    ``slippage_rate`` plus the square-root market impact ``impact_rate * sqrt(qty / volume)``.
+
+    The square-root law: the price moves by about ``Y * sigma * sqrt(Q / V)`` for an order of Q
+    in a period with volume V and volatility sigma (Almgren, Thum, Hauptmann & Li, "Direct
+    estimation of equity market impact", Risk 2005; Toth et al., "Anomalous price impact and
+    the critical nature of liquidity", Phys. Rev. X 2011); ``impact_rate`` stands for
+    ``Y * sigma`` (the cost of trading a whole bar's volume). Without a volume, or with
+    ``impact_rate`` 0, it is the half-spread alone.
+    """
+    if impact_rate <= 0 or volume is None or not volume > 0 or qty <= 0:
+        return slippage_rate
+    return slippage_rate + impact_rate * math.sqrt(qty / volume)
 
 
 def fill_fee(

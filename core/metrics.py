@@ -67,7 +67,8 @@ def cagr(returns: npt.ArrayLike, periods_per_year: float) -> float:
 
     ``n / periods_per_year`` is the length of the sample in years, so a short sample is
     extrapolated to a full year (as empyrical's ``annual_return`` does). NaN when empty
-    or when the curve ends below zero; -1 when it ends at exactly zero.
+    or when the curve ends below zero; -1 when it ends at exactly zero; inf past the
+    largest float (+3.7% over five minute bars, say).
     """
     r = _as_float_array(returns)
     if r.size == 0:
@@ -75,7 +76,10 @@ def cagr(returns: npt.ArrayLike, periods_per_year: float) -> float:
     ending = float(np.prod(1.0 + r))
     if ending < 0.0:
         return math.nan
-    return float(ending ** (periods_per_year / r.size) - 1.0)
+    try:
+        return float(ending ** (periods_per_year / r.size) - 1.0)
+    except OverflowError:  # a few minutes' gain extrapolated to a year: past any float
+        return math.inf
 
 
 def sharpe(returns: npt.ArrayLike, periods_per_year: float, risk_free: float = 0.0) -> float:

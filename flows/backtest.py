@@ -15,6 +15,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact
 from prefect.logging import get_run_logger
 from tqdm import tqdm
 
+from core.account_rules import account_rules
 from core.assets import infer_asset_class
 from core.configs import BacktestConfig, utc_midnight
 from core.costs import configured_costs
@@ -132,6 +133,9 @@ def _run(b: _Setup, ledger: Ledger) -> BacktestResult:
         fee_bps=b.costs.fee_bps,
         slippage_bps=b.costs.slippage_bps,
         sell_fee_bps=b.costs.sell_fee_bps,
+        account_rules=account_rules(config.account_rules),
+        impact_bps=config.impact_bps,
+        max_volume_share=config.max_volume_share,
         limits=RiskLimits(**config.risk.limits()),
         flatten_before_close_min=config.flatten_before_close_min,
         rule=b.rule,

@@ -24,7 +24,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from core.configs import CryptoTradingConfig
+from core.configs import CryptoTradingConfig, config_json
 from core.settings import Mode, Settings, get_settings
 from flows.alerts import alerting
 from flows.live_trading import check_session, session_plan
@@ -152,11 +152,12 @@ def _request(
         key=hashlib.sha256(
             "|".join(f"{c}={r['model_id']}" for c, (r, _) in sorted(models.items())).encode()
         ).hexdigest()[:8],
-        config_digest=hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:8],
+        config_digest=hashlib.sha256(config_json(config).encode()).hexdigest()[:8],
         replay_day=config.replay_date or newest,
         costs=costs,
         start_minute=config.start_minute,
         cash=config.cash,
+        account_rules=config.account_rules,
         max_clock_offset_s=config.max_clock_offset_s,
         bar_wait_s=COIN_WAIT_S,
         stream_name="crypto-bar-stream",

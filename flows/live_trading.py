@@ -19,7 +19,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.logging import get_run_logger
 
-from core.configs import CryptoTradingConfig, LiveTradingConfig
+from core.configs import CryptoTradingConfig, LiveTradingConfig, config_json
 from core.costs import CostModel
 from core.settings import Settings, get_settings
 from core.universe import is_coin
@@ -101,11 +101,12 @@ def _live_trading(config: LiveTradingConfig) -> dict[str, Any]:
             warehouse=warehouse,
             outbox=settings.data_dir / "outbox",
             key=str(row["model_id"]),
-            config_digest=hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:6],
+            config_digest=hashlib.sha256(config_json(config).encode()).hexdigest()[:6],
             replay_day=replay_day,
             costs=costs,
             start_minute=config.start_minute,
             cash=config.cash,
+            account_rules=config.account_rules,
             replay_speed=config.replay_speed,
             max_clock_offset_s=config.max_clock_offset_s,
             wait_for_open_min=config.wait_for_open_min,

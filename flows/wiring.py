@@ -18,6 +18,7 @@ from adapters.protocols import BarSource, BarStream, Broker, Clock, PostSource, 
 from adapters.sim_broker import SimulatedBroker
 from adapters.synthetic import SyntheticBarSource, SyntheticConfig
 from adapters.synthetic_posts import SyntheticPostConfig, SyntheticPostSource
+from core.account_rules import AccountType, account_rules
 from core.configs import IngestBarsConfig, ScrapeRedditConfig
 from core.costs import CostModel
 from core.settings import Mode, Settings, mode_refusal
@@ -323,6 +324,8 @@ class SessionRequest:
     """What the simulated broker charges (the symbols' class's; not used on paper/live)."""
     start_minute: int = 0
     cash: float = 100_000.0
+    account_rules: AccountType = "ideal"
+    """The simulated account's rules (core.account_rules; replay only: paper/live are Alpaca's)."""
     replay_speed: float = 0.0
     max_clock_offset_s: float = 2.0
     wait_for_open_min: float = 0.0
@@ -438,6 +441,7 @@ def _replay_run(request: SessionRequest) -> TradingRun | MarketClosed:
         slippage_bps=costs.slippage_bps,
         sell_fee_bps=costs.sell_fee_bps,
         id_prefix=f"sim:{run_id}",
+        rules=account_rules(request.account_rules),
     )
     feed = ReplayFeed(
         request.warehouse,

@@ -19,6 +19,7 @@ import polars as pl
 
 from adapters.clock import ManualClock
 from adapters.sim_broker import SimulatedBroker
+from core.account_rules import AccountRules
 from core.fills import fill_references
 from core.sessions import SessionRule, session_rule, timeframe_span
 from core.universe import is_coin
@@ -30,7 +31,7 @@ from trading.engine import Book, EngineConfig, PrecomputedQ, TradingEngine
 from trading.ledger import SCHEMAS, Ledger
 from trading.metrics import summarize
 from trading.orders import OrderManager
-from trading.risk import RiskEngine, RiskLimits
+from trading.risk import RiskEngine, RiskLimits, enforce_account_rules, see_simulated_account
 
 
 @dataclass
@@ -92,6 +93,9 @@ def run_backtest(
     forecasts: pl.DataFrame | None = None,
     rule: SessionRule | None = None,
     sell_fee_bps: float = 0.0,
+    account_rules: AccountRules | None = None,
+    impact_bps: float = 0.0,
+    max_volume_share: float | None = None,
 ) -> BacktestResult:
     """Run the agent over bars in [start, end) (bars before `start` only warm the features up).
 
@@ -100,6 +104,11 @@ def run_backtest(
     session's close; None infers it from the symbol and flatten_before_close_min (0: never
     flat). A given rule's flatten_min wins over flatten_before_close_min. Costs: `fee_bps` and
     `slippage_bps` on every fill, `sell_fee_bps` more on sells (core.costs.CostModel).
+    `account_rules` (core.account_rules; default ideal: none) are the simulated broker's, and
+    the risk engine sees the broker's buying power and day trades before each decision so it
+    refuses (or cuts) what the broker would refuse. `impact_bps` (square-root size impact on
+    the bar's volume) and `max_volume_share` (partial fills) are the simulated broker's; 0 and
+    None, the defaults, fill whole orders at the half-spread as training's evaluation does.
     """
     spec = policy.spec
     symbol = spec.traded
@@ -111,7 +120,12 @@ def run_backtest(
             flatten_min=flatten_before_close_min,
         )
     features = compute_features(bars, spec, sentiment, forecasts, calendar=rule.calendar)
-    traded = bars.filter(pl.col("symbol") == symbol).select("ts", "open", "close")
+    traded = bars.filter(pl.col("symbol") == symbol).select(
+        "ts",
+        "open",
+        "close",
+        pl.col("volume") if "volume" in bars.columns else pl.lit(None, pl.Float64).alias("volume"),
+    )
     in_range = features.filter((pl.col("ts") >= start) & (pl.col("ts") < end)).sort("ts")
     if in_range.height == 0:
         raise ValueError(f"no {symbol} bars between {start} and {end}")
@@ -129,6 +143,8 @@ def run_backtest(
         frame.get_column("open").cast(pl.Float64).to_numpy(), closes
     ).tolist()
     close_list = closes.astype(np.float64).tolist()
+    # The bar's volume: what partial fills and the size impact read (None: unknown).
+    volume_list = frame.get_column("volume").cast(pl.Float64).to_list()
     steps = frame.get_column("step").to_list()
     span = timeframe_span(rule.timeframe)
     # Where an episode or a trading day begins: {bar index: (episode key or None, day or
@@ -159,6 +175,13 @@ def run_backtest(
         slippage_bps=slippage_bps,
         id_prefix=f"sim:{run_id}",
         sell_fee_bps=sell_fee_bps,
+        rules=account_rules,
+        impact_bps=impact_bps,
+        max_volume_share=max_volume_share,
+    )
+    risk = RiskEngine(limits or RiskLimits())
+    enforce_account_rules(
+        risk, sim.rules, coin=is_coin(symbol), fee_bps=fee_bps, slippage_bps=slippage_bps
     )
     engine = TradingEngine(
         EngineConfig(
@@ -174,7 +197,7 @@ def run_backtest(
         ),
         PrecomputedQ(q_paths, policy.net.actions),
         sim,
-        RiskEngine(limits or RiskLimits()),
+        risk,
         OrderManager(sim),
         ledger,
         Book(cash=cash),
@@ -207,9 +230,10 @@ def run_backtest(
         after = ts + span
         clock.set(after)
         # Fills come only from bars here: nothing to sync without one or an open order.
-        if sim.on_bar(symbol, ts, open_list[i], close) or engine.open_orders:
+        if sim.on_bar(symbol, ts, open_list[i], close, volume_list[i]) or engine.open_orders:
             engine.sync_fills()
         book.marks[symbol] = close
+        see_simulated_account(risk, sim, symbol, after)  # what its broker would refuse
         actions.append(
             engine.decide(
                 now=after,

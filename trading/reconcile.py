@@ -3,17 +3,23 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Literal, Protocol, runtime_checkable
 
-from adapters.protocols import Broker, Fill, Order, Side, TradeUpdates
+from adapters.protocols import Broker, Fill, Order, Position, Side, TradeUpdates
 from trading.alerts import Alert, send
 from trading.engine import FINAL, MINUTE, Book, TradingEngine, decision_id
 from trading.ledger import Ledger
 from trading.orders import OrderManager, OrderOutcome, client_order_id, transient
-from warehouse.trade_history import booked_fills, net_positions, order_statuses, recorded_fill_ids
+from warehouse.trade_history import (
+    booked_fills,
+    net_positions,
+    order_statuses,
+    ordered_symbols,
+    recorded_fill_ids,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,45 +29,177 @@ def warehouse_positions(con: Any, *, run_id: str | None, mode: str) -> dict[str,
     return net_positions(con, run_id=run_id, mode=mode)
 
 
+def account_positions(con: Any, mode: str) -> dict[str, float]:
+    """What reconcile's `others` reads: net quantity per symbol of every run on the mode's
+    account, with every symbol one of them ordered (a flat one, or an order whose fill is
+    not stored yet: 0.0)."""
+    return {
+        **dict.fromkeys(ordered_symbols(con, mode=mode), 0.0),
+        **net_positions(con, run_id=None, mode=mode),
+    }
+
+
+UNEXPLAINED_FOR = timedelta(minutes=2)
+"""How long a position in a symbol the account's ledger does not know may wait before it is a
+difference (another flow's first order in it is written just after the broker filled it)."""
+
+
+def _unexplained_since(
+    waiting: dict[str, tuple[float, datetime]], symbol: str, qty: float, now: datetime
+) -> datetime:
+    """Since when `qty` of `symbol` has gone unexplained (now, if it is new or it moved)."""
+    seen = waiting.get(symbol)
+    if seen is None or abs(seen[0] - qty) > 1e-9:
+        waiting[symbol] = seen = (qty, now)
+    return seen[1]
+
+
+def _account_snapshot(
+    broker: Broker, shared: bool, tries: int = 3
+) -> tuple[list[Position], float] | None:
+    """The broker's positions and cash as of one moment; None when no such read was had.
+
+    Two reads, not one: with another flow on the account (`shared`), its order can fill
+    between them -- the cash spent without the position bought, the book's equity short by
+    the position's value for a reconciliation interval (a daily-loss kill switch from
+    nothing). Cash read before and after the positions: equal, the two are of one moment.
+    """
+    for _ in range(tries if shared else 1):
+        cash = broker.get_account().cash
+        positions = broker.get_positions()
+        if not shared or abs(broker.get_account().cash - cash) <= 0.01:
+            return positions, cash
+    return None
+
+
 def reconcile(
-    book: Book, broker: Broker, ledger: Ledger, *, account: str, run_id: str, now: datetime
+    book: Book,
+    broker: Broker,
+    ledger: Ledger,
+    *,
+    account: str,
+    run_id: str,
+    now: datetime,
+    own: Collection[str] | None = None,
+    others: Callable[[], Mapping[str, float] | None] | None = None,
+    unexplained: dict[str, tuple[float, datetime]] | None = None,
 ) -> int:
     """Make the book match the broker's positions and cash; returns how many differences were found.
 
     A rate-limited or unreachable broker skips this reconciliation (logged): the next one
     runs at its interval, and a stale book cannot double an order (open orders block).
+
+    One account, several flows (live-trading's SPY, crypto-trading's coins): `own` are the
+    symbols this session trades (None: all of them). A position in another symbol the
+    account's ledger knows (`others()`: net quantity per symbol of every run on the account
+    and every symbol one of them ordered, account_positions; None when the warehouse cannot
+    be read now) is another flow's, which reconciles it: adopted into the book without a
+    difference or an alert (its quantity is not compared with the stored fills: another
+    flow stores a fill with its next decision, up to a minute after the broker filled
+    it; its order, with the decision), and marked at the
+    broker's price -- the book's equity is then the account's, and a flow's daily loss
+    does not count another flow's purchase as money gone. The account's cash, which every
+    flow on it moves, is adopted the same way unless a difference was found. A position in
+    a symbol no stored fill knows (bought by hand) is a difference, as before; while the
+    warehouse cannot say, another symbol's waits for the next reconciliation.
+
+    `unexplained` (kept by the caller from one reconciliation to the next: symbol -> the
+    quantity and since when): a symbol the ledger does not know may be another flow's first
+    order in it, filled at the broker a moment before its row is written. While one waits (up to UNEXPLAINED_FOR; then it is a
+    difference) or the warehouse cannot say, the book keeps its last view of the other
+    flows -- their positions and the cash together, never the cash of a purchase without
+    its position. Without `unexplained`, such a position is a difference at once and,
+    while the warehouse cannot say, the cash is adopted and the positions wait.
     """
+    shared = own is not None and others is not None
     try:
-        theirs = {p.symbol: p.qty for p in broker.get_positions()}
-        cash = broker.get_account().cash
+        snapshot = _account_snapshot(broker, shared)
     except Exception as err:
         if not transient(err):
             raise
         log.warning("reconciliation skipped: broker rate-limited or unavailable (%s)", err)
         return 0
+    if snapshot is None:
+        log.warning("reconciliation skipped: another flow's orders kept filling while it read")
+        return 0
+    positions, cash = snapshot
+    theirs = {p.symbol: p.qty for p in positions}
+    values = {p.symbol: p.market_value for p in positions}
     found = 0
     differences: list[str] = []
-    for symbol in sorted(set(theirs) | {s for s, q in book.qty.items() if q}):
+    stored: Mapping[str, float] | None = None
+    asked = False
+    other_flows = False
+    waiting: dict[str, tuple[float, datetime]] = unexplained if unexplained is not None else {}
+    deferred = False
+    """Something of another flow unknown now: its part of the book waits (with `unexplained`)."""
+    adopted: dict[str, float] = {}
+    """Other flows' positions to take into the book."""
+    for symbol in sorted(set(theirs) | {s for s, q in book.qty.items() if q} | set(waiting)):
         ours, broker_qty = book.qty.get(symbol, 0.0), theirs.get(symbol, 0.0)
-        if abs(ours - broker_qty) > 1e-9:
-            found += 1
-            differences.append(f"{symbol}: ours {ours:g}, the broker's {broker_qty:g}")
-            ledger.event(
-                {
-                    "event_id": f"{run_id}|{symbol}|{now.isoformat()}|position",
-                    "ts": now,
-                    "account": account,
-                    "symbol": symbol,
-                    "kind": "position_mismatch",
-                    "warehouse_qty": ours,
-                    "broker_qty": broker_qty,
-                    "action": "adopted_broker",
-                    "detail": f"our book had {ours:g}, the broker {broker_qty:g}; the broker wins",
-                }
-            )
-            book.qty[symbol] = broker_qty
+        moved = abs(ours - broker_qty) > 1e-9
+        if shared and own is not None and symbol not in own:
+            assert others is not None
+            if not moved and symbol not in waiting and (unexplained is None or not broker_qty):
+                continue  # (with `unexplained`, a held one is looked up: its mark)
+            if not asked:
+                stored, asked = others(), True
+            if stored is None:
+                other_flows = True  # unknown now: checked at the next reconciliation
+                deferred = deferred or unexplained is not None
+                continue
+            if symbol in stored:
+                other_flows = True
+                waiting.pop(symbol, None)
+                if broker_qty:
+                    book.marks[symbol] = values[symbol] / broker_qty
+                if moved:
+                    log.info("%s: %g held by another flow on the account", symbol, broker_qty)
+                    adopted[symbol] = broker_qty
+                continue
+            if not moved:
+                waiting.pop(symbol, None)  # a difference adopted before: nothing new
+                continue
+            if (
+                unexplained is not None
+                and now - _unexplained_since(unexplained, symbol, broker_qty, now) < UNEXPLAINED_FOR
+            ):
+                other_flows = deferred = True  # perhaps another flow's first fill, not stored yet
+                continue
+            waiting.pop(symbol, None)
+            ours = 0.0  # no run on the account ordered it
+        elif not moved:
+            continue
+        found += 1
+        differences.append(f"{symbol}: ours {ours:g}, the broker's {broker_qty:g}")
+        ledger.event(
+            {
+                "event_id": f"{run_id}|{symbol}|{now.isoformat()}|position",
+                "ts": now,
+                "account": account,
+                "symbol": symbol,
+                "kind": "position_mismatch",
+                "warehouse_qty": ours,
+                "broker_qty": broker_qty,
+                "action": "adopted_broker",
+                "detail": f"our book had {ours:g}, the broker {broker_qty:g}; the broker wins",
+            }
+        )
+        book.qty[symbol] = broker_qty
+    adopt = found > 0 or not deferred
+    if adopt:
+        book.qty.update(adopted)
     if abs(book.cash - cash) > 0.01:
-        if book.cash != 0:
+        if shared and not other_flows and not found:
+            # Another flow may have traded and come back to the same positions since the
+            # last look (its round trip moved the cash): any other symbol on the account.
+            assert own is not None and others is not None
+            if not asked:
+                stored, asked = others(), True
+            other_flows = stored is None or any(
+                s not in own for s in [*stored, *theirs, *(s for s, q in book.qty.items() if q)]
+            )
+        if book.cash != 0 and (found or not other_flows):
             found += 1
             differences.append(f"cash: ours {book.cash:,.2f}, the broker's {cash:,.2f}")
             ledger.event(
@@ -77,7 +215,8 @@ def reconcile(
                     "detail": f"our cash {book.cash:,.2f}, the broker's {cash:,.2f}",
                 }
             )
-        book.cash = cash
+        if adopt or found:
+            book.cash = cash
     if differences:
         send(
             Alert(

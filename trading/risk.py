@@ -7,11 +7,15 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import TYPE_CHECKING, Literal, NamedTuple
 
 import numpy as np
 
+from core.account_rules import AccountRules, pdt_refusal, trading_date
 from trading.alerts import Alert, send
+
+if TYPE_CHECKING:
+    from adapters.sim_broker import SimulatedBroker
 
 Verdict = Literal["accepted", "rejected", "reduced"]
 
@@ -59,13 +63,44 @@ class BuyingPower:
     replay's simulated account, which has its own rules)."""
 
     left: float | None = None
+    unsettled: float = 0.0
+    """Sale proceeds the broker holds but a cash account may not spend yet (T+1), for the
+    reason of a refusal."""
 
-    def refresh(self, value: float) -> None:
+    def refresh(self, value: float, unsettled: float = 0.0) -> None:
         self.left = max(0.0, value)
+        self.unsettled = max(0.0, unsettled)
 
     def spend(self, notional: float) -> None:
         if self.left is not None:
             self.left = max(0.0, self.left - notional)
+
+
+@dataclass
+class DayTrades:
+    """The account's day trades as the broker last reported them, for the pattern-day-trader
+    rule of `rules` (core.account_rules): a sell that would close a position opened today is
+    refused when the broker would refuse it. Refreshed before each decision (the backtest
+    refreshes it from the simulated broker)."""
+
+    rules: AccountRules
+    coin: bool = False
+    count: int = 0
+    """Day trades within the rules' window (Alpaca's daytrade_count)."""
+    opened_today: bool = False
+    """The position was bought today: selling now would be a day trade."""
+    day: date | None = None
+
+    def refresh(self, *, count: int, opened_today: bool, day: date) -> None:
+        self.count, self.opened_today, self.day = count, opened_today, day
+
+    def refusal(self, equity: float) -> str | None:
+        """Why a sell now would be refused (None: it would not be a day trade, or is allowed)."""
+        if not self.opened_today or self.day is None:
+            return None
+        return pdt_refusal(
+            self.rules, day=self.day, coin=self.coin, day_trades=self.count, equity=equity
+        )
 
 
 class RiskDecision(NamedTuple):
@@ -118,6 +153,13 @@ class RiskEngine:
     could not pay for is cut to what it can, or rejected, before it is sent."""
     fractional: bool = False
     """Units may be fractional (coins); whole shares otherwise."""
+    buy_cost_rate: float = 0.0
+    """What a buy costs beyond its price, as a rate (slippage and fee: the simulated broker
+    checks buying power against price x (1 + slippage) x (1 + fee)); an increase is cut to
+    what the buying power pays for at that cost."""
+    day_trades: DayTrades | None = None
+    """The pattern-day-trader rule (a margin account's): a sell that would make a day trade
+    the broker refuses is rejected here first, with the reason."""
 
     def set_reduce_only(self, reason: str | None) -> None:
         """Only reductions from now on, because of `reason`; None lifts it."""
@@ -235,6 +277,10 @@ class RiskEngine:
             if _increases(current_qty, target_qty):
                 return RiskDecision("rejected", current_qty, why)
             reason = why if reason is None else f"{reason}; {why}"
+        if self.day_trades is not None and current_qty > 0 and target_qty < current_qty:
+            pdt = self.day_trades.refusal(equity)
+            if pdt is not None:
+                return RiskDecision("rejected", current_qty, pdt)
         cap = self.limits.max_position_notional / price
         if abs(target_qty) > cap:
             target_qty = math.copysign(math.floor(cap), target_qty)
@@ -257,7 +303,7 @@ class RiskEngine:
                 )
         if self.buying_power is not None and _increases(current_qty, target_qty):
             added = abs(target_qty) - (abs(current_qty) if current_qty * target_qty > 0 else 0.0)
-            self.buying_power.spend(added * price)
+            self.buying_power.spend(added * price * (1.0 + self.buy_cost_rate))
         return RiskDecision(verdict, target_qty, reason)
 
     def _afford(
@@ -271,12 +317,17 @@ class RiskEngine:
         kept = abs(current_qty) if current_qty * target_qty > 0 else 0.0
         added = abs(target_qty) - kept
         usable = left * (1.0 - BUYING_POWER_MARGIN)
-        if added * price <= usable:
+        unit_cost = price * (1.0 + self.buy_cost_rate)
+        if added * unit_cost <= usable:
             return None
-        units = usable / price
+        units = usable / unit_cost
         units = math.floor(units * 1e6) / 1e6 if self.fractional else float(math.floor(units))
-        why = f"buying power: {left:,.2f} left, the order needs {added * price:,.2f}; " + (
-            f"cut to {units:g} units" if units > 0 else "nothing sent"
+        unsettled = self.buying_power.unsettled
+        why = (
+            f"buying power: {left:,.2f} left"
+            + (f" ({unsettled:,.2f} of sale proceeds not settled yet)" if unsettled > 0 else "")
+            + f", the order needs {added * unit_cost:,.2f}; "
+            + (f"cut to {units:g} units" if units > 0 else "nothing sent")
         )
         if units <= 0:
             return current_qty, why
@@ -299,3 +350,34 @@ class RiskEngine:
 def _increases(current_qty: float, target_qty: float) -> bool:
     """Moving from current to target adds risk: a bigger position, or one on the other side."""
     return abs(target_qty) > abs(current_qty) or current_qty * target_qty < 0
+
+
+def enforce_account_rules(
+    risk: RiskEngine, rules: AccountRules, *, coin: bool, fee_bps: float, slippage_bps: float
+) -> None:
+    """Make `risk` refuse what a simulated broker with `rules` would refuse (a backtest's or a
+    replay's): its buying power, net of each buy's slippage and fee, and -- where the rules
+    have it -- the pattern-day-trader limit; see_simulated_account() refreshes them."""
+    if not rules.enforced:
+        return
+    risk.buying_power = BuyingPower()
+    risk.fractional = coin
+    risk.buy_cost_rate = (1 + slippage_bps / 1e4) * (1 + fee_bps / 1e4) - 1
+    if rules.pdt:
+        risk.day_trades = DayTrades(rules, coin=coin)
+
+
+def see_simulated_account(
+    risk: RiskEngine, sim: SimulatedBroker, symbol: str, now: datetime
+) -> None:
+    """Before a decision on `symbol` at `now`: the simulated account's buying power, unsettled
+    proceeds and day trades, as its broker would judge an order now."""
+    if risk.buying_power is None:
+        return
+    risk.buying_power.refresh(sim.buying_power(symbol), sim.unsettled())
+    if risk.day_trades is not None:
+        risk.day_trades.refresh(
+            count=sim.daytrade_count(),
+            opened_today=sim.could_day_trade(symbol, "sell"),
+            day=trading_date(now),
+        )

@@ -50,12 +50,13 @@ from trading.reconcile import (
     OrderFillPoller,
     StreamedFills,
     TrackedOrderManager,
+    account_positions,
     reconcile,
     recover_orders,
     session_client_ids,
     warehouse_positions,
 )
-from trading.risk import RiskEngine, RiskLimits
+from trading.risk import RiskEngine, RiskLimits, enforce_account_rules, see_simulated_account
 from warehouse.bars import bars_by_minute, load_bars
 from warehouse.db import WarehouseLockedError, connect
 from warehouse.symbols import load_symbol_infos
@@ -491,6 +492,9 @@ class TradingSession:
             )
         self.book = Book(cash=self.broker.get_account().cash, qty=ours)
         self.runners: dict[str, LiveRunner] = {}
+        self.unexplained: dict[str, tuple[float, datetime]] = {}
+        """Other symbols' quantities on the account no stored fill explained at the last
+        reconciliation (another flow's fill not stored yet, or a trade by hand)."""
         self.poller: OrderFillPoller | None = None
         account_fills: Callable[[], Any] | None = None
         if adapters.simulated is None:
@@ -532,6 +536,20 @@ class TradingSession:
             fills = account_fills
             orders = TrackedOrderManager(self.broker, self.poller, sleep=self.clock.sleep)
         spec = t.policy.spec
+        risk = RiskEngine(
+            plan.risk_limits,
+            kill_file=plan.kill_file,
+            alert_as=t.symbol,
+            fractional=is_coin(t.symbol),
+        )
+        if sim is not None:  # a replay's account rules: refuse what its broker would refuse
+            enforce_account_rules(
+                risk,
+                sim.rules,
+                coin=is_coin(t.symbol),
+                fee_bps=sim.fee_rate * 1e4,
+                slippage_bps=sim.slip_rate * 1e4,
+            )
         engine = TradingEngine(
             EngineConfig(
                 run_id=plan.run_id,
@@ -547,12 +565,7 @@ class TradingSession:
             ),
             StepwiseQ(t.policy),
             self.broker,
-            RiskEngine(
-                plan.risk_limits,
-                kill_file=plan.kill_file,
-                alert_as=t.symbol,
-                fractional=is_coin(t.symbol),
-            ),
+            risk,
             orders,
             self.ledger,
             self.book,
@@ -594,9 +607,8 @@ class TradingSession:
                         candidates=session_client_ids(plan.run_id, symbol, plan.session.open, now),
                         now=now,
                     )
-        found = reconcile(
-            self.book, self.broker, self.ledger, account=plan.account, run_id=plan.run_id, now=now
-        )
+        with connect(plan.warehouse) as con:
+            found = self._reconcile_with(con, now)
         if found:
             self.log.warning(
                 "reconciliation at start: %d difference(s); the broker's view adopted", found
@@ -673,10 +685,13 @@ class TradingSession:
                         if con is not None
                         else feed.store.recent.get(minute)
                     )
-                acted = [
-                    r.on_bar_stored(now, arrived=arrived, fresh=fresh, flush=False)
-                    for r in self.runners.values()
-                ]
+                acted = []
+                sim = self.adapters.simulated
+                for symbol, r in self.runners.items():
+                    if sim is not None:  # its account as the simulated broker judges it now,
+                        # after the orders the runners before this one placed
+                        see_simulated_account(r.engine.risk, sim, symbol, now)
+                    acted.append(r.on_bar_stored(now, arrived=arrived, fresh=fresh, flush=False))
                 self.ledger.flush(con) if con is not None else self.ledger.flush()
             finally:
                 for r in self.runners.values():
@@ -690,12 +705,25 @@ class TradingSession:
         for r in self.runners.values():
             r.engine.sync_fills()
         if not any(r.engine.open_orders for r in self.runners.values()):
-            plan = self.plan
-            reconcile(
-                self.book,
-                self.broker,
-                self.ledger,
-                account=plan.account,
-                run_id=plan.run_id,
-                now=self.clock.now(),
-            )
+            with self.feed.turn(), self.feed.connection() as con:
+                self._reconcile_with(con, self.clock.now())
+
+    def _reconcile_with(self, con: Any, now: datetime) -> int:
+        """reconcile() of the symbols this session trades; another flow's positions on the
+        account are told apart by the account's stored fills (`con`; None: locked, ask later)."""
+        plan = self.plan
+
+        def stored() -> dict[str, float] | None:
+            return None if con is None else account_positions(con, plan.mode)
+
+        return reconcile(
+            self.book,
+            self.broker,
+            self.ledger,
+            account=plan.account,
+            run_id=plan.run_id,
+            now=now,
+            own=set(self.runners),
+            others=stored,
+            unexplained=self.unexplained,
+        )

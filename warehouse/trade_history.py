@@ -45,6 +45,16 @@ def recorded_fill_ids(con: duckdb.DuckDBPyConnection, client_order_ids: Sequence
     }
 
 
+def ordered_symbols(con: duckdb.DuckDBPyConnection, *, mode: str) -> set[str]:
+    """Every symbol an order of the mode's account was stored for (its runs' symbols)."""
+    return {
+        str(s)
+        for (s,) in con.execute(
+            "SELECT DISTINCT symbol FROM orders WHERE mode = ?", [mode]
+        ).fetchall()
+    }
+
+
 def order_statuses(
     con: duckdb.DuckDBPyConnection, client_order_ids: Sequence[str]
 ) -> dict[str, str]:

@@ -124,6 +124,76 @@ def test_a_reconciliation_difference_alerts_with_what_differed() -> None:
     assert len(ledger.events) == 2
 
 
+def test_another_flows_positions_on_the_account_are_no_difference_and_a_hand_trade_still_is() -> (
+    None
+):
+    """live-trading (SPY) and crypto-trading (BTC) on one paper account: each reconciles its
+    own symbols; the other's position, explained by the account's stored fills, and the cash
+    it moved are adopted without a difference; a position no stored fill explains alerts."""
+    spy_book = Book(cash=10_000.0, qty={"SPY": 5.0})
+    ledger = _Ledger()
+    stored = {"SPY": 5.0, "BTC/USD": 0.1}  # every run's fills on the account, net
+    asked: list[int] = []
+
+    def others() -> dict[str, float]:
+        asked.append(1)
+        return stored
+
+    def spy_reconcile(broker: _Broker) -> int:
+        return reconcile(
+            spy_book,
+            broker,  # type: ignore[arg-type]
+            ledger,  # type: ignore[arg-type]
+            account="paper",
+            run_id="spy",
+            now=NOW,
+            own={"SPY"},
+            others=others,
+        )
+
+    with collected() as alerts:
+        # The coins' flow bought 0.1 BTC for 5,000: cash moved with it.
+        assert spy_reconcile(_Broker({"SPY": 5.0, "BTC/USD": 0.1}, 5_000.0)) == 0
+        assert spy_book.qty["BTC/USD"] == 0.1 and spy_book.cash == 5_000.0
+        # Nothing moved: the stored fills are not even read.
+        assert spy_reconcile(_Broker({"SPY": 5.0, "BTC/USD": 0.1}, 5_000.0)) == 0
+        assert len(asked) == 1
+        # 7 QQQ bought by hand: no stored fill explains them -- a difference, as before.
+        assert spy_reconcile(_Broker({"SPY": 5.0, "BTC/USD": 0.1, "QQQ": 7.0}, 4_300.0)) == 2
+        # The warehouse locked: BTC's new quantity waits for the next reconciliation.
+        assert (
+            reconcile(
+                spy_book,
+                _Broker({"SPY": 5.0, "BTC/USD": 0.3}, 3_000.0),  # type: ignore[arg-type]
+                ledger,  # type: ignore[arg-type]
+                account="paper",
+                run_id="spy",
+                now=NOW,
+                own={"SPY"},
+                others=lambda: None,
+            )
+            == 0
+        )
+        assert spy_book.qty["BTC/USD"] == 0.1 and spy_book.cash == 3_000.0
+    [alert] = alerts
+    assert alert.details["differences"] == [
+        "QQQ: ours 0, the broker's 7",
+        "cash: ours 5,000.00, the broker's 4,300.00",
+    ]
+    assert [e["symbol"] for e in ledger.events] == ["QQQ", None]
+    # Without `own` (one flow on the account) every difference counts, as before.
+    lone = Book(cash=10_000.0, qty={"SPY": 5.0})
+    found = reconcile(
+        lone,
+        _Broker({"SPY": 5.0, "BTC/USD": 0.1}, 5_000.0),  # type: ignore[arg-type]
+        ledger,  # type: ignore[arg-type]
+        account="paper",
+        run_id="lone",
+        now=NOW,
+    )
+    assert found == 2
+
+
 def test_a_failing_sink_never_stops_the_sender_and_unknown_events_are_refused() -> None:
     def broken(alert: Alert) -> None:
         raise RuntimeError("notification service down")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import shutil
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -205,33 +205,127 @@ def ledger_counts(warehouse: Path) -> dict[str, int]:
 
 
 def test_backtest_and_replayed_session_make_the_same_trades(shared: Shared) -> None:
+    _same_trades(shared.warehouse, shared.tmp / "reports", shared.model_id)
+
+
+def _same_trades(
+    warehouse: Path, reports: Path, model_id: str, **extra: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The production SPY model's backtest of DAY and its replayed session (COMMON settings,
+    `extra` over them): same fills, same decisions, the same Q-values bar by bar."""
+    settings = {**COMMON, **extra}
     bt = backtest(
         BacktestConfig(
             symbol="SPY",
             start=DAY,
             end=DAY + timedelta(days=1),
-            warehouse=str(shared.warehouse),
-            reports_dir=str(shared.tmp / "reports"),
-            **COMMON,
+            warehouse=str(warehouse),
+            reports_dir=str(reports),
+            **settings,
         )
     )
-    live = live_trading(shared.replay(start_minute=0, **COMMON))
-    assert bt["model_id"] == live["model_id"] == shared.model_id
+    live = live_trading(
+        LiveTradingConfig(
+            mode="replay", replay_date=DAY, warehouse=str(warehouse), start_minute=0, **settings
+        )
+    )
+    assert bt["model_id"] == live["model_id"] == model_id
     assert live["status"] == "traded" and live["session"] == str(DAY)
     assert bt["decisions"] == live["decisions"] == 390
 
-    bt_fills = run_fills(shared.warehouse, bt["run_id"])
-    live_fills = run_fills(shared.warehouse, live["run_id"])
+    bt_fills = run_fills(warehouse, bt["run_id"])
+    live_fills = run_fills(warehouse, live["run_id"])
     assert len(bt_fills) >= 4, "the model hardly traded: the comparison would prove little"
     assert live_fills == bt_fills
     assert bt["fills"] == len(bt_fills) and bt["orders"] == live["orders"]
     # Bar by bar, the stepwise LSTM of the live path saw the Q-values of the batched pass.
-    bt_decisions = run_decisions(shared.warehouse, bt["run_id"])
-    live_decisions = run_decisions(shared.warehouse, live["run_id"])
+    bt_decisions = run_decisions(warehouse, bt["run_id"])
+    live_decisions = run_decisions(warehouse, live["run_id"])
     assert [d[:3] for d in live_decisions] == [d[:3] for d in bt_decisions]
     for (ts, *_, q_live), (_, *_, q_bt) in zip(live_decisions, bt_decisions, strict=True):
         # (hold's Q sits near -1000 after make_it_trade: hence a relative tolerance too)
         assert q_live == pytest.approx(q_bt, rel=1e-6, abs=1e-5), ts
+    return bt, live
+
+
+def test_a_margin_accounts_day_trade_limit_refuses_the_same_in_backtest_and_replay(
+    shared: Shared,
+) -> None:
+    """account_rules='margin' with $20,000 (below $25k, before 2026-06-04): the agent's fourth
+    round trip of the day is refused by the risk engine -- with the reason in its decision --
+    in the backtest and in the replayed session alike, so the broker never rejects one."""
+    bt, live = _same_trades(
+        shared.warehouse,
+        shared.tmp / "reports",
+        shared.model_id,
+        cash=20_000.0,
+        account_rules="margin",
+    )
+    for run in (bt, live):
+        reasons = query(
+            shared.warehouse,
+            "SELECT risk_reason FROM decisions WHERE run_id = ? AND risk_reason IS NOT NULL",
+            [run["run_id"]],
+        )
+        assert any(r.startswith("pattern day trader rule") for (r,) in reasons), run["run_id"]
+        rejected = query(
+            shared.warehouse,
+            "SELECT count(*) FROM orders o JOIN decisions d USING (decision_id)"
+            " WHERE d.run_id = ? AND o.status = 'rejected'",
+            [run["run_id"]],
+        )
+        assert rejected == [(0,)]
+
+
+def test_missing_input_minutes_carried_forward_trade_the_same_in_backtest_and_replay(
+    shared: Shared, tmp_path: Path
+) -> None:
+    """stale_bars (issue 18): VXUS and BND lose every third minute, and VXUS 20 minutes in a
+    row on DAY (beyond the reach); an agent trained to carry them forward with staleness
+    inputs makes the same trades bar by bar in the backtest (batch features) and the
+    replayed session (live features, minute by minute, missing bars and all)."""
+    gappy = tmp_path / "gappy.duckdb"
+    shutil.copy(shared.warehouse, gappy)
+    block = datetime.combine(DAY, time(10, 0), NY).astimezone(UTC)
+    with connect(gappy) as con:
+        con.execute(
+            "DELETE FROM bars WHERE symbol IN ('VXUS', 'BND') AND (epoch(ts)::BIGINT / 60) % 3 = 0"
+        )
+        con.execute(
+            "DELETE FROM bars WHERE symbol = 'VXUS' AND ts >= ? AND ts < ?",
+            [block, block + timedelta(minutes=20)],
+        )
+    trained = train_agent(
+        TrainAgentConfig(
+            symbols=SYMBOLS,
+            stale_bars=5,
+            train_start=BARS_START,
+            train_end=TRAIN_END,
+            test_start=TRAIN_END,
+            test_end=BARS_END,
+            cycles=4,
+            seeds=[3],
+            architecture={"fast_hidden": 8, "slow_hidden": 4, "head_hidden": 8},
+            params={"batch_sessions": 4, "train_every": 4},
+            checkpoint_every=4,
+            warehouse=str(gappy),
+            models_dir=str(tmp_path / "models"),
+        )
+    )
+    (model_id,) = trained["models"]
+    with connect(gappy) as con:
+        row = load_model_row(con, model_id)
+        assert row is not None
+        bars = load_bars(con, SYMBOLS, "1Min", utc_midnight(BARS_START), utc_midnight(BARS_END))
+    policy = load_registered_agent(row)
+    assert policy.spec.stale_bars == 5 and "a2_stale" in policy.spec.names()
+    day = compute_features(bars, policy.spec).filter(pl.col("session") == DAY)
+    stale = day.get_column("a2_stale")
+    assert ((stale > 0) & (stale < 1)).sum() > 100 and (stale == 1.0).sum() >= 10
+    make_it_trade(gappy, row, bars, tmp_path / "models" / f"{model_id}-trading")
+    with connect(gappy) as con:
+        promote(con, model_id, datetime(2024, 6, 30, 12, tzinfo=UTC))
+    _same_trades(gappy, tmp_path / "reports", model_id)
 
 
 @pytest.mark.parametrize(
