@@ -147,11 +147,6 @@ def build_post_source(
     )
 
 
-clock_factory: Callable[[], Clock] = SystemClock
-"""Where build_adapters gets its clock: the wall clock. The one seam for time in paper/live
-runs -- a test puts a ManualClock here to run a session in simulated minutes."""
-
-
 @dataclass(frozen=True)
 class Adapters:
     """The set of external systems a run talks to."""
@@ -168,7 +163,31 @@ class Adapters:
     """The account's fills as they happen (paper/live; not started: the session starts it)."""
 
 
+@dataclass
+class Injected:
+    """The one seam through which a test hands runs other systems than the real ones.
+
+    `clock` makes every run's clock (the wall clock; a test gives a ManualClock to run a
+    paper session in simulated minutes); `adapters`, when set, makes the whole adapter set
+    in build_adapters' place (real_adapters builds the real one, for a test to wrap).
+    Tests set them with monkeypatch.setattr(wiring.INJECTED, "clock", ...), undone after.
+    """
+
+    clock: Callable[[], Clock] = SystemClock
+    adapters: Callable[[Settings], Adapters] | None = None
+
+
+INJECTED = Injected()
+
+
 def build_adapters(settings: Settings) -> Adapters:
+    """The adapter set of a run: INJECTED.adapters' if a test set it, else real_adapters'."""
+    if INJECTED.adapters is not None:
+        return INJECTED.adapters(settings)
+    return real_adapters(settings)
+
+
+def real_adapters(settings: Settings) -> Adapters:
     """All adapters for settings.mode; nothing else in the code branches on the mode.
 
     replay: offline (synthetic bars and posts). paper: Alpaca paper trading and market data.
@@ -180,7 +199,7 @@ def build_adapters(settings: Settings) -> Adapters:
     problem = mode_refusal(settings.mode, settings)
     if problem:
         raise ModeRefusedError(problem)
-    clock = clock_factory()
+    clock = INJECTED.clock()
     posts = build_post_source(ScrapeRedditConfig(), settings, clock)
     if settings.mode == "replay":
         return Adapters(

@@ -27,6 +27,7 @@ from core.settings import (
     is_live_endpoint,
     mode_refusal,
 )
+from flows import wiring
 from flows.live_trading import LiveTradingRefused, live_trading
 from flows.wiring import ModeRefusedError, build_adapters
 from tests.fakes.alpaca import FakeAlpacaRest
@@ -154,7 +155,7 @@ def fake_for(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[FakeAl
         monkeypatch.delenv("TRADINGML_MODE", raising=False)
         monkeypatch.delenv("TRADINGML_LIVE_TRADING_OPT_IN", raising=False)
         # Mid-session on a trading day: a run that got past the checks would trade at once.
-        monkeypatch.setattr("flows.wiring.clock_factory", lambda: ManualClock(START))
+        monkeypatch.setattr(wiring.INJECTED, "clock", lambda: ManualClock(START))
         get_settings.cache_clear()
         yield rest
 

@@ -38,6 +38,7 @@ from prefect.settings import get_current_settings
 from adapters.alpaca import AlpacaAuthError
 from core.configs import LiveTradingConfig
 from core.settings import get_settings
+from flows import wiring
 from flows.cli import main
 from flows.live_trading import live_trading
 from tests.fakes.alpaca import FakeAlpacaRest
@@ -259,7 +260,7 @@ def test_canary_keys_never_leave_the_environment(
         monkeypatch.setenv("TRADINGML_ALPACA_STREAM_URL", f"ws://127.0.0.1:{ws.port}")
         get_settings.cache_clear()
         clock = MarketClock(START, bars, ws, rest)
-        monkeypatch.setattr("flows.wiring.clock_factory", lambda: clock)
+        monkeypatch.setattr(wiring.INJECTED, "clock", lambda: clock)
         state: Any = live_trading(config, return_state=True)
         result = state.result()
         assert result["status"] == "traded" and result["decisions"] == 4
@@ -271,9 +272,7 @@ def test_canary_keys_never_leave_the_environment(
     with FakeAlpacaRest() as other:
         monkeypatch.setenv("TRADINGML_ALPACA_BASE_URL", other.base_url)
         get_settings.cache_clear()
-        monkeypatch.setattr(
-            "flows.wiring.clock_factory", lambda: MarketClock(START, bars, ws, other)
-        )
+        monkeypatch.setattr(wiring.INJECTED, "clock", lambda: MarketClock(START, bars, ws, other))
         refused: Any = live_trading(config, return_state=True)
         assert refused.is_failed()
         with pytest.raises(AlpacaAuthError, match="set APCA_API_KEY_ID and APCA_API_SECRET_KEY"):

@@ -28,6 +28,7 @@ from adapters.clock import ManualClock
 from adapters.synthetic import SyntheticBarSource
 from core.configs import LiveTradingConfig, RiskConfig
 from core.settings import get_settings
+from flows import wiring
 from flows.live_trading import LiveTradingRefused, live_trading
 from models.env import LONG
 from models.features import FeatureScaler, FeatureSpec
@@ -243,9 +244,7 @@ def use_clock(
     monkeypatch: pytest.MonkeyPatch, clock: Any, paper: Paper, silence_timeout_s: float = 90.0
 ) -> None:
     """Hand the flow `clock`, and a stream whose watchdog waits `silence_timeout_s` (real seconds)."""
-    import flows.wiring
-
-    real = flows.wiring.build_adapters
+    real = wiring.real_adapters
 
     def build(settings: Any) -> Any:
         made = real(settings)
@@ -261,8 +260,8 @@ def use_clock(
         paper.streams.append(stream)
         return replace(made, stream=stream)
 
-    monkeypatch.setattr("flows.wiring.clock_factory", lambda: clock)
-    monkeypatch.setattr("flows.wiring.build_adapters", build)
+    monkeypatch.setattr(wiring.INJECTED, "clock", lambda: clock)
+    monkeypatch.setattr(wiring.INJECTED, "adapters", build)
 
 
 # ---- 4: the data socket goes silent ---------------------------------------------------

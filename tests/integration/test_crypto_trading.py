@@ -16,6 +16,7 @@ from adapters.alpaca import AlpacaBroker
 from adapters.protocols import OrderRequest
 from core.configs import CryptoTradingConfig, IngestBarsConfig, TrainAgentConfig
 from core.settings import get_settings
+from flows import wiring
 from flows.crypto_trading import crypto_trading
 from flows.ingest_bars import ingest_bars
 from flows.live_trading import LiveTradingRefused, load_compatible_model
@@ -275,7 +276,7 @@ def coin_market(
         monkeypatch.delenv("TRADINGML_MODE", raising=False)
         get_settings.cache_clear()
         clock = CoinMarketClock(stream_from + timedelta(seconds=20), bars, ws, fake_alpaca_rest)
-        monkeypatch.setattr("flows.wiring.clock_factory", lambda: clock)
+        monkeypatch.setattr(wiring.INJECTED, "clock", lambda: clock)
         yield warehouse, fake_alpaca_rest, clock
 
 

@@ -2,7 +2,7 @@
 
 Nothing in the paper path is patched but its clock. build_adapters builds the real
 AlpacaBroker (trading REST) and AlpacaBarStream (msgpack websocket), pointed at the fakes
-on 127.0.0.1 by the settings' environment variables; `flows.wiring.clock_factory` hands
+on 127.0.0.1 by the settings' environment variables; `flows.wiring.INJECTED.clock` hands
 it a MarketClock: a ManualClock whose sleep() is the market moving on. Each minute
 boundary it crosses, the fake stream sends the bars of the minute that just closed (all
 symbols in one frame, as Alpaca does) and the fake broker's prices and time follow; so a
@@ -30,6 +30,7 @@ from adapters.clock import ManualClock
 from adapters.protocols import OrderRequest
 from core.configs import LiveTradingConfig
 from core.settings import get_settings
+from flows import wiring
 from flows.live_trading import live_trading, symbol_costs
 from flows.session_view import artifact_key
 from tests.fakes.alpaca import FakeAlpacaRest, fake_alpaca_rest  # noqa: F401
@@ -151,7 +152,7 @@ def market(
         monkeypatch.delenv("TRADINGML_MODE", raising=False)
         get_settings.cache_clear()  # the module's fixture has read settings before these
         made = Market(fake_alpaca_rest, ws, warehouse, bars)
-        monkeypatch.setattr("flows.wiring.clock_factory", lambda: made.clocks[-1])
+        monkeypatch.setattr(wiring.INJECTED, "clock", lambda: made.clocks[-1])
         yield made
 
 

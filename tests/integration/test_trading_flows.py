@@ -30,6 +30,7 @@ from core.configs import (
     TrainAgentConfig,
     utc_midnight,
 )
+from flows import wiring
 from flows.backtest import backtest
 from flows.ingest_bars import ingest_bars
 from flows.live_trading import LiveTradingRefused, live_trading
@@ -430,7 +431,7 @@ def test_live_mode_without_the_opt_in_is_refused_and_places_nothing(
     def no_broker(*args: object, **kwargs: object) -> None:
         raise AssertionError("a refused live run must not build a broker")
 
-    monkeypatch.setattr("flows.wiring.build_adapters", no_broker)
+    monkeypatch.setattr(wiring.INJECTED, "adapters", no_broker)
     before = ledger_counts(shared.warehouse)
     with pytest.raises(LiveTradingRefused, match="TRADINGML_LIVE_TRADING_OPT_IN=true") as refused:
         live_trading(LiveTradingConfig(mode="live", warehouse=str(shared.warehouse)))

@@ -5,7 +5,7 @@ Both flows run in threads of this process against one FakeAlpacaRest (one accoun
 balance, one set of positions) and one FakeAlpacaStreamServer (the stock bars on /v2/iex,
 the coins' on the crypto path), each on its own market clock (test_live_paper's MarketClock
 on the stock stream, the same on the coins' stream) handed out by
-`flows.wiring.clock_factory` to the thread that asks. The two clocks move in step, minute by
+`flows.wiring.INJECTED.clock` to the thread that asks. The two clocks move in step, minute by
 minute (MarketTime), as the wall clock moves two real flows: within a minute both decide,
 order and reconcile at once, in whatever order their threads get there. The warehouse is
 test_trading_flows' (SPY and its inputs, a promoted SPY agent made to trade on DAY) with two
@@ -42,6 +42,7 @@ from core.configs import (
     utc_midnight,
 )
 from core.settings import get_settings
+from flows import wiring
 from flows.crypto_trading import crypto_trading
 from flows.ingest_bars import ingest_bars
 from flows.live_trading import live_trading
@@ -232,11 +233,11 @@ class Account:
     time: MarketTime
     clocks: dict[str, InStep]
     asked: dict[str, int]
-    """How often each flow's thread asked clock_factory for its clock."""
+    """How often each flow's thread asked INJECTED.clock for its clock."""
 
     def clock_for_this_thread(self) -> Clock:
         name = threading.current_thread().name
-        assert name in self.clocks, f"clock_factory called from thread {name!r}, not a flow's"
+        assert name in self.clocks, f"INJECTED.clock called from thread {name!r}, not a flow's"
         self.asked[name] = self.asked.get(name, 0) + 1
         return self.clocks[name]
 
@@ -305,7 +306,7 @@ def account(
             COIN_FLOW: CoinsInStep(COIN_FLOW, time, START, coin_bars, ws),
         }
         made = Account(fake_alpaca_rest, ws, warehouse, time, clocks, {})
-        monkeypatch.setattr("flows.wiring.clock_factory", made.clock_for_this_thread)
+        monkeypatch.setattr(wiring.INJECTED, "clock", made.clock_for_this_thread)
         monkeypatch.setattr("warehouse.db._is_lock_conflict", lock_conflict_in_one_process)
         yield made
 

@@ -76,3 +76,36 @@ def test_bar_sources_by_name() -> None:
 def test_file_source_needs_a_path() -> None:
     with pytest.raises(ValueError, match="needs path="):
         IngestBarsConfig(source="file")
+
+
+def test_tests_inject_through_the_wiring_seam_not_by_string_paths() -> None:
+    """Issue 15: a run's clock and adapter set reach tests through flows.wiring.INJECTED; no
+    test patches a name inside flows.wiring by its string path (a rename would go unnoticed)."""
+    import re
+    from pathlib import Path
+
+    tests = Path(__file__).resolve().parents[1]
+    pattern = re.compile(
+        r"setattr\(\s*['\"]flows\.wiring\.(clock_factory|build_adapters|real_adapters)"
+    )
+    found = [
+        str(p.relative_to(tests))
+        for p in tests.rglob("*.py")
+        if pattern.search(p.read_text(encoding="utf-8"))
+    ]
+    assert found == []
+
+
+def test_an_injected_adapter_set_replaces_the_real_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from datetime import UTC, datetime
+
+    from adapters.clock import ManualClock
+    from flows import wiring
+
+    settings = Settings(_env_file=None)
+    clock = ManualClock(datetime(2024, 7, 1, 14, tzinfo=UTC))
+    monkeypatch.setattr(wiring.INJECTED, "clock", lambda: clock)
+    assert build_adapters(settings).clock is clock  # the real set, on the injected clock
+    made = wiring.real_adapters(settings)
+    monkeypatch.setattr(wiring.INJECTED, "adapters", lambda s: made)
+    assert build_adapters(settings) is made
