@@ -18,7 +18,7 @@ import duckdb
 import polars as pl
 
 from adapters.protocols import Fill, Order
-from warehouse.db import WarehouseLockedError, connect, transaction
+from warehouse.db import WarehouseLockedError, connect, is_commit_conflict, transaction
 from warehouse.io import insert_rows, upsert
 from warehouse.outbox import Outbox
 
@@ -98,6 +98,8 @@ KEYS: dict[str, tuple[str, ...]] = {
 }
 FAST_ROWS = 64
 """A flush of at most this many rows tries plain INSERTs first (a live minute's rows)."""
+COMMIT_TRIES = 3
+"""How often a ledger write runs again after another connection committed its keys first."""
 
 BOOKKEEPING: dict[str, tuple[str, ...]] = {
     "decisions": ("created_at",),
@@ -193,6 +195,9 @@ class Ledger:
                 return self._insert_new(con)
             except duckdb.ConstraintException:
                 pass  # a key stored before (an order's new status, a re-run): upsert below
+            except duckdb.TransactionException as err:
+                if not is_commit_conflict(err):
+                    raise  # (a key another connection committed first: upsert below too)
         frames = self.frames()
         # Oldest first: outbox files in name (time) order, then the buffer, so that
         # keep="last" keeps the newest version of a repeated key.
@@ -203,17 +208,31 @@ class Ledger:
             frames[name] = pl.concat([*older, *([frames[name]] if name in frames else [])]).unique(
                 subset=list(KEYS[name]), keep="last", maintain_order=True
             )
-        counts: dict[str, int] = {}
-        with transaction(con):
-            for name, frame in frames.items():
-                counts[name] = upsert(
-                    con, name, frame, KEYS[name], bookkeeping=BOOKKEEPING.get(name, ())
-                ).total
+        counts = self._upsert(con, frames)
         Outbox.done(path for _, path in outbox_files)
         for name, n in counts.items():
             self.flushed[name] += n
         self.rows = {name: [] for name in SCHEMAS}
         return counts
+
+    @staticmethod
+    def _upsert(con: duckdb.DuckDBPyConnection, frames: dict[str, pl.DataFrame]) -> dict[str, int]:
+        """All frames in one transaction; run again when another connection committed the same
+        keys first (the upsert is idempotent: the second run updates what the first inserted)."""
+        for attempt in range(1, COMMIT_TRIES + 1):
+            counts: dict[str, int] = {}
+            try:
+                with transaction(con):
+                    for name, frame in frames.items():
+                        counts[name] = upsert(
+                            con, name, frame, KEYS[name], bookkeeping=BOOKKEEPING.get(name, ())
+                        ).total
+                return counts
+            except duckdb.TransactionException as err:
+                if attempt == COMMIT_TRIES or not is_commit_conflict(err):
+                    raise
+                log.info("ledger write met another connection's commit (%s); again", err)
+        raise AssertionError("unreachable")
 
     def _insert_new(self, con: duckdb.DuckDBPyConnection) -> dict[str, int]:
         """A minute's few rows with new keys: plain INSERTs in one transaction (no frames).

@@ -283,7 +283,10 @@ class RiskEngine:
                 return RiskDecision("rejected", current_qty, pdt)
         cap = self.limits.max_position_notional / price
         if abs(target_qty) > cap:
-            target_qty = math.copysign(math.floor(cap), target_qty)
+            # Whole shares for a stock; a coin keeps its 1e-6 units (a floor to whole coins
+            # would cut a BTC position over the cap to 0).
+            units = math.floor(cap * 1e6) / 1e6 if self.fractional else float(math.floor(cap))
+            target_qty = math.copysign(units, target_qty)
             capped = f"position capped at {self.limits.max_position_notional:,.0f} notional"
             verdict, reason = "reduced", capped if reason is None else f"{reason}; {capped}"
         if self.buying_power is not None and self.buying_power.left is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from tenacity import (
 
 from warehouse.migrate import apply_migrations, current_version
 
+log = logging.getLogger(__name__)
 _PID = re.compile(r"PID (\d+)")
 
 
@@ -48,8 +50,27 @@ def transaction(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConne
         yield con
         con.execute("COMMIT")
     except Exception:
-        con.execute("ROLLBACK")
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error as rollback_error:
+            # A COMMIT that failed has ended the transaction already: ROLLBACK then says "no
+            # transaction is active" -- the COMMIT's own error is the one to report.
+            log.debug("rollback after a failed statement: %s", rollback_error)
         raise
+
+
+def is_commit_conflict(exc: BaseException) -> bool:
+    """Another connection to the same database committed the same keys first.
+
+    DuckDB's transactions are optimistic: two connections of one process (two flows in
+    threads) may both insert a key, and the second COMMIT fails with a constraint violation
+    or a write-write conflict. The transaction is over then; an idempotent write can simply
+    run again and find the key stored. Two processes never meet it: one holds the file.
+    """
+    text = str(exc)
+    return isinstance(exc, duckdb.TransactionException) and (
+        "constraint violation" in text or "onflict" in text
+    )
 
 
 def _is_lock_conflict(exc: BaseException) -> bool:

@@ -176,6 +176,49 @@ def test_a_given_connection_is_used_as_is(warehouse: Path) -> None:
     assert _counts(warehouse)["fills"] == 1
 
 
+class _CommitsFirst:
+    """A connection whose first COMMIT is preceded by another connection's COMMIT of the same
+    equity row: two flows of one process writing the account's minute at once."""
+
+    def __init__(self, con: Any, other: Any) -> None:
+        self._con, self._other, self.raced = con, other, False
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        if sql == "COMMIT" and not self.raced:
+            self.raced = True
+            self._other.execute("COMMIT")
+        return self._con.execute(sql, *args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._con, name)
+
+
+@pytest.mark.parametrize("rows", [1, 70], ids=["fast-insert", "upsert"])
+def test_a_key_another_connection_commits_first_is_written_again_not_lost(
+    warehouse: Path, rows: int
+) -> None:
+    """Both paths of a flush (plain INSERTs, the upsert) meet DuckDB's optimistic commit: the
+    other connection's equity row wins the race, this write runs again and updates it."""
+    with connect(warehouse, timeout_s=5) as con:
+        other = con.cursor()
+        other.execute("BEGIN TRANSACTION")
+        other.execute(
+            "INSERT INTO equity (account, ts, cash, positions_value, equity) "
+            "VALUES ('paper', ?, 1.0, 0.0, 1.0)",
+            [T0],
+        )
+        ledger = Ledger(warehouse, mode="paper")
+        for i in range(rows):
+            ledger.equity("paper", T0 + timedelta(minutes=i), 100.0, 5.0)
+        racing = _CommitsFirst(con, other)
+        ledger.flush(racing)  # type: ignore[arg-type]
+        assert racing.raced
+        stored = con.execute(
+            "SELECT count(*), max(equity) FILTER (WHERE ts = ?) FROM equity", [T0]
+        ).fetchall()
+    assert stored == [(rows, 105.0)]
+
+
 HOLDER = textwrap.dedent(
     """
     import sys, duckdb

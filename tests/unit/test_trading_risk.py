@@ -79,6 +79,15 @@ def test_max_position_notional_reduces_the_target_to_whole_shares() -> None:
     assert _check(engine, target_qty=333.0, price=30.0).verdict == "accepted"
 
 
+def test_max_position_notional_keeps_a_coins_fraction() -> None:
+    """A coin's target over the cap is cut to the cap in 1e-6 units, not to whole coins (0)."""
+    engine = RiskEngine(RiskLimits(max_position_notional=10_000.0), fractional=True)
+    verdict = _check(engine, target_qty=1.0, price=60_000.0)
+    assert verdict.verdict == "reduced"
+    assert verdict.target_qty == pytest.approx(math.floor(10_000.0 / 60_000.0 * 1e6) / 1e6)
+    assert 0.1666 < verdict.target_qty <= 10_000.0 / 60_000.0
+
+
 def test_orders_per_minute_limit_rejects_then_recovers_after_the_window() -> None:
     engine = RiskEngine(RiskLimits(max_orders_per_minute=3))
     for s in (0, 10, 20):
